@@ -1,0 +1,1 @@
+//! Xyte simulator (SPEC §10).

@@ -1,0 +1,1 @@
+//! SQLite store (DESIGN §3).

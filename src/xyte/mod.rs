@@ -1,0 +1,1 @@
+//! The Xyte Organization API client (SPEC §4).
