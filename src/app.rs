@@ -1,1 +1,201 @@
-//! app
+//! Wiring for `serve`: open the store, build the Xyte client, start background tasks under one cancellation token
+//! and task tracker, tell systemd, and shut down in order on SIGTERM/SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{self, exit};
+use crate::config::{Config, LoadOptions, Secret, XyteCredential};
+use crate::store::Store;
+use crate::sync::poller::Poller;
+use crate::systemd::{self, Heartbeat};
+use crate::xyte::{ClientConfig, XyteClient};
+use crate::{sim, telemetry};
+
+/// How long in-flight work may take to finish after SIGTERM; below systemd's default `TimeoutStopSec` of 90 s and
+/// well below the 5 s an operator waits at a terminal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
+
+/// The tokio runtime, built by hand: two workers suit the small boxes this runs on (DESIGN §3).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("xyte-edge").enable_all().build()
+}
+
+/// A start-up failure: what to print and which sysexits code to leave with.
+#[derive(Debug)]
+pub struct Fatal {
+    pub code: u8,
+    pub message: String,
+}
+
+impl Fatal {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        Fatal { code, message: message.into() }
+    }
+}
+
+/// `xyte-edge serve [--config PATH] [--demo]`.
+pub fn serve(config_path: Option<PathBuf>, demo: bool) -> ExitCode {
+    let config = match cli::load_config(&LoadOptions { path: config_path, demo }) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for note in telemetry::init(&config) {
+        tracing::warn!("{note}");
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let result = runtime().map_err(|e| Fatal::new(exit::SOFTWARE, format!("cannot start the runtime: {e}")));
+    match result.and_then(|rt| rt.block_on(run(config))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => {
+            tracing::error!("{}", fatal.message);
+            eprintln!("xyte-edge: {}", fatal.message);
+            ExitCode::from(fatal.code)
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM/SIGINT. Everything started here is stopped here, in reverse order.
+pub async fn run(mut config: Config) -> Result<(), Fatal> {
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let mut signals = Signals::install()?;
+
+    let demo = if config.demo { Some(start_demo_simulator(&mut config).await?) } else { None };
+
+    let state_dir = config.state_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&state_dir, Default::default()))
+        .await
+        .map_err(|e| Fatal::new(exit::SOFTWARE, format!("store start-up panicked: {e}")))?
+        .map_err(|e| store_fatal(&config, e))?;
+
+    let client = XyteClient::new(client_config(&config)?).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
+
+    let poll_beat = Heartbeat::new("poller");
+    let mut heartbeats = vec![store.heartbeat(), poll_beat.clone()];
+    let mut reports = None;
+    if let Some(interval) = config.poll_interval {
+        let poller = Poller::new(client.clone(), store.clone(), interval, poll_beat);
+        reports = Some(poller.reports());
+        tasks.spawn(poller.run(shutdown.clone()));
+    } else {
+        heartbeats.pop();
+        tracing::info!("XYTE_POLL_INTERVAL=0: background polling is disabled");
+    }
+    tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
+
+    let summary = format!("serving {} ({})", config.base_url, config.env_label);
+    systemd::ready(&summary);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), state_dir = %config.state_dir.display(), "ready: {summary}");
+    if let (Some(_), Some(reports)) = (&demo, reports.clone()) {
+        tasks.spawn(print_demo_progress(reports, shutdown.clone()));
+    }
+
+    signals.wait_for_stop().await;
+    systemd::stopping();
+    tracing::info!("stopping");
+    shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait()).await.is_err() {
+        tracing::warn!("background tasks did not finish within {SHUTDOWN_GRACE:?}; stopping anyway");
+    }
+    let closing = store.clone();
+    let _ = tokio::task::spawn_blocking(move || closing.close()).await;
+    if let Some(sim) = demo {
+        sim.shutdown.cancel();
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn client_config(config: &Config) -> Result<ClientConfig, Fatal> {
+    let credential = match config.credential.clone() {
+        Some(c) => c,
+        None => return Err(Fatal::new(exit::CONFIG, "no Xyte credential configured")),
+    };
+    Ok(ClientConfig {
+        base_url: config.base_url.clone(),
+        credential,
+        request_timeout: config.request_timeout,
+        rate_limit_per_min: config.rate_limit_per_min,
+    })
+}
+
+fn store_fatal(config: &Config, e: crate::store::StoreError) -> Fatal {
+    let text = e.to_string();
+    let code = if text.contains("ermission denied") { exit::NO_PERMISSION } else { exit::SOFTWARE };
+    Fatal::new(code, format!("cannot open the store in {}: {text}", config.state_dir.display()))
+}
+
+/// `--demo`: an in-process simulator on a loopback port, and the client pointed at it.
+async fn start_demo_simulator(config: &mut Config) -> Result<sim::SimHandle, Fatal> {
+    let opts = sim::SimOptions::default();
+    let (devices, seed) = (opts.devices, opts.seed);
+    let handle = sim::spawn("127.0.0.1:0".parse().expect("literal address"), opts)
+        .await
+        .map_err(|e| Fatal::new(exit::UNAVAILABLE, format!("cannot start the demo simulator: {e}")))?;
+    config.base_url = handle.base_url();
+    config.credential = Some(XyteCredential::ApiKey(Secret::new(handle.sim.api_key().to_string())));
+    println!("xyte-edge {} demo", env!("CARGO_PKG_VERSION"));
+    println!("  simulated Xyte org: {} ({devices} devices, seed {seed})", config.base_url);
+    println!("  state (SQLite):     {}", config.state_dir.join(crate::store::DB_FILE).display());
+    println!(
+        "  polling every:      {}",
+        config.poll_interval.map(crate::config::values::human).unwrap_or("off".into())
+    );
+    println!("  stop with Ctrl-C");
+    Ok(handle)
+}
+
+/// Tells the person at the terminal what the demo is doing: each sync that changed the picture.
+async fn print_demo_progress(
+    mut reports: tokio::sync::watch::Receiver<Option<crate::sync::poller::SyncReport>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = reports.changed() => if changed.is_err() { return },
+        }
+        let Some(report) = reports.borrow_and_update().clone() else { continue };
+        println!("{report}");
+    }
+}
+
+/// SIGTERM/SIGINT stop the daemon; SIGHUP is caught so `systemctl reload` never kills it.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, Fatal> {
+        let make =
+            |kind| signal(kind).map_err(|e| Fatal::new(exit::SOFTWARE, format!("cannot install signal handlers: {e}")));
+        Ok(Signals {
+            term: make(SignalKind::terminate())?,
+            int: make(SignalKind::interrupt())?,
+            hup: make(SignalKind::hangup())?,
+        })
+    }
+
+    async fn wait_for_stop(&mut self) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => { tracing::info!("SIGTERM received"); return }
+                _ = self.int.recv() => { tracing::info!("SIGINT received"); return }
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: nothing in this build reads configuration after start; restart to apply changes");
+                }
+            }
+        }
+    }
+}

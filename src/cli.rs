@@ -1,1 +1,117 @@
-//! cli
+//! The command line (SPEC §2): subcommands, their flags, and the small commands that need no daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LoadOptions};
+
+/// sysexits(3) codes used across the binary.
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const USAGE: u8 = 64;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const SOFTWARE: u8 = 70;
+    pub const NO_PERMISSION: u8 = 77;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xyte-edge",
+    about = "Edge daemon for a Xyte organization: local cache, event log, MCP and command outbox"
+)]
+#[command(disable_version_flag = true)]
+pub struct Cli {
+    /// Print version and build information.
+    #[arg(short = 'V', long = "version", global = false)]
+    pub version: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon.
+    Serve {
+        /// Configuration file (default /etc/xyte-edge/xyte-edge.conf).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Run against a built-in simulated organization: no API key, no root, files under a per-user directory.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Serve a simulated Xyte Organization API on loopback (for development and tests).
+    Sim {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+        listen: SocketAddr,
+        /// Number of devices in the generated organization.
+        #[arg(long, default_value_t = 40, value_name = "N")]
+        devices: usize,
+        /// Seed for the generated organization and its behaviour over time.
+        #[arg(long, default_value_t = 1, value_name = "S")]
+        seed: u64,
+        /// Faults to inject, e.g. "latency=200ms,error_rate=0.3,rate_429=0.1,retry_after=2,pagination=next_page".
+        #[arg(long, value_name = "SPEC")]
+        faults: Option<String>,
+    },
+    /// Validate the configuration and print the effective values (secrets masked). Exit 0, or 78 with every problem.
+    CheckConfig {
+        /// Configuration file (default /etc/xyte-edge/xyte-edge.conf).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+    },
+    /// Print version and build information.
+    Version,
+}
+
+/// Parses the arguments; usage errors exit 64 (EX_USAGE) rather than clap's 2, help and version exit 0.
+pub fn parse() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|e| {
+        let _ = e.print();
+        if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::from(exit::OK) }
+    })
+}
+
+pub fn version_text() -> String {
+    format!(
+        "xyte-edge {} ({}-{}; SQLite {}; TLS rustls with ring)",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS,
+        rusqlite::version()
+    )
+}
+
+/// Loads configuration, printing every problem to stderr; `Err` carries exit code 78.
+pub fn load_config(opts: &LoadOptions) -> Result<Config, ExitCode> {
+    Config::load(opts).map_err(|e| {
+        eprint!("xyte-edge: {e}");
+        if let Some(path) =
+            opts.path.as_ref().or((!opts.demo).then_some(&PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)))
+        {
+            eprintln!("(configuration file: {}; see `xyte-edge check-config --help`)", path.display());
+        }
+        ExitCode::from(exit::CONFIG)
+    })
+}
+
+/// `check-config`: the effective configuration, secrets masked, with where each value came from.
+pub fn check_config(path: Option<PathBuf>) -> ExitCode {
+    let config = match load_config(&LoadOptions { path, demo: false }) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for w in &config.warnings {
+        eprintln!("warning: {w}");
+    }
+    let width = config.effective.iter().map(|e| e.key.len()).max().unwrap_or(0);
+    for e in &config.effective {
+        println!("{:width$} = {:40} # {}", e.key, e.value, e.source);
+    }
+    println!("# configuration ok; Xyte credential: {}", config.credential_kind());
+    ExitCode::from(exit::OK)
+}

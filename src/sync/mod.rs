@@ -1,1 +1,2 @@
-//! Background work: the poller.
+//! Background work that keeps the local picture current: the poller (Xyte → cache).
+pub mod poller;

@@ -1,0 +1,199 @@
+use super::*;
+use std::io::Write;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    p
+}
+
+fn with_file(text: &str) -> (tempfile::TempDir, LoadOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_file(dir.path(), "xyte-edge.conf", text);
+    (dir, LoadOptions { path: Some(path), demo: false })
+}
+
+fn problems(err: ConfigError) -> Vec<String> {
+    err.problems.iter().map(|p| p.to_string()).collect()
+}
+
+#[test]
+fn defaults_with_only_a_key() {
+    let (_d, opts) = with_file("XYTE_API_KEY=abc123\n");
+    let c = Config::load_from(&opts, &env(&[])).unwrap();
+    assert_eq!(c.base_url, DEFAULT_BASE_URL);
+    assert_eq!(c.cache_ttl, Duration::from_secs(60));
+    assert_eq!(c.poll_interval, Some(Duration::from_secs(30)));
+    assert_eq!(c.rate_limit_per_min, 60);
+    assert_eq!(c.request_timeout, Duration::from_secs(15));
+    assert_eq!(c.state_dir, PathBuf::from("/var/lib/xyte-edge"));
+    assert_eq!(c.mcp_socket, PathBuf::from("/run/xyte-edge/mcp.sock"));
+    assert_eq!(c.mcp_socket_role, Role::Operator);
+    assert_eq!(c.http_listen, vec!["0.0.0.0:8443".parse().unwrap()]);
+    assert_eq!(c.http_local_listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+    assert_eq!(c.command_ttl, Duration::from_secs(600));
+    assert_eq!((c.event_retention_days, c.event_retention_rows), (14, 200_000));
+    assert_eq!(c.max_connections, 1024);
+    assert!(!c.read_only && !c.experimental_apis && c.tls.is_none() && c.webhook_secret.is_none());
+    assert!(c.allowed_hosts.contains(&"localhost".to_string()));
+    assert_eq!(c.credential, Some(XyteCredential::ApiKey(Secret::new("abc123".into()))));
+}
+
+#[test]
+fn environment_overrides_file_which_overrides_defaults() {
+    let (_d, opts) = with_file("XYTE_API_KEY=from-file\nXYTE_CACHE_TTL=120\nXYTE_ENV=staging\n");
+    let c = Config::load_from(&opts, &env(&[("XYTE_CACHE_TTL", "5m"), ("XYTE_API_KEY", "from-env")])).unwrap();
+    assert_eq!(c.cache_ttl, Duration::from_secs(300));
+    assert_eq!(c.env_label, "staging");
+    assert_eq!(c.credential, Some(XyteCredential::ApiKey(Secret::new("from-env".into()))));
+    let ttl = c.effective.iter().find(|e| e.key == "XYTE_CACHE_TTL").unwrap();
+    assert_eq!((ttl.value.as_str(), ttl.source.as_str()), ("5m", "environment"));
+    let label = c.effective.iter().find(|e| e.key == "XYTE_ENV").unwrap();
+    assert_eq!(label.source, "file line 3");
+}
+
+#[test]
+fn credential_precedence_user_then_oauth_then_key() {
+    let base = [("XYTE_API_KEY", "k"), ("XYTE_OAUTH_TOKEN", "xoat_t"), ("XYTE_USER_TOKEN", "u")];
+    let opts = LoadOptions::default();
+    let c = Config::load_from(&LoadOptions { path: Some("/nonexistent-ok".into()), ..opts.clone() }, &env(&base));
+    assert!(c.is_err(), "an explicit --config that does not exist is a problem");
+    let dir = tempfile::tempdir().unwrap();
+    let empty = write_file(dir.path(), "empty.conf", "");
+    let opts = LoadOptions { path: Some(empty), demo: false };
+    let c = Config::load_from(&opts, &env(&base)).unwrap();
+    assert!(matches!(c.credential, Some(XyteCredential::UserToken(_))));
+    let c = Config::load_from(&opts, &env(&base[..2])).unwrap();
+    assert!(matches!(c.credential, Some(XyteCredential::OAuth(_))));
+    let c = Config::load_from(&opts, &env(&base[..1])).unwrap();
+    assert!(matches!(c.credential, Some(XyteCredential::ApiKey(_))));
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let (_d, opts) = with_file(
+        "XYTE_CACHE_TLL=5\nXYTE_RATE_LIMIT=lots\nXYTE_LOG_FORMAT=xml\nXYTE_HTTP_LOCAL_LISTEN=0.0.0.0:8080\n\
+         XYTE_MCP_SOCKET_ROLE=root\nXYTE_TLS_CERT=/etc/cert.pem\nthis is not an assignment\nXYTE_SYSLOG=carrier-pigeon\n",
+    );
+    let got = problems(Config::load_from(&opts, &env(&[])).unwrap_err());
+    let expect = [
+        "XYTE_CACHE_TLL: unknown key",
+        "did you mean XYTE_CACHE_TTL?",
+        "XYTE_RATE_LIMIT: invalid value \"lots\"",
+        "XYTE_LOG_FORMAT: invalid value \"xml\"",
+        "XYTE_HTTP_LOCAL_LISTEN",
+        "XYTE_ALLOW_PLAINTEXT_LAN=true",
+        "XYTE_MCP_SOCKET_ROLE: invalid value \"root\"",
+        "XYTE_TLS_KEY",
+        "line 7: expected KEY=VALUE",
+        "XYTE_SYSLOG",
+        "XYTE_API_KEY: no Xyte credential",
+    ];
+    for e in expect {
+        assert!(got.iter().any(|p| p.contains(e)), "missing {e:?} in {got:#?}");
+    }
+    assert_eq!(got.len(), 9, "{got:#?}");
+}
+
+#[test]
+fn secrets_are_masked_in_problems_debug_and_effective_values() {
+    let (_d, opts) = with_file("XYTE_API_KEY=super-secret-key-1\nXYTE_WEBHOOK_SECRET=short-secret\n");
+    let err = Config::load_from(&opts, &env(&[])).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("XYTE_WEBHOOK_SECRET: must be at least 16 characters"), "{text}");
+    assert!(!text.contains("short-secret") && !text.contains("super-secret-key-1"));
+
+    let (_d, opts) = with_file("XYTE_API_KEY=super-secret-key-1\nXYTE_WEBHOOK_SECRET=long-enough-webhook-secret\n");
+    let c = Config::load_from(&opts, &env(&[])).unwrap();
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("super-secret-key-1") && !debug.contains("long-enough-webhook-secret"), "{debug}");
+    for e in &c.effective {
+        assert!(!e.value.contains("super-secret") && !e.value.contains("long-enough"), "{e:?}");
+    }
+    let key = c.effective.iter().find(|e| e.key == "XYTE_API_KEY").unwrap();
+    assert_eq!(key.value, "***");
+}
+
+#[test]
+fn secret_files_and_systemd_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = write_file(dir.path(), "key", "file-key\n");
+    let empty = write_file(dir.path(), "empty.conf", "");
+    let opts = LoadOptions { path: Some(empty), demo: false };
+
+    let c = Config::load_from(&opts, &env(&[("XYTE_API_KEY_FILE", key_file.to_str().unwrap())])).unwrap();
+    assert_eq!(c.credential, Some(XyteCredential::ApiKey(Secret::new("file-key".into()))));
+
+    let both = env(&[("XYTE_API_KEY_FILE", key_file.to_str().unwrap()), ("XYTE_API_KEY", "x")]);
+    assert!(problems(Config::load_from(&opts, &both).unwrap_err())[0].contains("not both"));
+
+    let missing = env(&[("XYTE_API_KEY_FILE", "/nonexistent/key")]);
+    assert!(
+        problems(Config::load_from(&opts, &missing).unwrap_err())[0]
+            .contains("cannot read secret file /nonexistent/key")
+    );
+
+    let creds = tempfile::tempdir().unwrap();
+    write_file(creds.path(), "xyte-api-key", "cred-key\n");
+    write_file(creds.path(), "webhook-secret", "0123456789abcdef0123\n");
+    let c = Config::load_from(&opts, &env(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())])).unwrap();
+    assert_eq!(c.credential, Some(XyteCredential::ApiKey(Secret::new("cred-key".into()))));
+    assert_eq!(c.webhook_secret, Some(Secret::new("0123456789abcdef0123".to_string())));
+
+    write_file(creds.path(), "xyte-api-key", "\n");
+    let err = Config::load_from(&opts, &env(&[("CREDENTIALS_DIRECTORY", creds.path().to_str().unwrap())])).unwrap_err();
+    assert!(problems(err).iter().any(|p| p.contains("is empty")));
+}
+
+#[test]
+fn demo_needs_no_key_and_uses_per_user_paths() {
+    let c =
+        Config::load_from(&LoadOptions { path: None, demo: true }, &env(&[("XDG_STATE_HOME", "/home/u/.local/state")]))
+            .unwrap();
+    assert!(c.credential.is_none());
+    assert_eq!(c.state_dir, PathBuf::from("/home/u/.local/state/xyte-edge-demo"));
+    assert_eq!(c.mcp_socket, PathBuf::from(".xyte-edge/mcp.sock"));
+    let c = Config::load_from(
+        &LoadOptions { path: None, demo: true },
+        &env(&[("XDG_RUNTIME_DIR", "/run/user/1000"), ("XYTE_STATE_DIR", "/tmp/s")]),
+    )
+    .unwrap();
+    assert_eq!(c.mcp_socket, PathBuf::from("/run/user/1000/xyte-edge-demo/mcp.sock"));
+    assert_eq!(c.state_dir, PathBuf::from("/tmp/s"));
+}
+
+#[test]
+fn predecessor_aliases_map_with_a_warning() {
+    let (_d, opts) = with_file("XYTE_API_KEY=k\nMCP_INSPECTOR_PORT=6278\n");
+    let c = Config::load_from(&opts, &env(&[])).unwrap();
+    assert_eq!(c.http_local_listen, vec!["127.0.0.1:6278".parse().unwrap()]);
+    assert!(c.warnings.iter().any(|w| w.contains("deprecated")));
+    // A LAN bind through the alias is still refused without the explicit opt-in.
+    let err = Config::load_from(&opts, &env(&[("MCP_INSPECTOR_HOST", "0.0.0.0")])).unwrap_err();
+    assert!(problems(err)[0].contains("XYTE_ALLOW_PLAINTEXT_LAN"));
+    let c = Config::load_from(&opts, &env(&[("MCP_INSPECTOR_HOST", "0.0.0.0"), ("XYTE_ALLOW_PLAINTEXT_LAN", "yes")]))
+        .unwrap();
+    assert_eq!(c.http_local_listen, vec!["0.0.0.0:6278".parse().unwrap()]);
+}
+
+#[test]
+fn poll_zero_disables_and_log_levels_normalise() {
+    let (_d, opts) = with_file("XYTE_API_KEY=k\nXYTE_POLL_INTERVAL=0\nXYTE_LOG_LEVEL=WARNING\nXYTE_HTTP_LISTEN=\n");
+    let c = Config::load_from(&opts, &env(&[])).unwrap();
+    assert_eq!(c.poll_interval, None);
+    assert_eq!(c.log_filter, "warn");
+    assert!(c.http_listen.is_empty());
+    let c = Config::load_from(&opts, &env(&[("XYTE_LOG_LEVEL", "info,xyte_edge=debug")])).unwrap();
+    assert_eq!(c.log_filter, "info,xyte_edge=debug");
+}
+
+#[test]
+fn unknown_environment_keys_only_warn() {
+    let (_d, opts) = with_file("XYTE_API_KEY=k\n");
+    let c = Config::load_from(&opts, &env(&[("XYTE_SOMETHING_ELSE", "1")])).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("XYTE_SOMETHING_ELSE")));
+}

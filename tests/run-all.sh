@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The one test command (README): installs what the tests need, idempotently, then runs every check.
+# Usage: tests/run-all.sh            everything
+#        XYTE_TEST_QUICK=1 tests/run-all.sh   skip nothing, but reuse an existing build cache (same as default)
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+export CARGO_TERM_COLOR=never
+# A build cache outside the clone is allowed (and makes CI fast); default to target/ inside it.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+step() { printf '\n==> %s\n' "$*"; }
+started=$(date +%s)
+
+step "toolchain components"
+if command -v rustup >/dev/null 2>&1; then
+  rustup component add rustfmt clippy >/dev/null
+fi
+cargo --version
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "cargo build (debug, all targets)"
+cargo build --all-targets --locked
+
+step "cargo test"
+# Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
+cargo test --locked -- --test-threads=2
+
+printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - started ))"

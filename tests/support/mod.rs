@@ -1,0 +1,146 @@
+//! Shared helpers for integration tests: the real binary as a child process, readiness by polling with deadlines,
+//! a real systemd notify socket. Nothing here sleeps to synchronise; every wait has a deadline.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub fn bin() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xyte-edge"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+/// A `NOTIFY_SOCKET` like systemd's: a datagram socket the daemon writes `READY=1` etc. to.
+pub struct NotifySocket {
+    pub path: PathBuf,
+    sock: UnixDatagram,
+}
+
+impl NotifySocket {
+    pub fn bind(dir: &Path) -> Self {
+        let path = dir.join("notify.sock");
+        let sock = UnixDatagram::bind(&path).expect("bind notify socket");
+        NotifySocket { path, sock }
+    }
+
+    /// Waits for a datagram containing `needle` (e.g. "READY=1"); returns every message seen until then.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<Vec<String>, Vec<String>> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(seen);
+            }
+            self.sock.set_read_timeout(Some(left)).unwrap();
+            match self.sock.recv(&mut buf) {
+                Ok(n) => {
+                    let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    let hit = msg.lines().any(|l| l == needle);
+                    seen.push(msg);
+                    if hit {
+                        return Ok(seen);
+                    }
+                }
+                Err(_) => return Err(seen),
+            }
+        }
+    }
+}
+
+/// A child whose stdout and stderr lines are collected on threads, so the test can wait for a line with a deadline.
+pub struct Daemon {
+    pub pid: u32,
+    lines: mpsc::Receiver<String>,
+    exited: mpsc::Receiver<Option<i32>>,
+    pub exit_code: Option<Option<i32>>,
+    pub output: Vec<String>,
+}
+
+impl Daemon {
+    pub fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn xyte-edge");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        // The child is owned by a waiter thread, so exit is observed as a message rather than by polling.
+        let pid = child.id();
+        let (exit_tx, exited) = mpsc::channel();
+        std::thread::spawn(move || {
+            let code = child.wait().ok().and_then(|s| s.code());
+            let _ = exit_tx.send(code);
+        });
+        Daemon { pid, lines, exited, exit_code: None, output: Vec::new() }
+    }
+
+    /// Returns the first output line containing `needle`, or panics with everything seen after `timeout`.
+    pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {
+        if let Some(l) = self.output.iter().find(|l| l.contains(needle)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.output.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    panic!("no line containing {needle:?} within {timeout:?}; output:\n{}", self.output.join("\n"))
+                }
+            }
+        }
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), sig).expect("signal");
+    }
+
+    /// Waits for exit with a deadline; returns the exit code and how long it took.
+    pub fn wait_exit(&mut self, timeout: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        match self.exited.recv_timeout(timeout) {
+            Ok(code) => {
+                self.exit_code = Some(code);
+                // The pipes close when the process exits; collect what is left.
+                while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+                    self.output.push(line);
+                }
+                (code, start.elapsed())
+            }
+            Err(_) => {
+                self.signal(nix::sys::signal::Signal::SIGKILL);
+                panic!("did not exit within {timeout:?}; output:\n{}", self.output.join("\n"));
+            }
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.exit_code.is_none() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
