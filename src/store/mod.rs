@@ -1,1 +1,388 @@
-//! SQLite store (DESIGN §3).
+//! The SQLite store (DESIGN §3): one file in `XYTE_STATE_DIR`, WAL mode, one writer thread that owns the write
+//! connection, and a small pool of read-only connections.
+//!
+//! Writers send closures to the writer thread and await the reply. The thread drains whatever is queued into one
+//! `BEGIN IMMEDIATE` transaction (group commit: one fsync for many callers), runs each job inside its own savepoint so
+//! a failing job rolls back alone, and replies only after `COMMIT` returned — so an acknowledged write is on disk
+//! with the durability the caller asked for. Reads never wait for the writer (WAL readers see the last commit).
+
+pub mod cache;
+pub mod events;
+
+use std::collections::HashMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+use crate::systemd::Heartbeat;
+
+pub const DB_FILE: &str = "xyte-edge.db";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran. Append, never edit.
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+
+/// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
+const MAX_BATCH: usize = 256;
+const READERS: usize = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("cannot open {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error(
+        "{path} failed its integrity check ({detail}); stop xyte-edge, move the file aside and start again to \
+         rebuild the cache from Xyte (queued commands and the event log in that file would be lost)"
+    )]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "{path} has schema version {found}, newer than this xyte-edge understands ({known}); install the newer \
+         version again or restore a backup"
+    )]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("stored data could not be read: {0}")]
+    Data(String),
+    #[error("commit failed: {0}")]
+    Commit(String),
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Data(e.to_string())
+    }
+}
+
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        crate::error::Error::internal(format!("local store: {e}"))
+    }
+}
+
+/// How hard a commit must be flushed: `Full` for acknowledged commands (SPEC §9.2), `Normal` for the rest (WAL with
+/// `synchronous=NORMAL` survives a process crash; a power loss may drop the last transactions, never corrupt).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Normal,
+    Full,
+}
+
+/// Called after the batch commit with its outcome; delivers the job's own result to its caller.
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+/// Runs inside the batch transaction (or is skipped with `None` when the transaction could not start); says whether
+/// the job succeeded (else its savepoint is rolled back).
+type Work = Box<dyn FnOnce(Option<&Connection>) -> (bool, Deliver) + Send>;
+
+struct Job {
+    durability: Durability,
+    work: Work,
+}
+
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    heartbeat: Heartbeat,
+    /// When a whole resource snapshot was last confirmed by Xyte, kept in memory so an unchanged poll writes nothing.
+    confirmed: Mutex<HashMap<String, i64>>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {}
+
+impl Store {
+    /// Opens (creating if needed) the database in `state_dir`, checks it, migrates it and starts the writer.
+    pub fn open(state_dir: &Path, _opts: StoreOptions) -> Result<Store, StoreError> {
+        prepare_dir(state_dir)?;
+        let path = state_dir.join(DB_FILE);
+        if !path.exists() {
+            // SQLite gives the -wal and -shm files the database's mode, so 0600 here keeps all three private.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        }
+        let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        configure_writer(&conn).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        check_integrity(&conn, &path)?;
+        migrate(&conn, &path)?;
+
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            readers.push(open_reader(&path)?);
+        }
+        let heartbeat = Heartbeat::new("store-writer");
+        heartbeat.beat();
+        let (tx, rx) = mpsc::channel();
+        let beat = heartbeat.clone();
+        let writer = std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx, beat))
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(writer)),
+                readers: Mutex::new(readers),
+                heartbeat,
+                confirmed: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The writer thread's liveness, for the systemd watchdog (it beats at least every second, even when idle).
+    pub fn heartbeat(&self) -> Heartbeat {
+        self.inner.heartbeat.clone()
+    }
+
+    fn submit<T, F>(&self, durability: Durability, f: F) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let work: Work = Box::new(move |conn| {
+            let outcome = match conn {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Closed),
+            };
+            let ok = outcome.is_ok();
+            let deliver: Deliver = Box::new(move |commit| {
+                let result = match commit {
+                    Ok(()) => outcome,
+                    Err(e) => Err(StoreError::Commit(e)),
+                };
+                let _ = reply.send(result);
+            });
+            (ok, deliver)
+        });
+        let jobs = self.inner.jobs.lock().map_err(|_| StoreError::Closed)?;
+        let sender = jobs.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(Job { durability, work }).map_err(|_| StoreError::Closed)?;
+        Ok(rx)
+    }
+
+    /// Runs `f` in a write transaction on the writer thread; resolves after the commit.
+    pub async fn write<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(durability, f)?.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for threads outside the runtime.
+    pub fn write_blocking<T, F>(&self, durability: Durability, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(durability, f)?.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read-only connection on a blocking thread.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f)).await.map_err(|e| StoreError::Data(e.to_string()))?
+    }
+
+    pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
+    {
+        let pooled = self.inner.readers.lock().map_err(|_| StoreError::Closed)?.pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.inner.path)?,
+        };
+        let result = f(&conn);
+        if let Ok(mut pool) = self.inner.readers.lock()
+            && pool.len() < READERS
+        {
+            pool.push(conn);
+        }
+        result
+    }
+
+    /// Records that Xyte confirmed the whole `resource` snapshot at `at_ms` (in memory only; see [`cache`]).
+    pub fn mark_confirmed(&self, resource: &str, at_ms: i64) {
+        if let Ok(mut m) = self.inner.confirmed.lock() {
+            m.insert(resource.to_string(), at_ms);
+        }
+    }
+
+    pub fn confirmed_at(&self, resource: &str) -> Option<i64> {
+        self.inner.confirmed.lock().ok().and_then(|m| m.get(resource).copied())
+    }
+
+    /// Stops the writer after it has committed everything queued, and waits for it. Idempotent.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.inner.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// Stores a snapshot of `resource` (see [`cache::replace_set`]) and marks it confirmed.
+    pub async fn cache_replace_set(
+        &self,
+        resource: &'static str,
+        entries: Vec<(String, serde_json::Value)>,
+        at: time::OffsetDateTime,
+    ) -> Result<cache::CacheDiff, StoreError> {
+        let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let diff = self.write(Durability::Normal, move |c| cache::replace_set(c, resource, &entries, at_ms)).await?;
+        self.mark_confirmed(resource, at_ms);
+        Ok(diff)
+    }
+}
+
+fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|source| StoreError::Io { path: dir.into(), source })?;
+    }
+    Ok(())
+}
+
+fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(rusqlite::Error::InvalidQuery);
+    }
+    // Bound the WAL file on small flash: checkpoints truncate it back to this size.
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON; PRAGMA journal_size_limit=67108864; \
+         PRAGMA wal_autocheckpoint=1000;",
+    )
+}
+
+fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open { path: path.into(), source })?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch("PRAGMA query_only=ON;")?;
+    Ok(conn)
+}
+
+fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    if rows.len() == 1 && rows[0] == "ok" {
+        Ok(())
+    } else {
+        Err(StoreError::Corrupt { path: path.into(), detail: rows.into_iter().take(3).collect::<Vec<_>>().join("; ") })
+    }
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found > known {
+        return Err(StoreError::TooNew { path: path.into(), found, known });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, heartbeat: Heartbeat) {
+    let mut full = false;
+    loop {
+        heartbeat.beat();
+        let first = match jobs.recv_timeout(Duration::from_secs(1)) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let want_full = batch.iter().any(|j| j.durability == Durability::Full);
+        if want_full != full {
+            let level = if want_full { "FULL" } else { "NORMAL" };
+            if conn.pragma_update(None, "synchronous", level).is_ok() {
+                full = want_full;
+            }
+        }
+        run_batch(&conn, batch);
+    }
+    // Leave a small WAL behind for the next start; failure here only costs start-up time.
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+fn run_batch(conn: &Connection, batch: Vec<Job>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = e.to_string();
+        for job in batch {
+            // The job never ran; tell its caller why.
+            let (_, deliver) = (job.work)(None);
+            deliver(Err(msg.clone()));
+        }
+        return;
+    }
+    let mut delivers = Vec::with_capacity(batch.len());
+    for job in batch {
+        let savepoint = conn.execute_batch("SAVEPOINT job");
+        let (ok, deliver) = (job.work)(Some(conn));
+        let rollback = !ok || savepoint.is_err();
+        let end = if rollback { "ROLLBACK TO job; RELEASE job" } else { "RELEASE job" };
+        let _ = conn.execute_batch(end);
+        delivers.push(deliver);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for deliver in delivers {
+        deliver(commit.clone());
+    }
+}
+
+/// Milliseconds since the epoch, the unit of every timestamp column.
+pub fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+#[cfg(test)]
+mod tests;

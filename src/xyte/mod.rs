@@ -1,1 +1,12 @@
-//! The Xyte Organization API client (SPEC §4).
+//! The Xyte Organization API client (SPEC §4): typed models, endpoints with pagination and 31-day history windows,
+//! retries for idempotent calls only, 429 handling, one priority token bucket, and the error mapping of §4.3.
+
+mod client;
+mod limiter;
+pub mod model;
+mod transport;
+
+pub use client::{ClientConfig, Credential, HistoryQuery, IncidentQuery, SendCommand, XyteClient, has_more, history_windows};
+pub use limiter::Priority;
+pub use model::*;
+pub use transport::{map_status, parse_retry_after, segment};

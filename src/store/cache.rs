@@ -1,0 +1,128 @@
+//! The read cache (SPEC §9.1): the last body Xyte sent for each (resource, key), with the time it was fetched.
+//!
+//! Unchanged data is never rewritten: a row's `hash` is compared first, and a poll that finds nothing new writes
+//! nothing to disk. Freshness of a whole snapshot is tracked in memory instead ([`super::Store::mark_confirmed`]);
+//! after a restart the on-disk `fetched_at` is what is known, which is the conservative answer.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::StoreError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheEntry {
+    pub key: String,
+    pub body: Value,
+    /// ms since the epoch; 0 after an invalidation (the body is kept for stale answers).
+    pub fetched_at: i64,
+}
+
+/// What a snapshot changed, with old and new bodies so the poller can describe the change as events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CacheDiff {
+    pub added: Vec<(String, Value)>,
+    /// (key, old body, new body)
+    pub changed: Vec<(String, Value, Value)>,
+    pub removed: Vec<(String, Value)>,
+}
+
+impl CacheDiff {
+    pub fn changed_count(&self) -> usize {
+        self.added.len() + self.changed.len() + self.removed.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changed_count() == 0
+    }
+}
+
+fn hash(body: &str) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, body.as_bytes()).as_ref().to_vec()
+}
+
+/// Stores one entry; returns whether the body differed from what was stored. An unchanged body updates nothing.
+pub fn put(conn: &Connection, resource: &str, key: &str, body: &Value, fetched_at: i64) -> Result<bool, StoreError> {
+    let text = serde_json::to_string(body)?;
+    let h = hash(&text);
+    let n = conn.execute(
+        "INSERT INTO cache (resource, key, body, hash, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (resource, key) DO UPDATE SET body = excluded.body, hash = excluded.hash,
+             fetched_at = excluded.fetched_at
+         WHERE cache.hash != excluded.hash OR cache.fetched_at = 0",
+        params![resource, key, text, h, fetched_at],
+    )?;
+    Ok(n > 0)
+}
+
+pub fn get(conn: &Connection, resource: &str, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+    let row = conn
+        .query_row("SELECT body, fetched_at FROM cache WHERE resource = ?1 AND key = ?2", params![resource, key], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .optional()?;
+    row.map(|(body, fetched_at)| Ok(CacheEntry { key: key.to_string(), body: serde_json::from_str(&body)?, fetched_at }))
+        .transpose()
+}
+
+pub fn list(conn: &Connection, resource: &str) -> Result<Vec<CacheEntry>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT key, body, fetched_at FROM cache WHERE resource = ?1 ORDER BY key")?;
+    let rows = stmt.query_map(params![resource], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (key, body, fetched_at) = row?;
+        out.push(CacheEntry { key, body: serde_json::from_str(&body)?, fetched_at });
+    }
+    Ok(out)
+}
+
+/// Marks entries stale (after a write through the daemon) while keeping their bodies for stale answers.
+pub fn invalidate(conn: &Connection, resource: &str, key: Option<&str>) -> Result<usize, StoreError> {
+    let n = match key {
+        Some(k) => conn.execute("UPDATE cache SET fetched_at = 0 WHERE resource = ?1 AND key = ?2", params![resource, k])?,
+        None => conn.execute("UPDATE cache SET fetched_at = 0 WHERE resource = ?1", params![resource])?,
+    };
+    Ok(n)
+}
+
+/// Replaces the stored set of `resource` with a complete snapshot: inserts new keys, updates changed bodies,
+/// deletes keys that disappeared, and leaves identical rows untouched.
+pub fn replace_set(conn: &Connection, resource: &str, entries: &[(String, Value)], at: i64) -> Result<CacheDiff, StoreError> {
+    let mut existing: std::collections::HashMap<String, (Vec<u8>, String)> = std::collections::HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached("SELECT key, hash, body FROM cache WHERE resource = ?1")?;
+        let rows = stmt.query_map(params![resource], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)))?;
+        for row in rows {
+            let (k, h, b) = row?;
+            existing.insert(k, (h, b));
+        }
+    }
+    let mut diff = CacheDiff::default();
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO cache (resource, key, body, hash, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (resource, key) DO UPDATE SET body = excluded.body, hash = excluded.hash,
+             fetched_at = excluded.fetched_at",
+    )?;
+    for (key, body) in entries {
+        let text = serde_json::to_string(body)?;
+        let h = hash(&text);
+        match existing.remove(key) {
+            Some((old_hash, _)) if old_hash == h => {}
+            Some((_, old_body)) => {
+                upsert.execute(params![resource, key, text, h, at])?;
+                diff.changed.push((key.clone(), serde_json::from_str(&old_body)?, body.clone()));
+            }
+            None => {
+                upsert.execute(params![resource, key, text, h, at])?;
+                diff.added.push((key.clone(), body.clone()));
+            }
+        }
+    }
+    let mut delete = conn.prepare_cached("DELETE FROM cache WHERE resource = ?1 AND key = ?2")?;
+    let mut gone: Vec<_> = existing.into_iter().collect();
+    gone.sort_by(|a, b| a.0.cmp(&b.0));
+    for (key, (_, old_body)) in gone {
+        delete.execute(params![resource, key])?;
+        diff.removed.push((key, serde_json::from_str(&old_body)?));
+    }
+    Ok(diff)
+}

@@ -1,0 +1,155 @@
+use super::*;
+use serde_json::json;
+
+fn open() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("state"), StoreOptions::default()).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn creates_private_files_in_wal_mode_at_the_current_schema() {
+    let (dir, store) = open();
+    let state = dir.path().join("state");
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
+    assert_eq!(std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
+    let (mode, version): (String, i64) = store
+        .read_blocking(|c| {
+            Ok((c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?, c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+        })
+        .unwrap();
+    assert_eq!((mode.as_str(), version), ("wal", MIGRATIONS.len() as i64));
+    store.close();
+    // Reopening an existing database keeps its data and migrates nothing twice.
+    drop(Store::open(&state, StoreOptions::default()).unwrap());
+}
+
+#[test]
+fn refuses_a_newer_schema_and_reports_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DB_FILE);
+    let c = Connection::open(&path).unwrap();
+    c.pragma_update(None, "user_version", 99).unwrap();
+    drop(c);
+    let err = Store::open(dir.path(), StoreOptions::default()).err().expect("newer schema refused");
+    assert!(err.to_string().contains("schema version 99"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), vec![0x42u8; 8192]).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).err().expect("garbage refused");
+    let text = err.to_string();
+    assert!(text.contains(DB_FILE), "{text}");
+}
+
+#[test]
+fn a_failing_job_rolls_back_alone_within_a_group_commit() {
+    let (_d, store) = open();
+    // Queue several jobs at once so they share a batch; the middle one fails after writing.
+    let rxs: Vec<_> = (0..3)
+        .map(|i| {
+            store
+                .submit(Durability::Full, move |c| {
+                    c.execute("INSERT INTO meta (key, value) VALUES (?1, 'v')", [format!("k{i}")])?;
+                    if i == 1 { Err(StoreError::Data("job 1 fails on purpose".into())) } else { Ok(i) }
+                })
+                .unwrap()
+        })
+        .collect();
+    let results: Vec<_> = rxs.into_iter().map(|rx| rx.blocking_recv().unwrap()).collect();
+    assert!(matches!(results[0], Ok(0)) && matches!(results[2], Ok(2)));
+    assert!(matches!(&results[1], Err(StoreError::Data(m)) if m.contains("on purpose")));
+    let keys: Vec<String> = store
+        .read_blocking(|c| {
+            let mut s = c.prepare("SELECT key FROM meta ORDER BY key")?;
+            let keys = s.query_map([], |r| r.get(0))?.collect::<Result<Vec<String>, _>>()?;
+            Ok(keys)
+        })
+        .unwrap();
+    assert_eq!(keys, ["k0", "k2"]);
+}
+
+#[test]
+fn cache_snapshots_write_only_what_changed() {
+    let (_d, store) = open();
+    let snap = |status: &str| vec![("a".to_string(), json!({"id":"a","status":status})), ("b".to_string(), json!({"id":"b"}))];
+    let diff = store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 1)).unwrap();
+    assert_eq!((diff.added.len(), diff.changed.len(), diff.removed.len()), (2, 0, 0));
+
+    let changes_before: i64 = store.write_blocking(Durability::Normal, |c| Ok(c.total_changes() as i64)).unwrap();
+    let diff = store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 2)).unwrap();
+    assert!(diff.is_empty());
+    let changes_after: i64 = store.write_blocking(Durability::Normal, |c| Ok(c.total_changes() as i64)).unwrap();
+    assert_eq!(changes_before, changes_after, "an identical snapshot must not touch a row");
+
+    let diff = store
+        .write_blocking(Durability::Normal, |c| cache::replace_set(c, "device", &[("a".into(), json!({"id":"a","status":"offline"}))], 3))
+        .unwrap();
+    assert_eq!(diff.changed, vec![("a".into(), json!({"id":"a","status":"online"}), json!({"id":"a","status":"offline"}))]);
+    assert_eq!(diff.removed, vec![("b".into(), json!({"id":"b"}))]);
+    let a = store.read_blocking(|c| cache::get(c, "device", "a")).unwrap().unwrap();
+    assert_eq!((a.body["status"].as_str(), a.fetched_at), (Some("offline"), 3));
+    assert!(store.read_blocking(|c| cache::get(c, "device", "b")).unwrap().is_none());
+}
+
+#[test]
+fn cache_put_and_invalidate_keep_the_body_for_stale_answers() {
+    let (_d, store) = open();
+    let put = |v: serde_json::Value, at| store.write_blocking(Durability::Normal, move |c| cache::put(c, "ticket", "t1", &v, at)).unwrap();
+    assert!(put(json!({"title":"x"}), 10));
+    assert!(!put(json!({"title":"x"}), 20), "same body: no write");
+    assert_eq!(store.write_blocking(Durability::Normal, |c| cache::invalidate(c, "ticket", Some("t1"))).unwrap(), 1);
+    let e = store.read_blocking(|c| cache::get(c, "ticket", "t1")).unwrap().unwrap();
+    assert_eq!((e.fetched_at, e.body.clone()), (0, json!({"title":"x"})));
+    assert!(put(json!({"title":"x"}), 30), "an invalidated entry is refreshed even when the body is the same");
+    assert_eq!(store.read_blocking(|c| cache::list(c, "ticket")).unwrap()[0].fetched_at, 30);
+}
+
+#[test]
+fn events_have_monotonic_ids_filters_and_bounded_pruning() {
+    let (_d, store) = open();
+    let batch: Vec<_> = (0..10)
+        .map(|i| events::NewEvent::new(if i % 2 == 0 { "device.status_changed" } else { "ticket.updated" }, json!({"i": i})).device(format!("d{}", i % 3)))
+        .collect();
+    let stored = store.write_blocking(Durability::Normal, move |c| events::append(c, &batch, 1_000)).unwrap();
+    assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
+
+    let f = events::EventFilter { kinds: vec!["ticket.updated".into()], device_id: None };
+    let got = store.read_blocking(move |c| events::after(c, 2, &f, 100)).unwrap();
+    assert_eq!(got.iter().map(|e| e.id).collect::<Vec<_>>(), [4, 6, 8, 10]);
+    let f = events::EventFilter { kinds: vec![], device_id: Some("d0".into()) };
+    assert_eq!(store.read_blocking(move |c| events::after(c, 0, &f, 2)).unwrap().len(), 2);
+
+    // Keep the newest 4 rows, pruning 3 at a time.
+    let mut removed = 0;
+    loop {
+        let n = store.write_blocking(Durability::Normal, |c| events::prune(c, 0, 4, 3)).unwrap();
+        if n == 0 {
+            break;
+        }
+        removed += n;
+    }
+    assert_eq!(removed, 6);
+    let more = vec![events::NewEvent::new("audit", json!({}))];
+    let next = store.write_blocking(Durability::Normal, move |c| events::append(c, &more, 2_000)).unwrap();
+    assert_eq!(next[0].id, 11, "ids are never reused after pruning");
+    let json = serde_json::to_value(&next[0]).unwrap();
+    assert_eq!(json["ts"], "1970-01-01T00:00:02Z");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_async_writers_and_readers() {
+    let (_d, store) = open();
+    let mut handles = Vec::new();
+    for i in 0..200 {
+        let s = store.clone();
+        handles.push(tokio::spawn(async move {
+            s.write(Durability::Full, move |c| cache::put(c, "device", &format!("d{i}"), &json!({"i": i}), 1)).await
+        }));
+    }
+    for h in handles {
+        assert!(h.await.unwrap().unwrap());
+    }
+    assert_eq!(store.read(|c| cache::list(c, "device")).await.unwrap().len(), 200);
+    store.close();
+    assert!(matches!(store.write(Durability::Normal, |_| Ok(())).await, Err(StoreError::Closed)));
+}
