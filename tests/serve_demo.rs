@@ -25,8 +25,9 @@ fn demo_reaches_ready_syncs_devices_and_stops_cleanly() {
     assert!(ready.is_ok(), "no READY=1: {ready:?}\n{}", daemon.output.join("\n"));
 
     let line = daemon.wait_line("synced ", Duration::from_secs(20));
+    let after = &line[line.find("synced ").unwrap() + "synced ".len()..];
     let devices: usize =
-        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("device count in the sync line");
+        after.split_whitespace().next().and_then(|n| n.parse().ok()).expect("device count in the sync line");
     assert_eq!(devices, 40, "the demo org has 40 devices: {line}");
 
     daemon.signal(Signal::SIGTERM);

@@ -43,7 +43,10 @@ async fn every_endpoint_round_trips() {
     assert_eq!(one.id, dev.id);
     let space_id = one.space.as_ref().and_then(|s| s.id.clone()).expect("device has a space");
     let in_space = c.list_devices(Some(space_id.parse().unwrap()), P).await.unwrap();
-    assert!(!in_space.is_empty() && in_space.iter().all(|d| d.space.as_ref().and_then(|s| s.id.clone()) == Some(space_id.clone())));
+    assert!(
+        !in_space.is_empty()
+            && in_space.iter().all(|d| d.space.as_ref().and_then(|s| s.id.clone()) == Some(space_id.clone()))
+    );
 
     let renamed = c.update_device(&dev.id, json!({"name": "Renamed by test"}), P).await.unwrap();
     assert_eq!(renamed.name.as_deref(), Some("Renamed by test"));
@@ -54,7 +57,11 @@ async fn every_endpoint_round_trips() {
     assert!(!c.list_models(P).await.unwrap().is_empty());
 
     let sent = c
-        .send_command(&dev.id, SendCommand { command: command.clone(), friendly_name: None, extra_params: None, file_id: None }, Priority::Command)
+        .send_command(
+            &dev.id,
+            SendCommand { command: command.clone(), friendly_name: None, extra_params: None, file_id: None },
+            Priority::Command,
+        )
         .await;
     // A model command may need extra params or a file; pick the first that needs neither.
     let sent = match sent {
@@ -94,7 +101,13 @@ async fn every_endpoint_round_trips() {
     assert!(serde_json::to_string(&after).unwrap().contains("hello from the edge"));
     c.resolve_ticket(&t.id, P).await.unwrap();
 
-    let claimed = c.claim_device(json!({"name": "New Display", "space_id": space_id.parse::<i64>().unwrap(), "cloud_id": "CLAIM-TEST-1"}), P).await.unwrap();
+    let claimed = c
+        .claim_device(
+            json!({"name": "New Display", "space_id": space_id.parse::<i64>().unwrap(), "cloud_id": "CLAIM-TEST-1"}),
+            P,
+        )
+        .await
+        .unwrap();
     c.delete_device(&claimed.id, P).await.unwrap();
     assert_eq!(c.get_device(&claimed.id, P).await.unwrap_err().code, ErrorCode::NotFound);
 
@@ -164,10 +177,12 @@ async fn shared_rate_limit_holds_under_200_concurrent_reads() {
     let sim = start(5, "").await;
     let c = client(&sim, Duration::from_secs(2), 60);
     let started = Instant::now();
-    let calls: Vec<_> = (0..200).map(|_| {
-        let c = c.clone();
-        tokio::spawn(async move { c.info(P).await })
-    }).collect();
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let c = c.clone();
+            tokio::spawn(async move { c.info(P).await })
+        })
+        .collect();
     let mut ok = 0;
     for call in calls {
         if call.await.unwrap().is_ok() {
@@ -205,8 +220,10 @@ impl std::io::Write for Capture {
 fn the_key_never_appears_in_logs_or_errors() {
     let capture = Capture::default();
     let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let subscriber =
+        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(move || writer.clone()).finish();
+    // Global, not thread-local: the client logs from its blocking worker threads.
+    tracing::subscriber::set_global_default(subscriber).expect("only this test installs a subscriber");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut errors = Vec::new();
     rt.block_on(async {

@@ -60,13 +60,16 @@ pub fn get(conn: &Connection, resource: &str, key: &str) -> Result<Option<CacheE
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })
         .optional()?;
-    row.map(|(body, fetched_at)| Ok(CacheEntry { key: key.to_string(), body: serde_json::from_str(&body)?, fetched_at }))
-        .transpose()
+    row.map(|(body, fetched_at)| {
+        Ok(CacheEntry { key: key.to_string(), body: serde_json::from_str(&body)?, fetched_at })
+    })
+    .transpose()
 }
 
 pub fn list(conn: &Connection, resource: &str) -> Result<Vec<CacheEntry>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT key, body, fetched_at FROM cache WHERE resource = ?1 ORDER BY key")?;
-    let rows = stmt.query_map(params![resource], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
+    let rows =
+        stmt.query_map(params![resource], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get(2)?)))?;
     let mut out = Vec::new();
     for row in rows {
         let (key, body, fetched_at) = row?;
@@ -78,7 +81,9 @@ pub fn list(conn: &Connection, resource: &str) -> Result<Vec<CacheEntry>, StoreE
 /// Marks entries stale (after a write through the daemon) while keeping their bodies for stale answers.
 pub fn invalidate(conn: &Connection, resource: &str, key: Option<&str>) -> Result<usize, StoreError> {
     let n = match key {
-        Some(k) => conn.execute("UPDATE cache SET fetched_at = 0 WHERE resource = ?1 AND key = ?2", params![resource, k])?,
+        Some(k) => {
+            conn.execute("UPDATE cache SET fetched_at = 0 WHERE resource = ?1 AND key = ?2", params![resource, k])?
+        }
         None => conn.execute("UPDATE cache SET fetched_at = 0 WHERE resource = ?1", params![resource])?,
     };
     Ok(n)
@@ -86,11 +91,17 @@ pub fn invalidate(conn: &Connection, resource: &str, key: Option<&str>) -> Resul
 
 /// Replaces the stored set of `resource` with a complete snapshot: inserts new keys, updates changed bodies,
 /// deletes keys that disappeared, and leaves identical rows untouched.
-pub fn replace_set(conn: &Connection, resource: &str, entries: &[(String, Value)], at: i64) -> Result<CacheDiff, StoreError> {
+pub fn replace_set(
+    conn: &Connection,
+    resource: &str,
+    entries: &[(String, Value)],
+    at: i64,
+) -> Result<CacheDiff, StoreError> {
     let mut existing: std::collections::HashMap<String, (Vec<u8>, String)> = std::collections::HashMap::new();
     {
         let mut stmt = conn.prepare_cached("SELECT key, hash, body FROM cache WHERE resource = ?1")?;
-        let rows = stmt.query_map(params![resource], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)))?;
+        let rows =
+            stmt.query_map(params![resource], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?, r.get(2)?)))?;
         for row in rows {
             let (k, h, b) = row?;
             existing.insert(k, (h, b));

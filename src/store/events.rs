@@ -47,7 +47,8 @@ pub struct Event {
 }
 
 fn rfc3339_ms<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(*ms as i128 * 1_000_000).map_err(serde::ser::Error::custom)?;
+    let t =
+        time::OffsetDateTime::from_unix_timestamp_nanos(*ms as i128 * 1_000_000).map_err(serde::ser::Error::custom)?;
     s.serialize_str(&t.format(&time::format_description::well_known::Rfc3339).map_err(serde::ser::Error::custom)?)
 }
 

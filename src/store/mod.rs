@@ -210,7 +210,9 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.read_blocking(f)).await.map_err(|e| StoreError::Data(e.to_string()))?
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Data(e.to_string()))?
     }
 
     pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
@@ -291,7 +293,8 @@ fn configure_writer(conn: &Connection) -> rusqlite::Result<()> {
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open { path: path.into(), source })?;
+    let conn =
+        Connection::open_with_flags(path, flags).map_err(|source| StoreError::Open { path: path.into(), source })?;
     conn.busy_timeout(Duration::from_secs(5))?;
     conn.execute_batch("PRAGMA query_only=ON;")?;
     Ok(conn)

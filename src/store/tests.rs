@@ -15,7 +15,10 @@ fn creates_private_files_in_wal_mode_at_the_current_schema() {
     assert_eq!(std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
     let (mode, version): (String, i64) = store
         .read_blocking(|c| {
-            Ok((c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?, c.query_row("PRAGMA user_version", [], |r| r.get(0))?))
+            Ok((
+                c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+            ))
         })
         .unwrap();
     assert_eq!((mode.as_str(), version), ("wal", MIGRATIONS.len() as i64));
@@ -71,20 +74,28 @@ fn a_failing_job_rolls_back_alone_within_a_group_commit() {
 #[test]
 fn cache_snapshots_write_only_what_changed() {
     let (_d, store) = open();
-    let snap = |status: &str| vec![("a".to_string(), json!({"id":"a","status":status})), ("b".to_string(), json!({"id":"b"}))];
-    let diff = store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 1)).unwrap();
+    let snap =
+        |status: &str| vec![("a".to_string(), json!({"id":"a","status":status})), ("b".to_string(), json!({"id":"b"}))];
+    let diff =
+        store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 1)).unwrap();
     assert_eq!((diff.added.len(), diff.changed.len(), diff.removed.len()), (2, 0, 0));
 
     let changes_before: i64 = store.write_blocking(Durability::Normal, |c| Ok(c.total_changes() as i64)).unwrap();
-    let diff = store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 2)).unwrap();
+    let diff =
+        store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 2)).unwrap();
     assert!(diff.is_empty());
     let changes_after: i64 = store.write_blocking(Durability::Normal, |c| Ok(c.total_changes() as i64)).unwrap();
     assert_eq!(changes_before, changes_after, "an identical snapshot must not touch a row");
 
     let diff = store
-        .write_blocking(Durability::Normal, |c| cache::replace_set(c, "device", &[("a".into(), json!({"id":"a","status":"offline"}))], 3))
+        .write_blocking(Durability::Normal, |c| {
+            cache::replace_set(c, "device", &[("a".into(), json!({"id":"a","status":"offline"}))], 3)
+        })
         .unwrap();
-    assert_eq!(diff.changed, vec![("a".into(), json!({"id":"a","status":"online"}), json!({"id":"a","status":"offline"}))]);
+    assert_eq!(
+        diff.changed,
+        vec![("a".into(), json!({"id":"a","status":"online"}), json!({"id":"a","status":"offline"}))]
+    );
     assert_eq!(diff.removed, vec![("b".into(), json!({"id":"b"}))]);
     let a = store.read_blocking(|c| cache::get(c, "device", "a")).unwrap().unwrap();
     assert_eq!((a.body["status"].as_str(), a.fetched_at), (Some("offline"), 3));
@@ -94,7 +105,9 @@ fn cache_snapshots_write_only_what_changed() {
 #[test]
 fn cache_put_and_invalidate_keep_the_body_for_stale_answers() {
     let (_d, store) = open();
-    let put = |v: serde_json::Value, at| store.write_blocking(Durability::Normal, move |c| cache::put(c, "ticket", "t1", &v, at)).unwrap();
+    let put = |v: serde_json::Value, at| {
+        store.write_blocking(Durability::Normal, move |c| cache::put(c, "ticket", "t1", &v, at)).unwrap()
+    };
     assert!(put(json!({"title":"x"}), 10));
     assert!(!put(json!({"title":"x"}), 20), "same body: no write");
     assert_eq!(store.write_blocking(Durability::Normal, |c| cache::invalidate(c, "ticket", Some("t1"))).unwrap(), 1);
@@ -108,7 +121,10 @@ fn cache_put_and_invalidate_keep_the_body_for_stale_answers() {
 fn events_have_monotonic_ids_filters_and_bounded_pruning() {
     let (_d, store) = open();
     let batch: Vec<_> = (0..10)
-        .map(|i| events::NewEvent::new(if i % 2 == 0 { "device.status_changed" } else { "ticket.updated" }, json!({"i": i})).device(format!("d{}", i % 3)))
+        .map(|i| {
+            events::NewEvent::new(if i % 2 == 0 { "device.status_changed" } else { "ticket.updated" }, json!({"i": i}))
+                .device(format!("d{}", i % 3))
+        })
         .collect();
     let stored = store.write_blocking(Durability::Normal, move |c| events::append(c, &batch, 1_000)).unwrap();
     assert_eq!(stored.iter().map(|e| e.id).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());

@@ -71,7 +71,7 @@ impl Poller {
             let started = Instant::now();
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.poll_once(cycle % SLOW_EVERY == 0) => r,
+                r = self.poll_once(cycle.is_multiple_of(SLOW_EVERY)) => r,
             };
             match outcome {
                 Ok(report) => {

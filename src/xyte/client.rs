@@ -89,8 +89,9 @@ impl SendCommand {
 }
 
 fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
-    serde_json::from_value(v)
-        .map_err(|e| Error::new(ErrorCode::XyteServerError, format!("Xyte sent a response of an unexpected shape: {e}")))
+    serde_json::from_value(v).map_err(|e| {
+        Error::new(ErrorCode::XyteServerError, format!("Xyte sent a response of an unexpected shape: {e}"))
+    })
 }
 
 /// Decides whether another page follows (reference §4): `next_page` (number or null) or `has_next_page` (bool),
@@ -134,10 +135,17 @@ impl XyteClient {
             XyteCredential::OAuth(t) => format!("Bearer {}", t.expose()),
         };
         if authorization.is_empty() || authorization.chars().any(|c| c.is_control()) {
-            return Err(Error::new(ErrorCode::InvalidParams, "the Xyte credential is empty or contains control characters"));
+            return Err(Error::new(
+                ErrorCode::InvalidParams,
+                "the Xyte credential is empty or contains control characters",
+            ));
         }
-        let transport =
-            Transport::new(&config.base_url, Secret::new(authorization), config.request_timeout, config.rate_limit_per_min);
+        let transport = Transport::new(
+            &config.base_url,
+            Secret::new(authorization),
+            config.request_timeout,
+            config.rate_limit_per_min,
+        );
         Ok(XyteClient { transport: Arc::new(transport), base_url: config.base_url.into() })
     }
 
@@ -168,7 +176,12 @@ impl XyteClient {
         .map_err(|e| Error::internal(format!("upstream worker failed: {e}")))?
     }
 
-    async fn get<T: DeserializeOwned>(&self, path: &str, query: &[(String, String)], prio: Priority) -> Result<T, Error> {
+    async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        prio: Priority,
+    ) -> Result<T, Error> {
         decode(self.request("GET", path, query, None, prio).await?)
     }
 
@@ -189,7 +202,12 @@ impl XyteClient {
             let items = match body.get("items").or_else(|| body.get("data")) {
                 Some(Value::Array(items)) => items.clone(),
                 _ if body.is_array() => body.as_array().cloned().unwrap_or_default(),
-                _ => return Err(Error::new(ErrorCode::XyteServerError, format!("Xyte's {path} answer has no items list"))),
+                _ => {
+                    return Err(Error::new(
+                        ErrorCode::XyteServerError,
+                        format!("Xyte's {path} answer has no items list"),
+                    ));
+                }
             };
             let got = items.len();
             for item in items {
@@ -237,7 +255,8 @@ impl XyteClient {
             return Err(Error::invalid_params("`from` is after `to`"));
         }
         let mut filters = Vec::new();
-        for (k, v) in [("device_id", &q.device_id), ("space_id", &q.space_id), ("status", &q.status), ("name", &q.name)] {
+        for (k, v) in [("device_id", &q.device_id), ("space_id", &q.space_id), ("status", &q.status), ("name", &q.name)]
+        {
             if let Some(v) = v {
                 filters.push((k.to_string(), v.clone()));
             }
@@ -260,7 +279,13 @@ impl XyteClient {
     }
 
     /// The newest commands of a device (one page of `per_page`, newest first as Xyte returns them).
-    pub async fn list_commands(&self, device_id: &str, status: Option<&str>, per_page: usize, prio: Priority) -> Result<Vec<Command>, Error> {
+    pub async fn list_commands(
+        &self,
+        device_id: &str,
+        status: Option<&str>,
+        per_page: usize,
+        prio: Priority,
+    ) -> Result<Vec<Command>, Error> {
         let mut query = vec![("page".to_string(), "1".to_string()), ("per_page".to_string(), per_page.to_string())];
         if let Some(s) = status {
             query.push(("status".into(), s.into()));
@@ -273,7 +298,9 @@ impl XyteClient {
     }
 
     pub async fn send_command(&self, device_id: &str, cmd: SendCommand, prio: Priority) -> Result<Command, Error> {
-        let v = self.request("POST", &format!("devices/{}/commands", segment(device_id)), &[], Some(cmd.body()), prio).await?;
+        let v = self
+            .request("POST", &format!("devices/{}/commands", segment(device_id)), &[], Some(cmd.body()), prio)
+            .await?;
         let sent: Command = decode(v)?;
         if sent.id.is_empty() {
             return Err(Error::new(ErrorCode::XyteServerError, "Xyte accepted the command but returned no command id"));
@@ -297,10 +324,8 @@ impl XyteClient {
     pub async fn list_incidents(&self, q: IncidentQuery, prio: Priority) -> Result<Vec<Incident>, Error> {
         // Explicit bounds: some Xyte environments return nothing when they are omitted (reference §6.6).
         let to = q.to.unwrap_or_else(OffsetDateTime::now_utc);
-        let mut query = vec![
-            ("from".to_string(), q.from.map(epoch).unwrap_or_else(|| "0".into())),
-            ("to".to_string(), epoch(to)),
-        ];
+        let mut query =
+            vec![("from".to_string(), q.from.map(epoch).unwrap_or_else(|| "0".into())), ("to".to_string(), epoch(to))];
         for (k, v) in [("status", &q.status), ("priority", &q.priority), ("space_id", &q.space_id)] {
             if let Some(v) = v {
                 query.push((k.to_string(), v.clone()));
@@ -327,7 +352,13 @@ impl XyteClient {
         self.get(&format!("tickets/{}", segment(id)), &[], prio).await
     }
 
-    pub async fn update_ticket(&self, id: &str, title: Option<&str>, description: Option<&str>, prio: Priority) -> Result<Value, Error> {
+    pub async fn update_ticket(
+        &self,
+        id: &str,
+        title: Option<&str>,
+        description: Option<&str>,
+        prio: Priority,
+    ) -> Result<Value, Error> {
         let mut body = json!({});
         if let Some(t) = title {
             body["title"] = json!(t);
@@ -345,7 +376,14 @@ impl XyteClient {
     /// Sends the message both ways Xyte has documented: as `?message=` and as a JSON body.
     pub async fn ticket_message(&self, id: &str, message: &str, prio: Priority) -> Result<Value, Error> {
         let query = [("message".to_string(), message.to_string())];
-        self.request("POST", &format!("tickets/{}/message", segment(id)), &query, Some(json!({"message": message})), prio).await
+        self.request(
+            "POST",
+            &format!("tickets/{}/message", segment(id)),
+            &query,
+            Some(json!({"message": message})),
+            prio,
+        )
+        .await
     }
 
     pub async fn get_model(&self, id: &str, prio: Priority) -> Result<DeviceModel, Error> {

@@ -43,7 +43,8 @@ impl Limiter {
         }
     }
 
-    pub fn burst(&self) -> u32 {
+    #[cfg(test)]
+    fn burst(&self) -> u32 {
         self.burst as u32
     }
 

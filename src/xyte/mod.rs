@@ -6,7 +6,9 @@ mod limiter;
 pub mod model;
 mod transport;
 
-pub use client::{ClientConfig, Credential, HistoryQuery, IncidentQuery, SendCommand, XyteClient, has_more, history_windows};
+pub use client::{
+    ClientConfig, Credential, HistoryQuery, IncidentQuery, SendCommand, XyteClient, has_more, history_windows,
+};
 pub use limiter::Priority;
 pub use model::*;
 pub use transport::{map_status, parse_retry_after, segment};

@@ -21,7 +21,6 @@ pub fn de_opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::E
     Ok(Option::<Value>::deserialize(d)?.and_then(id_text))
 }
 
-
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Device {
     #[serde(default, deserialize_with = "de_id")]
@@ -221,7 +220,6 @@ pub struct OrgInfo {
     pub extra: Map<String, Value>,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,7 +231,10 @@ mod tests {
         let d: Device = serde_json::from_value(raw.clone()).unwrap();
         assert_eq!(d.space.as_ref().unwrap().id.as_deref(), Some("16138"));
         assert_eq!(d.extra["brand_new_field"], json!({"x":1}));
-        assert_eq!(serde_json::to_value(&d).unwrap(), json!({"id":"d1","name":"Projector","status":"online","brand_new_field":{"x":1},"space":{"id":"16138","full_path":"A/B"}}));
+        assert_eq!(
+            serde_json::to_value(&d).unwrap(),
+            json!({"id":"d1","name":"Projector","status":"online","brand_new_field":{"x":1},"space":{"id":"16138","full_path":"A/B"}})
+        );
         let empty: Device = serde_json::from_value(json!({})).unwrap();
         assert_eq!(empty.id, "");
         let s: Space = serde_json::from_value(json!({"id": 5, "parent_id": "4", "name": null})).unwrap();

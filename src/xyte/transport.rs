@@ -147,7 +147,8 @@ impl Transport {
         };
         let mut response = result.map_err(map_transport_error)?;
         let status = response.status().as_u16();
-        let retry_after = response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let bytes = response.body_mut().with_config().limit(MAX_BODY).read_to_vec().map_err(map_transport_error)?;
         Ok((status, retry_after, bytes))
     }
@@ -240,7 +241,8 @@ fn xyte_message(body: &[u8]) -> Option<String> {
                 (!parts.is_empty()).then(|| parts.join("; "))
             }
             Value::Object(map) => {
-                let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {}", v.to_string().trim_matches('"'))).collect();
+                let parts: Vec<String> =
+                    map.iter().map(|(k, v)| format!("{k} {}", v.to_string().trim_matches('"'))).collect();
                 (!parts.is_empty()).then(|| parts.join("; "))
             }
             _ => None,
@@ -272,7 +274,9 @@ pub fn map_status(status: u16, body: &[u8]) -> Error {
             "Xyte rejected the credential (401); check XYTE_API_KEY (or XYTE_USER_TOKEN / XYTE_OAUTH_TOKEN) in \
              /etc/xyte-edge/xyte-edge.conf",
         ),
-        403 => Error::new(ErrorCode::Forbidden, with("Xyte refused this operation for the configured credential (403)")),
+        403 => {
+            Error::new(ErrorCode::Forbidden, with("Xyte refused this operation for the configured credential (403)"))
+        }
         404 => Error::new(ErrorCode::NotFound, with("Xyte has no such object (404)")),
         400 | 422 => Error::new(ErrorCode::InvalidRequest, with(&format!("Xyte rejected the request ({status})"))),
         408 => Error::new(ErrorCode::XyteServerError, "Xyte timed out (408) answering the request"),
@@ -292,11 +296,16 @@ fn map_transport_error(e: ureq::Error) -> Error {
         ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
             Error::new(ErrorCode::Timeout, "Xyte did not answer within XYTE_REQUEST_TIMEOUT")
         }
-        ureq::Error::Io(io) => Error::new(ErrorCode::NetworkError, format!("network error talking to Xyte: {}", io.kind())),
-        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => {
-            Error::new(ErrorCode::NetworkError, "TLS handshake with Xyte failed; check the system time and XYTE_BASE_URL")
+        ureq::Error::Io(io) => {
+            Error::new(ErrorCode::NetworkError, format!("network error talking to Xyte: {}", io.kind()))
         }
-        ureq::Error::BodyExceedsLimit(_) => Error::new(ErrorCode::XyteServerError, "Xyte sent a response larger than 16 MiB"),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Pem(_) => Error::new(
+            ErrorCode::NetworkError,
+            "TLS handshake with Xyte failed; check the system time and XYTE_BASE_URL",
+        ),
+        ureq::Error::BodyExceedsLimit(_) => {
+            Error::new(ErrorCode::XyteServerError, "Xyte sent a response larger than 16 MiB")
+        }
         ureq::Error::BadUri(_) | ureq::Error::Http(_) => {
             Error::new(ErrorCode::InvalidParams, "the request URL is not valid; check XYTE_BASE_URL and the ids used")
         }
@@ -312,7 +321,10 @@ mod tests {
     fn status_mapping() {
         assert_eq!(map_status(401, b"{}").code, ErrorCode::Unauthorized);
         assert_eq!(map_status(403, b"").code, ErrorCode::Forbidden);
-        assert_eq!(map_status(404, br#"{"error":"Unknown device d9"}"#).message, "Xyte has no such object (404): Unknown device d9");
+        assert_eq!(
+            map_status(404, br#"{"error":"Unknown device d9"}"#).message,
+            "Xyte has no such object (404): Unknown device d9"
+        );
         let e = map_status(422, br#"{"error":"Either a valid command or friendly_name is required"}"#);
         assert_eq!(e.code, ErrorCode::InvalidRequest);
         assert!(e.message.ends_with("Either a valid command or friendly_name is required"));
