@@ -43,3 +43,57 @@ fn demo_reaches_ready_syncs_devices_and_stops_cleanly() {
     assert_eq!(cached.len(), devices);
     assert!(cached.iter().all(|e| e.body.get("id").is_some() && e.body.get("status").is_some()));
 }
+
+/// Under a systemd watchdog the daemon pings while healthy; JSON logs at debug show every upstream call and never
+/// the credential.
+#[test]
+fn demo_pings_the_watchdog_and_logs_json_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut cmd = bin();
+    cmd.args(["serve", "--demo"])
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", "400000")
+        .env("XYTE_LOG_FORMAT", "json")
+        .env("XYTE_LOG_LEVEL", "debug");
+    let mut daemon = Daemon::spawn(cmd);
+    assert!(notify.wait_for("READY=1", Duration::from_secs(20)).is_ok());
+    assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(5)).is_ok(), "no watchdog ping");
+    daemon.wait_line("\"xyte call\"", Duration::from_secs(20));
+    daemon.signal(Signal::SIGTERM);
+    let (code, _) = daemon.wait_exit(Duration::from_secs(5));
+    assert_eq!(code, Some(0));
+    let logs: Vec<&String> = daemon.output.iter().filter(|l| l.starts_with('{')).collect();
+    assert!(logs.len() > 3, "{:?}", daemon.output);
+    for line in &logs {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v.get("level").is_some() && v.get("fields").is_some(), "{line}");
+        assert!(!line.contains("demo-key"), "the credential leaked: {line}");
+    }
+    let call = logs
+        .iter()
+        .find(|l| l.contains("\"xyte call\"") && l.contains("\"path\":\"devices\""))
+        .expect("a logged GET devices call");
+    for field in ["\"method\":\"GET\"", "\"status\":200", "\"latency_ms\"", "\"attempt\":1"] {
+        assert!(call.contains(field), "{field} missing in {call}");
+    }
+}
+
+#[test]
+fn log_level_filters_and_plain_text_goes_to_stderr() {
+    let dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(dir.path());
+    let mut cmd = bin();
+    cmd.args(["serve", "--demo"])
+        .current_dir(dir.path())
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("XYTE_LOG_FORMAT", "text")
+        .env("XYTE_LOG_LEVEL", "warn");
+    let mut daemon = Daemon::spawn(cmd);
+    assert!(notify.wait_for("READY=1", Duration::from_secs(20)).is_ok());
+    daemon.wait_line("synced ", Duration::from_secs(20));
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(Duration::from_secs(5)).0, Some(0));
+    assert!(!daemon.output.iter().any(|l| l.contains(" INFO ") || l.contains(" DEBUG ")), "{:#?}", daemon.output);
+}

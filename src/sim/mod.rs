@@ -251,6 +251,7 @@ pub struct SimHandle {
     pub addr: SocketAddr,
     pub sim: Arc<Simulator>,
     pub shutdown: CancellationToken,
+    server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl SimHandle {
@@ -258,16 +259,20 @@ impl SimHandle {
         format!("http://{}{API_PREFIX}", self.addr)
     }
 
-    /// Stops serving (connections close) while the world keeps its state; see [`SimHandle::restart`].
-    pub fn stop(&mut self) {
+    /// Stops serving (the port closes, connections drop) while the world keeps its state; see [`SimHandle::restart`].
+    pub async fn stop(&mut self) {
         self.shutdown.cancel();
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
     }
 
     /// Serves the same world again on the same address.
     pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop().await;
         let listener = TcpListener::bind(self.addr).await?;
         self.shutdown = CancellationToken::new();
-        tokio::spawn(self.sim.clone().serve(listener, self.shutdown.clone()));
+        self.server = Some(tokio::spawn(self.sim.clone().serve(listener, self.shutdown.clone())));
         tokio::spawn(self.sim.clone().run_clock(self.shutdown.clone()));
         Ok(())
     }
@@ -286,9 +291,9 @@ pub async fn spawn(addr: SocketAddr, opts: SimOptions) -> std::io::Result<SimHan
     let addr = listener.local_addr()?;
     let sim = Simulator::new(opts);
     let shutdown = CancellationToken::new();
-    tokio::spawn(sim.clone().serve(listener, shutdown.clone()));
+    let server = Some(tokio::spawn(sim.clone().serve(listener, shutdown.clone())));
     tokio::spawn(sim.clone().run_clock(shutdown.clone()));
-    Ok(SimHandle { addr, sim, shutdown })
+    Ok(SimHandle { addr, sim, shutdown, server })
 }
 
 /// `xyte-edge sim`: serve until Ctrl-C or SIGTERM.
