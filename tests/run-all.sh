@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The one test command (README): installs what the tests need, idempotently, then runs every check.
-# Usage: tests/run-all.sh            everything
-#        XYTE_TEST_QUICK=1 tests/run-all.sh   skip nothing, but reuse an existing build cache (same as default)
+# Usage: tests/run-all.sh   (set CARGO_TARGET_DIR to reuse a build cache outside the clone)
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -71,7 +71,7 @@ impl Poller {
             let started = Instant::now();
             let outcome = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = self.poll_once(cycle.is_multiple_of(SLOW_EVERY)) => r,
+                r = self.poll_once(cycle.is_multiple_of(SLOW_EVERY), cycle == 0) => r,
             };
             match outcome {
                 Ok(report) => {
@@ -112,29 +112,32 @@ impl Poller {
     }
 
     /// One cycle. Errors stop the cycle at the first failing read; what was stored before stays stored.
-    pub async fn poll_once(&self, slow_too: bool) -> Result<SyncReport, Error> {
+    /// The very first cycle fills an empty cache, which nothing else can answer from, so it runs at interactive
+    /// priority; later cycles are background work that yields to callers.
+    pub async fn poll_once(&self, slow_too: bool, first: bool) -> Result<SyncReport, Error> {
+        let prio = if first { Priority::Interactive } else { Priority::Background };
         let started = Instant::now();
         let at = OffsetDateTime::now_utc();
         let mut changed = 0;
 
-        let devices = self.client.list_devices(None, Priority::Background).await?;
+        let devices = self.client.list_devices(None, prio).await?;
         let online = devices.iter().filter(|d| d.status.as_deref() == Some("online")).count();
         changed += self.store_set("device", devices.iter().map(|d| (d.id.clone(), to_json(d))).collect(), at).await?;
 
         let query = IncidentQuery { status: Some("active".into()), ..Default::default() };
-        let incidents = self.client.list_incidents(query, Priority::Background).await?;
+        let incidents = self.client.list_incidents(query, prio).await?;
         changed +=
             self.store_set("incident", incidents.iter().map(|i| (i.id.clone(), to_json(i))).collect(), at).await?;
 
-        let tickets = self.client.list_tickets(Priority::Background).await?;
+        let tickets = self.client.list_tickets(prio).await?;
         changed += self.store_set("ticket", tickets.iter().map(|t| (t.id.clone(), to_json(t))).collect(), at).await?;
 
         let mut spaces = None;
         if slow_too {
-            let list = self.client.list_spaces(Priority::Background).await?;
+            let list = self.client.list_spaces(prio).await?;
             spaces = Some(list.len());
             changed += self.store_set("space", list.iter().map(|s| (s.id.clone(), to_json(s))).collect(), at).await?;
-            let info = self.client.info(Priority::Background).await?;
+            let info = self.client.info(prio).await?;
             changed += self.store_set("organization", vec![("info".into(), to_json(&info))], at).await?;
         }
         Ok(SyncReport {
