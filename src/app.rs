@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
@@ -15,7 +16,7 @@ use crate::store::Store;
 use crate::sync::poller::Poller;
 use crate::systemd::{self, Heartbeat};
 use crate::xyte::{ClientConfig, XyteClient};
-use crate::{sim, telemetry};
+use crate::{mcp, ops, sim, telemetry};
 
 /// How long in-flight work may take to finish after SIGTERM; below systemd's default `TimeoutStopSec` of 90 s and
 /// well below the 5 s an operator waits at a terminal.
@@ -77,6 +78,31 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         .map_err(|e| store_fatal(&config, e))?;
 
     let client = XyteClient::new(client_config(&config)?).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
+    let app = Arc::new(ops::App {
+        store: store.clone(),
+        client: client.clone(),
+        cache_ttl: config.cache_ttl,
+        read_only: config.read_only,
+        command_ttl: config.command_ttl,
+        env_label: config.env_label.clone(),
+        started: std::time::Instant::now(),
+    });
+    // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
+    let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let socket = mcp::unix::bind(&config.mcp_socket).map_err(|e| {
+        let code =
+            if e.kind() == std::io::ErrorKind::PermissionDenied { exit::NO_PERMISSION } else { exit::UNAVAILABLE };
+        Fatal::new(code, format!("cannot serve MCP on {}: {e}", config.mcp_socket.display()))
+    })?;
+    tracing::info!(socket = %config.mcp_socket.display(), "MCP socket ready");
+    tasks.spawn(mcp::unix::serve(
+        socket,
+        config.mcp_socket.clone(),
+        app.clone(),
+        config.mcp_socket_role,
+        connections,
+        shutdown.clone(),
+    ));
 
     let poll_beat = Heartbeat::new("poller");
     let mut heartbeats = vec![store.heartbeat(), poll_beat.clone()];

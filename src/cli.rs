@@ -58,6 +58,12 @@ pub enum Command {
         #[arg(long, value_name = "SPEC")]
         faults: Option<String>,
     },
+    /// Bridge stdio to the daemon's MCP socket, for agents that launch MCP servers as commands.
+    Mcp {
+        /// The daemon's socket (default: $XYTE_MCP_SOCKET, else /run/xyte-edge/mcp.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Validate the configuration and print the effective values (secrets masked). Exit 0, or 78 with every problem.
     CheckConfig {
         /// Configuration file (default /etc/xyte-edge/xyte-edge.conf).
@@ -74,6 +80,12 @@ pub fn parse() -> Result<Cli, ExitCode> {
         let _ = e.print();
         if e.use_stderr() { ExitCode::from(exit::USAGE) } else { ExitCode::from(exit::OK) }
     })
+}
+
+/// The socket `mcp` and `status` talk to: the flag, else `XYTE_MCP_SOCKET`, else the packaged default.
+pub fn socket_path(flag: Option<PathBuf>) -> PathBuf {
+    flag.or_else(|| std::env::var_os("XYTE_MCP_SOCKET").filter(|v| !v.is_empty()).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(crate::mcp::bridge::DEFAULT_SOCKET))
 }
 
 pub fn version_text() -> String {

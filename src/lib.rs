@@ -5,6 +5,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod mcp;
+pub mod ops;
 pub mod sim;
 pub mod store;
 pub mod sync;

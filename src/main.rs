@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use xyte_edge::cli::{self, Command, exit};
-use xyte_edge::{app, sim};
+use xyte_edge::{app, mcp, sim};
 
 fn main() -> ExitCode {
     // One crypto provider for every TLS user in the process (DESIGN §2); must precede any rustls use.
@@ -16,6 +16,7 @@ fn main() -> ExitCode {
         _ if cli.version => version(),
         Some(Command::Version) => version(),
         Some(Command::CheckConfig { config }) => cli::check_config(config),
+        Some(Command::Mcp { socket }) => mcp::bridge::run(&cli::socket_path(socket)),
         Some(Command::Serve { config, demo }) => app::serve(config, demo),
         Some(Command::Sim { listen, devices, seed, faults }) => sim_command(listen, devices, seed, faults),
         None => {

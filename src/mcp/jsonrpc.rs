@@ -100,7 +100,9 @@ pub fn decode_value(value: Value) -> Result<Incoming, DecodeError> {
     let method = match obj.get("method") {
         Some(Value::String(m)) => m.clone(),
         Some(_) => return Err(invalid(id, "method must be a string")),
-        None if id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => return Ok(Incoming::Response),
+        None if id.is_some() && (obj.contains_key("result") || obj.contains_key("error")) => {
+            return Ok(Incoming::Response);
+        }
         None => return Err(invalid(id, "missing method")),
     };
     let params = match obj.get("params") {

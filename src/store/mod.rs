@@ -7,6 +7,7 @@
 //! with the durability the caller asked for. Reads never wait for the writer (WAL readers see the last commit).
 
 pub mod cache;
+pub mod context;
 pub mod events;
 
 use std::collections::HashMap;

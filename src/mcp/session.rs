@@ -1,0 +1,313 @@
+//! One MCP connection, whatever carries it (SPEC §6.2). Dual-era: `initialize` selects legacy semantics for the
+//! connection (2024-11-05 … 2025-11-25); a request whose `_meta` carries `io.modelcontextprotocol/protocolVersion`
+//! is served statelessly in the modern era (2026-07-28). Requests run concurrently (at most [`MAX_IN_FLIGHT`]);
+//! responses go out through one writer channel, in completion order; a cancelled request gets no response.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value, json};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
+use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME};
+use crate::ops::{self, App, Ctx, Principal, Progress};
+
+const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
+const INSTRUCTIONS: &str = "xyte-edge is an on-site gateway for a Xyte organization (meeting-room devices, spaces, \
+incidents, tickets). Reads answer from the gateway's local cache, kept fresh by polling, so they are fast and keep \
+working when the internet link is down; `stale: true` with `fetched_at` marks answers Xyte could not refresh. Use \
+set_context to remember a default device or space. Mutating tools accept dry_run=true to validate and preview \
+without sending. What you may do depends on your role (viewer, operator, admin).";
+
+#[derive(Default)]
+struct State {
+    /// The legacy revision negotiated by `initialize`, if any.
+    legacy: Option<String>,
+    initialized: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Era {
+    Legacy,
+    Modern,
+}
+
+pub struct Session {
+    app: Arc<App>,
+    principal: Principal,
+    out: mpsc::UnboundedSender<Value>,
+    state: Mutex<State>,
+    inflight: Mutex<HashMap<Id, CancellationToken>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Session {
+    /// `out` receives every message to send, already shaped; the transport serialises it.
+    pub fn new(app: Arc<App>, principal: Principal, out: mpsc::UnboundedSender<Value>) -> Arc<Session> {
+        Arc::new(Session {
+            app,
+            principal,
+            out,
+            state: Mutex::new(State::default()),
+            inflight: Mutex::new(HashMap::new()),
+            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        })
+    }
+
+    /// A framing problem found by the transport (e.g. an oversized line): answered without an id.
+    pub fn receive_error(&self, error: RpcError) {
+        self.send(jsonrpc::error(None, &error));
+    }
+
+    fn send(&self, msg: Value) {
+        let _ = self.out.send(msg);
+    }
+
+    fn legacy_version(&self) -> Option<String> {
+        self.state.lock().ok().and_then(|s| s.legacy.clone())
+    }
+
+    /// Handles one received message. Returns once request work is started (or the message fully handled), so the
+    /// transport can read the next line; waits while [`MAX_IN_FLIGHT`] requests are running.
+    pub async fn receive(self: &Arc<Self>, bytes: &[u8]) {
+        match jsonrpc::decode(bytes) {
+            Err(e) => self.send(jsonrpc::error(e.id.as_ref(), &e.error)),
+            Ok(Incoming::Response) => {}
+            Ok(Incoming::Notification(n)) => self.notification(&n.method, &n.params),
+            Ok(Incoming::Batch(items)) => self.batch(items).await,
+            Ok(Incoming::Request(req)) => {
+                let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+                let token = CancellationToken::new();
+                if let Ok(mut map) = self.inflight.lock() {
+                    map.insert(req.id.clone(), token.clone());
+                }
+                let session = self.clone();
+                tokio::spawn(async move {
+                    let id = req.id.clone();
+                    let response = tokio::select! {
+                        _ = token.cancelled() => None,
+                        r = session.request(req) => Some(r),
+                    };
+                    if let Ok(mut map) = session.inflight.lock() {
+                        map.remove(&id);
+                    }
+                    if let Some(r) = response
+                        && !token.is_cancelled()
+                    {
+                        session.send(r);
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    /// Batches existed only in 2025-03-26; elsewhere they are an invalid request.
+    async fn batch(self: &Arc<Self>, items: Vec<Value>) {
+        if self.legacy_version().as_deref() != Some("2025-03-26") {
+            let e = RpcError::new(
+                jsonrpc::INVALID_REQUEST,
+                "invalid request: batches are only allowed in protocol 2025-03-26",
+            );
+            self.send(jsonrpc::error(None, &e));
+            return;
+        }
+        let mut responses = Vec::new();
+        for item in items {
+            match jsonrpc::decode_value(item) {
+                Err(e) => responses.push(jsonrpc::error(e.id.as_ref(), &e.error)),
+                Ok(Incoming::Request(req)) => responses.push(self.request(req).await),
+                Ok(Incoming::Notification(n)) => self.notification(&n.method, &n.params),
+                Ok(_) => {}
+            }
+        }
+        if !responses.is_empty() {
+            self.send(Value::Array(responses));
+        }
+    }
+
+    fn notification(&self, method: &str, params: &Map<String, Value>) {
+        match method {
+            "notifications/initialized" => {
+                if let Ok(mut s) = self.state.lock() {
+                    s.initialized = true;
+                }
+            }
+            "notifications/cancelled" => {
+                let id = params.get("requestId").cloned().and_then(|v| serde_json::from_value::<Id>(v).ok());
+                if let Some(id) = id
+                    && let Some(token) = self.inflight.lock().ok().and_then(|m| m.get(&id).cloned())
+                {
+                    token.cancel();
+                }
+            }
+            // Other notifications (progress from the client, roots changes) need nothing from us.
+            _ => {}
+        }
+    }
+
+    /// Answers one request with a full JSON-RPC response message.
+    async fn request(self: &Arc<Self>, req: Request) -> Value {
+        let meta = req.params.get("_meta").and_then(Value::as_object).cloned().unwrap_or_default();
+        let era = match meta.get(META_VERSION) {
+            Some(v) => {
+                let requested = v.as_str().unwrap_or_default();
+                if requested != MODERN_VERSION {
+                    let mut supported: Vec<&str> = LEGACY_VERSIONS.to_vec();
+                    supported.push(MODERN_VERSION);
+                    let e = RpcError::new(
+                        jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
+                        format!("unsupported protocol version {requested:?}"),
+                    )
+                    .with_data(json!({"supported": supported, "requested": v}));
+                    return jsonrpc::error(Some(&req.id), &e);
+                }
+                if !meta.contains_key(META_CAPABILITIES) {
+                    let e = RpcError::new(jsonrpc::INVALID_PARAMS, format!("_meta lacks {META_CAPABILITIES}"));
+                    return jsonrpc::error(Some(&req.id), &e);
+                }
+                Era::Modern
+            }
+            None => Era::Legacy,
+        };
+        let progress = meta.get("progressToken").cloned().map(|token| self.progress_sink(token));
+        match self.method(era, &req, progress).await {
+            Ok(mut result) => {
+                if era == Era::Modern {
+                    finish_modern(&req.method, &mut result);
+                }
+                jsonrpc::result(&req.id, result)
+            }
+            Err(e) => jsonrpc::error(Some(&req.id), &e),
+        }
+    }
+
+    fn progress_sink(self: &Arc<Self>, token: Value) -> Progress {
+        let out = self.out.clone();
+        Arc::new(move |progress: f64, total: Option<f64>, message: String| {
+            let mut params = json!({"progressToken": token, "progress": progress, "message": message});
+            if let Some(t) = total {
+                params["total"] = json!(t);
+            }
+            let _ = out.send(jsonrpc::notification("notifications/progress", params));
+        })
+    }
+
+    async fn method(&self, era: Era, req: &Request, progress: Option<Progress>) -> Result<Value, RpcError> {
+        let p = &req.params;
+        match (era, req.method.as_str()) {
+            (Era::Legacy, "initialize") => Ok(self.initialize(p)),
+            (Era::Legacy, "ping") => Ok(json!({})),
+            (Era::Modern, "server/discover") => Ok(json!({
+                "supportedVersions": [MODERN_VERSION],
+                "capabilities": capabilities(Era::Modern),
+                "instructions": INSTRUCTIONS,
+            })),
+            (_, "tools/list") => Ok(json!({"tools": tool_list()})),
+            (_, "tools/call") => self.call_tool(p, progress).await,
+            (
+                Era::Modern,
+                "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe",
+            ) => Err(RpcError::new(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!("{} does not exist in protocol {MODERN_VERSION}", req.method),
+            )),
+            (Era::Legacy, "server/discover") => Err(RpcError::new(
+                jsonrpc::INVALID_PARAMS,
+                format!("server/discover needs _meta[\"{META_VERSION}\"] = \"{MODERN_VERSION}\""),
+            )),
+            (_, m) => Err(RpcError::new(jsonrpc::METHOD_NOT_FOUND, format!("method not found: {m}"))),
+        }
+    }
+
+    fn initialize(&self, p: &Map<String, Value>) -> Value {
+        let asked = p.get("protocolVersion").and_then(Value::as_str).unwrap_or_default();
+        // Answer with the client's version when we speak it, else our latest legacy one (the client decides).
+        let version = LEGACY_VERSIONS.iter().find(|v| **v == asked).copied().unwrap_or(LEGACY_VERSIONS[3]);
+        if let Ok(mut s) = self.state.lock() {
+            s.legacy = Some(version.to_string());
+        }
+        tracing::debug!(principal = %self.principal.id, asked, version, "MCP initialize");
+        json!({
+            "protocolVersion": version,
+            "capabilities": capabilities(Era::Legacy),
+            "serverInfo": server_info(),
+            "instructions": INSTRUCTIONS,
+        })
+    }
+
+    async fn call_tool(&self, p: &Map<String, Value>, progress: Option<Progress>) -> Result<Value, RpcError> {
+        let name = p
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::new(jsonrpc::INVALID_PARAMS, "tools/call needs a name"))?;
+        if ops::find(name).is_none() {
+            return Err(RpcError::new(jsonrpc::INVALID_PARAMS, format!("unknown tool: {name}")));
+        }
+        let args = p.get("arguments").cloned().unwrap_or(json!({}));
+        let ctx = Ctx { app: self.app.clone(), principal: self.principal.clone(), progress };
+        let started = std::time::Instant::now();
+        let outcome = ops::call(&ctx, name, args).await;
+        let ms = started.elapsed().as_millis() as u64;
+        Ok(match outcome {
+            Ok(value) => {
+                tracing::info!(principal = %self.principal.id, tool = name, ms, "tool call ok");
+                json!({"content": [{"type": "text", "text": value.to_string()}], "structuredContent": value, "isError": false})
+            }
+            Err(e) => {
+                tracing::info!(principal = %self.principal.id, tool = name, ms, code = %e.code, "tool call failed");
+                let body = e.to_body();
+                json!({"content": [{"type": "text", "text": body.to_string()}], "structuredContent": body, "isError": true})
+            }
+        })
+    }
+}
+
+fn server_info() -> Value {
+    json!({"name": SERVER_NAME, "title": "Xyte Edge gateway", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn capabilities(era: Era) -> Value {
+    let _ = era;
+    json!({"tools": {"listChanged": false}})
+}
+
+pub fn tool_list() -> Vec<Value> {
+    ops::CATALOGUE
+        .iter()
+        .map(|op| {
+            json!({"name": op.name, "title": op.title, "description": op.description, "inputSchema": (op.input)(),
+                   "outputSchema": (op.output)(), "annotations": op.annotations()})
+        })
+        .collect()
+}
+
+/// Modern results carry `resultType`, the server's identity, and caching hints on discover, lists and reads.
+fn finish_modern(method: &str, result: &mut Value) {
+    let Value::Object(map) = result else { return };
+    map.entry("resultType").or_insert(json!("complete"));
+    let cacheable = matches!(
+        method,
+        "server/discover"
+            | "tools/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "prompts/list"
+            | "resources/read"
+    );
+    if cacheable {
+        // Lists are static per build; reads are live data, never cached by the client.
+        let ttl = if method == "resources/read" { 0 } else { 300_000 };
+        map.insert("ttlMs".into(), json!(ttl));
+        map.insert("cacheScope".into(), json!("private"));
+    }
+    let meta = map.entry("_meta").or_insert(json!({}));
+    if let Value::Object(m) = meta {
+        m.insert(META_SERVER_INFO.into(), server_info());
+    }
+}

@@ -1,0 +1,204 @@
+//! The MCP Unix socket (SPEC §6.1): newline-delimited JSON-RPC, one independent session per connection, mode 0660
+//! with the `xyte-edge` group, a stale socket replaced, anything else at the path refused. Each peer's uid/gid/pid
+//! (SO_PEERCRED) is logged and decides its role: root and the daemon's own uid are admin, others get
+//! `XYTE_MCP_SOCKET_ROLE`.
+
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::session::Session;
+use super::{MAX_MESSAGE, jsonrpc};
+use crate::config::Role;
+use crate::ops::{App, Principal};
+
+pub const SOCKET_GROUP: &str = "xyte-edge";
+
+/// Binds the socket at `path`, replacing a stale one and refusing to touch anything that is not a socket.
+pub fn bind(path: &Path) -> io::Result<UnixListener> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a running server (another xyte-edge?)", path.display()),
+                ));
+            }
+            // Nobody listens: left behind by a crash. Safe to replace.
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!(
+                    "{} exists and is not a socket; refusing to replace it (check XYTE_MCP_SOCKET)",
+                    path.display()
+                ),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name(SOCKET_GROUP) {
+        // Works when we run as root or are a member of the group; otherwise the socket keeps our primary group.
+        if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {
+            tracing::warn!(error = %e, "could not give {} to group {SOCKET_GROUP}", path.display());
+        }
+    }
+    Ok(listener)
+}
+
+/// Serves connections until `shutdown`; then closes every connection (in-flight work ends with them).
+pub async fn serve(
+    listener: UnixListener,
+    path: PathBuf,
+    app: Arc<App>,
+    peer_role: Role,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    let own_uid = nix::unistd::getuid().as_raw();
+    let connections = TaskTracker::new();
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "MCP socket accept failed");
+                    continue;
+                }
+            },
+        };
+        let (principal, pid) = match stream.peer_cred() {
+            Ok(cred) => {
+                let uid = cred.uid();
+                let role = if uid == 0 || uid == own_uid { Role::Admin } else { peer_role };
+                (Principal { id: format!("uid:{uid}"), role }, (cred.gid(), cred.pid()))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the peer's credentials; refusing the connection");
+                continue;
+            }
+        };
+        tracing::info!(peer = %principal.id, gid = pid.0, pid = ?pid.1, role = %principal.role, "MCP client connected on the socket");
+        let (app, stop) = (app.clone(), shutdown.clone());
+        connections.spawn(async move {
+            connection(stream, app, principal, stop).await;
+            drop(permit);
+        });
+    }
+    connections.close();
+    connections.wait().await;
+    let _ = std::fs::remove_file(&path);
+}
+
+async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shutdown: CancellationToken) {
+    let (read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
+    let who = principal.id.clone();
+    let session = Session::new(app, principal, tx);
+    // One writer per connection: responses and notifications interleave as whole lines.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let mut line = serde_json::to_vec(&msg).unwrap_or_default();
+            line.push(b'\n');
+            if write.write_all(&line).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut reader = BufReader::new(read);
+    let mut buf = Vec::with_capacity(4096);
+    loop {
+        buf.clear();
+        let read = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = read_line(&mut reader, &mut buf) => r,
+        };
+        match read {
+            Ok(Line::Eof) => break,
+            Ok(Line::TooLong) => {
+                let e = jsonrpc::RpcError::new(
+                    jsonrpc::INVALID_REQUEST,
+                    format!("message larger than {MAX_MESSAGE} bytes"),
+                );
+                session.receive_error(e);
+            }
+            Ok(Line::Data) => {
+                let line = buf.strip_suffix(b"\r").unwrap_or(&buf);
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    session.receive(line).await;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    drop(session);
+    // Let in-flight answers go out; on shutdown, do not wait for long-running tools.
+    tokio::select! {
+        _ = writer => {}
+        _ = shutdown.cancelled() => {}
+    }
+    tracing::info!(peer = %who, "MCP client disconnected");
+}
+
+enum Line {
+    Data,
+    TooLong,
+    Eof,
+}
+
+/// Reads one `\n`-terminated line into `buf` without ever holding more than [`MAX_MESSAGE`] bytes of it.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R, buf: &mut Vec<u8>) -> io::Result<Line> {
+    let mut too_long = false;
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            return Ok(if buf.is_empty() && !too_long {
+                Line::Eof
+            } else if too_long {
+                Line::TooLong
+            } else {
+                Line::Data
+            });
+        }
+        let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (&available[..i], i + 1),
+            None => (available, available.len()),
+        };
+        if !too_long {
+            if buf.len() + chunk.len() > MAX_MESSAGE {
+                too_long = true;
+                buf.clear();
+            } else {
+                buf.extend_from_slice(chunk);
+            }
+        }
+        let found_newline = done <= available.len() && available.get(done - 1) == Some(&b'\n');
+        reader.consume(done);
+        if found_newline {
+            return Ok(if too_long { Line::TooLong } else { Line::Data });
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! The list of operations and the dispatch from name to handler. Adding an operation = one entry here + its
+//! handler in the module of its family.
+
+use serde_json::{Value, json};
+
+use super::schema::{input, output};
+use super::{Ctx, commands, devices, fleet, tickets};
+use crate::config::Role;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads; never changes anything.
+    Read,
+    /// Changes something; repeating it may repeat the effect.
+    Write,
+    /// Changes something that cannot be undone, or disrupts a room.
+    Destructive,
+    /// Changes only the caller's own context; repeating it changes nothing more.
+    Context,
+}
+
+pub struct Op {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub role: Role,
+    pub kind: Kind,
+    /// Whether it talks to Xyte (SPEC §5.3: `openWorldHint`).
+    pub open_world: bool,
+    pub input: fn() -> Value,
+    pub output: fn() -> Value,
+}
+
+impl Op {
+    pub fn required_role(&self, _args: &Value) -> Role {
+        self.role
+    }
+
+    pub fn is_mutating(&self, _args: &Value) -> bool {
+        self.kind != Kind::Read
+    }
+
+    /// MCP tool annotations, honest per SPEC §5.3.
+    pub fn annotations(&self) -> Value {
+        let read_only = self.kind == Kind::Read;
+        let mut a = json!({"title": self.title, "readOnlyHint": read_only, "openWorldHint": self.open_world});
+        if !read_only {
+            a["destructiveHint"] = json!(self.kind == Kind::Destructive);
+            a["idempotentHint"] = json!(self.kind == Kind::Context);
+        }
+        a
+    }
+}
+
+pub fn find(name: &str) -> Option<&'static Op> {
+    CATALOGUE.iter().find(|o| o.name == name)
+}
+
+fn list_out(key: &str) -> Value {
+    output(
+        json!({key: {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"}, "omitted": {"type": "integer"},
+               "next_cursor": {"type": "string"}, "stale": {"type": "boolean"}, "fetched_at": {"type": ["string", "null"]}}),
+        &[key],
+    )
+}
+
+fn obj_out(key: &str) -> Value {
+    output(
+        json!({key: {"type": "object"}, "stale": {"type": "boolean"}, "fetched_at": {"type": ["string", "null"]}}),
+        &[key],
+    )
+}
+
+fn write_out() -> Value {
+    output(json!({"dry_run": {"type": "boolean"}, "would_send": {"type": "object"}}), &[])
+}
+
+pub static CATALOGUE: &[Op] = &[
+    Op {
+        name: "list_devices",
+        title: "List devices",
+        description: "Devices of the organization with status, model and space, filtered by space (and everything below \
+                      it), status or free text (name, model, serial, space path). Includes counts by status. Results are \
+                      capped (limit, default 50); pass next_cursor to continue.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<devices::ListDevices>,
+        output: || list_out("devices"),
+    },
+    Op {
+        name: "get_device_status",
+        title: "Get device status",
+        description: "Everything about one device: status, reported state, last seen, open incidents and its five most \
+                      recent commands.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<devices::DeviceRef>,
+        output: || obj_out("device"),
+    },
+    Op {
+        name: "list_device_commands",
+        title: "List device commands",
+        description: "Commands sent to a device, newest first, with their status (pending, in_progress, done, failed, aborted).",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<devices::ListCommands>,
+        output: || list_out("commands"),
+    },
+    Op {
+        name: "search_device_histories",
+        title: "Search device histories",
+        description: "Status history rows of devices over a time range (ISO-8601 or epoch seconds). Ranges longer than \
+                      31 days are split into several Xyte calls and merged; progress is reported per window.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<devices::SearchHistories>,
+        output: || list_out("rows"),
+    },
+    Op {
+        name: "list_incidents",
+        title: "List incidents",
+        description: "Incidents (a device offline or in error). Active ones come from the cache; closed ones or a time \
+                      range are asked of Xyte.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<tickets::ListIncidents>,
+        output: || list_out("incidents"),
+    },
+    Op {
+        name: "list_tickets",
+        title: "List tickets",
+        description: "Open support tickets of the organization.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<tickets::ListTickets>,
+        output: || list_out("tickets"),
+    },
+    Op {
+        name: "get_ticket",
+        title: "Get ticket",
+        description: "One ticket with its conversation (comments).",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<tickets::TicketRef>,
+        output: || obj_out("ticket"),
+    },
+    Op {
+        name: "list_spaces",
+        title: "List spaces",
+        description: "Spaces (sites, floors, rooms) with their path and how many devices each holds.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<fleet::ListSpaces>,
+        output: || list_out("spaces"),
+    },
+    Op {
+        name: "get_organization_info",
+        title: "Get organization info",
+        description: "The Xyte organization this gateway serves: name, plan, contacts and statistics.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<fleet::NoArgs>,
+        output: || obj_out("organization"),
+    },
+    Op {
+        name: "get_fleet_health",
+        title: "Get fleet health",
+        description: "Health of the fleet (or one space and below), computed on the gateway so it works offline: online \
+                      rate, offline percentage, active incidents with their age, open tickets, the spaces with most \
+                      offline devices, the most incident-prone devices, and `healthy` (no active incidents and under 5 % \
+                      offline).",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        input: input::<fleet::FleetHealth>,
+        output: || {
+            output(
+                json!({"devices": {"type": "object"}, "active_incidents": {"type": "object"}, "open_tickets": {"type": "integer"},
+                       "top_offline_spaces": {"type": "array"}, "most_incident_prone_devices": {"type": "array"},
+                       "healthy": {"type": "boolean"}, "stale": {"type": "boolean"}}),
+                &["devices", "healthy"],
+            )
+        },
+    },
+    Op {
+        name: "list_events",
+        title: "List events",
+        description: "The gateway's local event log: device status changes, incidents, tickets, commands, audit records. \
+                      Without after_id: the most recent events.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        input: input::<fleet::ListEvents>,
+        output: || {
+            output(
+                json!({"events": {"type": "array", "items": {"type": "object"}}, "last_id": {"type": ["integer", "null"]}}),
+                &["events"],
+            )
+        },
+    },
+    Op {
+        name: "search",
+        title: "Search",
+        description: "Finds devices, tickets, incidents and spaces whose names or descriptions contain all the words of \
+                      the query. Each result's id can be passed to fetch.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        input: input::<fleet::Search>,
+        output: || {
+            output(
+                json!({"results": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"}}),
+                &["results"],
+            )
+        },
+    },
+    Op {
+        name: "fetch",
+        title: "Fetch",
+        description: "The full object behind an id returned by search.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<fleet::Fetch>,
+        output: || {
+            output(
+                json!({"id": {"type": "string"}, "title": {}, "text": {"type": "string"}, "metadata": {"type": "object"}}),
+                &["id", "text"],
+            )
+        },
+    },
+    Op {
+        name: "send_command",
+        title: "Send device command",
+        description: "Sends a command to a device now, after checking it against the device model's command list and \
+                      parameters. With wait=true, follows it until done/failed/aborted (or timeout_s) and reports \
+                      progress. If Xyte is unreachable the error says so; use send_command_async to queue durably.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<commands::SendCommandArgs>,
+        output: || {
+            output(
+                json!({"device_id": {"type": "string"}, "command": {"type": "string"}, "xyte_command_id": {"type": "string"},
+                       "status": {}, "message": {}, "timed_out": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+                       "would_send": {"type": "object"}}),
+                &["device_id"],
+            )
+        },
+    },
+    Op {
+        name: "update_ticket",
+        title: "Update ticket",
+        description: "Changes a ticket's title and/or description.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<tickets::UpdateTicket>,
+        output: write_out,
+    },
+    Op {
+        name: "mark_ticket_resolved",
+        title: "Resolve ticket",
+        description: "Marks a ticket as resolved.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<tickets::TicketAction>,
+        output: write_out,
+    },
+    Op {
+        name: "send_ticket_message",
+        title: "Message ticket",
+        description: "Adds a message to a ticket's conversation.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<tickets::TicketMessage>,
+        output: write_out,
+    },
+    Op {
+        name: "close_incident",
+        title: "Close incident",
+        description: "Closes an active incident.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<tickets::CloseIncident>,
+        output: write_out,
+    },
+    Op {
+        name: "set_context",
+        title: "Set context",
+        description: "Remembers a default device, space and/or room for you (kept across connections); tools that take \
+                      device_id, space_id or room fall back to it. Returns the context.",
+        role: Role::Operator,
+        kind: Kind::Context,
+        open_world: false,
+        input: input::<devices::SetContext>,
+        output: || output(json!({"principal": {"type": "string"}, "context": {"type": "object"}}), &["context"]),
+    },
+];
+
+pub async fn dispatch(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
+    match name {
+        "list_devices" => devices::list_devices(ctx, args).await,
+        "get_device_status" => devices::get_device_status(ctx, args).await,
+        "list_device_commands" => devices::list_device_commands(ctx, args).await,
+        "search_device_histories" => devices::search_device_histories(ctx, args).await,
+        "list_incidents" => tickets::list_incidents(ctx, args).await,
+        "list_tickets" => tickets::list_tickets(ctx, args).await,
+        "get_ticket" => tickets::get_ticket(ctx, args).await,
+        "list_spaces" => fleet::list_spaces(ctx, args).await,
+        "get_organization_info" => fleet::get_organization_info(ctx, args).await,
+        "get_fleet_health" => fleet::get_fleet_health(ctx, args).await,
+        "list_events" => fleet::list_events(ctx, args).await,
+        "search" => fleet::search(ctx, args).await,
+        "fetch" => fleet::fetch(ctx, args).await,
+        "send_command" => commands::send_command(ctx, args).await,
+        "update_ticket" => tickets::update_ticket(ctx, args).await,
+        "mark_ticket_resolved" => tickets::mark_ticket_resolved(ctx, args).await,
+        "send_ticket_message" => tickets::send_ticket_message(ctx, args).await,
+        "close_incident" => tickets::close_incident(ctx, args).await,
+        "set_context" => devices::set_context(ctx, args).await,
+        other => Err(Error::invalid_params(format!("unknown tool {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_schemas_and_annotations_follow_the_rules() {
+        let re_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        let mut names = std::collections::HashSet::new();
+        for op in CATALOGUE {
+            assert!(re_ok(op.name), "{}", op.name);
+            assert!(names.insert(op.name), "duplicate {}", op.name);
+            let schema = (op.input)();
+            let text = schema.to_string();
+            assert_eq!(schema["type"], "object", "{}", op.name);
+            assert_eq!(schema["additionalProperties"], false, "{}", op.name);
+            assert!(
+                !text.contains("$ref") && !text.contains("$defs") && !text.contains("\"null\""),
+                "{}: {text}",
+                op.name
+            );
+            if op.kind != Kind::Read && op.kind != Kind::Context {
+                assert!(schema["properties"].get("dry_run").is_some(), "{} must accept dry_run", op.name);
+            }
+            assert_eq!((op.output)()["type"], "object");
+            let a = op.annotations();
+            assert_eq!(a["readOnlyHint"], op.kind == Kind::Read);
+        }
+    }
+}

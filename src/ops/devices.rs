@@ -1,0 +1,337 @@
+//! Device reads and admin writes: `list_devices`, `get_device_status`, `list_device_commands`,
+//! `search_device_histories`, `claim_device`, `update_device`, `delete_device`, and the per-principal context
+//! (`set_context`) that lets tools default `device_id`/`space_id`/`room`.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::reads::{self, Snapshot};
+use super::schema::{Id, parse};
+use super::{Ctx, page};
+use crate::error::{Error, ErrorCode};
+use crate::store::{Durability, context, now_ms};
+use crate::xyte::{HistoryQuery, Priority};
+
+const P: Priority = Priority::Interactive;
+
+/// The devices of the organization, from the cache.
+pub async fn all_devices(ctx: &Ctx) -> Result<Snapshot, Error> {
+    let client = ctx.app.client.clone();
+    reads::collection(ctx, "device", || async move {
+        let devices = client.list_devices(None, P).await?;
+        Ok(reads::keyed(&devices, |d| d.id.clone()))
+    })
+    .await
+}
+
+pub fn summary(d: &Value) -> Value {
+    json!({
+        "id": d["id"], "name": d["name"], "status": d["status"], "model": d["model"]["name"],
+        "space_id": d["space"]["id"], "space": d["space"]["full_path"], "last_seen_at": d["last_seen_at"], "sn": d["sn"],
+    })
+}
+
+/// The calling principal's stored context (`set_context`), `{}` when none.
+pub async fn stored_context(ctx: &Ctx) -> Result<Value, Error> {
+    let who = ctx.principal.id.clone();
+    Ok(ctx.app.store.read(move |c| context::get(c, &who)).await?.unwrap_or_else(|| json!({})))
+}
+
+/// `device_id` from the arguments, else from the principal's context, else a clear error.
+pub async fn device_or_context(ctx: &Ctx, given: Option<Id>) -> Result<String, Error> {
+    if let Some(id) = given {
+        return Ok(id.0);
+    }
+    match stored_context(ctx).await?.get("device_id").and_then(Value::as_str) {
+        Some(id) => Ok(id.to_string()),
+        None => Err(Error::invalid_params("device_id is required (or set a default with set_context)")),
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListDevices {
+    /// Only devices in this space or below it (defaults to the context's space_id).
+    pub space_id: Option<Id>,
+    /// Only devices with this status.
+    pub status: Option<DeviceStatus>,
+    /// Case-insensitive text matched against name, model, serial number and space path.
+    pub query: Option<String>,
+    /// At most this many devices (default 50, at most 500).
+    pub limit: Option<u32>,
+    /// Continue after a previous page (its `next_cursor`).
+    pub cursor: Option<String>,
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    Online,
+    Offline,
+    Error,
+}
+
+impl DeviceStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Online => "online",
+            DeviceStatus::Offline => "offline",
+            DeviceStatus::Error => "error",
+        }
+    }
+}
+
+fn in_space(d: &Value, space_id: &str, spaces: &[Value]) -> bool {
+    let Some(own) =
+        d["space"]["id"].as_i64().map(|i| i.to_string()).or_else(|| d["space"]["id"].as_str().map(String::from))
+    else {
+        return false;
+    };
+    // Walk up the parent chain of the device's space.
+    let mut current = Some(own);
+    let mut hops = 0;
+    while let Some(id) = current {
+        if id == space_id {
+            return true;
+        }
+        hops += 1;
+        if hops > 32 {
+            return false;
+        }
+        current = spaces.iter().find(|s| s["id"].to_string().trim_matches('"') == id).and_then(|s| {
+            s["parent_id"].as_i64().map(|p| p.to_string()).or_else(|| s["parent_id"].as_str().map(String::from))
+        });
+    }
+    false
+}
+
+pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: ListDevices = parse(args)?;
+    let snap = all_devices(ctx).await?;
+    let space = match a.space_id {
+        Some(s) => Some(s.0),
+        None => stored_context(ctx)
+            .await?
+            .get("space_id")
+            .and_then(|v| v.as_str().map(String::from).or(v.as_i64().map(|i| i.to_string()))),
+    };
+    let spaces = if space.is_some() { super::fleet::all_spaces(ctx).await?.items } else { Vec::new() };
+    let q = a.query.as_deref().map(str::to_lowercase);
+    let mut matched: Vec<&Value> = snap
+        .items
+        .iter()
+        .filter(|d| space.as_deref().is_none_or(|s| in_space(d, s, &spaces)))
+        .filter(|d| {
+            q.as_deref().is_none_or(|q| {
+                ["name", "sn", "mac", "cloud_id"]
+                    .iter()
+                    .any(|k| d[*k].as_str().is_some_and(|v| v.to_lowercase().contains(q)))
+                    || d["model"]["name"].as_str().is_some_and(|v| v.to_lowercase().contains(q))
+                    || d["space"]["full_path"].as_str().is_some_and(|v| v.to_lowercase().contains(q))
+            })
+        })
+        .collect();
+    let count = |s: &str| matched.iter().filter(|d| d["status"] == s).count();
+    let counts = json!({"online": count("online"), "offline": count("offline"), "error": count("error")});
+    if let Some(status) = a.status {
+        matched.retain(|d| d["status"] == status.as_str());
+    }
+    matched.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let summaries: Vec<Value> = matched.iter().map(|d| summary(d)).collect();
+    let (items, next, omitted) = page(&summaries, a.limit, a.cursor.as_deref())?;
+    let mut out = json!({"devices": items, "total": summaries.len(), "counts": counts, "omitted": omitted});
+    if let Some(n) = next {
+        out["next_cursor"] = json!(n);
+    }
+    merge(&mut out, snap.provenance());
+    Ok(out)
+}
+
+pub fn merge(target: &mut Value, extra: Value) {
+    if let (Value::Object(t), Value::Object(e)) = (target, extra) {
+        t.extend(e);
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRef {
+    /// The device (defaults to the context's device_id).
+    pub device_id: Option<Id>,
+}
+
+pub async fn device(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
+    let client = ctx.app.client.clone();
+    let key = id.to_string();
+    reads::entry(ctx, "device", id, || async move {
+        Ok(serde_json::to_value(client.get_device(&key, P).await?).unwrap_or_default())
+    })
+    .await
+}
+
+pub async fn commands_of(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
+    let client = ctx.app.client.clone();
+    let key = id.to_string();
+    reads::entry(ctx, "commands", id, || async move {
+        Ok(serde_json::to_value(client.list_commands(&key, None, 100, P).await?).unwrap_or_default())
+    })
+    .await
+}
+
+pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: DeviceRef = parse(args)?;
+    let id = device_or_context(ctx, a.device_id).await?;
+    let (device, provenance) = device(ctx, &id).await?;
+    let incidents = super::tickets::active_incidents(ctx).await.map(|s| s.items).unwrap_or_default();
+    let open: Vec<Value> = incidents.into_iter().filter(|i| i["device_id"] == id.as_str()).collect();
+    let recent = match commands_of(ctx, &id).await {
+        Ok((Value::Array(list), _)) => list.into_iter().take(5).collect(),
+        _ => Vec::new(),
+    };
+    let mut out = json!({
+        "device": device, "status": device["status"], "state": device["state"], "last_seen_at": device["last_seen_at"],
+        "open_incidents": open, "recent_commands": recent,
+    });
+    merge(&mut out, provenance);
+    Ok(out)
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListCommands {
+    /// The device (defaults to the context's device_id).
+    pub device_id: Option<Id>,
+    /// Only commands in this state (pending, in_progress, done, failed, aborted, scheduled).
+    pub status: Option<String>,
+    /// At most this many (default 50, at most 500).
+    pub limit: Option<u32>,
+}
+
+pub async fn list_device_commands(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: ListCommands = parse(args)?;
+    let id = device_or_context(ctx, a.device_id).await?;
+    let (list, provenance) = commands_of(ctx, &id).await?;
+    let all: Vec<Value> = list
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| a.status.as_deref().is_none_or(|s| c["status"] == s))
+        .collect();
+    let (items, _, omitted) = page(&all, a.limit, None)?;
+    let mut out = json!({"device_id": id, "commands": items, "total": all.len(), "omitted": omitted});
+    merge(&mut out, provenance);
+    Ok(out)
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SearchHistories {
+    pub device_id: Option<Id>,
+    pub space_id: Option<Id>,
+    /// Devices whose current status is this (Xyte filters on the current status).
+    pub status: Option<DeviceStatus>,
+    /// Device name contains this text.
+    pub name: Option<String>,
+    /// Start: ISO-8601 or epoch seconds (default: 7 days before `to`).
+    pub from: Option<TimeArg>,
+    /// End: ISO-8601 or epoch seconds (default: now).
+    pub to: Option<TimeArg>,
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A time given as ISO-8601 text or epoch seconds.
+#[derive(Debug, Clone)]
+pub struct TimeArg(pub time::OffsetDateTime);
+
+impl<'de> Deserialize<'de> for TimeArg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let parsed = match &v {
+            Value::Number(n) => n.as_i64().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()),
+            Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .or_else(|| s.parse::<i64>().ok().and_then(|n| time::OffsetDateTime::from_unix_timestamp(n).ok())),
+            _ => None,
+        };
+        parsed
+            .map(TimeArg)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} is not an ISO-8601 time or epoch seconds")))
+    }
+}
+
+impl JsonSchema for TimeArg {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Time".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": ["string", "integer"], "description": "ISO-8601 (e.g. 2026-11-01T00:00:00Z) or epoch seconds"})
+    }
+}
+
+pub async fn search_device_histories(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: SearchHistories = parse(args)?;
+    let to = a.to.map(|t| t.0).unwrap_or_else(time::OffsetDateTime::now_utc);
+    let from = a.from.map(|t| t.0).unwrap_or(to - time::Duration::days(7));
+    if from > to {
+        return Err(Error::invalid_params("`from` must be before `to`"));
+    }
+    let windows = crate::xyte::history_windows(from, to).len();
+    if windows > 1 {
+        ctx.report(0.0, Some(windows as f64), format!("reading {windows} windows of at most 31 days"));
+    }
+    let q = HistoryQuery {
+        from: Some(from),
+        to: Some(to),
+        device_id: a.device_id.map(|i| i.0),
+        space_id: a.space_id.map(|i| i.0),
+        status: a.status.map(|s| s.as_str().to_string()),
+        name: a.name,
+    };
+    let rows = ctx.app.client.list_histories(q, P).await?;
+    let rows: Vec<Value> = rows.iter().map(|r| serde_json::to_value(r).unwrap_or_default()).collect();
+    if windows > 1 {
+        ctx.report(windows as f64, Some(windows as f64), "done");
+    }
+    let (items, next, omitted) = page(&rows, a.limit, a.cursor.as_deref())?;
+    let mut out = json!({"rows": items, "total": rows.len(), "omitted": omitted, "windows": windows, "stale": false});
+    if let Some(n) = next {
+        out["next_cursor"] = json!(n);
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetContext {
+    /// Default device for tools that take device_id.
+    pub device_id: Option<Id>,
+    /// Default space for tools that take space_id.
+    pub space_id: Option<Id>,
+    /// Default room for the room tools.
+    pub room: Option<String>,
+}
+
+pub async fn set_context(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: SetContext = parse(args)?;
+    let mut current = stored_context(ctx).await?;
+    if let Some(d) = a.device_id {
+        device(ctx, &d.0).await.map_err(|e| match e.code {
+            ErrorCode::NotFound => Error::invalid_params(format!("no device {d}")),
+            _ => e,
+        })?;
+        current["device_id"] = json!(d.0);
+    }
+    if let Some(s) = a.space_id {
+        current["space_id"] = json!(s.0);
+    }
+    if let Some(r) = a.room {
+        current["room"] = json!(r);
+    }
+    let (who, data) = (ctx.principal.id.clone(), current.clone());
+    ctx.app.store.write(Durability::Normal, move |c| context::set(c, &who, &data, now_ms())).await?;
+    Ok(json!({"principal": ctx.principal.id, "context": current}))
+}

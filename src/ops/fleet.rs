@@ -1,0 +1,306 @@
+//! Organization-wide reads computed from the local store: spaces and rooms, org info, fleet health, the event log,
+//! and the `search`/`fetch` connector pair.
+
+use std::collections::HashMap;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::devices::{all_devices, merge, summary};
+use super::reads::{self, Snapshot};
+use super::schema::{Id, parse};
+use super::tickets::{active_incidents, open_tickets};
+use super::{Ctx, page};
+use crate::error::{Error, ErrorCode};
+use crate::store::events;
+use crate::xyte::Priority;
+
+const P: Priority = Priority::Interactive;
+
+pub async fn all_spaces(ctx: &Ctx) -> Result<Snapshot, Error> {
+    let client = ctx.app.client.clone();
+    reads::collection(ctx, "space", || async move { Ok(reads::keyed(&client.list_spaces(P).await?, |s| s.id.clone())) })
+        .await
+}
+
+fn id_text(v: &Value) -> String {
+    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSpaces {
+    /// Name or path contains this text (case-insensitive).
+    pub query: Option<String>,
+    /// Only direct children of this space.
+    pub parent_id: Option<Id>,
+    pub limit: Option<u32>,
+}
+
+pub async fn list_spaces(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: ListSpaces = parse(args)?;
+    let spaces = all_spaces(ctx).await?;
+    let devices = all_devices(ctx).await?;
+    let mut per_space: HashMap<String, usize> = HashMap::new();
+    for d in &devices.items {
+        *per_space.entry(id_text(&d["space"]["id"])).or_default() += 1;
+    }
+    let q = a.query.as_deref().map(str::to_lowercase);
+    let list: Vec<Value> = spaces
+        .items
+        .iter()
+        .filter(|s| a.parent_id.as_ref().is_none_or(|p| id_text(&s["parent_id"]) == p.0))
+        .filter(|s| {
+            q.as_deref().is_none_or(|q| {
+                ["name", "full_path"].iter().any(|k| s[*k].as_str().is_some_and(|v| v.to_lowercase().contains(q)))
+            })
+        })
+        .map(|s| {
+            json!({"id": s["id"], "name": s["name"], "parent_id": s["parent_id"], "space_type": s["space_type"],
+                   "full_path": s["full_path"], "device_count": per_space.get(&id_text(&s["id"])).copied().unwrap_or(0)})
+        })
+        .collect();
+    let (items, _, omitted) = page(&list, a.limit, None)?;
+    let mut out = json!({"spaces": items, "total": list.len(), "omitted": omitted});
+    merge(&mut out, spaces.provenance());
+    Ok(out)
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
+
+pub async fn get_organization_info(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let _: NoArgs = parse(args)?;
+    let client = ctx.app.client.clone();
+    let (info, provenance) = reads::entry(ctx, "organization", "info", || async move {
+        Ok(serde_json::to_value(client.info(P).await?).unwrap_or_default())
+    })
+    .await?;
+    let mut out = json!({"organization": info});
+    merge(&mut out, provenance);
+    Ok(out)
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FleetHealth {
+    /// Only this space and below.
+    pub space_id: Option<Id>,
+}
+
+fn age_hours(created: &Value, now: time::OffsetDateTime) -> Option<f64> {
+    let t = time::OffsetDateTime::parse(created.as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(((now - t).whole_minutes() as f64 / 60.0 * 10.0).round() / 10.0)
+}
+
+/// Fleet health from the local store only, so it answers during a WAN outage.
+pub async fn get_fleet_health(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: FleetHealth = parse(args)?;
+    let devices = all_devices(ctx).await?;
+    let incidents = active_incidents(ctx).await?;
+    let tickets = open_tickets(ctx).await?;
+    let scope: Option<Vec<String>> = match &a.space_id {
+        Some(s) => {
+            let spaces = all_spaces(ctx).await?.items;
+            let mut ids = vec![s.0.clone()];
+            let mut i = 0;
+            while i < ids.len() {
+                let parent = ids[i].clone();
+                ids.extend(spaces.iter().filter(|x| id_text(&x["parent_id"]) == parent).map(|x| id_text(&x["id"])));
+                i += 1;
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    let in_scope = |space: &Value| scope.as_ref().is_none_or(|ids| ids.contains(&id_text(space)));
+    let devs: Vec<&Value> = devices.items.iter().filter(|d| in_scope(&d["space"]["id"])).collect();
+    let incs: Vec<&Value> = incidents.items.iter().filter(|i| in_scope(&i["space_id"])).collect();
+    let total = devs.len();
+    let online = devs.iter().filter(|d| d["status"] == "online").count();
+    let offline = devs.iter().filter(|d| d["status"] == "offline").count();
+    let errored = devs.iter().filter(|d| d["status"] == "error").count();
+    let pct = |n: usize| if total == 0 { 0.0 } else { (n as f64 * 1000.0 / total as f64).round() / 10.0 };
+    let now = time::OffsetDateTime::now_utc();
+    let ages: Vec<f64> = incs.iter().filter_map(|i| age_hours(&i["created_at"], now)).collect();
+    let mut by_priority: HashMap<String, usize> = HashMap::new();
+    for i in &incs {
+        *by_priority.entry(i["priority"].as_str().unwrap_or("unknown").to_string()).or_default() += 1;
+    }
+    let mut offline_spaces: HashMap<String, usize> = HashMap::new();
+    for d in devs.iter().filter(|d| d["status"] != "online") {
+        *offline_spaces.entry(d["space"]["full_path"].as_str().unwrap_or("(no space)").to_string()).or_default() += 1;
+    }
+    let mut top_offline: Vec<(String, usize)> = offline_spaces.into_iter().collect();
+    top_offline.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut per_device: HashMap<String, (usize, Value)> = HashMap::new();
+    for i in &incs {
+        let e = per_device.entry(id_text(&i["device_id"])).or_insert((0, i["device_name"].clone()));
+        e.0 += 1;
+    }
+    let mut prone: Vec<(String, (usize, Value))> = per_device.into_iter().collect();
+    prone.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
+    let offline_pct = pct(offline + errored);
+    let mut out = json!({
+        "devices": {"total": total, "online": online, "offline": offline, "error": errored,
+                    "online_rate": pct(online), "offline_percent": offline_pct},
+        "active_incidents": {"count": incs.len(), "by_priority": by_priority,
+                             "oldest_hours": ages.iter().cloned().fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a)))),
+                             "average_age_hours": if ages.is_empty() { None } else { Some((ages.iter().sum::<f64>() / ages.len() as f64 * 10.0).round() / 10.0) }},
+        "open_tickets": tickets.items.len(),
+        "top_offline_spaces": top_offline.iter().take(5).map(|(s, n)| json!({"space": s, "offline": n})).collect::<Vec<_>>(),
+        "most_incident_prone_devices": prone.iter().take(5).map(|(id, (n, name))| json!({"device_id": id, "name": name, "active_incidents": n})).collect::<Vec<_>>(),
+        "healthy": incs.is_empty() && offline_pct < 5.0,
+    });
+    merge(
+        &mut out,
+        json!({"stale": devices.stale || incidents.stale || tickets.stale,
+                           "fetched_at": reads::rfc3339(devices.fetched_at.min(incidents.fetched_at))}),
+    );
+    Ok(out)
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListEvents {
+    /// Only events after this id (to continue a previous listing).
+    pub after_id: Option<i64>,
+    /// Only this kind, e.g. device.status_changed, command.status_changed, audit.
+    pub kind: Option<String>,
+    pub device_id: Option<Id>,
+    pub limit: Option<u32>,
+}
+
+pub async fn list_events(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: ListEvents = parse(args)?;
+    let limit = a.limit.unwrap_or(50).clamp(1, 500) as usize;
+    let filter = events::EventFilter { kinds: a.kind.into_iter().collect(), device_id: a.device_id.map(|d| d.0) };
+    let after = a.after_id.unwrap_or(0);
+    let list = if a.after_id.is_some() {
+        ctx.app.store.read(move |c| events::after(c, after, &filter, limit)).await?
+    } else {
+        // Without a starting point, the most recent events.
+        ctx.app
+            .store
+            .read(move |c| {
+                let latest = events::latest_id(c)?;
+                let mut recent = events::after(c, (latest - 5000).max(0), &filter, 5000)?;
+                let skip = recent.len().saturating_sub(limit);
+                Ok(recent.split_off(skip))
+            })
+            .await?
+    };
+    let last = list.last().map(|e| e.id);
+    Ok(json!({"events": list, "last_id": last}))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Search {
+    /// Words to look for in devices, tickets, incidents and spaces.
+    pub query: String,
+}
+
+fn matches(words: &[String], fields: &[&Value]) -> bool {
+    let text: String = fields.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" ").to_lowercase();
+    words.iter().all(|w| text.contains(w.as_str()))
+}
+
+pub async fn search(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: Search = parse(args)?;
+    let words: Vec<String> = a.query.to_lowercase().split_whitespace().map(String::from).collect();
+    if words.is_empty() {
+        return Err(Error::invalid_params("query must contain a word"));
+    }
+    let mut results = Vec::new();
+    for d in all_devices(ctx).await?.items {
+        if matches(&words, &[&d["name"], &d["model"]["name"], &d["sn"], &d["space"]["full_path"], &d["status"]]) {
+            let text = format!(
+                "{} {} in {} — {}",
+                d["model"]["name"].as_str().unwrap_or(""),
+                d["name"].as_str().unwrap_or(""),
+                d["space"]["full_path"].as_str().unwrap_or("?"),
+                d["status"].as_str().unwrap_or("unknown")
+            );
+            results.push(json!({"id": format!("device:{}", id_text(&d["id"])), "title": d["name"], "text": text,
+                                "url": format!("device://{}/status", id_text(&d["id"]))}));
+        }
+    }
+    for t in open_tickets(ctx).await?.items {
+        if matches(&words, &[&t["title"], &t["description"]]) {
+            results.push(
+                json!({"id": format!("ticket:{}", id_text(&t["id"])), "title": t["title"], "text": t["description"],
+                                "url": format!("ticket://{}", id_text(&t["id"]))}),
+            );
+        }
+    }
+    for i in active_incidents(ctx).await?.items {
+        if matches(&words, &[&i["title"], &i["device_name"], &i["space_tree_path_name"]]) {
+            results.push(json!({"id": format!("incident:{}", id_text(&i["id"])), "title": i["title"],
+                                "text": format!("{} incident, {}", i["priority"].as_str().unwrap_or(""), i["status"].as_str().unwrap_or("")),
+                                "url": "incidents://"}));
+        }
+    }
+    for s in all_spaces(ctx).await?.items {
+        if matches(&words, &[&s["name"], &s["full_path"]]) {
+            results
+                .push(json!({"id": format!("space:{}", id_text(&s["id"])), "title": s["name"], "text": s["full_path"],
+                                "url": format!("space://{}/devices", id_text(&s["id"]))}));
+        }
+    }
+    let total = results.len();
+    results.truncate(50);
+    Ok(json!({"results": results, "total": total}))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fetch {
+    /// An id returned by `search`, e.g. `device:…`, `ticket:…`, `incident:…`, `space:…`.
+    pub id: String,
+}
+
+pub async fn fetch(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: Fetch = parse(args)?;
+    let (kind, id) = a.id.split_once(':').ok_or_else(|| {
+        Error::invalid_params("id must look like device:<id>, ticket:<id>, incident:<id> or space:<id>")
+    })?;
+    let not_found = || Error::new(ErrorCode::NotFound, format!("nothing known as {}", a.id));
+    let found = match kind {
+        "device" => super::devices::get_device_status(ctx, json!({"device_id": id})).await?,
+        "ticket" => super::tickets::get_ticket(ctx, json!({"ticket_id": id})).await?,
+        "incident" => {
+            let item = active_incidents(ctx)
+                .await?
+                .items
+                .into_iter()
+                .find(|i| id_text(&i["id"]) == id)
+                .ok_or_else(not_found)?;
+            json!({"incident": item})
+        }
+        "space" => {
+            let space =
+                all_spaces(ctx).await?.items.into_iter().find(|s| id_text(&s["id"]) == id).ok_or_else(not_found)?;
+            let devices: Vec<Value> = all_devices(ctx)
+                .await?
+                .items
+                .iter()
+                .filter(|d| id_text(&d["space"]["id"]) == id)
+                .map(summary)
+                .collect();
+            json!({"space": space, "devices": devices})
+        }
+        _ => return Err(not_found()),
+    };
+    let title = found
+        .pointer("/device/name")
+        .or(found.pointer("/ticket/title"))
+        .or(found.pointer("/incident/title"))
+        .or(found.pointer("/space/name"))
+        .cloned();
+    Ok(
+        json!({"id": a.id, "title": title, "text": serde_json::to_string(&found).unwrap_or_default(), "metadata": found}),
+    )
+}

@@ -1,0 +1,159 @@
+//! THE catalogue (DESIGN §1): every operation the daemon offers, defined once — name, description, input and output
+//! schemas, annotations, required role, handler — and served identically over MCP, REST and OpenAPI. Front doors
+//! authenticate a [`Principal`], build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
+
+mod catalogue;
+mod commands;
+mod devices;
+mod fleet;
+mod reads;
+pub mod schema;
+mod tickets;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub use catalogue::{CATALOGUE, Op, find};
+
+use crate::config::Role;
+use crate::error::{Error, ErrorCode};
+use crate::store::{Durability, Store};
+use crate::xyte::XyteClient;
+
+/// Everything operations need, shared by every front door.
+pub struct App {
+    pub store: Store,
+    pub client: XyteClient,
+    pub cache_ttl: Duration,
+    pub read_only: bool,
+    pub command_ttl: Duration,
+    pub env_label: String,
+    pub started: Instant,
+}
+
+/// Who is calling: a stable id (for context and audit) and a role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// e.g. `uid:1000` for a socket peer, `token:ops-laptop` for a LAN token.
+    pub id: String,
+    pub role: Role,
+}
+
+/// Reports progress of a long operation (presets, `send_command` with `wait`) to whoever asked for it.
+pub type Progress = Arc<dyn Fn(f64, Option<f64>, String) + Send + Sync>;
+
+pub struct Ctx {
+    pub app: Arc<App>,
+    pub principal: Principal,
+    pub progress: Option<Progress>,
+}
+
+impl Ctx {
+    pub fn report(&self, done: f64, total: Option<f64>, message: impl Into<String>) {
+        if let Some(p) = &self.progress {
+            p(done, total, message.into());
+        }
+    }
+}
+
+/// Calls operation `name` with `args` for `ctx.principal`: checks the role and read-only mode, runs the handler,
+/// and writes an audit record for every mutating call (dry runs included).
+pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
+    let op = find(name).ok_or_else(|| Error::invalid_params(format!("unknown tool {name:?}")))?;
+    let args = if args.is_null() { json!({}) } else { args };
+    let required = op.required_role(&args);
+    if ctx.principal.role < required {
+        return Err(Error::new(
+            ErrorCode::PermissionDenied,
+            format!("{name} needs the {required} role; {} has {}", ctx.principal.id, ctx.principal.role),
+        ));
+    }
+    let mutating = op.is_mutating(&args);
+    if mutating && ctx.app.read_only {
+        return Err(Error::new(ErrorCode::ReadOnly, format!("{name} is refused: XYTE_READ_ONLY=true on this gateway")));
+    }
+    let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
+    let outcome = catalogue::dispatch(ctx, name, args.clone()).await;
+    if mutating {
+        audit(ctx, name, &args, dry_run, &outcome).await;
+    }
+    outcome
+}
+
+async fn audit(ctx: &Ctx, tool: &str, args: &Value, dry_run: bool, outcome: &Result<Value, Error>) {
+    let (result, code) = match outcome {
+        Ok(_) if dry_run => ("dry_run", None),
+        Ok(_) => ("ok", None),
+        Err(e) => ("error", Some(e.code.as_str())),
+    };
+    let (principal, tool, args) = (ctx.principal.id.clone(), tool.to_string(), redact(args));
+    let now = crate::store::now_ms();
+    let written = ctx
+        .app
+        .store
+        .write(Durability::Normal, move |c| {
+            crate::store::context::audit(c, now, &principal, &tool, &args, result, code)
+        })
+        .await;
+    if let Err(e) = written {
+        tracing::error!(error = %e, "could not write the audit record");
+    }
+}
+
+/// Argument names that may carry secrets are never stored.
+fn redact(args: &Value) -> Value {
+    match args {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| {
+                    let secret = ["password", "secret", "token", "key", "authorization"]
+                        .iter()
+                        .any(|s| k.to_lowercase().contains(s));
+                    (k.clone(), if secret { json!("***") } else { redact(v) })
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.iter().map(redact).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Results are capped (SPEC §5: default 50, at most 500) with an opaque cursor to continue.
+pub fn page<T: Clone>(
+    items: &[T],
+    limit: Option<u32>,
+    cursor: Option<&str>,
+) -> Result<(Vec<T>, Option<String>, usize), Error> {
+    let limit = limit.unwrap_or(50).clamp(1, 500) as usize;
+    let start = match cursor {
+        None | Some("") => 0,
+        Some(c) => c.parse::<usize>().map_err(|_| Error::invalid_params(format!("invalid cursor {c:?}")))?,
+    };
+    let start = start.min(items.len());
+    let end = (start + limit).min(items.len());
+    let next = (end < items.len()).then(|| end.to_string());
+    Ok((items[start..end].to_vec(), next, items.len() - end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paging_caps_and_continues() {
+        let items: Vec<u32> = (0..120).collect();
+        let (p, next, left) = page(&items, None, None).unwrap();
+        assert_eq!((p.len(), next.as_deref(), left), (50, Some("50"), 70));
+        let (p, next, left) = page(&items, Some(1000), Some("100")).unwrap();
+        assert_eq!((p, next, left), ((100..120).collect::<Vec<_>>(), None, 0));
+        assert!(page(&items, None, Some("abc")).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_from_audit_arguments() {
+        let v = redact(&json!({"device_id": "d", "body": {"api_key": "k", "nested": [{"password": "p"}]}}));
+        assert_eq!(v, json!({"device_id": "d", "body": {"api_key": "***", "nested": [{"password": "***"}]}}));
+    }
+}

@@ -1,0 +1,107 @@
+//! Cache-first reads (SPEC §9.1): answer from SQLite while fresh (`XYTE_CACHE_TTL`, or confirmed by the poller);
+//! past that, ask Xyte and store the answer; if Xyte cannot be reached, serve what is cached marked `stale` with
+//! its `fetched_at`, and fail only when nothing was ever cached.
+
+use std::future::Future;
+
+use serde_json::{Value, json};
+
+use super::Ctx;
+use crate::error::Error;
+use crate::store::{Durability, cache, now_ms};
+
+/// Items of a cached collection with their provenance.
+pub struct Snapshot {
+    pub items: Vec<Value>,
+    pub fetched_at: i64,
+    pub stale: bool,
+}
+
+impl Snapshot {
+    /// `stale` and `fetched_at` as every read result carries them.
+    pub fn provenance(&self) -> Value {
+        json!({"stale": self.stale, "fetched_at": rfc3339(self.fetched_at)})
+    }
+}
+
+pub fn rfc3339(ms: i64) -> Option<String> {
+    if ms <= 0 {
+        return None;
+    }
+    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+}
+
+fn fresh(ctx: &Ctx, fetched_at: i64) -> bool {
+    now_ms() - fetched_at < ctx.app.cache_ttl.as_millis() as i64
+}
+
+/// A whole collection (`device`, `incident`, `ticket`, `space`…), as the poller keeps it.
+pub async fn collection<F, Fut>(ctx: &Ctx, resource: &'static str, fetch: F) -> Result<Snapshot, Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Vec<(String, Value)>, Error>>,
+{
+    let store = &ctx.app.store;
+    let entries = store.read(move |c| cache::list(c, resource)).await?;
+    let newest_row = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
+    let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
+    if !entries.is_empty() && fresh(ctx, known) {
+        return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: false });
+    }
+    match fetch().await {
+        Ok(fetched) => {
+            let items: Vec<Value> = fetched.iter().map(|(_, v)| v.clone()).collect();
+            store.cache_replace_set(resource, fetched, time::OffsetDateTime::now_utc()).await?;
+            Ok(Snapshot { items, fetched_at: now_ms(), stale: false })
+        }
+        Err(e) if e.code.is_unreachable() && !entries.is_empty() => {
+            tracing::debug!(resource, code = %e.code, "serving stale cache");
+            Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: true })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One cached object (`device/<id>`, `ticket_full/<id>`, `model/<id>`…).
+pub async fn entry<F, Fut>(ctx: &Ctx, resource: &'static str, key: &str, fetch: F) -> Result<(Value, Value), Error>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<Value, Error>>,
+{
+    let store = &ctx.app.store;
+    let k = key.to_string();
+    let cached = store.read(move |c| cache::get(c, resource, &k)).await?;
+    if let Some(e) = &cached {
+        let known = store.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
+        if e.fetched_at > 0 && fresh(ctx, known) {
+            return Ok((e.body.clone(), json!({"stale": false, "fetched_at": rfc3339(known)})));
+        }
+    }
+    match (fetch().await, cached) {
+        (Ok(v), _) => {
+            let (k, body, at) = (key.to_string(), v.clone(), now_ms());
+            store.write(Durability::Normal, move |c| cache::put(c, resource, &k, &body, at)).await?;
+            Ok((v, json!({"stale": false, "fetched_at": rfc3339(at)})))
+        }
+        (Err(e), Some(old)) if e.code.is_unreachable() => {
+            Ok((old.body, json!({"stale": true, "fetched_at": rfc3339(old.fetched_at)})))
+        }
+        (Err(e), _) => Err(e),
+    }
+}
+
+/// After a write through the daemon: the next read of this entry goes to Xyte.
+pub async fn invalidate(ctx: &Ctx, resource: &'static str, key: Option<&str>) {
+    let whole = key.is_none();
+    let key = key.map(String::from);
+    let _ = ctx.app.store.write(Durability::Normal, move |c| cache::invalidate(c, resource, key.as_deref())).await;
+    if whole {
+        ctx.app.store.mark_confirmed(resource, 0);
+    }
+}
+
+pub fn keyed<T: serde::Serialize>(items: &[T], id: impl Fn(&T) -> String) -> Vec<(String, Value)> {
+    items.iter().map(|i| (id(i), serde_json::to_value(i).unwrap_or(Value::Null))).collect()
+}
