@@ -176,6 +176,8 @@ async fn start_demo_simulator(config: &mut Config) -> Result<sim::SimHandle, Fat
         "  polling every:      {}",
         config.poll_interval.map(crate::config::values::human).unwrap_or("off".into())
     );
+    println!("  MCP socket:         {}", config.mcp_socket.display());
+    println!("  connect an agent:   xyte-edge mcp --socket {}", config.mcp_socket.display());
     println!("  stop with Ctrl-C");
     Ok(handle)
 }

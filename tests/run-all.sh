@@ -31,4 +31,10 @@ step "cargo test"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
 cargo test --locked -- --test-threads=2
 
+step "interop: the Python MCP SDK (mcp==2.3.0) through xyte-edge mcp, legacy / auto / 2026-07-28"
+VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==2.3.0"
+"$VENV/bin/python" tests/interop/mcp_python.py "$CARGO_TARGET_DIR/debug/xyte-edge"
+
 printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - started ))"

@@ -1,0 +1,142 @@
+"""Real-client interop: the official Python MCP SDK (mcp==2.3.0) drives `xyte-edge mcp` (the stdio bridge) against
+`xyte-edge serve --demo`, in the legacy, auto and 2026-07-28 modes.
+
+Usage: python tests/interop/mcp_python.py path/to/xyte-edge
+Exits non-zero with a message on the first failed check.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import anyio
+from mcp import Client, StdioServerParameters
+
+BINARY = os.path.abspath(sys.argv[1])
+NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
+
+
+def check(cond, what):
+    if not cond:
+        raise SystemExit(f"FAILED: {what}")
+
+
+def start_daemon(workdir):
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "XDG_STATE_HOME": os.path.join(workdir, "state"),
+        "XDG_RUNTIME_DIR": os.path.join(workdir, "run"),
+        "XYTE_LOG_FORMAT": "text",
+    }
+    proc = subprocess.Popen([BINARY, "serve", "--demo"], cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    socket = None
+    deadline = time.monotonic() + 30
+    lines = []
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "MCP socket:" in line:
+            socket = line.split("MCP socket:", 1)[1].strip()
+        if line.startswith("synced "):
+            break
+    check(socket is not None, "the demo printed its MCP socket:\n" + "".join(lines))
+    return proc, os.path.join(workdir, socket) if not os.path.isabs(socket) else socket
+
+
+def structured(result, what):
+    check(not result.is_error, f"{what} succeeded: {result.content}")
+    data = result.structured_content
+    check(isinstance(data, dict) and data, f"{what} returned structured content")
+    text = result.content[0].text
+    check(json.loads(text) == data, f"{what}: the text block carries the same JSON")
+    return data
+
+
+async def exercise(mode, socket):
+    target = StdioServerParameters(command=BINARY, args=["mcp", "--socket", socket])
+    async with Client(target, mode=mode) as c:
+        tools = {t.name: t for t in (await c.list_tools()).tools}
+        for name in tools:
+            check(NAME_RE.match(name), f"tool name {name!r} is valid")
+        check(len(tools) >= 19, f"{mode}: all tools listed ({len(tools)})")
+
+        devices = structured(await c.call_tool("list_devices", {"limit": 100}), "list_devices")["devices"]
+        check(len(devices) == 40, f"{mode}: 40 demo devices listed, got {len(devices)}")
+        device = next(d for d in devices if d["status"] == "online")
+        status = structured(await c.call_tool("get_device_status", {"device_id": device["id"]}), "get_device_status")
+        check(status["device"]["id"] == device["id"], "get_device_status returns the device")
+        structured(await c.call_tool("list_device_commands", {"device_id": device["id"]}), "list_device_commands")
+        since = int(time.time()) - 40 * 86400
+        hist = structured(await c.call_tool("search_device_histories", {"device_id": device["id"], "from": since}),
+                          "search_device_histories")
+        check(hist["windows"] == 2 and hist["total"] > 0, f"40 days of history in two windows: {hist['windows']}, {hist['total']}")
+        incidents = structured(await c.call_tool("list_incidents", {}), "list_incidents")["incidents"]
+        check(incidents, "the demo has active incidents")
+        tickets = structured(await c.call_tool("list_tickets", {}), "list_tickets")["tickets"]
+        check(tickets, "the demo has open tickets")
+        ticket = structured(await c.call_tool("get_ticket", {"ticket_id": tickets[0]["id"]}), "get_ticket")["ticket"]
+        check(ticket.get("comments"), "get_ticket includes comments")
+        spaces = structured(await c.call_tool("list_spaces", {"query": "board"}), "list_spaces")["spaces"]
+        check(any(s["name"] == "Board Room" for s in spaces), "the Board Room is found")
+        org = structured(await c.call_tool("get_organization_info", {}), "get_organization_info")
+        check(org["organization"]["name"], "organization info has a name")
+        health = structured(await c.call_tool("get_fleet_health", {}), "get_fleet_health")
+        check(health["devices"]["total"] == 40, "fleet health counts the devices")
+        structured(await c.call_tool("list_events", {}), "list_events")
+        found = structured(await c.call_tool("search", {"query": "board room"}), "search")["results"]
+        check(found, "search finds the board room")
+        fetched = structured(await c.call_tool("fetch", {"id": found[0]["id"]}), "fetch")
+        check(fetched["id"] == found[0]["id"], "fetch returns what search found")
+
+        dry = {
+            "send_command": {"device_id": device["id"], "command": "reboot", "dry_run": True},
+            "update_ticket": {"ticket_id": tickets[0]["id"], "title": "Renamed", "dry_run": True},
+            "mark_ticket_resolved": {"ticket_id": tickets[0]["id"], "dry_run": True},
+            "send_ticket_message": {"ticket_id": tickets[0]["id"], "message": "on it", "dry_run": True},
+            "close_incident": {"incident_id": incidents[0]["id"], "dry_run": True},
+        }
+        for name, args in dry.items():
+            out = structured(await c.call_tool(name, args), f"{name} dry run")
+            check(out.get("dry_run") is True, f"{name} says it was a dry run")
+        ctx = structured(await c.call_tool("set_context", {"device_id": device["id"]}), "set_context")
+        check(ctx["context"]["device_id"] == device["id"], "set_context stores the device")
+        again = structured(await c.call_tool("get_device_status", {}), "get_device_status from context")
+        check(again["device"]["id"] == device["id"], "tools fall back to the context")
+
+        progress = []
+
+        async def on_progress(value, total, message):
+            progress.append((value, message))
+
+        sent = structured(await c.call_tool("send_command", {"device_id": device["id"], "command": "reboot", "wait": True,
+                                                              "timeout_s": 30}, progress_callback=on_progress),
+                          "send_command wait")
+        check(sent["status"] in ("done", "failed"), f"the command finished: {sent}")
+        check(len(progress) >= 2, f"progress was reported: {progress}")
+        values = [v for v, _ in progress]
+        check(values == sorted(values), f"progress increases: {values}")
+        print(f"{mode}: {len(tools)} tools, every read tool, {len(dry)} dry runs, send_command wait ({len(progress)} progress) ok")
+
+
+def main():
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, socket = start_daemon(workdir)
+        try:
+            for mode in ("legacy", "auto", "2026-07-28"):
+                anyio.run(exercise, mode, socket)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(timeout=10)
+        check(code == 0, f"the daemon exited 0 after SIGTERM, got {code}")
+    print("python interop: all checks passed")
+
+
+main()
