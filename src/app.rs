@@ -80,12 +80,15 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     let client = XyteClient::new(client_config(&config)?).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
     let app = Arc::new(ops::App {
         store: store.clone(),
+        bus: crate::events::EventBus::new(store.clone()),
+        sync: Arc::default(),
         client: client.clone(),
         cache_ttl: config.cache_ttl,
         read_only: config.read_only,
         command_ttl: config.command_ttl,
         env_label: config.env_label.clone(),
         started: std::time::Instant::now(),
+        mcp_clients: Default::default(),
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
@@ -108,7 +111,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     let mut heartbeats = vec![store.heartbeat(), poll_beat.clone()];
     let mut reports = None;
     if let Some(interval) = config.poll_interval {
-        let poller = Poller::new(client.clone(), store.clone(), interval, poll_beat);
+        let poller = Poller::new(app.clone(), interval, poll_beat);
         reports = Some(poller.reports());
         tasks.spawn(poller.run(shutdown.clone()));
     } else {

@@ -64,6 +64,12 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         socket: Option<PathBuf>,
     },
+    /// Ask the running daemon (over its socket) for a health summary.
+    Status {
+        /// The daemon's socket (default: $XYTE_MCP_SOCKET, else /run/xyte-edge/mcp.sock).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+    },
     /// Validate the configuration and print the effective values (secrets masked). Exit 0, or 78 with every problem.
     CheckConfig {
         /// Configuration file (default /etc/xyte-edge/xyte-edge.conf).

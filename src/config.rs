@@ -373,6 +373,8 @@ fn apply_demo_defaults(layers: &mut Layers, env: &HashMap<String, String>) {
     set(layers, "XYTE_PRESETS_FILE", state.join("presets.json").display().to_string());
     set(layers, "XYTE_HTTP_LISTEN", "127.0.0.1:8443".into());
     set(layers, "XYTE_POLL_INTERVAL", "5".into());
+    // The simulator is local and unmetered; a demo should not feel Xyte's production budget.
+    set(layers, "XYTE_RATE_LIMIT", "600".into());
 }
 
 fn read_file_layer(

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod mcp;
 pub mod ops;
 pub mod sim;

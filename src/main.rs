@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Some(Command::Version) => version(),
         Some(Command::CheckConfig { config }) => cli::check_config(config),
         Some(Command::Mcp { socket }) => mcp::bridge::run(&cli::socket_path(socket)),
+        Some(Command::Status { socket }) => mcp::bridge::status(&cli::socket_path(socket)),
         Some(Command::Serve { config, demo }) => app::serve(config, demo),
         Some(Command::Sim { listen, devices, seed, faults }) => sim_command(listen, devices, seed, faults),
         None => {

@@ -34,6 +34,8 @@ async fn rig(read_only: bool) -> Rig {
     })
     .unwrap();
     let app = Arc::new(App {
+        bus: xyte_edge::events::EventBus::new(store.clone()),
+        sync: Arc::default(),
         store,
         client,
         cache_ttl: Duration::from_secs(60),
@@ -41,6 +43,7 @@ async fn rig(read_only: bool) -> Rig {
         command_ttl: Duration::from_secs(600),
         env_label: "test".into(),
         started: std::time::Instant::now(),
+        mcp_clients: Default::default(),
     });
     Rig { _dir: dir, sim, app }
 }

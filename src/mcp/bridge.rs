@@ -70,3 +70,61 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
         to.flush()?;
     }
 }
+
+/// `xyte-edge status`: asks the running daemon for `edge://status` over the socket and prints a summary.
+pub fn status(path: &Path) -> ExitCode {
+    use std::io::BufRead;
+    let mut socket = match UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            let (code, message) = connect_error(path, &e);
+            eprintln!("xyte-edge status: {message}");
+            return ExitCode::from(code);
+        }
+    };
+    let _ = socket.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "edge://status",
+        "_meta": {"io.modelcontextprotocol/protocolVersion": super::MODERN_VERSION, "io.modelcontextprotocol/clientCapabilities": {},
+                  "io.modelcontextprotocol/clientInfo": {"name": "xyte-edge status", "version": env!("CARGO_PKG_VERSION")}}}});
+    let mut line = request.to_string();
+    line.push('\n');
+    let mut answer = String::new();
+    let read = socket.write_all(line.as_bytes()).and_then(|_| io::BufReader::new(&socket).read_line(&mut answer));
+    if let Err(e) = read {
+        eprintln!("xyte-edge status: the daemon did not answer on {}: {e}", path.display());
+        return ExitCode::from(exit::UNAVAILABLE);
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+    let Some(text) = parsed.pointer("/result/contents/0/text").and_then(|t| t.as_str()) else {
+        eprintln!("xyte-edge status: unexpected answer: {}", answer.trim());
+        return ExitCode::from(exit::SOFTWARE);
+    };
+    let s: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let reachable = match s["xyte"]["reachable"].as_bool() {
+        Some(true) => "reachable".to_string(),
+        Some(false) => format!("UNREACHABLE ({})", s["xyte"]["last_error"].as_str().unwrap_or("unknown error")),
+        None => "not yet contacted".to_string(),
+    };
+    println!(
+        "xyte-edge {} ({}) — up {}s",
+        s["version"].as_str().unwrap_or("?"),
+        s["env"].as_str().unwrap_or("?"),
+        s["uptime_s"]
+    );
+    println!("  Xyte:       {} at {}", reachable, s["xyte"]["base_url"].as_str().unwrap_or("?"));
+    println!(
+        "  cache:      {} devices, last sync {}",
+        s["cache"]["devices"],
+        match s["cache"]["age_s"].as_i64() {
+            Some(a) => format!("{a}s ago"),
+            None => "never".into(),
+        }
+    );
+    println!("  outbox:     {} commands waiting", s["outbox_depth"]);
+    println!("  event log:  {} events (latest id {})", s["event_log"]["rows"], s["event_log"]["latest_id"]);
+    println!("  clients:    {} on the MCP socket", s["clients"]["mcp_socket"]);
+    if s["read_only"] == true {
+        println!("  mode:       read-only (XYTE_READ_ONLY=true)");
+    }
+    ExitCode::SUCCESS
+}

@@ -3,7 +3,8 @@
 //! is served statelessly in the modern era (2026-07-28). Requests run concurrently (at most [`MAX_IN_FLIGHT`]);
 //! responses go out through one writer channel, in completion order; a cancelled request gets no response.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
@@ -12,11 +13,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
 use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME};
-use crate::ops::{self, App, Ctx, Principal, Progress};
+use crate::error::{Error, ErrorCode};
+use crate::ops::{self, App, Ctx, Principal, Progress, prompts, resources};
 
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+/// RFC 5424 levels accepted by `logging/setLevel`, most verbose first.
+const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
 const INSTRUCTIONS: &str = "xyte-edge is an on-site gateway for a Xyte organization (meeting-room devices, spaces, \
 incidents, tickets). Reads answer from the gateway's local cache, kept fresh by polling, so they are fast and keep \
@@ -29,6 +34,8 @@ struct State {
     /// The legacy revision negotiated by `initialize`, if any.
     legacy: Option<String>,
     initialized: bool,
+    /// Index into [`LOG_LEVELS`] set by `logging/setLevel`; no log notifications until a client asks.
+    log_level: Option<usize>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -44,6 +51,17 @@ pub struct Session {
     state: Mutex<State>,
     inflight: Mutex<HashMap<Id, CancellationToken>>,
     permits: Arc<Semaphore>,
+    /// Legacy `resources/subscribe` URIs, served by one listener task started on the first subscription.
+    subscriptions: Arc<Mutex<HashSet<String>>>,
+    listening: AtomicBool,
+    /// Cancelled when the session ends, stopping its listener task.
+    closed: CancellationToken,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 impl Session {
@@ -56,6 +74,9 @@ impl Session {
             state: Mutex::new(State::default()),
             inflight: Mutex::new(HashMap::new()),
             permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            subscriptions: Arc::default(),
+            listening: AtomicBool::new(false),
+            closed: CancellationToken::new(),
         })
     }
 
@@ -210,6 +231,56 @@ impl Session {
             })),
             (_, "tools/list") => Ok(json!({"tools": tool_list()})),
             (_, "tools/call") => self.call_tool(p, progress).await,
+            (_, "resources/list") => Ok(json!({"resources": resources::list()})),
+            (_, "resources/templates/list") => Ok(json!({"resourceTemplates": resources::templates()})),
+            (_, "resources/read") => {
+                let uri = string_param(p, "uri")?;
+                let ctx = self.ctx(progress);
+                let value = resources::read(&ctx, &uri).await.map_err(|e| resource_error(era, &uri, e))?;
+                Ok(json!({"contents": [{"uri": uri, "mimeType": "application/json", "text": value.to_string()}]}))
+            }
+            (Era::Legacy, "resources/subscribe") => {
+                let uri = string_param(p, "uri")?;
+                if let Ok(mut subs) = self.subscriptions.lock() {
+                    subs.insert(uri);
+                }
+                self.start_listener();
+                Ok(json!({}))
+            }
+            (Era::Legacy, "resources/unsubscribe") => {
+                let uri = string_param(p, "uri")?;
+                if let Ok(mut subs) = self.subscriptions.lock() {
+                    subs.remove(&uri);
+                }
+                Ok(json!({}))
+            }
+            (Era::Modern, "subscriptions/listen") => self.listen(&req.id, p).await,
+            (_, "prompts/list") => Ok(json!({"prompts": prompts::list()})),
+            (_, "prompts/get") => {
+                let name = string_param(p, "name")?;
+                let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
+                prompts::get(&self.ctx(None), &name, &args).await.map_err(rpc_error)
+            }
+            (_, "completion/complete") => {
+                let reference = p.get("ref").cloned().unwrap_or(Value::Null);
+                let argument = p.get("argument").cloned().unwrap_or(Value::Null);
+                let name = argument.get("name").and_then(Value::as_str).unwrap_or_default();
+                let value = argument.get("value").and_then(Value::as_str).unwrap_or_default();
+                prompts::complete(&self.ctx(None), &reference, name, value).await.map_err(rpc_error)
+            }
+            (Era::Legacy, "logging/setLevel") => {
+                let level = string_param(p, "level")?;
+                let idx = LOG_LEVELS.iter().position(|l| *l == level).ok_or_else(|| {
+                    RpcError::new(
+                        jsonrpc::INVALID_PARAMS,
+                        format!("unknown log level {level:?}; use one of {}", LOG_LEVELS.join(", ")),
+                    )
+                })?;
+                if let Ok(mut s) = self.state.lock() {
+                    s.log_level = Some(idx);
+                }
+                Ok(json!({}))
+            }
             (
                 Era::Modern,
                 "initialize" | "ping" | "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe",
@@ -241,6 +312,99 @@ impl Session {
         })
     }
 
+    fn ctx(&self, progress: Option<Progress>) -> Ctx {
+        Ctx { app: self.app.clone(), principal: self.principal.clone(), progress }
+    }
+
+    /// A legacy `notifications/message`, only when the client asked for this level or more.
+    fn log(&self, level: &str, data: Value) {
+        let wanted = self.state.lock().ok().and_then(|s| s.log_level);
+        let this = LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(0);
+        if wanted.is_some_and(|w| this >= w) {
+            self.send(jsonrpc::notification(
+                "notifications/message",
+                json!({"level": level, "logger": SERVER_NAME, "data": data}),
+            ));
+        }
+    }
+
+    /// Legacy subscriptions: one task per session turns bus events into `notifications/resources/updated`.
+    fn start_listener(&self) {
+        if self.listening.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let (subs, out, closed) = (self.subscriptions.clone(), self.out.clone(), self.closed.clone());
+        let mut events = self.app.bus.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = closed.cancelled() => return,
+                    e = events.recv() => e,
+                };
+                match event {
+                    Ok(e) => {
+                        let wanted: Vec<String> = match subs.lock() {
+                            Ok(s) => resources::affected(&e).into_iter().filter(|u| s.contains(u)).collect(),
+                            Err(_) => return,
+                        };
+                        for uri in wanted {
+                            if out
+                                .send(jsonrpc::notification("notifications/resources/updated", json!({"uri": uri})))
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    // Missed events: the resource may have changed; a subscriber rereads on any update anyway.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Modern `subscriptions/listen`: acknowledge, then stream updates tagged with the request id until the client
+    /// cancels or goes away. Only resource subscriptions are honoured (our lists never change at run time).
+    async fn listen(&self, id: &Id, p: &Map<String, Value>) -> Result<Value, RpcError> {
+        let filter = p.get("notifications").and_then(Value::as_object).cloned().unwrap_or_default();
+        let uris: HashSet<String> = filter
+            .get("resourceSubscriptions")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|u| u.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        let sub_id = serde_json::to_value(id).unwrap_or(Value::Null);
+        let mut honored = json!({});
+        if !uris.is_empty() {
+            honored["resourceSubscriptions"] = json!(uris.iter().collect::<Vec<_>>());
+        }
+        let mut events = self.app.bus.subscribe();
+        self.send(jsonrpc::notification(
+            "notifications/subscriptions/acknowledged",
+            json!({"notifications": honored, "_meta": {META_SUBSCRIPTION: sub_id}}),
+        ));
+        loop {
+            let event = tokio::select! {
+                _ = self.closed.cancelled() => break,
+                _ = self.out.closed() => break,
+                e = events.recv() => e,
+            };
+            match event {
+                Ok(e) => {
+                    for uri in resources::affected(&e).into_iter().filter(|u| uris.contains(u)) {
+                        self.send(jsonrpc::notification(
+                            "notifications/resources/updated",
+                            json!({"uri": uri, "_meta": {META_SUBSCRIPTION: sub_id}}),
+                        ));
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+        Ok(json!({}))
+    }
+
     async fn call_tool(&self, p: &Map<String, Value>, progress: Option<Progress>) -> Result<Value, RpcError> {
         let name = p
             .get("name")
@@ -250,7 +414,7 @@ impl Session {
             return Err(RpcError::new(jsonrpc::INVALID_PARAMS, format!("unknown tool: {name}")));
         }
         let args = p.get("arguments").cloned().unwrap_or(json!({}));
-        let ctx = Ctx { app: self.app.clone(), principal: self.principal.clone(), progress };
+        let ctx = self.ctx(progress);
         let started = std::time::Instant::now();
         let outcome = ops::call(&ctx, name, args).await;
         let ms = started.elapsed().as_millis() as u64;
@@ -261,6 +425,7 @@ impl Session {
             }
             Err(e) => {
                 tracing::info!(principal = %self.principal.id, tool = name, ms, code = %e.code, "tool call failed");
+                self.log("warning", json!({"tool": name, "error": e}));
                 let body = e.to_body();
                 json!({"content": [{"type": "text", "text": body.to_string()}], "structuredContent": body, "isError": true})
             }
@@ -273,8 +438,40 @@ fn server_info() -> Value {
 }
 
 fn capabilities(era: Era) -> Value {
-    let _ = era;
-    json!({"tools": {"listChanged": false}})
+    let mut caps = json!({
+        "tools": {"listChanged": false},
+        "resources": {"subscribe": true, "listChanged": false},
+        "prompts": {"listChanged": false},
+        "completions": {},
+    });
+    if era == Era::Legacy {
+        caps["logging"] = json!({});
+    }
+    caps
+}
+
+fn string_param(p: &Map<String, Value>, key: &str) -> Result<String, RpcError> {
+    p.get(key)
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| RpcError::new(jsonrpc::INVALID_PARAMS, format!("missing string parameter {key:?}")))
+}
+
+fn rpc_error(e: Error) -> RpcError {
+    let code = match e.code {
+        ErrorCode::InvalidParams | ErrorCode::NotFound => jsonrpc::INVALID_PARAMS,
+        _ => jsonrpc::INTERNAL_ERROR,
+    };
+    RpcError::new(code, e.message.clone()).with_data(e.to_body())
+}
+
+/// "Resource not found" is -32002 in the legacy era and -32602 in the modern one.
+fn resource_error(era: Era, uri: &str, e: Error) -> RpcError {
+    if e.code == ErrorCode::NotFound {
+        let code = if era == Era::Legacy { jsonrpc::RESOURCE_NOT_FOUND } else { jsonrpc::INVALID_PARAMS };
+        return RpcError::new(code, format!("resource not found: {uri}")).with_data(json!({"uri": uri}));
+    }
+    rpc_error(e)
 }
 
 pub fn tool_list() -> Vec<Value> {

@@ -6,7 +6,9 @@ mod catalogue;
 mod commands;
 mod devices;
 mod fleet;
+pub mod prompts;
 mod reads;
+pub mod resources;
 pub mod schema;
 mod tickets;
 
@@ -25,12 +27,16 @@ use crate::xyte::XyteClient;
 /// Everything operations need, shared by every front door.
 pub struct App {
     pub store: Store,
+    pub bus: crate::events::EventBus,
+    pub sync: Arc<crate::sync::SyncStatus>,
     pub client: XyteClient,
     pub cache_ttl: Duration,
     pub read_only: bool,
     pub command_ttl: Duration,
     pub env_label: String,
     pub started: Instant,
+    /// MCP socket connections open now (for status).
+    pub mcp_clients: std::sync::atomic::AtomicUsize,
 }
 
 /// Who is calling: a stable id (for context and audit) and a role.

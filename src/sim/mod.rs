@@ -171,8 +171,9 @@ impl Simulator {
             .unwrap_or_default()
     }
 
+    /// Sets a device's status and keeps it there (the clock's churn leaves held devices alone).
     pub fn set_device_status(&self, id: &str, status: &str) -> bool {
-        self.world.lock().map(|mut w| w.set_device_status(id, status)).unwrap_or(false)
+        self.world.lock().map(|mut w| w.hold_device_status(id, status)).unwrap_or(false)
     }
 
     pub fn set_faults(&self, faults: Faults) {

@@ -695,6 +695,7 @@ fn claim(w: &mut World, body: Option<Value>, now: OffsetDateTime) -> Reply {
         space_id,
         firmware: "1.0.0".into(),
         details: Value::Null,
+        held: false,
         extra: serde_json::Map::new(),
     };
     let reply = w.device_json(&device);

@@ -57,6 +57,8 @@ pub struct SimDevice {
     pub space_id: i64,
     pub firmware: String,
     pub details: Value,
+    /// Set by the control plane: the clock's churn leaves this device's status alone, so a test's change sticks.
+    pub held: bool,
     /// Fields set through PATCH that have no dedicated member (configuration, custom_parameters, …).
     pub extra: Map<String, Value>,
 }
@@ -266,6 +268,7 @@ impl World {
                 model,
                 space_id: room,
                 details: Value::Null,
+                held: false,
                 extra: Map::new(),
             };
             self.device_index.insert(id.clone(), self.devices.len());
@@ -460,6 +463,18 @@ impl World {
         }
     }
 
+    /// A status change ordered from outside (tests, the control plane): applied like telemetry, and kept — the
+    /// clock's churn no longer touches this device.
+    pub fn hold_device_status(&mut self, id: &str, status: &str) -> bool {
+        let done = self.set_device_status(id, status);
+        if let Some(&idx) = self.device_index.get(id)
+            && done
+        {
+            self.devices[idx].held = true;
+        }
+        done
+    }
+
     /// Changes a device's reported status as telemetry would: history row, `last_seen_at`, incidents.
     pub fn set_device_status(&mut self, id: &str, status: &str) -> bool {
         let Some(&idx) = self.device_index.get(id) else { return false };
@@ -516,6 +531,7 @@ impl World {
             for idx in 0..self.devices.len() {
                 let status = self.devices[idx].status.clone();
                 let change = match status.as_str() {
+                    _ if self.devices[idx].held => None,
                     "online" if self.rng.chance(0.002) => Some(if self.rng.chance(0.8) { "offline" } else { "error" }),
                     "offline" | "error" if self.rng.chance(0.05) => Some("online"),
                     _ => None,

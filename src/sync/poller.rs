@@ -10,10 +10,14 @@ use time::OffsetDateTime;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::Arc;
+
 use crate::error::Error;
-use crate::store::Store;
+use crate::ops::App;
+use crate::store::cache::CacheDiff;
+use crate::store::events::NewEvent;
 use crate::systemd::Heartbeat;
-use crate::xyte::{IncidentQuery, Priority, XyteClient};
+use crate::xyte::{IncidentQuery, Priority};
 
 /// Spaces and organization info change rarely; refresh them every this many cycles.
 const SLOW_EVERY: u64 = 10;
@@ -46,16 +50,15 @@ impl fmt::Display for SyncReport {
 }
 
 pub struct Poller {
-    client: XyteClient,
-    store: Store,
+    app: Arc<App>,
     interval: Duration,
     heartbeat: Heartbeat,
     reports: watch::Sender<Option<SyncReport>>,
 }
 
 impl Poller {
-    pub fn new(client: XyteClient, store: Store, interval: Duration, heartbeat: Heartbeat) -> Self {
-        Poller { client, store, interval, heartbeat, reports: watch::channel(None).0 }
+    pub fn new(app: Arc<App>, interval: Duration, heartbeat: Heartbeat) -> Self {
+        Poller { app, interval, heartbeat, reports: watch::channel(None).0 }
     }
 
     /// Every completed cycle is published here.
@@ -75,12 +78,22 @@ impl Poller {
             };
             match outcome {
                 Ok(report) => {
+                    if reachable == Some(false) {
+                        self.publish(vec![NewEvent::new("edge.xyte_reachable", serde_json::json!({}))]).await;
+                    }
                     if reachable != Some(true) {
                         tracing::info!("Xyte reachable: {report}");
                     } else {
                         tracing::debug!("{report}");
                     }
                     reachable = Some(true);
+                    self.app.sync.update(|s| {
+                        s.reachable = Some(true);
+                        s.last_ok_ms = crate::store::now_ms();
+                        s.last_error = None;
+                        s.devices = report.devices;
+                        s.online = report.online;
+                    });
                     self.reports.send_replace(Some(report));
                     cycle += 1;
                 }
@@ -91,7 +104,18 @@ impl Poller {
                     } else {
                         tracing::debug!(code = %e.code, "sync still failing: {e}");
                     }
+                    if reachable != Some(false) {
+                        self.publish(vec![NewEvent::new(
+                            "edge.xyte_unreachable",
+                            serde_json::json!({"code": e.code, "message": e.message}),
+                        )])
+                        .await;
+                    }
                     reachable = Some(false);
+                    self.app.sync.update(|s| {
+                        s.reachable = Some(false);
+                        s.last_error = Some(e.to_string());
+                    });
                 }
             }
             let next = self.interval.saturating_sub(started.elapsed());
@@ -120,26 +144,36 @@ impl Poller {
         let at = OffsetDateTime::now_utc();
         let mut changed = 0;
 
-        let devices = self.client.list_devices(None, prio).await?;
+        let client = &self.app.client;
+        let mut events = Vec::new();
+        let devices = client.list_devices(None, prio).await?;
         let online = devices.iter().filter(|d| d.status.as_deref() == Some("online")).count();
-        changed += self.store_set("device", devices.iter().map(|d| (d.id.clone(), to_json(d))).collect(), at).await?;
+        let diff = self.store_set("device", devices.iter().map(|d| (d.id.clone(), to_json(d))).collect(), at).await?;
+        changed += diff.changed_count();
+        device_events(&diff, &mut events);
 
         let query = IncidentQuery { status: Some("active".into()), ..Default::default() };
-        let incidents = self.client.list_incidents(query, prio).await?;
-        changed +=
+        let incidents = client.list_incidents(query, prio).await?;
+        let diff =
             self.store_set("incident", incidents.iter().map(|i| (i.id.clone(), to_json(i))).collect(), at).await?;
+        changed += diff.changed_count();
+        incident_events(&diff, &mut events);
 
-        let tickets = self.client.list_tickets(prio).await?;
-        changed += self.store_set("ticket", tickets.iter().map(|t| (t.id.clone(), to_json(t))).collect(), at).await?;
+        let tickets = client.list_tickets(prio).await?;
+        let diff = self.store_set("ticket", tickets.iter().map(|t| (t.id.clone(), to_json(t))).collect(), at).await?;
+        changed += diff.changed_count();
+        ticket_events(&diff, &mut events);
 
         let mut spaces = None;
         if slow_too {
-            let list = self.client.list_spaces(prio).await?;
+            let list = client.list_spaces(prio).await?;
             spaces = Some(list.len());
-            changed += self.store_set("space", list.iter().map(|s| (s.id.clone(), to_json(s))).collect(), at).await?;
-            let info = self.client.info(prio).await?;
-            changed += self.store_set("organization", vec![("info".into(), to_json(&info))], at).await?;
+            let entries = list.iter().map(|s| (s.id.clone(), to_json(s))).collect();
+            changed += self.store_set("space", entries, at).await?.changed_count();
+            let info = client.info(prio).await?;
+            changed += self.store_set("organization", vec![("info".into(), to_json(&info))], at).await?.changed_count();
         }
+        self.publish(events).await;
         Ok(SyncReport {
             devices: devices.len(),
             online,
@@ -157,12 +191,118 @@ impl Poller {
         resource: &'static str,
         entries: Vec<(String, Value)>,
         at: OffsetDateTime,
-    ) -> Result<usize, Error> {
-        let diff = self.store.cache_replace_set(resource, entries, at).await?;
-        Ok(diff.changed_count())
+    ) -> Result<CacheDiff, Error> {
+        Ok(self.app.store.cache_replace_set(resource, entries, at).await?)
+    }
+
+    async fn publish(&self, events: Vec<NewEvent>) {
+        if let Err(e) = self.app.bus.publish(events).await {
+            tracing::error!(error = %e, "could not record events");
+        }
     }
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// True when a snapshot only filled an empty cache (first start): that is not news, so no events.
+fn initial_fill(diff: &CacheDiff) -> bool {
+    diff.changed.is_empty() && diff.removed.is_empty()
+}
+
+fn text(v: &Value, key: &str) -> Option<String> {
+    match &v[key] {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Devices: status changes, other meaningful changes (`last_seen_at` alone is not news), and removals.
+fn device_events(diff: &CacheDiff, out: &mut Vec<NewEvent>) {
+    let space = |d: &Value| d["space"]["id"].as_i64().map(|i| i.to_string()).or_else(|| text(&d["space"], "id"));
+    if !initial_fill(diff) {
+        for (id, d) in &diff.added {
+            out.push(
+                NewEvent::new(
+                    "device.updated",
+                    serde_json::json!({"change": "appeared", "name": d["name"], "status": d["status"]}),
+                )
+                .device(id)
+                .space(space(d)),
+            );
+        }
+    }
+    for (id, old, new) in &diff.changed {
+        if old["status"] != new["status"] {
+            out.push(
+                NewEvent::new(
+                    "device.status_changed",
+                    serde_json::json!({"name": new["name"], "from": old["status"], "to": new["status"]}),
+                )
+                .device(id)
+                .space(space(new)),
+            );
+        } else {
+            let (mut a, mut b) = (old.clone(), new.clone());
+            for v in [&mut a, &mut b] {
+                if let Some(o) = v.as_object_mut() {
+                    o.remove("last_seen_at");
+                }
+            }
+            if a != b {
+                let keys: Vec<&String> = new
+                    .as_object()
+                    .map(|o| o.keys().filter(|k| old[*k] != new[*k] && *k != "last_seen_at").collect())
+                    .unwrap_or_default();
+                out.push(
+                    NewEvent::new(
+                        "device.updated",
+                        serde_json::json!({"name": new["name"], "changed": keys, "state": new["state"]}),
+                    )
+                    .device(id)
+                    .space(space(new)),
+                );
+            }
+        }
+    }
+    for (id, old) in &diff.removed {
+        out.push(
+            NewEvent::new("device.deleted", serde_json::json!({"name": old["name"]})).device(id).space(space(old)),
+        );
+    }
+}
+
+fn incident_events(diff: &CacheDiff, out: &mut Vec<NewEvent>) {
+    let ev = |kind: &str, i: &Value| {
+        let e = NewEvent::new(
+            kind,
+            serde_json::json!({"incident_id": i["id"], "title": i["title"], "priority": i["priority"]}),
+        )
+        .space(text(i, "space_id"));
+        match text(i, "device_id") {
+            Some(d) => e.device(d),
+            None => e,
+        }
+    };
+    if !initial_fill(diff) {
+        out.extend(diff.added.iter().map(|(_, i)| ev("incident.opened", i)));
+    }
+    // Gone from the active set: closed.
+    out.extend(diff.removed.iter().map(|(_, i)| ev("incident.closed", i)));
+}
+
+fn ticket_events(diff: &CacheDiff, out: &mut Vec<NewEvent>) {
+    let ev = |t: &Value, change: &str| {
+        NewEvent::new(
+            "ticket.updated",
+            serde_json::json!({"ticket_id": t["id"], "title": t["title"], "change": change}),
+        )
+    };
+    if !initial_fill(diff) {
+        out.extend(diff.added.iter().map(|(_, t)| ev(t, "opened")));
+    }
+    out.extend(diff.changed.iter().map(|(_, _, t)| ev(t, "updated")));
+    out.extend(diff.removed.iter().map(|(_, t)| ev(t, "no longer open")));
 }

@@ -1,7 +1,7 @@
 """Real-client interop: the official Python MCP SDK (mcp==2.3.0) drives `xyte-edge mcp` (the stdio bridge) against
 `xyte-edge serve --demo`, in the legacy, auto and 2026-07-28 modes.
 
-Usage: python tests/interop/mcp_python.py path/to/xyte-edge
+Usage: python tests/interop/mcp_python.py path/to/xyte-edge   (MODES="legacy auto 2026-07-28" by default)
 Exits non-zero with a message on the first failed check.
 """
 
@@ -14,7 +14,10 @@ import sys
 import tempfile
 import time
 
+import urllib.request
+
 import anyio
+import mcp_types as types
 from mcp import Client, StdioServerParameters
 
 BINARY = os.path.abspath(sys.argv[1])
@@ -36,6 +39,7 @@ def start_daemon(workdir):
     proc = subprocess.Popen([BINARY, "serve", "--demo"], cwd=workdir, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     socket = None
+    sim = None
     deadline = time.monotonic() + 30
     lines = []
     while time.monotonic() < deadline:
@@ -43,12 +47,22 @@ def start_daemon(workdir):
         if not line:
             break
         lines.append(line)
+        if "simulated Xyte org:" in line:
+            sim = line.split("simulated Xyte org:", 1)[1].split()[0].split("/core/")[0]
         if "MCP socket:" in line:
             socket = line.split("MCP socket:", 1)[1].strip()
         if line.startswith("synced "):
             break
     check(socket is not None, "the demo printed its MCP socket:\n" + "".join(lines))
-    return proc, os.path.join(workdir, socket) if not os.path.isabs(socket) else socket
+    check(sim is not None, "the demo printed the simulator's address")
+    return proc, (os.path.join(workdir, socket) if not os.path.isabs(socket) else socket), sim
+
+
+def set_status(sim, device_id, status):
+    req = urllib.request.Request(f"{sim}/_sim/devices/{device_id}/status", data=json.dumps({"status": status}).encode(),
+                                 headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        check(r.status == 200, "the simulator changed the device status")
 
 
 def structured(result, what):
@@ -60,9 +74,16 @@ def structured(result, what):
     return data
 
 
-async def exercise(mode, socket):
+async def exercise(mode, socket, sim):
     target = StdioServerParameters(command=BINARY, args=["mcp", "--socket", socket])
-    async with Client(target, mode=mode) as c:
+    updates = []
+
+    async def on_message(message):
+        root = getattr(message, "root", message)
+        if getattr(root, "method", None) == "notifications/resources/updated":
+            updates.append(str(root.params.uri))
+
+    async with Client(target, mode=mode, message_handler=on_message) as c:
         tools = {t.name: t for t in (await c.list_tools()).tools}
         for name in tools:
             check(NAME_RE.match(name), f"tool name {name!r} is valid")
@@ -123,15 +144,66 @@ async def exercise(mode, socket):
         check(len(progress) >= 2, f"progress was reported: {progress}")
         values = [v for v, _ in progress]
         check(values == sorted(values), f"progress increases: {values}")
-        print(f"{mode}: {len(tools)} tools, every read tool, {len(dry)} dry runs, send_command wait ({len(progress)} progress) ok")
+        # Resources: every static one and every template, instantiated with real ids.
+        listed = [r.uri for r in (await c.list_resources()).resources]
+        templates = [t.uri_template for t in (await c.list_resource_templates()).resource_templates]
+        ids = {"device_id": device["id"], "ticket_id": tickets[0]["id"], "space_id": str(spaces[0]["id"]), "principal": "me"}
+        uris = [str(u) for u in listed] + [re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], t) for t in templates]
+        check(len(uris) >= 16, f"{mode}: the resources of SPEC 5.4 are offered ({len(uris)})")
+        for uri in uris:
+            read = await c.read_resource(uri)
+            body = json.loads(read.contents[0].text)
+            check(isinstance(body, dict) and body, f"{uri} has content")
+        status = json.loads((await c.read_resource("edge://status")).contents[0].text)
+        check(status["xyte"]["reachable"] is True and status["cache"]["devices"] == 40, f"edge status: {status}")
+
+        prompts = {p.name: p for p in (await c.list_prompts()).prompts}
+        check(set(prompts) >= {"reboot_device_workflow", "check_projectors_health", "proactive_projector_maintenance_check",
+                               "troubleshoot_offline_device_workflow", "prepare_meeting_room"}, f"prompts: {list(prompts)}")
+        got = await c.get_prompt("reboot_device_workflow", {"device_id": device["id"]})
+        check(device["name"] in got.messages[0].content.text, "the reboot prompt names the device")
+        got = await c.get_prompt("prepare_meeting_room", {"room": "Board Room"})
+        check("Board Room" in got.messages[0].content.text, "the room prompt names the room")
+        done = await c.complete(types.PromptReference(type="ref/prompt", name="prepare_meeting_room"), {"name": "room", "value": "boa"})
+        check("Board Room" in done.completion.values, f"completion offers the Board Room: {done.completion.values}")
+        done = await c.complete(types.PromptReference(type="ref/prompt", name="reboot_device_workflow"),
+                                {"name": "device_id", "value": device["id"][:4]})
+        check(device["id"] in done.completion.values, "completion offers device ids")
+
+        # A subscription sees a device go offline at the simulator (through the poller and the event bus).
+        # A different device in each mode, so one mode's flip is never mistaken for another's.
+        candidates = [d for d in devices if d["status"] == "online" and d["id"] != device["id"]]
+        target_device = candidates[("legacy", "auto", "2026-07-28").index(mode) + 1]
+        uri = f"device://{target_device['id']}/status"
+        if mode == "legacy":
+            await c.subscribe_resource(uri)
+            set_status(sim, target_device["id"], "offline")
+            with anyio.fail_after(20):
+                while uri not in updates:
+                    await anyio.sleep(0.05)
+        else:
+            async with c.listen(resource_subscriptions=[uri]) as sub:
+                set_status(sim, target_device["id"], "offline")
+                with anyio.fail_after(20):
+                    async for event in sub:
+                        if getattr(event, "uri", None) == uri:
+                            break
+        set_status(sim, target_device["id"], "online")
+        after = json.loads((await c.read_resource(uri)).contents[0].text)
+        check(after["device"]["id"] == target_device["id"], "the updated resource reads back")
+        print(f"{mode}: {len(tools)} tools, every read tool, {len(dry)} dry runs, send_command wait ({len(progress)} progress), "
+              f"{len(uris)} resources, prompts, completion, subscription ok")
 
 
 def main():
     with tempfile.TemporaryDirectory() as workdir:
-        proc, socket = start_daemon(workdir)
+        proc, socket, sim = start_daemon(workdir)
         try:
-            for mode in ("legacy", "auto", "2026-07-28"):
-                anyio.run(exercise, mode, socket)
+            for mode in os.environ.get("MODES", "legacy auto 2026-07-28").split():
+                anyio.run(exercise, mode, socket, sim)
+            status = subprocess.run([BINARY, "status", "--socket", socket], capture_output=True, text=True, timeout=20)
+            check(status.returncode == 0 and "reachable" in status.stdout and "40 devices" in status.stdout,
+                  f"xyte-edge status: {status.stdout}{status.stderr}")
         finally:
             proc.send_signal(signal.SIGTERM)
             code = proc.wait(timeout=10)
