@@ -89,6 +89,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         env_label: config.env_label.clone(),
         started: std::time::Instant::now(),
         mcp_clients: Default::default(),
+        outbox_wake: Default::default(),
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
@@ -118,6 +119,9 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         heartbeats.pop();
         tracing::info!("XYTE_POLL_INTERVAL=0: background polling is disabled");
     }
+    let forward_beat = Heartbeat::new("forwarder");
+    heartbeats.push(forward_beat.clone());
+    tasks.spawn(crate::sync::forwarder::Forwarder::new(app.clone(), forward_beat).run(shutdown.clone()));
     tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);

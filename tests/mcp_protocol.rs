@@ -44,6 +44,7 @@ async fn rig(read_only: bool) -> Rig {
         env_label: "test".into(),
         started: std::time::Instant::now(),
         mcp_clients: Default::default(),
+        outbox_wake: Default::default(),
     });
     Rig { _dir: dir, sim, app }
 }

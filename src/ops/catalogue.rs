@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::schema::{input, output};
-use super::{Ctx, commands, devices, fleet, tickets};
+use super::{Ctx, commands, devices, fleet, tasks, tickets};
 use crate::config::Role;
 use crate::error::Error;
 
@@ -69,6 +69,15 @@ fn obj_out(key: &str) -> Value {
     output(
         json!({key: {"type": "object"}, "stale": {"type": "boolean"}, "fetched_at": {"type": ["string", "null"]}}),
         &[key],
+    )
+}
+
+fn task_out() -> Value {
+    output(
+        json!({"task_id": {"type": "string"}, "device_id": {"type": "string"}, "command": {"type": "string"},
+               "state": {"type": "string"}, "xyte_command_id": {"type": ["string", "null"]}, "final": {"type": "boolean"},
+               "dry_run": {"type": "boolean"}}),
+        &[],
     )
 }
 
@@ -259,6 +268,40 @@ pub static CATALOGUE: &[Op] = &[
         },
     },
     Op {
+        name: "send_command_async",
+        title: "Queue device command",
+        description: "Queues a command in the gateway's durable outbox and answers at once with a task_id; the gateway \
+                      delivers it when Xyte is reachable (in order per device, within XYTE_COMMAND_TTL) and follows it to \
+                      its final status. Survives restarts and power loss. Check progress with get_task_status.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<tasks::SendAsync>,
+        output: task_out,
+    },
+    Op {
+        name: "get_task_status",
+        title: "Get task status",
+        description: "State of an async command: queued, sending, sent, then Xyte's pending/in_progress/done/failed/aborted, \
+                      or rejected, expired, cancelled.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        input: input::<tasks::TaskRef>,
+        output: task_out,
+    },
+    Op {
+        name: "cancel_command",
+        title: "Cancel command",
+        description: "Cancels a command at Xyte (by its Xyte command id), or withdraws a queued async task (by task_id) \
+                      that was not delivered yet.",
+        role: Role::Operator,
+        kind: Kind::Destructive,
+        open_world: true,
+        input: input::<tasks::Cancel>,
+        output: write_out,
+    },
+    Op {
         name: "update_ticket",
         title: "Update ticket",
         description: "Changes a ticket's title and/or description.",
@@ -327,6 +370,9 @@ pub async fn dispatch(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error
         "search" => fleet::search(ctx, args).await,
         "fetch" => fleet::fetch(ctx, args).await,
         "send_command" => commands::send_command(ctx, args).await,
+        "send_command_async" => tasks::send_command_async(ctx, args).await,
+        "get_task_status" => tasks::get_task_status(ctx, args).await,
+        "cancel_command" => tasks::cancel_command(ctx, args).await,
         "update_ticket" => tickets::update_ticket(ctx, args).await,
         "mark_ticket_resolved" => tickets::mark_ticket_resolved(ctx, args).await,
         "send_ticket_message" => tickets::send_ticket_message(ctx, args).await,

@@ -10,6 +10,7 @@ pub mod prompts;
 mod reads;
 pub mod resources;
 pub mod schema;
+mod tasks;
 mod tickets;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct App {
     pub command_ttl: Duration,
     pub env_label: String,
     pub started: Instant,
+    /// Wakes the forwarder when a task is queued.
+    pub outbox_wake: tokio::sync::Notify,
     /// MCP socket connections open now (for status).
     pub mcp_clients: std::sync::atomic::AtomicUsize,
 }

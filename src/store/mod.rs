@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod context;
 pub mod events;
+pub mod tasks;
 
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

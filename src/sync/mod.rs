@@ -1,4 +1,5 @@
 //! Background work that keeps the local picture current: the poller (Xyte → cache → events).
+pub mod forwarder;
 pub mod poller;
 
 use std::sync::Mutex;

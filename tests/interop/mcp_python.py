@@ -123,6 +123,8 @@ async def exercise(mode, socket, sim):
             "mark_ticket_resolved": {"ticket_id": tickets[0]["id"], "dry_run": True},
             "send_ticket_message": {"ticket_id": tickets[0]["id"], "message": "on it", "dry_run": True},
             "close_incident": {"incident_id": incidents[0]["id"], "dry_run": True},
+            "send_command_async": {"device_id": device["id"], "command": "reboot", "dry_run": True},
+            "cancel_command": {"device_id": device["id"], "command_id": "some-command", "dry_run": True},
         }
         for name, args in dry.items():
             out = structured(await c.call_tool(name, args), f"{name} dry run")
@@ -144,6 +146,18 @@ async def exercise(mode, socket, sim):
         check(len(progress) >= 2, f"progress was reported: {progress}")
         values = [v for v, _ in progress]
         check(values == sorted(values), f"progress increases: {values}")
+        # A durable async command: acknowledged at once, delivered by the forwarder, followed to the device's answer.
+        task = structured(await c.call_tool("send_command_async", {"device_id": device["id"], "command": "reboot"}),
+                          "send_command_async")
+        check(task["state"] == "queued" and task["task_id"].startswith("tsk_"), f"queued: {task}")
+        with anyio.fail_after(30):
+            while True:
+                state = structured(await c.call_tool("get_task_status", {"task_id": task["task_id"]}), "get_task_status")
+                if state["final"]:
+                    break
+                await anyio.sleep(0.5)
+        check(state["state"] in ("done", "failed") and state["xyte_command_id"], f"the task reached Xyte's verdict: {state}")
+
         # Resources: every static one and every template, instantiated with real ids.
         listed = [r.uri for r in (await c.list_resources()).resources]
         templates = [t.uri_template for t in (await c.list_resource_templates()).resource_templates]

@@ -1,0 +1,174 @@
+//! Durable asynchronous commands: `send_command_async` (queued in the outbox, acknowledged after a FULL commit),
+//! `get_task_status`, and `cancel_command` (withdraws a queued task, or cancels at Xyte).
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::Ctx;
+use super::commands::validate;
+use super::devices::{device, device_or_context};
+use super::reads::rfc3339;
+use super::schema::{Id, parse};
+use crate::error::{Error, ErrorCode};
+use crate::store::events::NewEvent;
+use crate::store::tasks::{self, Patch, Task};
+use crate::store::{Durability, now_ms};
+use crate::xyte::{Priority, SendCommand};
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendAsync {
+    /// The device (defaults to the context's device_id).
+    pub device_id: Option<Id>,
+    /// The command name from the device model's command list.
+    pub command: String,
+    pub friendly_name: Option<String>,
+    /// Parameters keyed by the command's custom field names.
+    pub extra_params: Option<Map<String, Value>>,
+    pub file_id: Option<String>,
+    /// Validate and show what would be queued, without queuing.
+    pub dry_run: Option<bool>,
+}
+
+pub fn task_json(t: &Task) -> Value {
+    json!({
+        "task_id": t.task_id, "device_id": t.device_id, "command": t.command, "state": t.state,
+        "xyte_command_id": t.xyte_command_id, "attempts": t.attempts, "created_at": rfc3339(t.created_at),
+        "expires_at": rfc3339(t.expires_at), "updated_at": rfc3339(t.updated_at), "last_error": t.last_error,
+        "final": !tasks::OPEN.contains(&t.state.as_str()),
+    })
+}
+
+pub async fn send_command_async(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: SendAsync = parse(args)?;
+    let id = device_or_context(ctx, a.device_id).await?;
+    // Validation uses the cache, so commands can be queued while Xyte is unreachable.
+    let dev = match device(ctx, &id).await {
+        Ok((d, _)) => d,
+        Err(e) if e.code == ErrorCode::NotFound => return Err(Error::invalid_params(format!("no device {id}"))),
+        Err(e) => return Err(e),
+    };
+    let params = a.extra_params.unwrap_or_default();
+    let spec = validate(ctx, &dev, &a.command, &params, a.file_id.as_deref()).await?;
+    let cmd = SendCommand {
+        command: spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&a.command).to_string(),
+        friendly_name: a
+            .friendly_name
+            .or_else(|| spec.as_ref().and_then(|s| s["friendly_name"].as_str().map(String::from))),
+        extra_params: Some(Value::Object(params)),
+        file_id: a.file_id,
+    };
+    let body = cmd.body();
+    if a.dry_run == Some(true) {
+        return Ok(json!({"dry_run": true, "device_id": id, "validated": spec.is_some(), "would_queue": body,
+                         "expires_in_s": ctx.app.command_ttl.as_secs()}));
+    }
+    let (who, ttl) = (ctx.principal.id.clone(), ctx.app.command_ttl.as_millis() as i64);
+    let (dev_id, name) = (id.clone(), cmd.command.clone());
+    // FULL: once this returns, the command survives a crash or power loss (SPEC §9.3).
+    let task = ctx
+        .app
+        .store
+        .write(Durability::Full, move |c| tasks::insert(c, &dev_id, &name, &body, &who, now_ms(), ttl))
+        .await?;
+    ctx.app.outbox_wake.notify_one();
+    let _ = ctx
+        .app
+        .bus
+        .publish(vec![
+            NewEvent::new("command.accepted", json!({"task_id": task.task_id, "command": task.command})).device(&id),
+        ])
+        .await;
+    Ok(task_json(&task))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRef {
+    /// The task_id returned by send_command_async.
+    pub task_id: String,
+}
+
+pub async fn get_task_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: TaskRef = parse(args)?;
+    let id = a.task_id.clone();
+    match ctx.app.store.read(move |c| tasks::get(c, &id)).await? {
+        Some(t) => Ok(task_json(&t)),
+        None => Err(Error::new(ErrorCode::NotFound, format!("no task {}", a.task_id))),
+    }
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    pub device_id: Id,
+    /// A Xyte command id, or a task_id from send_command_async.
+    pub command_id: String,
+    pub dry_run: Option<bool>,
+}
+
+pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: Cancel = parse(args)?;
+    let device_id = a.device_id.0.clone();
+    let mut xyte_id = a.command_id.clone();
+    if a.command_id.starts_with("tsk_") {
+        let tid = a.command_id.clone();
+        let task = ctx
+            .app
+            .store
+            .read(move |c| tasks::get(c, &tid))
+            .await?
+            .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("no task {}", a.command_id)))?;
+        if task.device_id != device_id {
+            return Err(Error::invalid_params(format!("task {} belongs to device {}", task.task_id, task.device_id)));
+        }
+        if task.state == "queued" {
+            if a.dry_run == Some(true) {
+                return Ok(json!({"dry_run": true, "would": "withdraw the queued task", "task": task_json(&task)}));
+            }
+            let tid = task.task_id.clone();
+            let patch = Patch { last_error: Some(format!("cancelled by {}", ctx.principal.id)), ..Default::default() };
+            let moved = ctx
+                .app
+                .store
+                .write(Durability::Full, move |c| {
+                    tasks::transition(c, &tid, &["queued"], "cancelled", &patch, now_ms())
+                })
+                .await?;
+            if moved {
+                let _ = ctx
+                    .app
+                    .bus
+                    .publish(vec![
+                        NewEvent::new(
+                            "command.status_changed",
+                            json!({"task_id": task.task_id, "from": "queued", "to": "cancelled"}),
+                        )
+                        .device(&device_id),
+                    ])
+                    .await;
+                return Ok(json!({"cancelled": true, "withdrawn": true, "task_id": task.task_id}));
+            }
+        }
+        let tid = task.task_id.clone();
+        let task = ctx.app.store.read(move |c| tasks::get(c, &tid)).await?.unwrap_or(task);
+        match task.xyte_command_id {
+            Some(x) if tasks::AT_XYTE.contains(&task.state.as_str()) => xyte_id = x,
+            _ => {
+                return Err(Error::invalid_params(format!(
+                    "task {} is {}; it cannot be cancelled now",
+                    task.task_id, task.state
+                )));
+            }
+        }
+    }
+    if a.dry_run == Some(true) {
+        return Ok(
+            json!({"dry_run": true, "would_send": {"method": "DELETE", "path": format!("devices/{device_id}/commands/{xyte_id}")}}),
+        );
+    }
+    ctx.app.client.cancel_command(&device_id, &xyte_id, Priority::Command).await?;
+    super::reads::invalidate(ctx, "commands", Some(&device_id)).await;
+    Ok(json!({"cancelled": true, "device_id": device_id, "xyte_command_id": xyte_id}))
+}

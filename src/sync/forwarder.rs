@@ -1,0 +1,195 @@
+//! The forwarder: delivers queued commands from the outbox to Xyte, in order per device, with backoff; expires
+//! what waited longer than `XYTE_COMMAND_TTL`; follows delivered commands to their final status. Every step is an
+//! event. A delivery whose outcome is unknown (timeout or crash mid-POST) is reconciled by reading the device's
+//! recent commands before anything is sent again, because Xyte has no idempotency keys.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::ErrorCode;
+use crate::ops::App;
+use crate::store::events::NewEvent;
+use crate::store::tasks::{self, AT_XYTE, Patch, Task};
+use crate::store::{Durability, now_ms};
+use crate::systemd::Heartbeat;
+use crate::xyte::{Priority, SendCommand};
+
+/// Marks a task whose last POST may or may not have reached Xyte.
+const UNKNOWN_OUTCOME: &str = "unknown outcome";
+const TRACK_EVERY: Duration = Duration::from_secs(2);
+
+pub struct Forwarder {
+    app: Arc<App>,
+    heartbeat: Heartbeat,
+}
+
+impl Forwarder {
+    pub fn new(app: Arc<App>, heartbeat: Heartbeat) -> Self {
+        Forwarder { app, heartbeat }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        // A task left in `sending` by a crash has an unknown outcome: reconcile before resending.
+        let now = now_ms();
+        let _ = self
+            .app
+            .store
+            .write(Durability::Full, move |c| {
+                c.execute(
+                    "UPDATE tasks SET state = 'queued', last_error = ?1, updated_at = ?2 WHERE state = 'sending'",
+                    rusqlite::params![UNKNOWN_OUTCOME, now],
+                )?;
+                Ok(())
+            })
+            .await;
+        let mut last_track = std::time::Instant::now() - TRACK_EVERY;
+        loop {
+            self.heartbeat.beat();
+            self.expire().await;
+            self.deliver().await;
+            if last_track.elapsed() >= TRACK_EVERY {
+                self.track().await;
+                last_track = std::time::Instant::now();
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.app.outbox_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn event(&self, kind: &str, t: &Task, data: Value) {
+        let mut data = data;
+        data["task_id"] = json!(t.task_id);
+        data["command"] = json!(t.command);
+        let _ = self.app.bus.publish(vec![NewEvent::new(kind, data).device(&t.device_id)]).await;
+    }
+
+    async fn set(&self, t: &Task, from: &'static [&'static str], to: &'static str, patch: Patch) -> bool {
+        let id = t.task_id.clone();
+        self.app
+            .store
+            .write(Durability::Full, move |c| tasks::transition(c, &id, from, to, &patch, now_ms()))
+            .await
+            .unwrap_or(false)
+    }
+
+    async fn expire(&self) {
+        let now = now_ms();
+        let Ok(queued) = self.app.store.read(|c| tasks::in_states(c, &["queued"])).await else { return };
+        for t in queued.into_iter().filter(|t| t.expires_at <= now) {
+            let patch =
+                Patch { last_error: Some("not delivered within XYTE_COMMAND_TTL".into()), ..Default::default() };
+            if self.set(&t, &["queued"], "expired", patch).await {
+                self.event("command.expired", &t, json!({"reason": "not delivered within XYTE_COMMAND_TTL"})).await;
+            }
+        }
+    }
+
+    async fn deliver(&self) {
+        let now = now_ms();
+        let Ok(due) = self.app.store.read(move |c| tasks::due(c, now, 16)).await else { return };
+        for t in due {
+            if t.last_error.as_deref() == Some(UNKNOWN_OUTCOME)
+                && let Some(found) = self.reconcile(&t).await
+            {
+                let patch = Patch { xyte_command_id: Some(found.clone()), ..Default::default() };
+                if self.set(&t, &["queued"], "sent", patch).await {
+                    self.event("command.sent", &t, json!({"xyte_command_id": found, "reconciled": true})).await;
+                }
+                continue;
+            }
+            if !self.set(&t, &["queued"], "sending", Patch { count_attempt: true, ..Default::default() }).await {
+                continue;
+            }
+            let cmd = SendCommand {
+                command: t.command.clone(),
+                friendly_name: t.body["friendly_name"].as_str().map(String::from),
+                extra_params: t.body.get("extra_params").cloned(),
+                file_id: t.body["file_id"].as_str().map(String::from),
+            };
+            match self.app.client.send_command(&t.device_id, cmd, Priority::Command).await {
+                Ok(sent) => {
+                    let patch = Patch { xyte_command_id: Some(sent.id.clone()), ..Default::default() };
+                    if self.set(&t, &["sending"], "sent", patch).await {
+                        self.event("command.sent", &t, json!({"xyte_command_id": sent.id})).await;
+                    }
+                }
+                Err(e) if e.code.is_unreachable() => {
+                    // A timeout may have delivered it; a refused connection certainly did not.
+                    let unknown = matches!(e.code, ErrorCode::Timeout | ErrorCode::XyteServerError);
+                    let backoff = 1000 * 2i64.pow((t.attempts as u32).min(6));
+                    let patch = Patch {
+                        last_error: Some(if unknown { UNKNOWN_OUTCOME.to_string() } else { e.message.clone() }),
+                        next_attempt_at: Some(now_ms() + backoff),
+                        ..Default::default()
+                    };
+                    self.set(&t, &["sending"], "queued", patch).await;
+                }
+                Err(e) => {
+                    let patch = Patch { last_error: Some(e.to_string()), ..Default::default() };
+                    if self.set(&t, &["sending"], "rejected", patch).await {
+                        self.event("command.failed", &t, json!({"reason": e.message, "code": e.code})).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Looks for the task's command among the device's commands created since the task: if found, it was delivered.
+    async fn reconcile(&self, t: &Task) -> Option<String> {
+        let list = self.app.client.list_commands(&t.device_id, None, 100, Priority::Command).await.ok()?;
+        // Clocks differ a little between the gateway and Xyte; allow a few seconds.
+        let since = t.created_at - 5_000;
+        let created_ms = |at: &str| {
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .map(|d| (d.unix_timestamp_nanos() / 1_000_000) as i64)
+                .ok()
+        };
+        list.into_iter()
+            .find(|c| {
+                c.name.as_deref() == Some(t.command.as_str())
+                    && c.created_at.as_deref().and_then(created_ms).is_some_and(|ms| ms >= since)
+            })
+            .map(|c| c.id)
+    }
+
+    /// Follows delivered commands to their final status at Xyte.
+    async fn track(&self) {
+        let Ok(open) = self.app.store.read(|c| tasks::in_states(c, AT_XYTE)).await else { return };
+        let mut by_device: std::collections::BTreeMap<String, Vec<Task>> = Default::default();
+        for t in open {
+            by_device.entry(t.device_id.clone()).or_default().push(t);
+        }
+        for (device, list) in by_device {
+            let Ok(rows) = self.app.client.list_commands(&device, None, 100, Priority::Interactive).await else {
+                continue;
+            };
+            for t in list {
+                let Some(row) = rows.iter().find(|r| Some(&r.id) == t.xyte_command_id.as_ref()) else { continue };
+                let status = row.status.clone().unwrap_or_default();
+                let to: &'static str = match status.as_str() {
+                    "pending" => "pending",
+                    "in_progress" => "in_progress",
+                    "scheduled" => "scheduled",
+                    "done" => "done",
+                    "failed" => "failed",
+                    "aborted" => "aborted",
+                    _ => continue,
+                };
+                if to != t.state && self.set(&t, AT_XYTE, to, Patch::default()).await {
+                    self.event(
+                        "command.status_changed",
+                        &t,
+                        json!({"from": t.state, "to": to, "message": row.message}),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+}
