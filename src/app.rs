@@ -90,6 +90,8 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         started: std::time::Instant::now(),
         mcp_clients: Default::default(),
         outbox_wake: Default::default(),
+        experimental_apis: config.experimental_apis,
+        presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
@@ -131,7 +133,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         tasks.spawn(print_demo_progress(reports, shutdown.clone()));
     }
 
-    signals.wait_for_stop().await;
+    signals.wait_for_stop(|| ops::rooms::reload(&app)).await;
     systemd::stopping();
     tracing::info!("stopping");
     shutdown.cancel();
@@ -183,10 +185,25 @@ async fn start_demo_simulator(config: &mut Config) -> Result<sim::SimHandle, Fat
         "  polling every:      {}",
         config.poll_interval.map(crate::config::values::human).unwrap_or("off".into())
     );
+    write_demo_presets(&handle.sim, &config.presets_file);
+    println!("  room presets:       {}", config.presets_file.display());
     println!("  MCP socket:         {}", config.mcp_socket.display());
     println!("  connect an agent:   xyte-edge mcp --socket {}", config.mcp_socket.display());
     println!("  stop with Ctrl-C");
     Ok(handle)
+}
+
+/// The demo's presets file, written once from the simulated rooms so presets work at once; an existing file (the
+/// user's edits) is left alone.
+fn write_demo_presets(sim: &sim::Simulator, path: &std::path::Path) {
+    if path.exists() {
+        return;
+    }
+    let text = serde_json::to_string_pretty(&sim.demo_presets(4)).unwrap_or_default();
+    let written = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|_| std::fs::write(path, text));
+    if let Err(e) = written {
+        tracing::warn!("cannot write the demo presets file {}: {e}", path.display());
+    }
 }
 
 /// Tells the person at the terminal what the demo is doing: each sync that changed the picture.
@@ -204,7 +221,7 @@ async fn print_demo_progress(
     }
 }
 
-/// SIGTERM/SIGINT stop the daemon; SIGHUP is caught so `systemctl reload` never kills it.
+/// SIGTERM/SIGINT stop the daemon; SIGHUP (`systemctl reload`) re-reads what can change at run time.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -222,13 +239,14 @@ impl Signals {
         })
     }
 
-    async fn wait_for_stop(&mut self) {
+    async fn wait_for_stop(&mut self, on_reload: impl Fn()) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => { tracing::info!("SIGTERM received"); return }
                 _ = self.int.recv() => { tracing::info!("SIGINT received"); return }
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP received: nothing in this build reads configuration after start; restart to apply changes");
+                    tracing::info!("SIGHUP received: reloading room presets (other settings apply at restart)");
+                    on_reload();
                 }
             }
         }

@@ -45,6 +45,8 @@ async fn rig(read_only: bool) -> Rig {
         started: std::time::Instant::now(),
         mcp_clients: Default::default(),
         outbox_wake: Default::default(),
+        experimental_apis: false,
+        presets: Default::default(),
     });
     Rig { _dir: dir, sim, app }
 }

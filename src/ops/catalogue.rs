@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::schema::{input, output};
-use super::{Ctx, commands, devices, fleet, tasks, tickets};
+use super::{Ctx, admin, analytics, commands, devices, endpoints, fleet, rooms, tasks, tickets};
 use crate::config::Role;
 use crate::error::Error;
 
@@ -33,12 +33,19 @@ pub struct Op {
 }
 
 impl Op {
-    pub fn required_role(&self, _args: &Value) -> Role {
-        self.role
+    /// The role this call needs. Only `xyte_api_call` varies: a GET through it is a read any viewer may make.
+    pub fn required_role(&self, args: &Value) -> Role {
+        match self.name {
+            "xyte_api_call" => endpoints::access(args).0,
+            _ => self.role,
+        }
     }
 
-    pub fn is_mutating(&self, _args: &Value) -> bool {
-        self.kind != Kind::Read
+    pub fn is_mutating(&self, args: &Value) -> bool {
+        match self.name {
+            "xyte_api_call" => endpoints::access(args).1,
+            _ => self.kind != Kind::Read,
+        }
     }
 
     /// MCP tool annotations, honest per SPEC §5.3.
@@ -78,6 +85,14 @@ fn task_out() -> Value {
                "state": {"type": "string"}, "xyte_command_id": {"type": ["string", "null"]}, "final": {"type": "boolean"},
                "dry_run": {"type": "boolean"}}),
         &[],
+    )
+}
+
+fn preset_out() -> Value {
+    output(
+        json!({"room": {"type": "string"}, "preset": {"type": "string"}, "ok": {"type": "boolean"},
+               "dry_run": {"type": "boolean"}, "steps": {"type": "array", "items": {"type": "object"}}}),
+        &["room", "preset", "ok", "steps"],
     )
 }
 
@@ -202,6 +217,66 @@ pub static CATALOGUE: &[Op] = &[
         },
     },
     Op {
+        name: "list_rooms",
+        title: "List rooms",
+        description: "Meeting rooms known to the gateway — from the presets file and from Xyte's spaces of type room — \
+                      with their space, device count and preset names (start_meeting_room_preset runs one).",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<rooms::ListRooms>,
+        output: || list_out("rooms"),
+    },
+    Op {
+        name: "get_device_analytics_report",
+        title: "Device analytics report",
+        description: "Availability %, offline episodes (count, longest, recent), command success rate and incidents of \
+                      one device over last_24_hours, last_7_days (default) or last_30_days, computed on the gateway from \
+                      Xyte's history rows and the local event log (falls back to local data when Xyte is unreachable).",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: true,
+        input: input::<analytics::AnalyticsArgs>,
+        output: || {
+            output(
+                json!({"device_id": {"type": "string"}, "period": {"type": "string"},
+                       "availability_pct": {"type": ["number", "null"]}, "offline_episodes": {"type": "integer"},
+                       "longest_offline_s": {"type": "integer"}, "commands": {"type": "object"},
+                       "incidents": {"type": "object"}, "sources": {"type": "array"}}),
+                &["device_id", "period", "commands", "incidents"],
+            )
+        },
+    },
+    Op {
+        name: "xyte_endpoints_list",
+        title: "List Xyte API endpoints",
+        description: "The catalogue of every documented Xyte Organization API endpoint (key, method, path, summary), \
+                      filtered by group, method, words or read_only. xyte_endpoint_describe gives an entry's parameters; \
+                      xyte_api_call runs it.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        input: input::<endpoints::ListEndpoints>,
+        output: || {
+            output(
+                json!({"endpoints": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
+                       "groups": {"type": "array", "items": {"type": "string"}}}),
+                &["endpoints", "total"],
+            )
+        },
+    },
+    Op {
+        name: "xyte_endpoint_describe",
+        title: "Describe a Xyte API endpoint",
+        description: "One catalogue entry in full: path parameters, query parameters and body fields with types and \
+                      which are required, the role it needs and whether it needs confirm.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        input: input::<endpoints::DescribeEndpoint>,
+        output: || obj_out("endpoint"),
+    },
+    Op {
         name: "list_events",
         title: "List events",
         description: "The gateway's local event log: device status changes, incidents, tickets, commands, audit records. \
@@ -302,6 +377,29 @@ pub static CATALOGUE: &[Op] = &[
         output: write_out,
     },
     Op {
+        name: "start_meeting_room_preset",
+        title: "Run a room preset",
+        description: "Runs a room's preset (default `start`) from the presets file: each step's command is validated, \
+                      sent and followed to its final status, in order, with progress per step. A failed step stops the \
+                      preset unless it is marked continue_on_error. Returns every step's result. Rooms match by name, \
+                      unique prefix or close spelling.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<rooms::RunPreset>,
+        output: preset_out,
+    },
+    Op {
+        name: "shutdown_meeting_room",
+        title: "Shut down a room",
+        description: "Runs the room's `shutdown` preset (powers the room's devices off), step by step with progress.",
+        role: Role::Operator,
+        kind: Kind::Destructive,
+        open_world: true,
+        input: input::<rooms::ShutdownRoom>,
+        output: preset_out,
+    },
+    Op {
         name: "update_ticket",
         title: "Update ticket",
         description: "Changes a ticket's title and/or description.",
@@ -342,6 +440,55 @@ pub static CATALOGUE: &[Op] = &[
         output: write_out,
     },
     Op {
+        name: "claim_device",
+        title: "Claim device",
+        description: "Adds a device to the organization in a space, identified by cloud_id or by mac and sn.",
+        role: Role::Admin,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<admin::ClaimDevice>,
+        output: write_out,
+    },
+    Op {
+        name: "update_device",
+        title: "Update device",
+        description: "Renames a device or changes its configuration or (edge devices) its complete set of custom \
+                      parameters.",
+        role: Role::Admin,
+        kind: Kind::Write,
+        open_world: true,
+        input: input::<admin::UpdateDevice>,
+        output: write_out,
+    },
+    Op {
+        name: "delete_device",
+        title: "Delete device",
+        description: "Removes a device from the organization. confirm must repeat the device_id.",
+        role: Role::Admin,
+        kind: Kind::Destructive,
+        open_world: true,
+        input: input::<admin::DeleteDevice>,
+        output: write_out,
+    },
+    Op {
+        name: "xyte_api_call",
+        title: "Call a Xyte API endpoint",
+        description: "Runs any entry of the Xyte endpoint catalogue (see xyte_endpoints_list) with path_params, query \
+                      and body validated against it first. GET entries need only the viewer role; writes need admin; \
+                      DELETE entries also need confirm equal to the key.",
+        role: Role::Admin,
+        kind: Kind::Destructive,
+        open_world: true,
+        input: input::<endpoints::ApiCall>,
+        output: || {
+            output(
+                json!({"key": {"type": "string"}, "method": {"type": "string"}, "path": {"type": "string"}, "result": {},
+                       "dry_run": {"type": "boolean"}, "would_send": {"type": "object"}}),
+                &["key"],
+            )
+        },
+    },
+    Op {
         name: "set_context",
         title: "Set context",
         description: "Remembers a default device, space and/or room for you (kept across connections); tools that take \
@@ -378,6 +525,16 @@ pub async fn dispatch(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error
         "send_ticket_message" => tickets::send_ticket_message(ctx, args).await,
         "close_incident" => tickets::close_incident(ctx, args).await,
         "set_context" => devices::set_context(ctx, args).await,
+        "list_rooms" => rooms::list_rooms(ctx, args).await,
+        "get_device_analytics_report" => analytics::get_device_analytics_report(ctx, args).await,
+        "xyte_endpoints_list" => endpoints::xyte_endpoints_list(ctx, args).await,
+        "xyte_endpoint_describe" => endpoints::xyte_endpoint_describe(ctx, args).await,
+        "xyte_api_call" => endpoints::xyte_api_call(ctx, args).await,
+        "start_meeting_room_preset" => rooms::start_meeting_room_preset(ctx, args).await,
+        "shutdown_meeting_room" => rooms::shutdown_meeting_room(ctx, args).await,
+        "claim_device" => admin::claim_device(ctx, args).await,
+        "update_device" => admin::update_device(ctx, args).await,
+        "delete_device" => admin::delete_device(ctx, args).await,
         other => Err(Error::invalid_params(format!("unknown tool {other:?}"))),
     }
 }

@@ -2,13 +2,17 @@
 //! schemas, annotations, required role, handler — and served identically over MCP, REST and OpenAPI. Front doors
 //! authenticate a [`Principal`], build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
 
+mod admin;
+mod analytics;
 mod catalogue;
 mod commands;
 mod devices;
+mod endpoints;
 mod fleet;
 pub mod prompts;
 mod reads;
 pub mod resources;
+pub mod rooms;
 pub mod schema;
 mod tasks;
 mod tickets;
@@ -40,6 +44,22 @@ pub struct App {
     pub outbox_wake: tokio::sync::Notify,
     /// MCP socket connections open now (for status).
     pub mcp_clients: std::sync::atomic::AtomicUsize,
+    /// `XYTE_EXPERIMENTAL_APIS`: catalogue entries marked experimental may be called.
+    pub experimental_apis: bool,
+    /// Room presets; replaced whole on SIGHUP.
+    pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
+}
+
+impl App {
+    pub fn presets(&self) -> Arc<rooms::Presets> {
+        self.presets.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn set_presets(&self, presets: rooms::Presets) {
+        if let Ok(mut p) = self.presets.write() {
+            *p = Arc::new(presets);
+        }
+    }
 }
 
 /// Who is calling: a stable id (for context and audit) and a role.
@@ -117,9 +137,11 @@ fn redact(args: &Value) -> Value {
         Value::Object(map) => Value::Object(
             map.iter()
                 .map(|(k, v)| {
-                    let secret = ["password", "secret", "token", "key", "authorization"]
+                    // `key` alone names a catalogue entry (xyte_api_call); `api_key`, `access_key`… are secrets.
+                    let k = k.to_lowercase();
+                    let secret = ["password", "secret", "token", "authorization", "_key", "apikey"]
                         .iter()
-                        .any(|s| k.to_lowercase().contains(s));
+                        .any(|s| k.contains(s));
                     (k.clone(), if secret { json!("***") } else { redact(v) })
                 })
                 .collect(),
@@ -162,7 +184,7 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_from_audit_arguments() {
-        let v = redact(&json!({"device_id": "d", "body": {"api_key": "k", "nested": [{"password": "p"}]}}));
-        assert_eq!(v, json!({"device_id": "d", "body": {"api_key": "***", "nested": [{"password": "***"}]}}));
+        let v = redact(&json!({"key": "devices.move", "body": {"api_key": "k", "nested": [{"password": "p"}]}}));
+        assert_eq!(v, json!({"key": "devices.move", "body": {"api_key": "***", "nested": [{"password": "***"}]}}));
     }
 }

@@ -157,6 +157,11 @@ impl Simulator {
         self.world.lock().map(|w| w.devices.iter().map(|d| d.id.clone()).collect()).unwrap_or_default()
     }
 
+    /// A presets file for the first `rooms` meeting rooms (see [`World::demo_presets`]).
+    pub fn demo_presets(&self, rooms: usize) -> Value {
+        self.world.lock().map(|w| w.demo_presets(rooms)).unwrap_or_default()
+    }
+
     /// The device's current JSON, as `GET /devices/:id` would return it.
     pub fn device(&self, id: &str) -> Option<Value> {
         let w = self.world.lock().ok()?;

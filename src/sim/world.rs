@@ -498,6 +498,51 @@ impl World {
         true
     }
 
+    /// A presets file (SPEC §5.6) for the first `rooms` meeting rooms, built from what their devices' models accept:
+    /// `start` powers on (or wakes), selects HDMI 1 and unmutes; `shutdown` powers off (or sleeps). The demo writes
+    /// it so presets work out of the box; every step may fail on its own without stopping the room.
+    pub fn demo_presets(&self, rooms: usize) -> Value {
+        let mut out = Map::new();
+        for room in self.spaces.iter().filter(|s| s.space_type == "room").take(rooms) {
+            let (mut start, mut shutdown) = (vec![], vec![]);
+            for d in self.devices.iter().filter(|d| d.space_id == room.id) {
+                let names: Vec<String> = (MODELS[d.model].commands)()
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["name"].as_str().map(String::from))
+                    .collect();
+                let has = |n: &str| names.iter().any(|c| c == n);
+                let step = |command: &str, extra: Value| {
+                    let mut s = json!({"device_id": d.id, "command": command, "continue_on_error": true});
+                    if !extra.is_null() {
+                        s["extra_params"] = extra;
+                    }
+                    s
+                };
+                if let Some(on) = ["power_on", "wake"].into_iter().find(|c| has(c)) {
+                    start.push(step(on, Value::Null));
+                }
+                if has("select_input") {
+                    start.push(step("select_input", json!({"input": "hdmi1"})));
+                }
+                if let Some(unmute) = ["unmute", "unmute_all"].into_iter().find(|c| has(c)) {
+                    start.push(step(unmute, Value::Null));
+                }
+                if let Some(off) = ["power_off", "sleep"].into_iter().find(|c| has(c)) {
+                    shutdown.push(step(off, Value::Null));
+                }
+            }
+            if !start.is_empty() && !shutdown.is_empty() {
+                out.insert(
+                    room.name.clone(),
+                    json!({"space_id": room.id, "presets": {"start": start, "shutdown": shutdown}}),
+                );
+            }
+        }
+        json!({"rooms": out})
+    }
+
     /// One step of the world clock.
     pub fn step(&mut self) {
         self.tick += 1;

@@ -2,6 +2,7 @@
 //! retries for idempotent calls only, 429 handling, one priority token bucket, and the error mapping of §4.3.
 
 mod client;
+pub mod endpoints;
 mod limiter;
 pub mod model;
 mod transport;

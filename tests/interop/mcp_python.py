@@ -87,7 +87,15 @@ async def exercise(mode, socket, sim):
         tools = {t.name: t for t in (await c.list_tools()).tools}
         for name in tools:
             check(NAME_RE.match(name), f"tool name {name!r} is valid")
-        check(len(tools) >= 19, f"{mode}: all tools listed ({len(tools)})")
+        check(len(tools) >= 32, f"{mode}: all tools listed ({len(tools)})")
+        called = set()
+        real_call = c.call_tool
+
+        async def call_tool(name, args, **kw):
+            called.add(name)
+            return await real_call(name, args, **kw)
+
+        c.call_tool = call_tool
 
         devices = structured(await c.call_tool("list_devices", {"limit": 100}), "list_devices")["devices"]
         check(len(devices) == 40, f"{mode}: 40 demo devices listed, got {len(devices)}")
@@ -116,6 +124,23 @@ async def exercise(mode, socket, sim):
         check(found, "search finds the board room")
         fetched = structured(await c.call_tool("fetch", {"id": found[0]["id"]}), "fetch")
         check(fetched["id"] == found[0]["id"], "fetch returns what search found")
+        rooms = structured(await c.call_tool("list_rooms", {}), "list_rooms")["rooms"]
+        board = next((r for r in rooms if r["name"] == "Board Room"), None)
+        check(board and set(board["presets"]) >= {"start", "shutdown"} and board["devices"],
+              f"the demo's Board Room has presets and devices: {board}")
+        report = structured(await c.call_tool("get_device_analytics_report", {"device_id": device["id"], "period": "last_30_days"}),
+                            "get_device_analytics_report")
+        check(report["availability_pct"] is not None and "xyte_histories" in report["sources"],
+              f"the analytics report computes availability from histories: {report}")
+        catalogue = structured(await c.call_tool("xyte_endpoints_list", {}), "xyte_endpoints_list")
+        check(catalogue["total"] >= 64, f"the endpoint catalogue covers the API: {catalogue['total']}")
+        moves = structured(await c.call_tool("xyte_endpoints_list", {"search": "move device", "read_only": False}), "filtered list")
+        check([e["key"] for e in moves["endpoints"]] == ["devices.move"], f"filters work: {moves['endpoints']}")
+        described = structured(await c.call_tool("xyte_endpoint_describe", {"key": "devices.move"}), "describe")["endpoint"]
+        check(described["path_params"] == ["device_id"] and described["required_role"] == "admin", f"describe: {described}")
+        raw = structured(await c.call_tool("xyte_api_call", {"key": "devices.get", "path_params": {"device_id": device["id"]}}),
+                         "xyte_api_call GET")
+        check(raw["result"]["id"] == device["id"], "xyte_api_call reads a device from Xyte")
 
         dry = {
             "send_command": {"device_id": device["id"], "command": "reboot", "dry_run": True},
@@ -125,16 +150,32 @@ async def exercise(mode, socket, sim):
             "close_incident": {"incident_id": incidents[0]["id"], "dry_run": True},
             "send_command_async": {"device_id": device["id"], "command": "reboot", "dry_run": True},
             "cancel_command": {"device_id": device["id"], "command_id": "some-command", "dry_run": True},
+            "start_meeting_room_preset": {"room": "board room", "dry_run": True},
+            "shutdown_meeting_room": {"room": "Board", "dry_run": True},
+            "claim_device": {"name": "Spare display", "space_id": board["space_id"], "cloud_id": "cloud-1", "dry_run": True},
+            "update_device": {"device_id": device["id"], "name": "Renamed", "dry_run": True},
+            "delete_device": {"device_id": device["id"], "confirm": device["id"], "dry_run": True},
+            "xyte_api_call": {"key": "devices.move", "path_params": {"device_id": device["id"]},
+                              "body": {"space_id": board["space_id"]}, "dry_run": True},
         }
         for name, args in dry.items():
             out = structured(await c.call_tool(name, args), f"{name} dry run")
             check(out.get("dry_run") is True, f"{name} says it was a dry run")
+        dry_preset = structured(await c.call_tool("start_meeting_room_preset", {"room": "board room", "dry_run": True}), "preset")
+        check(dry_preset["room"] == "Board Room" and all(s["status"] == "validated" for s in dry_preset["steps"]),
+              f"a preset dry run validates every step: {dry_preset}")
+        for name, tool in tools.items():
+            annotations = tool.annotations
+            if annotations and annotations.read_only_hint:
+                continue
+            check(name == "set_context" or name in dry, f"{name} (mutating) has a dry run in this test")
         ctx = structured(await c.call_tool("set_context", {"device_id": device["id"]}), "set_context")
         check(ctx["context"]["device_id"] == device["id"], "set_context stores the device")
         again = structured(await c.call_tool("get_device_status", {}), "get_device_status from context")
         check(again["device"]["id"] == device["id"], "tools fall back to the context")
 
         progress = []
+        preset_note = ""
 
         async def on_progress(value, total, message):
             progress.append((value, message))
@@ -157,6 +198,22 @@ async def exercise(mode, socket, sim):
                     break
                 await anyio.sleep(0.5)
         check(state["state"] in ("done", "failed") and state["xyte_command_id"], f"the task reached Xyte's verdict: {state}")
+        for name, tool in tools.items():
+            if tool.annotations and tool.annotations.read_only_hint:
+                check(name in called, f"read tool {name} was called with real data")
+
+        # A room preset for real (once: it drives every device in the room), reporting progress per step.
+        if mode == "legacy":
+            progress.clear()
+            ran = structured(await c.call_tool("start_meeting_room_preset", {"room": "board"}, progress_callback=on_progress),
+                             "start_meeting_room_preset")
+            steps = ran["steps"]
+            check(ran["room"] == "Board Room" and steps, f"the preset ran: {ran}")
+            check(all(s["status"] in ("done", "failed", "timed_out") and s.get("xyte_command_id") for s in steps),
+                  f"every step was sent and followed to an answer: {steps}")
+            check(len(progress) >= 2 * len(steps), f"progress per step ({len(steps)} steps): {progress}")
+            check(ran["ok"] == all(s["ok"] for s in steps), "ok summarises the steps")
+            preset_note = f", preset {len(steps)} steps ({[s['status'] for s in steps]})"
 
         # Resources: every static one and every template, instantiated with real ids.
         listed = [r.uri for r in (await c.list_resources()).resources]
@@ -206,7 +263,7 @@ async def exercise(mode, socket, sim):
         after = json.loads((await c.read_resource(uri)).contents[0].text)
         check(after["device"]["id"] == target_device["id"], "the updated resource reads back")
         print(f"{mode}: {len(tools)} tools, every read tool, {len(dry)} dry runs, send_command wait ({len(progress)} progress), "
-              f"{len(uris)} resources, prompts, completion, subscription ok")
+              f"{len(uris)} resources, prompts, completion, subscription ok{preset_note}")
 
 
 def main():

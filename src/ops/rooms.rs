@@ -1,0 +1,476 @@
+//! Rooms and room presets (SPEC §5.6): the presets file, room-name matching (exact, unique prefix, fuzzy with a
+//! "did you mean" list), `list_rooms`, and running a preset's steps in order with per-step progress and results.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::commands::{follow, validate};
+use super::devices::{all_devices, device, stored_context};
+use super::fleet::all_spaces;
+use super::schema::{Id, parse};
+use super::{App, Ctx, reads};
+use crate::error::{Error, ErrorCode};
+use crate::xyte::{Priority, SendCommand};
+
+/// One step of a preset: a command for a device.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    pub device_id: Id,
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_params: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friendly_name: Option<String>,
+    /// Go on with the next step when this one fails (default: stop the preset).
+    #[serde(default)]
+    pub continue_on_error: bool,
+    /// How long to wait for the device to finish this step (default 60 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_s: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RoomEntry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_id: Option<Id>,
+    pub presets: BTreeMap<String, Vec<Step>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PresetsFile {
+    rooms: BTreeMap<String, RoomEntry>,
+}
+
+/// The loaded presets file, kept whole so a broken reload can leave it in place.
+#[derive(Debug, Default)]
+pub struct Presets {
+    pub rooms: BTreeMap<String, RoomEntry>,
+    pub path: PathBuf,
+    /// The last load problem (missing file is not one), for `edge://status`.
+    pub error: Option<String>,
+}
+
+impl Presets {
+    /// Reads and checks the file. A missing file means "no presets"; anything else wrong is an error naming it.
+    pub fn load(path: &Path) -> Result<Presets, String> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Presets { path: path.to_path_buf(), ..Default::default() });
+            }
+            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+        };
+        let file: PresetsFile =
+            serde_json::from_str(&text).map_err(|e| format!("{} is not a valid presets file: {e}", path.display()))?;
+        let mut problems = vec![];
+        for (room, entry) in &file.rooms {
+            if room.trim().is_empty() {
+                problems.push("a room has an empty name".to_string());
+            }
+            if entry.presets.is_empty() {
+                problems.push(format!("room {room:?} has no presets"));
+            }
+            for (name, steps) in &entry.presets {
+                if steps.is_empty() {
+                    problems.push(format!("{room:?} preset {name:?} has no steps"));
+                }
+                for (i, s) in steps.iter().enumerate() {
+                    if s.command.trim().is_empty() {
+                        problems.push(format!("{room:?} preset {name:?} step {} has an empty command", i + 1));
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(format!("{}: {}", path.display(), problems.join("; ")));
+        }
+        Ok(Presets { rooms: file.rooms, path: path.to_path_buf(), error: None })
+    }
+
+    /// Loads at start: a broken file is reported and the daemon runs without presets rather than not at all.
+    pub fn load_or_report(path: &Path) -> Presets {
+        match Presets::load(path) {
+            Ok(p) => {
+                tracing::info!(file = %path.display(), rooms = p.rooms.len(), "room presets loaded");
+                p
+            }
+            Err(e) => {
+                tracing::error!("room presets not loaded: {e}");
+                Presets { path: path.to_path_buf(), error: Some(e), ..Default::default() }
+            }
+        }
+    }
+}
+
+/// SIGHUP: re-reads the presets file; a broken file is reported and the old presets kept.
+pub fn reload(app: &App) {
+    let path = app.presets().path.clone();
+    match Presets::load(&path) {
+        Ok(p) => {
+            tracing::info!(file = %path.display(), rooms = p.rooms.len(), "room presets reloaded");
+            app.set_presets(p);
+        }
+        Err(e) => {
+            tracing::error!("room presets not reloaded, keeping the previous ones: {e}");
+            let old = app.presets();
+            app.set_presets(Presets { rooms: old.rooms.clone(), path, error: Some(e) });
+        }
+    }
+}
+
+/// A room as the tools know it: from the presets file, from Xyte's spaces, or both.
+#[derive(Debug, Clone)]
+struct Room {
+    name: String,
+    space: Option<Value>,
+    entry: Option<RoomEntry>,
+}
+
+/// Every known room: preset rooms first, then spaces of type `room` not already named by a preset room.
+async fn rooms(ctx: &Ctx) -> Result<Vec<Room>, Error> {
+    let presets = ctx.app.presets();
+    let spaces = all_spaces(ctx).await.map(|s| s.items).unwrap_or_default();
+    let space_of = |entry: &RoomEntry, name: &str| {
+        spaces
+            .iter()
+            .find(|s| match &entry.space_id {
+                Some(id) => reads_id(&s["id"]) == id.0,
+                None => s["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)),
+            })
+            .cloned()
+    };
+    let mut out: Vec<Room> = presets
+        .rooms
+        .iter()
+        .map(|(name, entry)| Room { name: name.clone(), space: space_of(entry, name), entry: Some(entry.clone()) })
+        .collect();
+    for s in spaces.iter().filter(|s| s["space_type"] == "room") {
+        let name = s["name"].as_str().unwrap_or_default();
+        let known = out
+            .iter()
+            .any(|r| r.name.eq_ignore_ascii_case(name) || r.space.as_ref().is_some_and(|rs| rs["id"] == s["id"]));
+        if !known && !name.is_empty() {
+            out.push(Room { name: name.to_string(), space: Some(s.clone()), entry: None });
+        }
+    }
+    Ok(out)
+}
+
+fn reads_id(v: &Value) -> String {
+    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+}
+
+/// Finds `wanted` among `names`: case-insensitive equality, then a unique prefix, then a unique fuzzy match
+/// (every word contained, or a small edit distance). Otherwise an error with a "did you mean" list.
+pub fn match_name<'a>(wanted: &str, names: &[&'a str]) -> Result<&'a str, Error> {
+    let w = wanted.trim().to_lowercase();
+    if w.is_empty() {
+        return Err(Error::invalid_params("room must not be empty"));
+    }
+    if let Some(n) = names.iter().find(|n| n.to_lowercase() == w) {
+        return Ok(n);
+    }
+    let prefixed: Vec<&str> = names.iter().copied().filter(|n| n.to_lowercase().starts_with(&w)).collect();
+    if prefixed.len() == 1 {
+        return Ok(prefixed[0]);
+    }
+    let mut scored: Vec<(usize, &str)> = names
+        .iter()
+        .map(|n| {
+            let l = n.to_lowercase();
+            let words = w.split_whitespace().all(|word| l.contains(word));
+            (if words { 0 } else { crate::config::values::distance(&w, &l) }, *n)
+        })
+        .collect();
+    scored.sort();
+    let close = (w.chars().count() / 3).clamp(1, 3);
+    let near: Vec<&str> = scored.iter().filter(|(d, _)| *d <= close).map(|(_, n)| *n).collect();
+    if near.len() == 1 && prefixed.is_empty() {
+        return Ok(near[0]);
+    }
+    let suggestions: Vec<&str> = if !prefixed.is_empty() {
+        prefixed.into_iter().take(8).collect()
+    } else {
+        scored.iter().take(5).map(|(_, n)| *n).collect()
+    };
+    Err(Error::new(
+        ErrorCode::NotFound,
+        format!("no room matches {wanted:?}; did you mean: {}", suggestions.join(", ")),
+    )
+    .with_hint("list_rooms shows every room"))
+}
+
+async fn find_room(ctx: &Ctx, wanted: Option<String>) -> Result<Room, Error> {
+    let wanted = match wanted {
+        Some(r) => r,
+        None => stored_context(ctx).await?["room"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| Error::invalid_params("room is required (or set a default with set_context)"))?,
+    };
+    let all = rooms(ctx).await?;
+    let names: Vec<&str> = all.iter().map(|r| r.name.as_str()).collect();
+    let name = match_name(&wanted, &names)?;
+    Ok(all.iter().find(|r| r.name == name).cloned().expect("matched among these rooms"))
+}
+
+/// The devices in a space (and below), each with the commands its model accepts, for rooms without presets.
+async fn devices_with_commands(ctx: &Ctx, space: &Value) -> Vec<Value> {
+    let Ok(devices) = all_devices(ctx).await else { return vec![] };
+    let path = space["full_path"].as_str().unwrap_or_default().to_string();
+    let mut out = vec![];
+    for d in devices.items.iter().filter(|d| {
+        d["space"]["id"] == space["id"] || (!path.is_empty() && d["space"]["full_path"].as_str() == Some(&path))
+    }) {
+        let commands = model_commands(ctx, d).await;
+        out.push(json!({"device_id": d["id"], "name": d["name"], "status": d["status"], "commands": commands}));
+    }
+    out
+}
+
+async fn model_commands(ctx: &Ctx, d: &Value) -> Vec<Value> {
+    let Some(model_id) =
+        d["model"]["id"].as_str().map(String::from).or_else(|| d["model"]["id"].as_i64().map(|i| i.to_string()))
+    else {
+        return vec![];
+    };
+    let client = ctx.app.client.clone();
+    let key = model_id.clone();
+    let model = reads::entry(ctx, "model", &model_id, || async move {
+        Ok(serde_json::to_value(client.get_model(&key, Priority::Interactive).await?).unwrap_or_default())
+    })
+    .await;
+    model
+        .map(|(m, _)| m["commands"].as_array().into_iter().flatten().map(|c| c["name"].clone()).collect())
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListRooms {}
+
+pub async fn list_rooms(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let _: ListRooms = parse(args)?;
+    let devices = all_devices(ctx).await.map(|s| s.items).unwrap_or_default();
+    let presets = ctx.app.presets();
+    let list: Vec<Value> = rooms(ctx)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let count = r.space.as_ref().map(|s| devices.iter().filter(|d| d["space"]["id"] == s["id"]).count());
+            json!({
+                "name": r.name,
+                "space_id": r.space.as_ref().map(|s| s["id"].clone()),
+                "path": r.space.as_ref().and_then(|s| s["full_path"].as_str().map(String::from)),
+                "devices": count,
+                "presets": r.entry.as_ref().map(|e| e.presets.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),
+                "source": match (&r.entry, &r.space) { (Some(_), Some(_)) => "presets+space", (Some(_), None) => "presets", _ => "space" },
+            })
+        })
+        .collect();
+    Ok(json!({"rooms": list, "total": list.len(), "presets_file": presets.path, "presets_error": presets.error}))
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunPreset {
+    /// Room name (case-insensitive; a unique prefix or a close spelling is enough). Defaults to the context's room.
+    pub room: Option<String>,
+    /// Preset name (default `start`).
+    pub preset: Option<String>,
+    /// Validate every step and show what would be sent, without sending.
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownRoom {
+    /// Room name (case-insensitive; a unique prefix or a close spelling is enough). Defaults to the context's room.
+    pub room: Option<String>,
+    pub dry_run: Option<bool>,
+}
+
+pub async fn start_meeting_room_preset(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: RunPreset = parse(args)?;
+    run_preset(ctx, a.room, a.preset.unwrap_or_else(|| "start".into()), a.dry_run == Some(true)).await
+}
+
+pub async fn shutdown_meeting_room(ctx: &Ctx, args: Value) -> Result<Value, Error> {
+    let a: ShutdownRoom = parse(args)?;
+    run_preset(ctx, a.room, "shutdown".into(), a.dry_run == Some(true)).await
+}
+
+async fn run_preset(ctx: &Ctx, room: Option<String>, preset: String, dry_run: bool) -> Result<Value, Error> {
+    let room = find_room(ctx, room).await?;
+    let Some(entry) = &room.entry else {
+        // No implicit presets: give the agent what it needs to act step by step itself.
+        let devices = match &room.space {
+            Some(s) => devices_with_commands(ctx, s).await,
+            None => vec![],
+        };
+        return Err(Error::new(
+            ErrorCode::NotFound,
+            format!(
+                "room {:?} has no presets (none in the presets file); its devices and their commands: {}",
+                room.name,
+                Value::Array(devices)
+            ),
+        )
+        .with_hint("run the commands with send_command, or add the room to the presets file and reload (SIGHUP)"));
+    };
+    let Some(steps) = entry.presets.get(&preset) else {
+        let names: Vec<&String> = entry.presets.keys().collect();
+        return Err(Error::invalid_params(format!(
+            "room {:?} has no preset {preset:?}; it has: {}",
+            room.name,
+            names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let total = steps.len();
+    let mut results = Vec::with_capacity(total);
+    let mut stopped = false;
+    let mut all_ok = true;
+    for (i, step) in steps.iter().enumerate() {
+        let n = i + 1;
+        if stopped {
+            results.push(json!({"step": n, "device_id": step.device_id, "command": step.command, "status": "skipped", "ok": false}));
+            continue;
+        }
+        ctx.report(i as f64, Some(total as f64), format!("step {n}/{total}: {} on {}", step.command, step.device_id));
+        let outcome = run_step(ctx, step, dry_run).await;
+        let ok = outcome["ok"] == true;
+        let mut r = json!({"step": n});
+        if let (Value::Object(r), Value::Object(o)) = (&mut r, outcome) {
+            r.extend(o);
+        }
+        ctx.report(n as f64, Some(total as f64), format!("step {n}/{total}: {}", r["status"].as_str().unwrap_or("?")));
+        results.push(r);
+        if !ok {
+            all_ok = false;
+            stopped = !step.continue_on_error;
+        }
+    }
+    Ok(json!({"room": room.name, "preset": preset, "dry_run": dry_run, "ok": all_ok, "steps": results}))
+}
+
+/// One step: validated against the device and its model; sent and followed to a final status unless a dry run.
+/// Never an `Err`: a failed step is a result the caller sees next to the others.
+async fn run_step(ctx: &Ctx, step: &Step, dry_run: bool) -> Value {
+    let id = step.device_id.0.clone();
+    let base = json!({"device_id": id, "command": step.command});
+    let fail = |status: &str, message: String| {
+        let mut v = base.clone();
+        v["status"] = json!(status);
+        v["message"] = json!(message);
+        v["ok"] = json!(false);
+        v
+    };
+    let dev = match device(ctx, &id).await {
+        Ok((d, _)) => d,
+        Err(e) if e.code == ErrorCode::NotFound => return fail("invalid", format!("no device {id}")),
+        Err(e) => return fail("error", e.to_string()),
+    };
+    let params = step.extra_params.clone().unwrap_or_default();
+    let spec = match validate(ctx, &dev, &step.command, &params, None).await {
+        Ok(s) => s,
+        Err(e) => return fail("invalid", e.message),
+    };
+    let cmd = SendCommand {
+        command: spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&step.command).to_string(),
+        friendly_name: step
+            .friendly_name
+            .clone()
+            .or_else(|| spec.as_ref().and_then(|s| s["friendly_name"].as_str().map(String::from))),
+        extra_params: Some(Value::Object(params)),
+        file_id: None,
+    };
+    let mut out = base.clone();
+    out["device"] = dev["name"].clone();
+    if dry_run {
+        out["status"] = json!("validated");
+        out["ok"] = json!(true);
+        out["would_send"] = json!({"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd.body()});
+        return out;
+    }
+    let sent = match ctx.app.client.send_command(&id, cmd, Priority::Command).await {
+        Ok(s) => s,
+        Err(e) => return fail("error", e.to_string()),
+    };
+    reads::invalidate(ctx, "commands", Some(&id)).await;
+    out["xyte_command_id"] = json!(sent.id);
+    let timeout = Duration::from_secs(u64::from(step.timeout_s.unwrap_or(60).clamp(1, 600)));
+    // `follow` reports its own progress lines; a preset reports per step instead.
+    let quiet = Ctx { app: ctx.app.clone(), principal: ctx.principal.clone(), progress: None };
+    match follow(&quiet, &id, &sent.id, timeout).await {
+        Ok((status, message, timed_out)) => {
+            out["ok"] = json!(status == "done");
+            out["status"] = json!(if timed_out { "timed_out".to_string() } else { status });
+            out["message"] = message;
+        }
+        Err(e) => return fail("error", e.to_string()),
+    }
+    out
+}
+
+/// The presets as served to `completion/complete`: room names and, per room, preset names.
+pub fn preset_names(app: &Arc<App>) -> (Vec<String>, Vec<String>) {
+    let p = app.presets();
+    let rooms = p.rooms.keys().cloned().collect();
+    let mut presets: Vec<String> = p.rooms.values().flat_map(|e| e.presets.keys().cloned()).collect();
+    presets.sort();
+    presets.dedup();
+    (rooms, presets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rooms_match_exactly_then_by_prefix_then_fuzzily() {
+        let names = ["Board Room", "Boardwalk Lounge", "Huddle 2", "Huddle 3", "Training Room"];
+        assert_eq!(match_name("board room", &names).unwrap(), "Board Room");
+        assert_eq!(match_name("train", &names).unwrap(), "Training Room");
+        assert_eq!(match_name("Bord Room", &names).unwrap(), "Board Room");
+        assert_eq!(match_name("room training", &names).unwrap(), "Training Room");
+        let e = match_name("Huddle", &names).unwrap_err();
+        assert!(e.message.contains("did you mean: Huddle 2, Huddle 3"), "{}", e.message);
+        let e = match_name("Cafeteria", &names).unwrap_err();
+        assert!(e.message.contains("did you mean"), "{}", e.message);
+    }
+
+    #[test]
+    fn presets_file_is_checked() {
+        let dir = std::env::temp_dir().join(format!("xyte-presets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("presets.json");
+        assert!(Presets::load(&path).unwrap().rooms.is_empty(), "a missing file means no presets");
+        std::fs::write(
+            &path,
+            r#"{"rooms": {"Board Room": {"space_id": 16138, "presets": {
+            "start": [{"device_id": "d1", "command": "power_on"}, {"device_id": "d2", "command": "select_input",
+                       "extra_params": {"input": "hdmi1"}, "continue_on_error": true}],
+            "shutdown": [{"device_id": "d1", "command": "power_off"}]}}}}"#,
+        )
+        .unwrap();
+        let p = Presets::load(&path).unwrap();
+        assert_eq!(p.rooms["Board Room"].presets["start"].len(), 2);
+        assert!(p.rooms["Board Room"].presets["start"][1].continue_on_error);
+        std::fs::write(&path, r#"{"rooms": {"X": {"presets": {"start": [{"device_id": "d", "comand": "a"}]}}}}"#)
+            .unwrap();
+        let e = Presets::load(&path).unwrap_err();
+        assert!(e.contains("comand"), "{e}");
+        std::fs::write(&path, r#"{"rooms": {"X": {"presets": {"start": []}}}}"#).unwrap();
+        assert!(Presets::load(&path).unwrap_err().contains("has no steps"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
