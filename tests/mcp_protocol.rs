@@ -6,50 +6,12 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use xyte_edge::config::{Role, Secret, XyteCredential};
+use xyte_edge::config::Role;
 use xyte_edge::mcp::session::Session;
-use xyte_edge::ops::{App, Principal};
-use xyte_edge::sim::{self, SimHandle, SimOptions};
-use xyte_edge::store::Store;
-use xyte_edge::xyte::{ClientConfig, XyteClient};
+use xyte_edge::ops::Principal;
 
-struct Rig {
-    _dir: tempfile::TempDir,
-    sim: SimHandle,
-    app: Arc<App>,
-}
-
-async fn rig(read_only: bool) -> Rig {
-    let dir = tempfile::tempdir().unwrap();
-    let sim =
-        sim::spawn("127.0.0.1:0".parse().unwrap(), SimOptions { devices: 12, churn: false, ..Default::default() })
-            .await
-            .unwrap();
-    let store = Store::open(dir.path(), Default::default()).unwrap();
-    let client = XyteClient::new(ClientConfig {
-        base_url: sim.base_url(),
-        credential: XyteCredential::ApiKey(Secret::new(sim.sim.api_key().into())),
-        request_timeout: Duration::from_secs(5),
-        rate_limit_per_min: 6000,
-    })
-    .unwrap();
-    let app = Arc::new(App {
-        bus: xyte_edge::events::EventBus::new(store.clone()),
-        sync: Arc::default(),
-        store,
-        client,
-        cache_ttl: Duration::from_secs(60),
-        read_only,
-        command_ttl: Duration::from_secs(600),
-        env_label: "test".into(),
-        started: std::time::Instant::now(),
-        mcp_clients: Default::default(),
-        outbox_wake: Default::default(),
-        experimental_apis: false,
-        presets: Default::default(),
-    });
-    Rig { _dir: dir, sim, app }
-}
+mod support;
+use support::{Rig, rig};
 
 struct Peer {
     session: Arc<Session>,
@@ -209,12 +171,20 @@ async fn sixty_four_requests_in_flight_are_all_answered() {
 async fn roles_and_read_only_mode_refuse_mutations() {
     let rw = rig(false).await;
     let device = rw.sim.sim.device_ids()[0].clone();
+    // Dry runs check that the objects exist, so use real ones.
+    let mut reader = Peer::new(&rw, Role::Viewer);
+    let ticket = reader.call("list_tickets", json!({})).await["structuredContent"]["tickets"][0]["id"].clone();
+    let incident = reader.call("list_incidents", json!({})).await["structuredContent"]["incidents"][0]["id"].clone();
+    assert!(
+        ticket.is_string() && incident.is_string(),
+        "the simulator has a ticket ({ticket}) and an incident ({incident})"
+    );
     let mutating = [
         ("send_command", json!({"device_id": device, "command": "reboot", "dry_run": true})),
-        ("update_ticket", json!({"ticket_id": "t", "title": "x", "dry_run": true})),
-        ("mark_ticket_resolved", json!({"ticket_id": "t", "dry_run": true})),
-        ("send_ticket_message", json!({"ticket_id": "t", "message": "m", "dry_run": true})),
-        ("close_incident", json!({"incident_id": "i", "dry_run": true})),
+        ("update_ticket", json!({"ticket_id": ticket, "title": "x", "dry_run": true})),
+        ("mark_ticket_resolved", json!({"ticket_id": ticket, "dry_run": true})),
+        ("send_ticket_message", json!({"ticket_id": ticket, "message": "m", "dry_run": true})),
+        ("close_incident", json!({"incident_id": incident, "dry_run": true})),
         ("set_context", json!({"room": "Board Room"})),
     ];
     let mut viewer = Peer::new(&rw, Role::Viewer);
@@ -238,5 +208,16 @@ async fn roles_and_read_only_mode_refuse_mutations() {
         let r = admin.call(tool, args.clone()).await;
         assert_eq!(r["structuredContent"]["error"]["code"], "read_only", "{tool}: {r}");
     }
+    let admin_writes = [
+        ("claim_device", json!({"name": "x", "space_id": 1, "cloud_id": "c", "dry_run": true})),
+        ("xyte_api_call", json!({"key": "spaces.create", "body": {"name": "x"}, "dry_run": true})),
+        ("start_meeting_room_preset", json!({"room": "Board Room", "dry_run": true})),
+    ];
+    for (tool, args) in &admin_writes {
+        let r = admin.call(tool, args.clone()).await;
+        assert_eq!(r["structuredContent"]["error"]["code"], "read_only", "{tool}: {r}");
+    }
     assert_eq!(admin.call("list_devices", json!({})).await["isError"], false, "reads still work read-only");
+    let read = admin.call("xyte_api_call", json!({"key": "spaces.list"})).await;
+    assert_eq!(read["isError"], false, "a GET through xyte_api_call is a read: {read}");
 }

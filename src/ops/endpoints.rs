@@ -62,20 +62,26 @@ pub struct DescribeEndpoint {
     pub key: String,
 }
 
-/// The entry for `key`, or an error that suggests the nearest keys.
+/// The entry for `key`, or an error that suggests the nearest keys (by spelling, then by shared group or verb).
 fn lookup(key: &str) -> Result<&'static Endpoint, Error> {
     endpoints::find(key).ok_or_else(|| {
-        let wanted = key.to_lowercase();
-        let near: Vec<&str> = endpoints::all()
+        let wanted = key.trim().to_lowercase();
+        let mut near: Vec<(usize, &str)> = endpoints::all()
             .iter()
-            .filter(|e| {
-                let (g, n) = e.key.split_once('.').unwrap_or((&e.key, ""));
-                wanted.contains(g) || (!n.is_empty() && wanted.contains(n))
-            })
-            .map(|e| e.key.as_str())
-            .take(8)
+            .map(|e| (crate::config::values::distance(&wanted, &e.key), e.key.as_str()))
+            .filter(|(d, _)| *d <= 3)
             .collect();
-        let hint = if near.is_empty() { "xyte_endpoints_list shows every key".to_string() } else { near.join(", ") };
+        near.sort();
+        let mut names: Vec<&str> = near.into_iter().map(|(_, k)| k).take(5).collect();
+        if names.is_empty() {
+            names = endpoints::all()
+                .iter()
+                .filter(|e| wanted.split(['.', '_', ' ']).any(|w| w.len() > 2 && e.key.contains(w)))
+                .map(|e| e.key.as_str())
+                .take(8)
+                .collect();
+        }
+        let hint = if names.is_empty() { "xyte_endpoints_list shows every key".to_string() } else { names.join(", ") };
         Error::invalid_params(format!("no catalogue entry {key:?}; did you mean: {hint}"))
     })
 }

@@ -44,7 +44,10 @@ const PROMPTS: &[Prompt] = &[
         name: "prepare_meeting_room",
         title: "Prepare a meeting room",
         description: "Get a room ready for a meeting: check its devices and power them on.",
-        arguments: &[("room", "The room, e.g. Board Room", true)],
+        arguments: &[
+            ("room", "The room, e.g. Board Room", true),
+            ("preset", "The preset to run (default start)", false),
+        ],
     },
 ];
 
@@ -135,11 +138,14 @@ pub async fn get(ctx: &Ctx, name: &str, args: &Map<String, Value>) -> Result<Val
         }
         _ => {
             let room = arg("room").unwrap_or_default();
+            let preset = arg("preset").unwrap_or_else(|| "start".into());
             format!(
-                "Prepare the meeting room \"{room}\":\n1. list_devices with query \"{room}\" to see its devices and their status.\n\
-                 2. If any device is offline or in error, report it before the meeting.\n\
-                 3. Power on displays and projectors with send_command (command power_on, wait=true), and select the right \
-                 input when the model supports select_input.\n4. Confirm the final state of every device in the room."
+                "Prepare the meeting room \"{room}\":\n1. list_rooms: find the room, its devices and its presets.\n\
+                 2. list_devices with the room's space_id: if a device is offline or in error, report it before the meeting.\n\
+                 3. If the room has the preset \"{preset}\", run start_meeting_room_preset (room \"{room}\", preset \"{preset}\") \
+                 and report each step's result. Without presets, power on displays and projectors with send_command \
+                 (power_on, wait=true) and select the right input where the model supports select_input.\n\
+                 4. Confirm the final state of every device in the room."
             )
         }
     };
@@ -160,14 +166,23 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             })
             .filter_map(|d| d["id"].as_str().map(String::from))
             .collect(),
-        "room" | "room_name" => all_spaces(ctx)
-            .await?
-            .items
-            .iter()
-            .filter(|s| s["space_type"] == "room")
-            .filter_map(|s| s["name"].as_str().map(String::from))
-            .filter(|n| n.to_lowercase().contains(&v))
-            .collect(),
+        "room" | "room_name" => {
+            let (mut rooms, _) = super::rooms::preset_names(&ctx.app);
+            let spaces = all_spaces(ctx).await?.items;
+            rooms.extend(
+                spaces
+                    .iter()
+                    .filter(|s| s["space_type"] == "room")
+                    .filter_map(|s| s["name"].as_str().map(String::from)),
+            );
+            rooms.retain(|n| n.to_lowercase().contains(&v));
+            rooms
+        }
+        "preset" => {
+            let (_, mut presets) = super::rooms::preset_names(&ctx.app);
+            presets.retain(|n| n.to_lowercase().starts_with(&v));
+            presets
+        }
         "space_id" => all_spaces(ctx)
             .await?
             .items

@@ -44,7 +44,10 @@ where
     Fut: Future<Output = Result<Vec<(String, Value)>, Error>>,
 {
     let store = &ctx.app.store;
-    let entries = store.read(move |c| cache::list(c, resource)).await?;
+    let (entries, complete) =
+        store.read(move |c| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?))).await?;
+    // Rows of single entries fetched on their own are not the collection; without a stored snapshot, ask Xyte.
+    let entries = if complete { entries } else { Vec::new() };
     let newest_row = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
     let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
     if !entries.is_empty() && fresh(ctx, known) {

@@ -8,7 +8,7 @@ use super::devices::merge;
 use super::reads::{self, Snapshot};
 use super::schema::{Id, parse};
 use super::{Ctx, page};
-use crate::error::Error;
+use crate::error::{Error, ErrorCode};
 use crate::xyte::{IncidentQuery, Priority};
 
 const P: Priority = Priority::Interactive;
@@ -107,14 +107,27 @@ pub struct TicketRef {
     pub ticket_id: Id,
 }
 
+/// One ticket with its comments (cache first), and its provenance.
+async fn ticket(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
+    let client = ctx.app.client.clone();
+    let key = id.to_string();
+    reads::entry(ctx, "ticket_full", id, || async move {
+        Ok(serde_json::to_value(client.get_ticket(&key, P).await?).unwrap_or_default())
+    })
+    .await
+}
+
+/// Dry runs check what a real call would find missing: the ticket must exist.
+async fn existing_ticket(ctx: &Ctx, id: &str) -> Result<Value, Error> {
+    ticket(ctx, id).await.map(|(t, _)| t).map_err(|e| match e.code {
+        ErrorCode::NotFound => Error::invalid_params(format!("no ticket {id}")),
+        _ => e,
+    })
+}
+
 pub async fn get_ticket(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: TicketRef = parse(args)?;
-    let client = ctx.app.client.clone();
-    let id = a.ticket_id.0.clone();
-    let (ticket, provenance) = reads::entry(ctx, "ticket_full", &a.ticket_id.0, || async move {
-        Ok(serde_json::to_value(client.get_ticket(&id, P).await?).unwrap_or_default())
-    })
-    .await?;
+    let (ticket, provenance) = ticket(ctx, &a.ticket_id.0).await?;
     let mut out = json!({"ticket": ticket});
     merge(&mut out, provenance);
     Ok(out)
@@ -142,6 +155,7 @@ pub async fn update_ticket(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     }
     let body = json!({"title": a.title, "description": a.description});
     if a.dry_run == Some(true) {
+        existing_ticket(ctx, &a.ticket_id.0).await?;
         return Ok(
             json!({"dry_run": true, "would_send": {"method": "PUT", "path": format!("tickets/{}", a.ticket_id), "body": body}}),
         );
@@ -165,6 +179,10 @@ pub struct TicketAction {
 pub async fn mark_ticket_resolved(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: TicketAction = parse(args)?;
     if a.dry_run == Some(true) {
+        let t = existing_ticket(ctx, &a.ticket_id.0).await?;
+        if t["status"] == "resolved" {
+            return Err(Error::invalid_params(format!("ticket {} is already resolved", a.ticket_id)));
+        }
         return Ok(
             json!({"dry_run": true, "would_send": {"method": "POST", "path": format!("tickets/{}/resolved", a.ticket_id)}}),
         );
@@ -189,6 +207,7 @@ pub async fn send_ticket_message(ctx: &Ctx, args: Value) -> Result<Value, Error>
         return Err(Error::invalid_params("message must not be empty"));
     }
     if a.dry_run == Some(true) {
+        existing_ticket(ctx, &a.ticket_id.0).await?;
         return Ok(
             json!({"dry_run": true, "would_send": {"method": "POST", "path": format!("tickets/{}/message", a.ticket_id), "body": {"message": a.message}}}),
         );
@@ -208,6 +227,11 @@ pub struct CloseIncident {
 pub async fn close_incident(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: CloseIncident = parse(args)?;
     if a.dry_run == Some(true) {
+        let active = active_incidents(ctx).await?;
+        let id_text = |v: &Value| v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
+        if !active.items.iter().any(|i| id_text(&i["id"]) == a.incident_id.0) {
+            return Err(Error::invalid_params(format!("no active incident {}", a.incident_id)));
+        }
         return Ok(
             json!({"dry_run": true, "would_send": {"method": "DELETE", "path": format!("incidents/{}", a.incident_id)}}),
         );

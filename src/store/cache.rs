@@ -89,6 +89,16 @@ pub fn invalidate(conn: &Connection, resource: &str, key: Option<&str>) -> Resul
     Ok(n)
 }
 
+/// Marker rows (`_set`, resource) say that a complete snapshot of `resource` was stored. Single entries share the
+/// resource's rows (a device fetched alone is a `device` row), so without the marker a few such rows could pass for
+/// the whole fleet.
+const SETS: &str = "_set";
+
+/// Whether a complete snapshot of `resource` was ever stored (its rows are a collection, not a few stray entries).
+pub fn has_set(conn: &Connection, resource: &str) -> Result<bool, StoreError> {
+    Ok(get(conn, SETS, resource)?.is_some())
+}
+
 /// Replaces the stored set of `resource` with a complete snapshot: inserts new keys, updates changed bodies,
 /// deletes keys that disappeared, and leaves identical rows untouched.
 pub fn replace_set(
@@ -135,5 +145,7 @@ pub fn replace_set(
         delete.execute(params![resource, key])?;
         diff.removed.push((key, serde_json::from_str(&old_body)?));
     }
+    // Written once; `put` leaves an identical marker untouched, so unchanged polls still write nothing.
+    put(conn, SETS, resource, &Value::Bool(true), at)?;
     Ok(diff)
 }

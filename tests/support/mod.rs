@@ -1,5 +1,6 @@
 //! Shared helpers for integration tests: the real binary as a child process, readiness by polling with deadlines,
-//! a real systemd notify socket. Nothing here sleeps to synchronise; every wait has a deadline.
+//! a real systemd notify socket, and an in-process daemon core (store + client + simulator) for operation tests.
+//! Nothing here sleeps to synchronise; every wait has a deadline.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
@@ -143,4 +144,46 @@ impl Drop for Daemon {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// The daemon's core in-process: a fresh store, a client and a simulator with 12 devices and no churn.
+pub struct Rig {
+    pub _dir: tempfile::TempDir,
+    pub sim: xyte_edge::sim::SimHandle,
+    pub app: std::sync::Arc<xyte_edge::ops::App>,
+}
+
+pub async fn rig(read_only: bool) -> Rig {
+    use xyte_edge::config::{Secret, XyteCredential};
+    use xyte_edge::sim::{self, SimOptions};
+    use xyte_edge::xyte::{ClientConfig, XyteClient};
+    let dir = tempfile::tempdir().unwrap();
+    let sim =
+        sim::spawn("127.0.0.1:0".parse().unwrap(), SimOptions { devices: 12, churn: false, ..Default::default() })
+            .await
+            .unwrap();
+    let store = xyte_edge::store::Store::open(dir.path(), Default::default()).unwrap();
+    let client = XyteClient::new(ClientConfig {
+        base_url: sim.base_url(),
+        credential: XyteCredential::ApiKey(Secret::new(sim.sim.api_key().into())),
+        request_timeout: Duration::from_secs(5),
+        rate_limit_per_min: 6000,
+    })
+    .unwrap();
+    let app = std::sync::Arc::new(xyte_edge::ops::App {
+        bus: xyte_edge::events::EventBus::new(store.clone()),
+        sync: Default::default(),
+        store,
+        client,
+        cache_ttl: Duration::from_secs(60),
+        read_only,
+        command_ttl: Duration::from_secs(600),
+        env_label: "test".into(),
+        started: Instant::now(),
+        mcp_clients: Default::default(),
+        outbox_wake: Default::default(),
+        experimental_apis: false,
+        presets: Default::default(),
+    });
+    Rig { _dir: dir, sim, app }
 }
