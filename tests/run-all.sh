@@ -37,4 +37,7 @@ VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==2.3.0"
 "$VENV/bin/python" tests/interop/mcp_python.py "$CARGO_TARGET_DIR/debug/xyte-edge"
 
+step "interop: the MCP Inspector CLI 2.12.0 (Node 22 from npm) through xyte-edge mcp, legacy and modern eras"
+tests/interop/inspector.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
+
 printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - started ))"

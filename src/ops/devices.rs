@@ -268,7 +268,9 @@ impl JsonSchema for TimeArg {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": ["string", "integer"], "description": "ISO-8601 (e.g. 2026-11-01T00:00:00Z) or epoch seconds"})
+        // One plain type keeps the schema portable (clients that map schemas for other models reject type lists);
+        // epoch seconds given as a number are accepted all the same.
+        schemars::json_schema!({"type": "string", "description": "ISO-8601 (e.g. 2026-11-01T00:00:00Z) or epoch seconds"})
     }
 }
 

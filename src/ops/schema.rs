@@ -78,7 +78,8 @@ impl JsonSchema for Id {
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        schemars::json_schema!({"type": ["string", "integer"], "minLength": 1})
+        // Advertised as a string for portability (no type lists); integer ids are accepted all the same.
+        schemars::json_schema!({"type": "string", "minLength": 1})
     }
 }
 
