@@ -106,9 +106,24 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         config.mcp_socket.clone(),
         app.clone(),
         config.mcp_socket_role,
-        connections,
+        connections.clone(),
         shutdown.clone(),
     ));
+    let forward_beat = Heartbeat::new("forwarder");
+    let http = crate::http::start(
+        &config,
+        app.clone(),
+        vec![store.heartbeat(), forward_beat.clone()],
+        connections,
+        &tasks,
+        &shutdown,
+    )
+    .await
+    .map_err(|e| Fatal::new(exit::UNAVAILABLE, e))?;
+    if demo.is_some() {
+        print_demo_http(&http);
+        print_demo_token(&store).await;
+    }
 
     let poll_beat = Heartbeat::new("poller");
     let mut heartbeats = vec![store.heartbeat(), poll_beat.clone()];
@@ -121,7 +136,6 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         heartbeats.pop();
         tracing::info!("XYTE_POLL_INTERVAL=0: background polling is disabled");
     }
-    let forward_beat = Heartbeat::new("forwarder");
     heartbeats.push(forward_beat.clone());
     tasks.spawn(crate::sync::forwarder::Forwarder::new(app.clone(), forward_beat).run(shutdown.clone()));
     tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
@@ -133,7 +147,14 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         tasks.spawn(print_demo_progress(reports, shutdown.clone()));
     }
 
-    signals.wait_for_stop(|| ops::rooms::reload(&app)).await;
+    signals
+        .wait_for_stop(|| {
+            ops::rooms::reload(&app);
+            if let Some(c) = &http.certificate {
+                c.reload();
+            }
+        })
+        .await;
     systemd::stopping();
     tracing::info!("stopping");
     shutdown.cancel();
@@ -189,8 +210,36 @@ async fn start_demo_simulator(config: &mut Config) -> Result<sim::SimHandle, Fat
     println!("  room presets:       {}", config.presets_file.display());
     println!("  MCP socket:         {}", config.mcp_socket.display());
     println!("  connect an agent:   xyte-edge mcp --socket {}", config.mcp_socket.display());
-    println!("  stop with Ctrl-C");
     Ok(handle)
+}
+
+/// The demo's LAN addresses, printed once they are bound (a busy port is replaced by a free one).
+fn print_demo_http(http: &crate::http::Started) {
+    for addr in &http.lan {
+        println!("  LAN HTTPS:          https://{addr}/");
+    }
+    if let Some(c) = &http.certificate {
+        println!("  TLS certificate:    {} (SHA-256 {})", c.path.display(), c.fingerprint);
+    }
+    for addr in &http.local {
+        println!("  loopback HTTP:      http://{addr}/");
+    }
+}
+
+/// A fresh admin token for the demo's dashboard and API, replacing the previous run's (SPEC §2).
+async fn print_demo_token(store: &crate::store::Store) {
+    let now = crate::store::now_ms();
+    let created = store
+        .write(crate::store::Durability::Full, move |c| {
+            crate::store::tokens::revoke(c, "demo-admin", now)?;
+            crate::store::tokens::create(c, "demo-admin", crate::config::Role::Admin, None, now)
+        })
+        .await;
+    match created {
+        Ok(secret) => println!("  admin token:        {secret}   (shown once; `xyte-edge token` manages others)"),
+        Err(e) => tracing::warn!("could not create the demo admin token: {e}"),
+    }
+    println!("  stop with Ctrl-C");
 }
 
 /// The demo's presets file, written once from the simulated rooms so presets work at once; an existing file (the
@@ -221,7 +270,7 @@ async fn print_demo_progress(
     }
 }
 
-/// SIGTERM/SIGINT stop the daemon; SIGHUP (`systemctl reload`) re-reads what can change at run time.
+/// SIGTERM/SIGINT stop the daemon; SIGHUP (`systemctl reload`) re-reads room presets and the TLS certificate.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
@@ -245,7 +294,7 @@ impl Signals {
                 _ = self.term.recv() => { tracing::info!("SIGTERM received"); return }
                 _ = self.int.recv() => { tracing::info!("SIGINT received"); return }
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP received: reloading room presets (other settings apply at restart)");
+                    tracing::info!("SIGHUP received: reloading room presets and the TLS certificate (other settings apply at restart)");
                     on_reload();
                 }
             }

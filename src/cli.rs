@@ -1,12 +1,14 @@
 //! The command line (SPEC §2): subcommands, their flags, and the small commands that need no daemon.
 
+pub mod token;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, LoadOptions};
+use crate::config::{Config, ConfigError, LoadOptions};
 
 /// sysexits(3) codes used across the binary.
 pub mod exit {
@@ -76,6 +78,11 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
+    /// Manage the bearer tokens LAN clients use (REST, MCP over HTTP, dashboard). Works while the daemon runs.
+    Token {
+        #[command(subcommand)]
+        command: token::TokenCommand,
+    },
     /// Print version and build information.
     Version,
 }
@@ -106,15 +113,18 @@ pub fn version_text() -> String {
 
 /// Loads configuration, printing every problem to stderr; `Err` carries exit code 78.
 pub fn load_config(opts: &LoadOptions) -> Result<Config, ExitCode> {
-    Config::load(opts).map_err(|e| {
-        eprint!("xyte-edge: {e}");
-        if let Some(path) =
-            opts.path.as_ref().or((!opts.demo).then_some(&PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)))
-        {
-            eprintln!("(configuration file: {}; see `xyte-edge check-config --help`)", path.display());
-        }
-        ExitCode::from(exit::CONFIG)
-    })
+    Config::load(opts).map_err(|e| config_failed(opts, &e))
+}
+
+/// Prints every configuration problem and where the file is; returns exit code 78.
+pub fn config_failed(opts: &LoadOptions, e: &ConfigError) -> ExitCode {
+    eprint!("xyte-edge: {e}");
+    if let Some(path) =
+        opts.path.as_ref().or((!opts.demo).then_some(&PathBuf::from(crate::config::DEFAULT_CONFIG_PATH)))
+    {
+        eprintln!("(configuration file: {}; see `xyte-edge check-config --help`)", path.display());
+    }
+    ExitCode::from(exit::CONFIG)
 }
 
 /// `check-config`: the effective configuration, secrets masked, with where each value came from.

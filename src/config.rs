@@ -324,6 +324,22 @@ impl Config {
 
     /// Loads with an explicit environment (tests pass their own).
     pub fn load_from(opts: &LoadOptions, env: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        Self::load_layers(opts, env, true)
+    }
+
+    /// [`Config::load`] for local maintenance commands (`token`) that never talk to Xyte: everything is read and
+    /// validated exactly as for the daemon, except that a missing Xyte credential is not a problem. The admin may
+    /// keep the key in a systemd credential that only the service sees, and must still be able to manage tokens.
+    pub fn load_local(opts: &LoadOptions) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_layers(opts, &env, false)
+    }
+
+    fn load_layers(
+        opts: &LoadOptions,
+        env: &HashMap<String, String>,
+        need_credential: bool,
+    ) -> Result<Config, ConfigError> {
         let mut layers = Layers { values: BTreeMap::new(), problems: Vec::new(), warnings: Vec::new() };
         for k in KEYS {
             layers.values.insert(k.name, (k.default.to_string(), Source::Default));
@@ -344,7 +360,7 @@ impl Config {
             }
         }
         apply_aliases(&mut layers, &alias);
-        let config = build(&mut layers, opts, env, config_file);
+        let config = build(&mut layers, opts, env, config_file, need_credential);
         if layers.problems.is_empty() { Ok(config) } else { Err(ConfigError { problems: layers.problems }) }
     }
 
@@ -465,12 +481,13 @@ fn build(
     opts: &LoadOptions,
     env: &HashMap<String, String>,
     config_file: Option<PathBuf>,
+    need_credential: bool,
 ) -> Config {
     use values::*;
     let secs = Duration::from_secs;
     let credentials_dir = env.get("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from);
 
-    let credential = credential(layers, opts.demo, credentials_dir.as_deref());
+    let credential = credential(layers, need_credential && !opts.demo, credentials_dir.as_deref());
     let webhook_secret = webhook_secret(layers, credentials_dir.as_deref());
 
     let base_url = layers.typed("XYTE_BASE_URL", String::new(), |raw| {
@@ -599,7 +616,8 @@ fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
 }
 
 /// The API key comes from exactly one of `XYTE_API_KEY`, `XYTE_API_KEY_FILE` or `$CREDENTIALS_DIRECTORY/xyte-api-key`.
-fn credential(layers: &mut Layers, demo: bool, credentials_dir: Option<&Path>) -> Option<XyteCredential> {
+/// `required` is false in demo mode (the simulator's key is used) and for local commands.
+fn credential(layers: &mut Layers, required: bool, credentials_dir: Option<&Path>) -> Option<XyteCredential> {
     let secret_value = |layers: &Layers, k: &str| {
         let v = layers.get(k);
         (!v.trim().is_empty()).then(|| Secret::new(v.trim().to_string()))
@@ -639,7 +657,7 @@ fn credential(layers: &mut Layers, demo: bool, credentials_dir: Option<&Path>) -
         .map(XyteCredential::UserToken)
         .or(oauth.map(XyteCredential::OAuth))
         .or(api_key.map(XyteCredential::ApiKey));
-    if chosen.is_none() && !demo {
+    if chosen.is_none() && required {
         layers.problem(
             "XYTE_API_KEY",
             "no Xyte credential: set XYTE_API_KEY (or XYTE_API_KEY_FILE, a systemd credential named xyte-api-key, \
@@ -766,7 +784,7 @@ fn is_loopback_url(url: &str) -> bool {
 }
 
 /// The default Host allow-list: this machine's name, `localhost` and every local address (SPEC §3).
-fn machine_hosts() -> Vec<String> {
+pub fn machine_hosts() -> Vec<String> {
     let mut hosts = vec!["localhost".to_string()];
     if let Ok(name) = nix::unistd::gethostname()
         && let Some(name) = name.to_str()

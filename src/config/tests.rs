@@ -197,3 +197,18 @@ fn unknown_environment_keys_only_warn() {
     let c = Config::load_from(&opts, &env(&[("XYTE_SOMETHING_ELSE", "1")])).unwrap();
     assert!(c.warnings.iter().any(|w| w.contains("XYTE_SOMETHING_ELSE")));
 }
+
+#[test]
+fn local_commands_need_no_credential_but_everything_else_is_still_checked() {
+    let (_d, opts) = with_file("XYTE_STATE_DIR=/srv/xyte-state\n");
+    assert!(problems(Config::load_from(&opts, &env(&[])).unwrap_err()).iter().any(|p| p.starts_with("XYTE_API_KEY")));
+    let c = Config::load_layers(&opts, &env(&[]), false).unwrap();
+    assert_eq!((c.state_dir, c.credential), (PathBuf::from("/srv/xyte-state"), None));
+    // A credential, when configured, is still read and checked.
+    let c = Config::load_layers(&opts, &env(&[("XYTE_API_KEY", "k")]), false).unwrap();
+    assert_eq!(c.credential_kind(), "api key");
+    let (_d, opts) = with_file("XYTE_STATE_DIR=relative/dir\nXYTE_CACHE_TTL=soon\n");
+    let found = problems(Config::load_layers(&opts, &env(&[]), false).unwrap_err());
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found.iter().all(|p| !p.starts_with("XYTE_API_KEY")), "{found:?}");
+}

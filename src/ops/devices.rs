@@ -59,6 +59,7 @@ pub struct ListDevices {
     /// Case-insensitive text matched against name, model, serial number and space path.
     pub query: Option<String>,
     /// At most this many devices (default 50, at most 500).
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
     /// Continue after a previous page (its `next_cursor`).
     pub cursor: Option<String>,
@@ -205,6 +206,7 @@ pub struct ListCommands {
     /// Only commands in this state (pending, in_progress, done, failed, aborted, scheduled).
     pub status: Option<String>,
     /// At most this many (default 50, at most 500).
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
 }
 
@@ -238,6 +240,7 @@ pub struct SearchHistories {
     pub from: Option<TimeArg>,
     /// End: ISO-8601 or epoch seconds (default: now).
     pub to: Option<TimeArg>,
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
     pub cursor: Option<String>,
 }

@@ -35,6 +35,7 @@ pub struct ListSpaces {
     pub query: Option<String>,
     /// Only direct children of this space.
     pub parent_id: Option<Id>,
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
 }
 
@@ -170,6 +171,7 @@ pub struct ListEvents {
     /// Only this kind, e.g. device.status_changed, command.status_changed, audit.
     pub kind: Option<String>,
     pub device_id: Option<Id>,
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
 }
 

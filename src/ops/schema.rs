@@ -51,6 +51,10 @@ impl schemars::transform::Transform for NoNull {
                 }
             }
         }
+        // `Option<Enum>` lists null among the values; an omitted key already says "absent".
+        if let Some(Value::Array(values)) = schema.get_mut("enum") {
+            values.retain(|v| !v.is_null());
+        }
         if schema.get("default") == Some(&Value::Null) {
             schema.remove("default");
         }
@@ -114,6 +118,7 @@ mod tests {
         limit: Option<u32>,
         inner: Option<Inner>,
         mode: Mode,
+        speed: Option<Mode>,
     }
 
     #[derive(Deserialize, JsonSchema)]
@@ -135,6 +140,7 @@ mod tests {
         let s = input::<Example>();
         let text = s.to_string();
         assert!(!text.contains("$ref") && !text.contains("$defs") && !text.contains("null"), "{text}");
+        assert_eq!(s["properties"]["speed"]["enum"], json!(["fast", "slow"]));
         assert_eq!(s["type"], "object");
         assert_eq!(s["additionalProperties"], false);
         assert_eq!(s["properties"]["device_id"]["type"], "string");

@@ -50,6 +50,7 @@ pub struct ListIncidents {
     pub device_id: Option<Id>,
     pub from: Option<super::devices::TimeArg>,
     pub to: Option<super::devices::TimeArg>,
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
 }
 
@@ -87,6 +88,7 @@ pub async fn list_incidents(ctx: &Ctx, args: Value) -> Result<Value, Error> {
 pub struct ListTickets {
     /// Xyte lists open tickets; `open` is the only status it returns in bulk.
     pub status: Option<String>,
+    #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
 }
 

@@ -1,13 +1,12 @@
 //! The organization API routes of the simulator (reference §6), answering from [`World`]. Pure request → reply:
 //! faults, timing and the wire are handled in `server.rs`.
 
-use std::collections::HashMap;
-
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::faults::{CommandKey, Faults, Pagination};
 use super::world::{SimCommand, SimDevice, World, ts};
+pub use crate::http::query::Query;
 
 pub struct Reply {
     pub status: u16,
@@ -35,47 +34,6 @@ impl Reply {
     fn success() -> Reply {
         Reply::ok(json!({"success": true}))
     }
-}
-
-/// Decoded query parameters (repeated keys keep the last value).
-pub struct Query(pub HashMap<String, String>);
-
-impl Query {
-    pub fn parse(raw: Option<&str>) -> Query {
-        let mut map = HashMap::new();
-        for pair in raw.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            map.insert(decode(k), decode(v));
-        }
-        Query(map)
-    }
-
-    fn get(&self, k: &str) -> Option<&str> {
-        self.0.get(k).map(String::as_str).filter(|v| !v.is_empty())
-    }
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Clone, Copy)]

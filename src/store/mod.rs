@@ -10,6 +10,7 @@ pub mod cache;
 pub mod context;
 pub mod events;
 pub mod tasks;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

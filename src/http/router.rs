@@ -1,0 +1,252 @@
+//! One request: authenticate, route, call the catalogue, answer with the right status and headers, log one line.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::auth::{Caller, FailureLimiter, Rejection, authenticate};
+use super::{openapi, rest};
+use crate::config::Role;
+use crate::error::{Error, ErrorCode};
+use crate::ops::{self, App, Ctx, Principal};
+use crate::systemd::Heartbeat;
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Largest request body accepted (SPEC §7.1).
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// What every request handler shares.
+pub struct Http {
+    pub app: Arc<App>,
+    pub limiter: FailureLimiter,
+    /// Store writer and forwarder: `/healthz` is 200 only while they beat.
+    pub heartbeats: Vec<Heartbeat>,
+}
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The LAN TLS listener (true) or the loopback plain listener (false).
+    pub tls: bool,
+}
+
+pub fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()).boxed());
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    full(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+}
+
+pub fn error_response(e: &Error) -> Response<Body> {
+    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut r = json_response(status, &e.to_body());
+    if let Some(secs) = e.retry_after_s {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+fn unauthenticated(message: &str) -> Response<Body> {
+    let body = json!({"error": {"code": "permission_denied", "message": message,
+                                "hint": "send Authorization: Bearer <token> (create one with `xyte-edge token create`)"}});
+    let mut r = json_response(StatusCode::UNAUTHORIZED, &body);
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"xyte-edge\""));
+    r
+}
+
+fn not_found(path: &str) -> Response<Body> {
+    error_response(
+        &Error::new(ErrorCode::NotFound, format!("no route {path}")).with_hint("GET /v1/docs lists every route"),
+    )
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let e = Error::invalid_params(format!("method not allowed here; use {allow}"));
+    let mut r = error_response(&e);
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+/// Security and caching headers every answer carries (SPEC §7.1).
+fn finish(r: &mut Response<Body>, tls: bool) {
+    let h = r.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    if tls {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
+}
+
+pub async fn handle(http: Arc<Http>, peer: Peer, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let (label, principal, mut response) = route(&http, peer, req).await;
+    finish(&mut response, peer.tls);
+    tracing::info!(
+        target: "xyte_edge::http",
+        method = %method,
+        route = label,
+        status = response.status().as_u16(),
+        principal = principal.as_deref().unwrap_or("-"),
+        peer = %peer.addr.ip(),
+        latency_ms = started.elapsed().as_millis() as u64,
+        "request"
+    );
+    Ok(response)
+}
+
+/// (route label for logs and metrics — a pattern, never a raw id —, principal, response)
+async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str, Option<String>, Response<Body>) {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+
+    // Routes anyone may call.
+    match segments.as_slice() {
+        ["healthz"] | ["v1", "healthz"] => return ("/healthz", None, healthz(http)),
+        ["readyz"] | ["v1", "readyz"] => return ("/readyz", None, readyz(http).await),
+        ["v1", "openapi.json"] => {
+            let doc = openapi::document(env!("CARGO_PKG_VERSION"));
+            return ("/v1/openapi.json", None, json_response(StatusCode::OK, &doc));
+        }
+        ["v1", "docs"] => {
+            let page = super::docs::docs_page(env!("CARGO_PKG_VERSION"));
+            let mut r = full(StatusCode::OK, "text/html; charset=utf-8", page);
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
+            );
+            return ("/v1/docs", None, r);
+        }
+        _ => {}
+    }
+
+    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
+    let principal = match authenticate(&http.app, &http.limiter, peer.addr.ip(), auth.as_deref()).await {
+        Ok(Caller::Token(p)) => p,
+        Ok(Caller::Anonymous) => {
+            return ("(unauthenticated)", None, unauthenticated("a bearer token is required"));
+        }
+        Err(Rejection::Unauthenticated(m)) => return ("(unauthenticated)", None, unauthenticated(&m)),
+        Err(Rejection::Refused(e)) => return ("(refused)", None, error_response(&e)),
+    };
+    let who = Some(principal.id.clone());
+    let ctx = Ctx { app: http.app.clone(), principal, progress: None };
+
+    let (label, response) = match (segments.as_slice(), &method) {
+        (["v1", "tools"], &Method::GET) => ("/v1/tools", json_response(StatusCode::OK, &tools_for(&ctx.principal))),
+        (["v1", "tools"], _) => ("/v1/tools", method_not_allowed("GET")),
+        (["v1", "tools", name], &Method::POST) => {
+            let name = name.to_string();
+            let response = match read_json(req).await {
+                Ok(args) => answer(ops::call(&ctx, &name, args).await),
+                Err(r) => r,
+            };
+            ("/v1/tools/{name}", response)
+        }
+        (["v1", "tools", _], _) => ("/v1/tools/{name}", method_not_allowed("POST")),
+        (segs, &Method::GET) => match rest::resolve(segs, req.uri().query()) {
+            Some((label, Ok((tool, args)))) => (label, answer(ops::call(&ctx, tool, args).await)),
+            Some((label, Err(e))) => (label, error_response(&e)),
+            None => ("(unknown)", not_found(&path)),
+        },
+        (segs, _) => match rest::resolve(segs, None) {
+            Some((label, _)) => (label, method_not_allowed("GET")),
+            None => ("(unknown)", not_found(&path)),
+        },
+    };
+    (label, who, response)
+}
+
+fn answer(outcome: Result<Value, Error>) -> Response<Body> {
+    match outcome {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// The request body as JSON arguments: empty means `{}`; larger than [`MAX_BODY`] is 413; not an object is 400.
+async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
+    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            let mut r = error_response(&Error::invalid_params(format!("the body is larger than {MAX_BODY} bytes")));
+            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+            return Err(r);
+        }
+        Err(e) => return Err(error_response(&Error::invalid_params(format!("cannot read the body: {e}")))),
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err(error_response(&Error::invalid_params("the body must be a JSON object of tool arguments"))),
+        Err(e) => Err(error_response(&Error::invalid_params(format!("the body is not valid JSON: {e}")))),
+    }
+}
+
+/// The catalogue as REST clients see it, with what the caller's role allows.
+fn tools_for(principal: &Principal) -> Value {
+    let tools: Vec<Value> = ops::CATALOGUE
+        .iter()
+        .map(|op| {
+            json!({"name": op.name, "title": op.title, "description": op.description, "role": op.role.to_string(),
+                   "allowed": principal.role >= op.role || (op.name == "xyte_api_call" && principal.role >= Role::Viewer),
+                   "inputSchema": (op.input)(), "outputSchema": (op.output)(), "annotations": op.annotations()})
+        })
+        .collect();
+    json!({"tools": tools, "role": principal.role.to_string()})
+}
+
+const HEARTBEAT_MAX_AGE: Duration = Duration::from_secs(30);
+
+fn healthz(http: &Http) -> Response<Body> {
+    let stale: Vec<Value> = http
+        .heartbeats
+        .iter()
+        .filter(|h| h.age() > HEARTBEAT_MAX_AGE)
+        .map(|h| json!({"component": h.name(), "age_s": h.age().as_secs()}))
+        .collect();
+    if stale.is_empty() {
+        json_response(StatusCode::OK, &json!({"status": "ok"}))
+    } else {
+        json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"status": "unhealthy", "stale": stale}))
+    }
+}
+
+/// Ready when the store accepts a write and either Xyte answered in the last 5 minutes or the cache is warm.
+async fn readyz(http: &Http) -> Response<Body> {
+    let mut reasons = vec![];
+    let writable = http.app.store.write(crate::store::Durability::Normal, |c| Ok(c.execute_batch("SELECT 1")?)).await;
+    if let Err(e) = writable {
+        reasons.push(format!("the store does not accept writes: {e}"));
+    }
+    let sync = http.app.sync.get();
+    let recent = sync.last_ok_ms > 0 && crate::store::now_ms() - sync.last_ok_ms < 5 * 60 * 1000;
+    let warm = http.app.store.read(|c| crate::store::cache::has_set(c, "device")).await.unwrap_or(false);
+    if !recent && !warm {
+        reasons.push("Xyte has not answered in the last 5 minutes and the cache is empty".to_string());
+    }
+    let body = json!({"ready": reasons.is_empty(), "reasons": reasons, "xyte_reachable": sync.reachable,
+                      "cache_warm": warm});
+    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    json_response(status, &body)
+}
