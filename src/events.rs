@@ -26,10 +26,19 @@ impl EventBus {
         }
         let stored = self.store.write(Durability::Normal, move |c| events::append(c, &batch, now_ms())).await?;
         for e in &stored {
+            crate::metrics::event(&e.kind);
             // No receivers is normal (nobody listening); the log still has it.
             let _ = self.live.send(e.clone());
         }
         Ok(stored)
+    }
+
+    /// Broadcasts events the caller already appended (in its own transaction, e.g. with a webhook receipt).
+    pub fn broadcast(&self, stored: &[Event]) {
+        for e in stored {
+            crate::metrics::event(&e.kind);
+            let _ = self.live.send(e.clone());
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {

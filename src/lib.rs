@@ -8,6 +8,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod mcp;
+pub mod metrics;
 pub mod ops;
 pub mod sim;
 pub mod store;

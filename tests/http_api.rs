@@ -2,76 +2,12 @@
 //! as its tool, the role matrix (no token / viewer / operator / admin × every route and every tool), error statuses,
 //! security headers, HTTP/2 by ALPN, and a certificate reload on SIGHUP that leaves open connections alone.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod support;
-use support::{Daemon, bin};
-
-struct Gateway {
-    daemon: Daemon,
-    _dir: tempfile::TempDir,
-    state: PathBuf,
-    lan: String,
-    local: String,
-    cert: PathBuf,
-}
-
-fn start() -> Gateway {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let mut cmd = bin();
-    cmd.args(["serve", "--demo"])
-        .env("XYTE_STATE_DIR", &state)
-        .env("XYTE_MCP_SOCKET", dir.path().join("mcp.sock"))
-        .env("XYTE_HTTP_LISTEN", "127.0.0.1:0")
-        .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
-        .env("XYTE_LOG_FORMAT", "text");
-    let mut daemon = Daemon::spawn(cmd);
-    let lan = daemon.wait_line("LAN HTTPS:", Duration::from_secs(20));
-    let lan = lan.split("https://").nth(1).unwrap().trim_end_matches('/').to_string();
-    let local = daemon.wait_line("loopback HTTP:", Duration::from_secs(5));
-    let local = local.split("http://").nth(1).unwrap().trim_end_matches('/').to_string();
-    let cert = daemon.wait_line("TLS certificate:", Duration::from_secs(5));
-    let cert = PathBuf::from(cert.split("TLS certificate:").nth(1).unwrap().split(" (SHA-256").next().unwrap().trim());
-    daemon.wait_line("Xyte reachable", Duration::from_secs(20));
-    Gateway { daemon, _dir: dir, state, lan, local, cert }
-}
-
-impl Gateway {
-    fn token(&self, name: &str, role: &str) -> String {
-        let out = bin()
-            .args(["token", "create", "--name", name, "--role", role])
-            .env("XYTE_STATE_DIR", &self.state)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    }
-
-    /// A client that trusts exactly `cert` (the daemon's own, as a LAN user would with `--cacert`).
-    fn agent(cert: &std::path::Path) -> ureq::Agent {
-        let pem = std::fs::read(cert).unwrap();
-        let cert = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
-        let tls = ureq::tls::TlsConfig::builder()
-            .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .build();
-        ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into()
-    }
-
-    fn url(&self, path: &str) -> String {
-        // The certificate names localhost; the daemon listens on 127.0.0.1.
-        format!("https://localhost:{}{path}", self.lan.rsplit(':').next().unwrap())
-    }
-}
+use support::Gateway;
 
 /// (status, headers we check, JSON body or Null)
 fn get(agent: &ureq::Agent, url: &str, token: Option<&str>) -> (u16, ureq::http::HeaderMap, Value) {
@@ -108,7 +44,7 @@ fn settle(mut v: Value) -> Value {
 
 #[test]
 fn rest_over_tls_matches_the_tools_and_enforces_roles() {
-    let gw = start();
+    let gw = Gateway::start(&[]);
     let agent = Gateway::agent(&gw.cert);
     let (viewer, operator, admin) =
         (gw.token("viewer-1", "viewer"), gw.token("operator-1", "operator"), gw.token("admin-1", "admin"));
@@ -262,7 +198,7 @@ fn rest_over_tls_matches_the_tools_and_enforces_roles() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_is_offered_by_alpn_and_sighup_reloads_the_certificate() {
-    let gw = tokio::task::spawn_blocking(start).await.unwrap();
+    let gw = tokio::task::spawn_blocking(|| Gateway::start(&[])).await.unwrap();
     let old_pem = std::fs::read(&gw.cert).unwrap();
     let connect = |pem: Vec<u8>, port: String| async move {
         let mut roots = rustls::RootCertStore::empty();

@@ -3,13 +3,18 @@
 //! store's typed functions.
 
 pub mod auth;
+mod body;
 mod docs;
+mod mcp;
+mod metrics;
 pub mod openapi;
 pub mod query;
 mod rest;
 pub mod router;
 mod server;
+mod sse;
 pub mod tls;
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -84,15 +89,32 @@ pub async fn start(
     };
     let acceptor =
         certificate.as_ref().map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.resolver.clone())));
-    let http = Arc::new(router::Http { app, limiter: Default::default(), heartbeats });
+    let http = Arc::new(router::Http {
+        app,
+        limiter: Default::default(),
+        heartbeats,
+        webhook_secret: config.webhook_secret.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+        shutdown: shutdown.clone(),
+        mcp_sessions: Default::default(),
+    });
     let started = Started {
         lan: lan.iter().map(|b| b.addr).collect(),
         local: local.iter().map(|b| b.addr).collect(),
         certificate,
     };
+    let tracker = Arc::new(server::Tracker::default());
     for bound in lan.into_iter().chain(local) {
         let acceptor = if bound.tls { acceptor.clone() } else { None };
-        tasks.spawn(server::serve(bound, http.clone(), acceptor, connections.clone(), tasks.clone(), shutdown.clone()));
+        tasks.spawn(server::serve(
+            bound,
+            http.clone(),
+            acceptor,
+            connections.clone(),
+            tracker.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
     }
     Ok(started)
 }

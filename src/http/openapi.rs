@@ -446,13 +446,20 @@ fn fixed_operations() -> Vec<(String, &'static str, Value)> {
                 "description": "`sha256=` followed by the hex HMAC-SHA256 of the raw body.",
                 "schema": {"type": "string", "pattern": "^sha256=[0-9a-fA-F]{64}$"}}],
             "requestBody": {"required": true, "content": {"application/json": {
-                "schema": {"type": "object", "required": ["type", "data"], "properties": {
-                    "type": {"type": "string", "description": "Xyte's event type."},
-                    "data": {"type": "object", "description": "Xyte's payload."},
+                "schema": {"type": "object", "required": ["type"], "properties": {
+                    "type": {"type": "string", "minLength": 1, "description": "Xyte's event type."},
+                    "data": {"type": "object", "description": "Xyte's payload (default {})."},
                     "id": {"type": "string", "description": "Delivery id; a repeated id is accepted once."}}},
                 "example": {"type": "device.status_changed", "data": {"device_id": "DEVICE_ID", "status": "offline"},
                             "id": "evt-1"}}}},
-            "responses": with_errors(json!({"202": {"description": "Stored (or already stored under this id)."}}),
+            "responses": with_errors(json!({
+                "202": {"description": "Stored (or already stored under this id).", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["accepted", "id", "duplicate"], "properties": {
+                        "accepted": {"type": "boolean"}, "id": {"type": "string"},
+                        "duplicate": {"type": "boolean", "description": "This id was stored before."},
+                        "event_id": {"type": "integer", "description": "The `webhook.received` event."},
+                        "received_at": {"type": "string", "description": "When it was first stored."}}}}}},
+                "405": {"description": "Only POST."}}),
                 &[400, 401, 403, 413, 429, 500]),
         }),
     );

@@ -15,10 +15,11 @@ use serde_json::{Value, json};
 
 use super::auth::{Caller, FailureLimiter, Rejection, authenticate};
 use super::{openapi, rest};
-use crate::config::Role;
+use crate::config::{Role, Secret};
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, App, Ctx, Principal};
 use crate::systemd::Heartbeat;
+use tokio_util::sync::CancellationToken;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -31,6 +32,14 @@ pub struct Http {
     pub limiter: FailureLimiter,
     /// Store writer and forwarder: `/healthz` is 200 only while they beat.
     pub heartbeats: Vec<Heartbeat>,
+    /// `XYTE_WEBHOOK_SECRET`: HMAC key for `POST /v1/webhook`.
+    pub webhook_secret: Option<Secret<String>>,
+    /// `XYTE_ALLOWED_HOSTS`: Host header allow-list for `/mcp` (DNS-rebinding defence).
+    pub allowed_hosts: Vec<String>,
+    /// Cancelled at shutdown: ends SSE streams so connections can close.
+    pub shutdown: CancellationToken,
+    /// Legacy-era MCP sessions of `/mcp` clients.
+    pub(crate) mcp_sessions: super::mcp::Sessions,
 }
 
 /// The connection a request arrived on.
@@ -61,7 +70,7 @@ pub fn error_response(e: &Error) -> Response<Body> {
     r
 }
 
-fn unauthenticated(message: &str) -> Response<Body> {
+pub fn unauthenticated(message: &str) -> Response<Body> {
     let body = json!({"error": {"code": "permission_denied", "message": message,
                                 "hint": "send Authorization: Bearer <token> (create one with `xyte-edge token create`)"}});
     let mut r = json_response(StatusCode::UNAUTHORIZED, &body);
@@ -99,6 +108,7 @@ pub async fn handle(http: Arc<Http>, peer: Peer, req: Request<Incoming>) -> Resu
     let method = req.method().clone();
     let (label, principal, mut response) = route(&http, peer, req).await;
     finish(&mut response, peer.tls);
+    crate::metrics::http_request(label, response.status().as_u16(), started.elapsed().as_secs_f64());
     tracing::info!(
         target: "xyte_edge::http",
         method = %method,
@@ -135,6 +145,12 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
             );
             return ("/v1/docs", None, r);
         }
+        ["v1", "webhook"] => return ("/v1/webhook", None, super::webhook::receive(http, peer, req).await),
+        ["v1", "metrics"] if !peer.tls => return ("/v1/metrics", None, super::metrics::render(http).await),
+        ["mcp"] | ["v1", "mcp"] => {
+            let (who, response) = super::mcp::handle(http, peer, req).await;
+            return ("/mcp", who, response);
+        }
         _ => {}
     }
 
@@ -151,6 +167,10 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
     let ctx = Ctx { app: http.app.clone(), principal, progress: None };
 
     let (label, response) = match (segments.as_slice(), &method) {
+        (["v1", "metrics"], &Method::GET) => ("/v1/metrics", super::metrics::render(http).await),
+        (["v1", "events"], &Method::GET) if super::sse::wants_stream(&req) => {
+            ("/v1/events", super::sse::stream(http, &ctx.principal, req).await)
+        }
         (["v1", "tools"], &Method::GET) => ("/v1/tools", json_response(StatusCode::OK, &tools_for(&ctx.principal))),
         (["v1", "tools"], _) => ("/v1/tools", method_not_allowed("GET")),
         (["v1", "tools", name], &Method::POST) => {

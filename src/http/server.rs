@@ -1,11 +1,23 @@
 //! The HTTP listeners (SPEC §7.1): LAN TLS (HTTP/1.1 and HTTP/2 by ALPN) and loopback plain HTTP. Every connection
 //! takes a slot from the daemon-wide connection limit, does its TLS handshake inside its own task under a timeout,
 //! and must send its headers in time; on shutdown, connections finish their current request and close.
+//!
+//! When every slot is taken, a new connection does not simply bounce: the connection that has been idle longest (no
+//! request in flight, no stream open — e.g. one that connected and never spoke) is closed to make room. Idle
+//! connections cannot starve clients that actually make requests, and a request in flight is never cut off.
 
+use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -15,10 +27,118 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::router::{Http, Peer, handle};
+use super::router::{Body, Http, Peer, handle};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new connection waits for the slot an evicted idle connection frees.
+const EVICTION_WAIT: Duration = Duration::from_secs(2);
+
+/// One open HTTP connection as the eviction policy sees it.
+struct Activity {
+    /// Requests in flight plus response bodies still streaming (an open SSE stream counts as busy).
+    busy: AtomicUsize,
+    /// ms since the tracker's epoch when the connection last finished something (or opened).
+    idle_since_ms: AtomicU64,
+    evict: CancellationToken,
+}
+
+/// The open HTTP connections of all listeners, so the idlest can be closed when the limit is reached.
+pub struct Tracker {
+    epoch: Instant,
+    next: AtomicU64,
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+}
+
+impl Default for Tracker {
+    fn default() -> Self {
+        Tracker { epoch: Instant::now(), next: AtomicU64::new(0), open: Mutex::default() }
+    }
+}
+
+impl Tracker {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn register(self: &Arc<Self>) -> (u64, Arc<Activity>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity {
+            busy: AtomicUsize::new(0),
+            idle_since_ms: AtomicU64::new(self.now_ms()),
+            evict: CancellationToken::new(),
+        });
+        if let Ok(mut open) = self.open.lock() {
+            open.insert(id, activity.clone());
+        }
+        (id, activity)
+    }
+
+    fn unregister(&self, id: u64) {
+        if let Ok(mut open) = self.open.lock() {
+            open.remove(&id);
+        }
+    }
+
+    /// Asks the connection idle the longest to close; false when every connection is busy.
+    fn evict_idlest(&self) -> bool {
+        let Ok(open) = self.open.lock() else { return false };
+        let idlest = open
+            .values()
+            .filter(|a| a.busy.load(Ordering::Acquire) == 0 && !a.evict.is_cancelled())
+            .min_by_key(|a| a.idle_since_ms.load(Ordering::Relaxed));
+        match idlest {
+            Some(a) => {
+                a.evict.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Marks its connection busy while alive: created when a request arrives, dropped when its response body ends.
+struct Busy {
+    activity: Arc<Activity>,
+    tracker: Arc<Tracker>,
+}
+
+impl Busy {
+    fn new(activity: Arc<Activity>, tracker: Arc<Tracker>) -> Busy {
+        activity.busy.fetch_add(1, Ordering::AcqRel);
+        Busy { activity, tracker }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.activity.idle_since_ms.store(self.tracker.now_ms(), Ordering::Relaxed);
+        self.activity.busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection marked busy until it has been sent (or dropped).
+struct TrackedBody {
+    inner: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// A bound listener and whether it speaks TLS.
 pub struct Bound {
@@ -52,6 +172,7 @@ pub async fn serve(
     http: Arc<Http>,
     acceptor: Option<TlsAcceptor>,
     connections: Arc<Semaphore>,
+    tracker: Arc<Tracker>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -69,16 +190,29 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %addr, "connection refused: XYTE_MAX_CONNECTIONS reached");
-            drop(stream);
-            continue;
+        let permit = match connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) if tracker.evict_idlest() => {
+                match tokio::time::timeout(EVICTION_WAIT, connections.clone().acquire_owned()).await {
+                    Ok(Ok(p)) => p,
+                    _ => {
+                        tracing::warn!(peer = %addr, "connection refused: XYTE_MAX_CONNECTIONS reached");
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                tracing::warn!(peer = %addr, "connection refused: XYTE_MAX_CONNECTIONS reached, every connection busy");
+                continue;
+            }
         };
-        let (http, acceptor, shutdown) = (http.clone(), acceptor.clone(), shutdown.clone());
+        let (http, acceptor, shutdown, tracker) = (http.clone(), acceptor.clone(), shutdown.clone(), tracker.clone());
         let peer = Peer { addr, tls: bound.tls };
         tasks.spawn(async move {
             let _permit = permit;
-            connection(stream, peer, http, acceptor, shutdown).await;
+            let (id, activity) = tracker.register();
+            connection(stream, peer, http, acceptor, shutdown, activity, tracker.clone()).await;
+            tracker.unregister(id);
         });
     }
 }
@@ -89,32 +223,49 @@ async fn connection(
     http: Arc<Http>,
     acceptor: Option<TlsAcceptor>,
     shutdown: CancellationToken,
+    activity: Arc<Activity>,
+    tracker: Arc<Tracker>,
 ) {
     let _ = stream.set_nodelay(true);
     match acceptor {
         Some(acceptor) => {
             let tls = tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = activity.evict.cancelled() => return,
                 r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
             };
             match tls {
-                Ok(Ok(stream)) => drive(TokioIo::new(stream), peer, http, shutdown).await,
+                Ok(Ok(stream)) => drive(TokioIo::new(stream), peer, http, shutdown, activity, tracker).await,
                 Ok(Err(e)) => tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(peer = %peer.addr, "TLS handshake timed out"),
             }
         }
-        None => drive(TokioIo::new(stream), peer, http, shutdown).await,
+        None => drive(TokioIo::new(stream), peer, http, shutdown, activity, tracker).await,
     }
 }
 
-async fn drive<I>(io: TokioIo<I>, peer: Peer, http: Arc<Http>, shutdown: CancellationToken)
-where
+async fn drive<I>(
+    io: TokioIo<I>,
+    peer: Peer,
+    http: Arc<Http>,
+    shutdown: CancellationToken,
+    activity: Arc<Activity>,
+    tracker: Arc<Tracker>,
+) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new()).max_concurrent_streams(128);
-    let service = service_fn(move |req| handle(http.clone(), peer, req));
+    let evict = activity.evict.clone();
+    let service = service_fn(move |req| {
+        let busy = Busy::new(activity.clone(), tracker.clone());
+        let http = http.clone();
+        async move {
+            let response = handle(http, peer, req).await?;
+            Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _busy: busy }.boxed()))
+        }
+    });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
     tokio::select! {
@@ -125,6 +276,11 @@ where
         }
         _ = shutdown.cancelled() => {
             // Finish the request in flight, then close.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+        _ = evict.cancelled() => {
+            tracing::debug!(peer = %peer.addr, "idle connection closed to make room");
             conn.as_mut().graceful_shutdown();
             let _ = conn.await;
         }

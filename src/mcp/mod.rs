@@ -1,8 +1,11 @@
 //! MCP for local agents (SPEC §6): the protocol of both eras, independent of the transport ([`session`]), the Unix
-//! socket transport ([`unix`]) and the stdio bridge ([`bridge`]).
+//! socket transport ([`unix`]) and the stdio bridge ([`bridge`]). [`fixtures`] holds the conformance suite's test-only
+//! fixtures, served only with `XYTE_CONFORMANCE_FIXTURES=1`.
 
 pub mod bridge;
+pub mod fixtures;
 pub mod jsonrpc;
+pub mod mrtr;
 pub mod session;
 pub mod unix;
 

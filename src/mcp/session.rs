@@ -5,14 +5,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use super::fixtures::{self, Outcome};
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
-use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME};
+use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME, mrtr};
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, App, Ctx, Principal, Progress, prompts, resources};
 
@@ -20,6 +21,8 @@ const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
 const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 const META_SUBSCRIPTION: &str = "io.modelcontextprotocol/subscriptionId";
+/// Modern era: the request-scoped log level (there is no `logging/setLevel`).
+const META_LOG_LEVEL: &str = "io.modelcontextprotocol/logLevel";
 /// RFC 5424 levels accepted by `logging/setLevel`, most verbose first.
 const LOG_LEVELS: [&str; 8] = ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"];
 
@@ -56,6 +59,8 @@ pub struct Session {
     listening: AtomicBool,
     /// Cancelled when the session ends, stopping its listener task.
     closed: CancellationToken,
+    /// Where messages tied to one request (a tool's log lines) go, if the transport asked; else to `out`.
+    related: OnceLock<mpsc::UnboundedSender<(Id, Value)>>,
 }
 
 impl Drop for Session {
@@ -77,7 +82,24 @@ impl Session {
             subscriptions: Arc::default(),
             listening: AtomicBool::new(false),
             closed: CancellationToken::new(),
+            related: OnceLock::new(),
         })
+    }
+
+    /// Asks for the messages tied to a request (with that request's id) on `tx` instead of the main channel, so a
+    /// transport that answers each request on its own stream can put them there. Progress notifications need no
+    /// such help (their token names the request) and keep using the main channel.
+    pub fn route_related(&self, tx: mpsc::UnboundedSender<(Id, Value)>) {
+        let _ = self.related.set(tx);
+    }
+
+    fn send_related(&self, id: &Id, msg: Value) {
+        match self.related.get() {
+            Some(tx) => {
+                let _ = tx.send((id.clone(), msg));
+            }
+            None => self.send(msg),
+        }
     }
 
     /// A framing problem found by the transport (e.g. an oversized line): answered without an id.
@@ -179,8 +201,9 @@ impl Session {
             Some(v) => {
                 let requested = v.as_str().unwrap_or_default();
                 if requested != MODERN_VERSION {
-                    let mut supported: Vec<&str> = LEGACY_VERSIONS.to_vec();
-                    supported.push(MODERN_VERSION);
+                    // The versions a request may name in `_meta`, as `server/discover` lists them; the legacy ones
+                    // are reached through `initialize`, not here.
+                    let supported = [MODERN_VERSION];
                     let e = RpcError::new(
                         jsonrpc::UNSUPPORTED_PROTOCOL_VERSION,
                         format!("unsupported protocol version {requested:?}"),
@@ -197,7 +220,7 @@ impl Session {
             None => Era::Legacy,
         };
         let progress = meta.get("progressToken").cloned().map(|token| self.progress_sink(token));
-        match self.method(era, &req, progress).await {
+        match self.method(era, &req, &meta, progress).await {
             Ok(mut result) => {
                 if era == Era::Modern {
                     finish_modern(&req.method, &mut result);
@@ -219,8 +242,19 @@ impl Session {
         })
     }
 
-    async fn method(&self, era: Era, req: &Request, progress: Option<Progress>) -> Result<Value, RpcError> {
+    async fn method(
+        &self,
+        era: Era,
+        req: &Request,
+        meta: &Map<String, Value>,
+        progress: Option<Progress>,
+    ) -> Result<Value, RpcError> {
         let p = &req.params;
+        let fixtures = self.app.conformance_fixtures;
+        let modern = era == Era::Modern;
+        let named = |is: fn(&str, bool) -> bool| {
+            fixtures && p.get("name").and_then(Value::as_str).is_some_and(|n| is(n, modern))
+        };
         match (era, req.method.as_str()) {
             (Era::Legacy, "initialize") => Ok(self.initialize(p)),
             (Era::Legacy, "ping") => Ok(json!({})),
@@ -229,12 +263,34 @@ impl Session {
                 "capabilities": capabilities(Era::Modern),
                 "instructions": INSTRUCTIONS,
             })),
-            (_, "tools/list") => Ok(json!({"tools": tool_list()})),
+            (_, "tools/list") => {
+                let mut tools = tool_list();
+                if fixtures {
+                    tools.extend(fixtures::tools(modern));
+                }
+                Ok(json!({"tools": tools}))
+            }
+            (_, "tools/call") if named(fixtures::is_tool) => self.fixture(era, req, meta, progress).await,
             (_, "tools/call") => self.call_tool(p, progress).await,
-            (_, "resources/list") => Ok(json!({"resources": resources::list()})),
-            (_, "resources/templates/list") => Ok(json!({"resourceTemplates": resources::templates()})),
+            (_, "resources/list") => {
+                let mut list = resources::list();
+                if fixtures {
+                    list.extend(fixtures::resources());
+                }
+                Ok(json!({"resources": list}))
+            }
+            (_, "resources/templates/list") => {
+                let mut list = resources::templates();
+                if fixtures {
+                    list.extend(fixtures::templates());
+                }
+                Ok(json!({"resourceTemplates": list}))
+            }
             (_, "resources/read") => {
                 let uri = string_param(p, "uri")?;
+                if fixtures && let Some(contents) = fixtures::read(&uri, self.watched_revision()) {
+                    return Ok(json!({"contents": contents}));
+                }
                 let ctx = self.ctx(progress);
                 let value = resources::read(&ctx, &uri).await.map_err(|e| resource_error(era, &uri, e))?;
                 Ok(json!({"contents": [{"uri": uri, "mimeType": "application/json", "text": value.to_string()}]}))
@@ -255,7 +311,14 @@ impl Session {
                 Ok(json!({}))
             }
             (Era::Modern, "subscriptions/listen") => self.listen(&req.id, p).await,
-            (_, "prompts/list") => Ok(json!({"prompts": prompts::list()})),
+            (_, "prompts/list") => {
+                let mut list = prompts::list();
+                if fixtures {
+                    list.extend(fixtures::prompts(modern));
+                }
+                Ok(json!({"prompts": list}))
+            }
+            (_, "prompts/get") if named(fixtures::is_prompt) => self.fixture(era, req, meta, None).await,
             (_, "prompts/get") => {
                 let name = string_param(p, "name")?;
                 let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
@@ -335,10 +398,19 @@ impl Session {
         }
         let (subs, out, closed) = (self.subscriptions.clone(), self.out.clone(), self.closed.clone());
         let mut events = self.app.bus.subscribe();
+        let (watch, mut tick) = (self.app.conformance_fixtures, watch_ticker());
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
                     _ = closed.cancelled() => return,
+                    _ = tick.tick(), if watch => {
+                        let wanted = subs.lock().is_ok_and(|s| s.contains(fixtures::WATCHED_URI));
+                        let msg = json!({"uri": fixtures::WATCHED_URI});
+                        if wanted && out.send(jsonrpc::notification("notifications/resources/updated", msg)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
                     e = events.recv() => e,
                 };
                 match event {
@@ -383,10 +455,18 @@ impl Session {
             "notifications/subscriptions/acknowledged",
             json!({"notifications": honored, "_meta": {META_SUBSCRIPTION: sub_id}}),
         ));
+        let (watch, mut tick) = (self.app.conformance_fixtures && uris.contains(fixtures::WATCHED_URI), watch_ticker());
         loop {
             let event = tokio::select! {
                 _ = self.closed.cancelled() => break,
                 _ = self.out.closed() => break,
+                _ = tick.tick(), if watch => {
+                    self.send(jsonrpc::notification(
+                        "notifications/resources/updated",
+                        json!({"uri": fixtures::WATCHED_URI, "_meta": {META_SUBSCRIPTION: sub_id}}),
+                    ));
+                    continue;
+                }
                 e = events.recv() => e,
             };
             match event {
@@ -403,6 +483,95 @@ impl Session {
             }
         }
         Ok(json!({}))
+    }
+
+    /// A conformance-suite fixture (only with `App::conformance_fixtures`): runs it with what it may use from the
+    /// request (log level, progress, and in the modern era MRTR input), then turns an MRTR outcome into the wire
+    /// result: `resultType: "input_required"`, the input requests, and a sealed `requestState`.
+    async fn fixture(
+        &self,
+        era: Era,
+        req: &Request,
+        meta: &Map<String, Value>,
+        progress: Option<Progress>,
+    ) -> Result<Value, RpcError> {
+        let p = &req.params;
+        let name = string_param(p, "name")?;
+        let modern = era == Era::Modern;
+        let binding = mrtr::Binding { principal: &self.principal.id, method: &req.method, name: &name };
+        let (responses, state) = if modern { mrtr_input(p, &binding)? } else { (Map::new(), None) };
+        let caps = meta.get(META_CAPABILITIES).filter(|c| c.is_object()).cloned().unwrap_or_else(|| json!({}));
+        let wanted = self.wanted_log_level(era, meta);
+        let log = |level: &str, data: Value| {
+            let this = LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(0);
+            if wanted.is_some_and(|w| this >= w) {
+                let params = json!({"level": level, "logger": SERVER_NAME, "data": data});
+                self.send_related(&req.id, jsonrpc::notification("notifications/message", params));
+            }
+        };
+        let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
+        let call = fixtures::Call {
+            modern,
+            args: &args,
+            responses: &responses,
+            state: state.as_ref(),
+            caps: &caps,
+            progress,
+            log: &log,
+        };
+        let outcome = if req.method == "tools/call" {
+            fixtures::call_tool(&name, &call).await?
+        } else {
+            fixtures::get_prompt(&name, &call)?
+        };
+        let (requests, state) = match outcome {
+            Outcome::Complete(v) => return Ok(v),
+            Outcome::InputRequired { .. } if !modern => {
+                return Err(RpcError::new(jsonrpc::INTERNAL_ERROR, "input requests exist only in the modern era"));
+            }
+            Outcome::InputRequired { requests, state } => (requests, state),
+        };
+        // Only ask for what the client declared it can answer; a request that needs more is refused (-32021).
+        let mut missing = Map::new();
+        for r in requests.values() {
+            let needed = match r.get("method").and_then(Value::as_str) {
+                Some("elicitation/create") => "elicitation",
+                Some("sampling/createMessage") => "sampling",
+                Some("roots/list") => "roots",
+                _ => continue,
+            };
+            if !caps.get(needed).is_some_and(Value::is_object) {
+                missing.insert(needed.into(), json!({}));
+            }
+        }
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.keys().map(String::as_str).collect();
+            let message = format!("{name} needs the client capabilities {}", names.join(", "));
+            return Err(RpcError::new(jsonrpc::MISSING_CLIENT_CAPABILITY, message)
+                .with_data(json!({"requiredCapabilities": missing})));
+        }
+        let mut result = json!({"resultType": "input_required", "inputRequests": requests});
+        if let Some(s) = state {
+            result["requestState"] = json!(mrtr::seal(&binding, &s, crate::store::now_ms()));
+        }
+        Ok(result)
+    }
+
+    /// The least severe level a request's log lines may have: legacy from `logging/setLevel`, modern from the
+    /// request's own `_meta`; `None` means no log lines at all.
+    fn wanted_log_level(&self, era: Era, meta: &Map<String, Value>) -> Option<usize> {
+        match era {
+            Era::Legacy => self.state.lock().ok().and_then(|s| s.log_level),
+            Era::Modern => {
+                let level = meta.get(META_LOG_LEVEL).and_then(Value::as_str)?;
+                LOG_LEVELS.iter().position(|l| *l == level)
+            }
+        }
+    }
+
+    /// Numbers the changes of the fixture resource [`fixtures::WATCHED_URI`].
+    fn watched_revision(&self) -> u64 {
+        self.app.started.elapsed().as_secs() / fixtures::WATCH_PERIOD.as_secs()
     }
 
     async fn call_tool(&self, p: &Map<String, Value>, progress: Option<Progress>) -> Result<Value, RpcError> {
@@ -433,8 +602,42 @@ impl Session {
     }
 }
 
+/// The MRTR retry fields of a modern request: `inputResponses` (each an object: the client's result for one input
+/// request) and `requestState`, opened and checked against its binding. Malformed or tampered input is refused.
+fn mrtr_input(
+    p: &Map<String, Value>,
+    binding: &mrtr::Binding,
+) -> Result<(Map<String, Value>, Option<Value>), RpcError> {
+    let invalid = |m: String| RpcError::new(jsonrpc::INVALID_PARAMS, m);
+    let responses = match p.get("inputResponses") {
+        None => Map::new(),
+        Some(Value::Object(m)) => {
+            if let Some((k, _)) = m.iter().find(|(_, v)| !v.is_object()) {
+                return Err(invalid(format!("inputResponses.{k} must be an object (the client's result for it)")));
+            }
+            m.clone()
+        }
+        Some(_) => return Err(invalid("inputResponses must be an object keyed by input request".into())),
+    };
+    let state = match p.get("requestState") {
+        None => None,
+        Some(Value::String(token)) => Some(mrtr::open(binding, token, crate::store::now_ms()).map_err(|why| {
+            tracing::warn!(principal = binding.principal, name = binding.name, "refused requestState: {why}");
+            invalid(why.into())
+        })?),
+        Some(_) => return Err(invalid("requestState must be the string this server sent".into())),
+    };
+    Ok((responses, state))
+}
+
 fn server_info() -> Value {
     json!({"name": SERVER_NAME, "title": "Xyte Edge gateway", "version": env!("CARGO_PKG_VERSION")})
+}
+
+/// Ticks when the fixture resource [`fixtures::WATCHED_URI`] changes (only polled with the fixtures switched on).
+fn watch_ticker() -> tokio::time::Interval {
+    let start = tokio::time::Instant::now() + fixtures::WATCH_PERIOD;
+    tokio::time::interval_at(start, fixtures::WATCH_PERIOD)
 }
 
 fn capabilities(era: Era) -> Value {
@@ -488,15 +691,17 @@ pub fn tool_list() -> Vec<Value> {
 fn finish_modern(method: &str, result: &mut Value) {
     let Value::Object(map) = result else { return };
     map.entry("resultType").or_insert(json!("complete"));
-    let cacheable = matches!(
-        method,
-        "server/discover"
-            | "tools/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "prompts/list"
-            | "resources/read"
-    );
+    // Caching hints belong on complete results only.
+    let cacheable = map.get("resultType") == Some(&json!("complete"))
+        && matches!(
+            method,
+            "server/discover"
+                | "tools/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "prompts/list"
+                | "resources/read"
+        );
     if cacheable {
         // Lists are static per build; reads are live data, never cached by the client.
         let ttl = if method == "resources/read" { 0 } else { 300_000 };

@@ -104,6 +104,7 @@ pub async fn serve(
         tracing::info!(peer = %principal.id, gid = pid.0, pid = ?pid.1, role = %principal.role, "MCP client connected on the socket");
         let (app, stop) = (app.clone(), shutdown.clone());
         connections.spawn(async move {
+            let _open = crate::metrics::mcp_connection("unix");
             app.mcp_clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             connection(stream, app.clone(), principal, stop).await;
             app.mcp_clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);

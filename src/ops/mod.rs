@@ -48,6 +48,8 @@ pub struct App {
     pub experimental_apis: bool,
     /// Room presets; replaced whole on SIGHUP.
     pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
+    /// TEST-ONLY `XYTE_CONFORMANCE_FIXTURES=1`: MCP also serves the conformance suite's fixtures (`mcp::fixtures`).
+    pub conformance_fixtures: bool,
 }
 
 impl App {
@@ -88,8 +90,20 @@ impl Ctx {
 }
 
 /// Calls operation `name` with `args` for `ctx.principal`: checks the role and read-only mode, runs the handler,
-/// and writes an audit record for every mutating call (dry runs included).
+/// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome.
 pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
+    let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
+    let outcome = checked_call(ctx, name, args).await;
+    let label = match &outcome {
+        Ok(_) if dry_run => "dry_run",
+        Ok(_) => "ok",
+        Err(e) => e.code.as_str(),
+    };
+    crate::metrics::tool_call(name, label);
+    outcome
+}
+
+async fn checked_call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
     let op = find(name).ok_or_else(|| Error::invalid_params(format!("unknown tool {name:?}")))?;
     let args = if args.is_null() { json!({}) } else { args };
     let required = op.required_role(&args);

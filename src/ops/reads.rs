@@ -50,7 +50,9 @@ where
     let entries = if complete { entries } else { Vec::new() };
     let newest_row = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
     let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
-    if !entries.is_empty() && fresh(ctx, known) {
+    let hit = !entries.is_empty() && fresh(ctx, known);
+    crate::metrics::cache(resource, hit);
+    if hit {
         return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: false });
     }
     match fetch().await {
@@ -79,9 +81,11 @@ where
     if let Some(e) = &cached {
         let known = store.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
         if e.fetched_at > 0 && fresh(ctx, known) {
+            crate::metrics::cache(resource, true);
             return Ok((e.body.clone(), json!({"stale": false, "fetched_at": rfc3339(known)})));
         }
     }
+    crate::metrics::cache(resource, false);
     match (fetch().await, cached) {
         (Ok(v), _) => {
             let (k, body, at) = (key.to_string(), v.clone(), now_ms());

@@ -132,8 +132,7 @@ pub async fn edge_status(ctx: &Ctx) -> Result<Value, Error> {
         .read(|c| {
             let rows: i64 = c.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
             let latest = crate::store::events::latest_id(c)?;
-            let outbox: i64 =
-                c.query_row("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'sending')", [], |r| r.get(0))?;
+            let outbox = crate::store::tasks::outbox_depth(c)?;
             let devices: i64 = c.query_row("SELECT COUNT(*) FROM cache WHERE resource = 'device'", [], |r| r.get(0))?;
             Ok((rows, latest, outbox, devices))
         })

@@ -11,6 +11,7 @@ pub mod context;
 pub mod events;
 pub mod tasks;
 pub mod tokens;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};

@@ -106,6 +106,11 @@ pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Task>, Store
     rows.map(|r| finish(r?)).collect()
 }
 
+/// Commands not yet handed to Xyte: queued or being sent (`outbox_depth` in status and metrics).
+pub fn outbox_depth(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'sending')", [], |r| r.get(0))?)
+}
+
 pub fn in_states(conn: &Connection, states: &[&str]) -> Result<Vec<Task>, StoreError> {
     let list = serde_json::to_string(states)?;
     let mut stmt = conn.prepare_cached(&format!(

@@ -78,6 +78,7 @@ impl Poller {
             };
             match outcome {
                 Ok(report) => {
+                    crate::metrics::upstream_reachable(true);
                     if reachable == Some(false) {
                         self.publish(vec![NewEvent::new("edge.xyte_reachable", serde_json::json!({}))]).await;
                     }
@@ -98,6 +99,7 @@ impl Poller {
                     cycle += 1;
                 }
                 Err(e) => {
+                    crate::metrics::upstream_reachable(false);
                     // Log the transition loudly, repeats quietly: an outage must not flood the journal.
                     if reachable != Some(false) {
                         tracing::warn!(code = %e.code, "sync failed, serving cached data: {e}");

@@ -70,8 +70,12 @@ impl Transport {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            self.wait_for_pause(&class, deadline)?;
+            if let Err(e) = self.wait_for_pause(&class, deadline) {
+                crate::metrics::xyte_error(&class, e.code);
+                return Err(e);
+            }
             if let Err(wait) = self.limiter.acquire(call.prio, deadline) {
+                crate::metrics::xyte_error(&class, ErrorCode::RateLimited);
                 return Err(Error::new(
                     ErrorCode::RateLimited,
                     "the upstream request budget (XYTE_RATE_LIMIT) is used up; try again shortly",
@@ -82,10 +86,18 @@ impl Transport {
             let sent = Instant::now();
             let outcome = self.attempt(call, left);
             let latency_ms = sent.elapsed().as_millis() as u64;
+            crate::metrics::xyte_request(&class, sent.elapsed().as_secs_f64());
             let status = outcome.as_ref().map(|(s, _, _)| *s).unwrap_or(0);
             tracing::debug!(method = call.method, path = call.path, status, latency_ms, attempt, "xyte call");
             let error = match outcome {
-                Ok((status, _, body)) if (200..300).contains(&status) => return parse_body(&body),
+                Ok((status, _, body)) if (200..300).contains(&status) => {
+                    // An unreadable 2xx body is an error, but not a retryable one (the request was accepted).
+                    let parsed = parse_body(&body);
+                    if let Err(e) = &parsed {
+                        crate::metrics::xyte_error(&class, e.code);
+                    }
+                    return parsed;
+                }
                 Ok((429, retry_after, body)) => {
                     let wait = retry_after.unwrap_or_else(|| backoff(attempt));
                     self.pause(&class, wait);
@@ -94,6 +106,7 @@ impl Transport {
                 Ok((status, _, body)) => map_status(status, &body),
                 Err(e) => e,
             };
+            crate::metrics::xyte_error(&class, error.code);
             let retryable = idempotent
                 && attempt < MAX_ATTEMPTS
                 && matches!(

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Real-client interop: the MCP Inspector CLI (@modelcontextprotocol/inspector 2.12.0) drives `xyte-edge mcp` (the
-# stdio bridge) against `xyte-edge serve --demo`, once in the legacy era (initialize handshake) and once in the modern
-# era (2026-07-28, server/discover).
+# Real-client interop: the MCP Inspector CLI (@modelcontextprotocol/inspector 2.12.0) against `xyte-edge serve --demo`,
+# through `xyte-edge mcp` (the stdio bridge) and over Streamable HTTP on the LAN TLS listener with a bearer header
+# (trusting the generated certificate via NODE_EXTRA_CA_CERTS), each in the legacy era (initialize handshake) and the
+# modern era (2026-07-28, server/discover).
 #
 # Usage: tests/interop/inspector.sh path/to/xyte-edge
 # Installs Node 22 + the Inspector into tests/interop/node_modules on first use (npm registry only, no browsers).
@@ -85,16 +86,25 @@ sock=$(sed -n 's/.*MCP socket:[[:space:]]*//p' "$log" | head -n1 | sed 's/[[:spa
 [ -n "$sock" ] || fail "the demo printed no 'MCP socket: <path>' line"
 case "$sock" in /*) ;; *) sock="$work/$sock" ;; esac
 [ -S "$sock" ] || fail "the MCP socket $sock does not exist"
-echo "ok: daemon up (pid $daemon_pid), socket $sock"
+lan=$(sed -n 's/.*LAN HTTPS:[[:space:]]*//p' "$log" | head -n1 | sed 's/[[:space:]]*$//; s#/$##')
+cert=$(sed -n 's/.*TLS certificate:[[:space:]]*\([^ ]*\) (SHA-256.*/\1/p' "$log" | head -n1)
+token=$(sed -n 's/.*admin token:[[:space:]]*\([^ ]*\).*/\1/p' "$log" | head -n1)
+[ -n "$lan" ] && [ -n "$cert" ] && [ -n "$token" ] || fail "the demo printed no LAN HTTPS address, certificate or admin token"
+case "$cert" in /*) ;; *) cert="$work/$cert" ;; esac
+url="https://localhost:${lan##*:}/mcp"
+export NODE_EXTRA_CA_CERTS="$cert"
+echo "ok: daemon up (pid $daemon_pid), socket $sock, $url"
 
 # --- 3. the Inspector config: one entry per era ------------------------------------------------------------------
 cfg="$work/inspector.json"
-python3 - "$BIN" "$sock" "$cfg" <<'PY'
+python3 - "$BIN" "$sock" "$cfg" "$url" "$token" <<'PY'
 import json, sys
-binary, sock, path = sys.argv[1:4]
-entry = lambda era: {"type": "stdio", "command": binary, "args": ["mcp", "--socket", sock], "protocolEra": era}
+binary, sock, path, url, token = sys.argv[1:6]
+stdio = lambda era: {"type": "stdio", "command": binary, "args": ["mcp", "--socket", sock], "protocolEra": era}
+http = lambda era: {"type": "http", "url": url, "headers": {"Authorization": f"Bearer {token}"}, "protocolEra": era}
+servers = {"legacy": stdio("legacy"), "modern": stdio("modern"), "http-legacy": http("legacy"), "http-modern": http("modern")}
 with open(path, "w") as f:
-    json.dump({"mcpServers": {"legacy": entry("legacy"), "modern": entry("modern")}}, f, indent=2)
+    json.dump({"mcpServers": servers}, f, indent=2)
 PY
 
 # --- 4. the checks -------------------------------------------------------------------------------------------------
@@ -147,8 +157,8 @@ PY
   echo "ok: [$server] $what${note:+ ($note)}"
 }
 
-for server in legacy modern; do
-  if [ "$server" = legacy ]; then
+for server in legacy modern http-legacy http-modern; do
+  if [ "${server#http-}" = legacy ]; then
     versions='["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]'
   else
     versions='["2026-07-28"]'
@@ -239,4 +249,4 @@ check(isinstance(body, dict) and 'healthy' in body, 'the health JSON has a healt
 print(f\"healthy={body['healthy']}\")"
 done
 
-echo "ok: all Inspector CLI checks passed against $BIN (legacy and modern eras) in ${SECONDS}s"
+echo "ok: all Inspector CLI checks passed (stdio bridge and HTTPS) against $BIN (legacy and modern eras) in ${SECONDS}s"

@@ -1,7 +1,9 @@
-"""Real-client interop: the official Python MCP SDK (mcp==2.3.0) drives `xyte-edge mcp` (the stdio bridge) against
-`xyte-edge serve --demo`, in the legacy, auto and 2026-07-28 modes.
+"""Real-client interop: the official Python MCP SDK (mcp==2.3.0) against `xyte-edge serve --demo`, through
+`xyte-edge mcp` (the stdio bridge to the Unix socket) and over Streamable HTTP on the LAN TLS listener (bearer token,
+trusting the generated certificate), in the legacy, auto and 2026-07-28 modes.
 
-Usage: python tests/interop/mcp_python.py path/to/xyte-edge   (MODES="legacy auto 2026-07-28" by default)
+Usage: python tests/interop/mcp_python.py path/to/xyte-edge
+  (MODES="legacy auto 2026-07-28" and TRANSPORTS="socket https" by default)
 Exits non-zero with a message on the first failed check.
 """
 
@@ -17,8 +19,10 @@ import time
 import urllib.request
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp import Client, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 
 BINARY = os.path.abspath(sys.argv[1])
 NAME_RE = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -40,6 +44,7 @@ def start_daemon(workdir):
                             stderr=subprocess.STDOUT, text=True)
     socket = None
     sim = None
+    lan = cert = token = None
     deadline = time.monotonic() + 30
     lines = []
     while time.monotonic() < deadline:
@@ -51,11 +56,20 @@ def start_daemon(workdir):
             sim = line.split("simulated Xyte org:", 1)[1].split()[0].split("/core/")[0]
         if "MCP socket:" in line:
             socket = line.split("MCP socket:", 1)[1].strip()
+        if "LAN HTTPS:" in line:
+            lan = line.split("LAN HTTPS:", 1)[1].strip().rstrip("/")
+        if "TLS certificate:" in line:
+            cert = line.split("TLS certificate:", 1)[1].split(" (SHA-256")[0].strip()
+        if "admin token:" in line:
+            token = line.split("admin token:", 1)[1].split()[0]
         if line.startswith("synced "):
             break
     check(socket is not None, "the demo printed its MCP socket:\n" + "".join(lines))
     check(sim is not None, "the demo printed the simulator's address")
-    return proc, (os.path.join(workdir, socket) if not os.path.isabs(socket) else socket), sim
+    check(lan and cert and token, "the demo printed its HTTPS address, certificate and admin token")
+    port = lan.rsplit(":", 1)[1]
+    https = {"url": f"https://localhost:{port}/mcp", "cert": os.path.join(workdir, cert), "token": token}
+    return proc, (os.path.join(workdir, socket) if not os.path.isabs(socket) else socket), sim, https
 
 
 def set_status(sim, device_id, status):
@@ -74,8 +88,14 @@ def structured(result, what):
     return data
 
 
-async def exercise(mode, socket, sim):
-    target = StdioServerParameters(command=BINARY, args=["mcp", "--socket", socket])
+async def exercise(transport, mode, socket, sim, https):
+    if transport == "socket":
+        target = StdioServerParameters(command=BINARY, args=["mcp", "--socket", socket])
+    else:
+        client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {https['token']}"}, verify=https["cert"],
+                                    timeout=60)
+        target = streamable_http_client(https["url"], http_client=client)
+    mode_label = f"{transport}/{mode}"
     updates = []
 
     async def on_message(message):
@@ -87,7 +107,7 @@ async def exercise(mode, socket, sim):
         tools = {t.name: t for t in (await c.list_tools()).tools}
         for name in tools:
             check(NAME_RE.match(name), f"tool name {name!r} is valid")
-        check(len(tools) >= 32, f"{mode}: all tools listed ({len(tools)})")
+        check(len(tools) >= 32, f"{mode_label}: all tools listed ({len(tools)})")
         called = set()
         real_call = c.call_tool
 
@@ -98,7 +118,7 @@ async def exercise(mode, socket, sim):
         c.call_tool = call_tool
 
         devices = structured(await c.call_tool("list_devices", {"limit": 100}), "list_devices")["devices"]
-        check(len(devices) == 40, f"{mode}: 40 demo devices listed, got {len(devices)}")
+        check(len(devices) == 40, f"{mode_label}: 40 demo devices listed, got {len(devices)}")
         device = next(d for d in devices if d["status"] == "online")
         status = structured(await c.call_tool("get_device_status", {"device_id": device["id"]}), "get_device_status")
         check(status["device"]["id"] == device["id"], "get_device_status returns the device")
@@ -220,7 +240,7 @@ async def exercise(mode, socket, sim):
         templates = [t.uri_template for t in (await c.list_resource_templates()).resource_templates]
         ids = {"device_id": device["id"], "ticket_id": tickets[0]["id"], "space_id": str(spaces[0]["id"]), "principal": "me"}
         uris = [str(u) for u in listed] + [re.sub(r"\{(\w+)\}", lambda m: ids[m.group(1)], t) for t in templates]
-        check(len(uris) >= 16, f"{mode}: the resources of SPEC 5.4 are offered ({len(uris)})")
+        check(len(uris) >= 16, f"{mode_label}: the resources of SPEC 5.4 are offered ({len(uris)})")
         for uri in uris:
             read = await c.read_resource(uri)
             body = json.loads(read.contents[0].text)
@@ -244,7 +264,7 @@ async def exercise(mode, socket, sim):
         # A subscription sees a device go offline at the simulator (through the poller and the event bus).
         # A different device in each mode, so one mode's flip is never mistaken for another's.
         candidates = [d for d in devices if d["status"] == "online" and d["id"] != device["id"]]
-        target_device = candidates[("legacy", "auto", "2026-07-28").index(mode) + 1]
+        target_device = candidates[("socket", "https").index(transport) * 3 + ("legacy", "auto", "2026-07-28").index(mode) + 1]
         uri = f"device://{target_device['id']}/status"
         if mode == "legacy":
             await c.subscribe_resource(uri)
@@ -262,16 +282,17 @@ async def exercise(mode, socket, sim):
         set_status(sim, target_device["id"], "online")
         after = json.loads((await c.read_resource(uri)).contents[0].text)
         check(after["device"]["id"] == target_device["id"], "the updated resource reads back")
-        print(f"{mode}: {len(tools)} tools, every read tool, {len(dry)} dry runs, send_command wait ({len(progress)} progress), "
+        print(f"{mode_label}: {len(tools)} tools, every read tool, {len(dry)} dry runs, send_command wait ({len(progress)} progress), "
               f"{len(uris)} resources, prompts, completion, subscription ok{preset_note}")
 
 
 def main():
     with tempfile.TemporaryDirectory() as workdir:
-        proc, socket, sim = start_daemon(workdir)
+        proc, socket, sim, https = start_daemon(workdir)
         try:
-            for mode in os.environ.get("MODES", "legacy auto 2026-07-28").split():
-                anyio.run(exercise, mode, socket, sim)
+            for transport in os.environ.get("TRANSPORTS", "socket https").split():
+                for mode in os.environ.get("MODES", "legacy auto 2026-07-28").split():
+                    anyio.run(exercise, transport, mode, socket, sim, https)
             status = subprocess.run([BINARY, "status", "--socket", socket], capture_output=True, text=True, timeout=20)
             check(status.returncode == 0 and "reachable" in status.stdout and "40 devices" in status.stdout,
                   f"xyte-edge status: {status.stdout}{status.stderr}")

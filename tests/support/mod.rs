@@ -184,6 +184,80 @@ pub async fn rig(read_only: bool) -> Rig {
         outbox_wake: Default::default(),
         experimental_apis: false,
         presets: Default::default(),
+        conformance_fixtures: false,
     });
     Rig { _dir: dir, sim, app }
+}
+
+/// `serve --demo` with its LAN listeners on ephemeral loopback ports, synced and ready for HTTP tests.
+pub struct Gateway {
+    pub daemon: Daemon,
+    pub _dir: tempfile::TempDir,
+    pub state: PathBuf,
+    /// `127.0.0.1:port` of the TLS listener.
+    pub lan: String,
+    /// `127.0.0.1:port` of the plain loopback listener.
+    pub local: String,
+    /// The generated certificate (PEM) to trust.
+    pub cert: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the demo with extra environment (e.g. `XYTE_WEBHOOK_SECRET`).
+    pub fn start(env: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut cmd = bin();
+        cmd.args(["serve", "--demo"])
+            .env("XYTE_STATE_DIR", &state)
+            .env("XYTE_MCP_SOCKET", dir.path().join("mcp.sock"))
+            .env("XYTE_HTTP_LISTEN", "127.0.0.1:0")
+            .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
+            .env("XYTE_LOG_FORMAT", "text");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut daemon = Daemon::spawn(cmd);
+        let lan = daemon.wait_line("LAN HTTPS:", Duration::from_secs(20));
+        let lan = lan.split("https://").nth(1).unwrap().trim_end_matches('/').to_string();
+        let local = daemon.wait_line("loopback HTTP:", Duration::from_secs(5));
+        let local = local.split("http://").nth(1).unwrap().trim_end_matches('/').to_string();
+        let cert = daemon.wait_line("TLS certificate:", Duration::from_secs(5));
+        let cert =
+            PathBuf::from(cert.split("TLS certificate:").nth(1).unwrap().split(" (SHA-256").next().unwrap().trim());
+        daemon.wait_line("Xyte reachable", Duration::from_secs(20));
+        Gateway { daemon, _dir: dir, state, lan, local, cert }
+    }
+
+    /// A LAN token made with `xyte-edge token create`, as an admin would.
+    pub fn token(&self, name: &str, role: &str) -> String {
+        let out = bin()
+            .args(["token", "create", "--name", name, "--role", role])
+            .env("XYTE_STATE_DIR", &self.state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// A client that trusts exactly `cert` (the daemon's own, as a LAN user would with `--cacert`).
+    pub fn agent(cert: &std::path::Path) -> ureq::Agent {
+        let pem = std::fs::read(cert).unwrap();
+        let cert = ureq::tls::Certificate::from_pem(&pem).unwrap().to_owned();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&[cert]))
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .build();
+        ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(30)))
+            .build()
+            .into()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        // The certificate names localhost; the daemon listens on 127.0.0.1.
+        format!("https://localhost:{}{path}", self.lan.rsplit(':').next().unwrap())
+    }
 }

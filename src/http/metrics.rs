@@ -1,0 +1,20 @@
+//! `GET /v1/metrics` (SPEC §11): the process-wide registry of [`crate::metrics`] plus what is sampled per scrape
+//! (the outbox depth, read through the store). Served without a token on the loopback listener and to `viewer`s on
+//! the LAN listener (the router decides).
+
+use hyper::{Response, StatusCode};
+
+use super::router::{Body, Http, error_response, full};
+use crate::error::Error;
+use crate::metrics::{CONTENT_TYPE, Sampled, render as exposition};
+
+pub async fn render(http: &Http) -> Response<Body> {
+    let depth = http.app.store.read(crate::store::tasks::outbox_depth).await;
+    match depth {
+        Ok(outbox_depth) => {
+            let sampled = Sampled { outbox_depth, env: http.app.env_label.clone() };
+            full(StatusCode::OK, CONTENT_TYPE, exposition(&sampled))
+        }
+        Err(e) => error_response(&Error::from(e)),
+    }
+}

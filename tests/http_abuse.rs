@@ -1,0 +1,97 @@
+//! Misbehaving clients must not hurt well-behaved ones: connections that never finish their headers (or their TLS
+//! handshake) are closed by the server and delay nobody, and 2,000 idle connections stay within
+//! `XYTE_MAX_CONNECTIONS` while real requests keep being answered.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+mod support;
+use support::Gateway;
+
+fn plain_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// Reads until the server closes the connection; panics if it is still open after `deadline`.
+fn closed_by_server(mut s: TcpStream, deadline: Duration, what: &str) {
+    s.set_read_timeout(Some(deadline)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("{what}: the server kept the connection open for {deadline:?}")
+            }
+            Err(_) => return, // reset: closed as well
+        }
+    }
+}
+
+fn open_file_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn clients_that_never_finish_do_not_delay_others_and_are_closed() {
+    let gw = Gateway::start(&[]);
+    let local: SocketAddr = gw.local.parse().unwrap();
+    let lan: SocketAddr = gw.lan.parse().unwrap();
+    // Half a request line and headers, never finished.
+    let mut slow = TcpStream::connect(local).unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ").unwrap();
+    // A TLS client that never starts its handshake.
+    let silent = TcpStream::connect(lan).unwrap();
+
+    let agent = plain_agent();
+    let tls = Gateway::agent(&gw.cert);
+    let token = gw.token("abuse-viewer", "viewer");
+    for _ in 0..20 {
+        let resp = agent.get(&format!("http://{}/healthz", gw.local)).call().unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let resp = tls.get(&gw.url("/v1/organization")).header("Authorization", &format!("Bearer {token}")).call();
+        assert_eq!(resp.unwrap().status().as_u16(), 200);
+    }
+    // The header-read and handshake timeouts are 10 s; the server must have closed both well within 30 s.
+    closed_by_server(slow, Duration::from_secs(30), "unfinished headers");
+    closed_by_server(silent, Duration::from_secs(30), "no TLS handshake");
+}
+
+#[test]
+fn two_thousand_idle_connections_stay_within_the_limit_and_real_clients_are_served() {
+    let gw = Gateway::start(&[("XYTE_MAX_CONNECTIONS", "64")]);
+    let local: SocketAddr = gw.local.parse().unwrap();
+    let baseline = open_file_descriptors(gw.daemon.pid);
+
+    let mut idle = Vec::new();
+    let mut refused = 0;
+    for _ in 0..2000 {
+        match TcpStream::connect_timeout(&local, Duration::from_millis(500)) {
+            Ok(s) => idle.push(s),
+            Err(_) => refused += 1,
+        }
+    }
+    // Well-behaved clients, each on a fresh connection, while the idle ones are (or were) there.
+    let agent = plain_agent();
+    let tls = Gateway::agent(&gw.cert);
+    let token = gw.token("busy-viewer", "viewer");
+    for i in 0..40 {
+        let resp = agent.get(&format!("http://{}/healthz", gw.local)).call();
+        assert_eq!(resp.unwrap_or_else(|e| panic!("request {i}: {e}")).status().as_u16(), 200);
+        let resp = tls.get(&gw.url("/v1/devices?limit=5")).header("Authorization", &format!("Bearer {token}")).call();
+        assert_eq!(resp.unwrap_or_else(|e| panic!("TLS request {i}: {e}")).status().as_u16(), 200);
+    }
+    // The daemon holds at most XYTE_MAX_CONNECTIONS of them (plus what it had before they came).
+    let held = open_file_descriptors(gw.daemon.pid).saturating_sub(baseline);
+    assert!(held <= 64 + 8, "the daemon holds {held} more descriptors than before (limit 64)");
+    assert!(idle.len() + refused == 2000);
+    drop(idle);
+    // And it is still healthy afterwards.
+    let resp = agent.get(&format!("http://{}/healthz", gw.local)).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+}
