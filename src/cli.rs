@@ -78,7 +78,7 @@ pub enum Command {
         #[arg(long, value_name = "PATH")]
         config: Option<PathBuf>,
     },
-    /// Manage the bearer tokens LAN clients use (REST, MCP over HTTP, dashboard). Works while the daemon runs.
+    /// Manage the bearer tokens LAN clients use (REST, MCP over HTTP, events). Works while the daemon runs.
     Token {
         #[command(subcommand)]
         command: token::TokenCommand,
