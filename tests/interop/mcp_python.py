@@ -120,6 +120,11 @@ async def exercise(transport, mode, socket, sim, https):
         devices = structured(await c.call_tool("list_devices", {"limit": 100}), "list_devices")["devices"]
         check(len(devices) == 40, f"{mode_label}: 40 demo devices listed, got {len(devices)}")
         device = next(d for d in devices if d["status"] == "online")
+        # The device whose status change the subscription check below waits for: a different one in each run, so
+        # one run's flip is never mistaken for another's, held online by the simulator from now on.
+        candidates = [d for d in devices if d["status"] == "online" and d["id"] != device["id"]]
+        target_device = candidates[("socket", "https").index(transport) * 3 + ("legacy", "auto", "2026-07-28").index(mode) + 1]
+        set_status(sim, target_device["id"], "online")
         status = structured(await c.call_tool("get_device_status", {"device_id": device["id"]}), "get_device_status")
         check(status["device"]["id"] == device["id"], "get_device_status returns the device")
         structured(await c.call_tool("list_device_commands", {"device_id": device["id"]}), "list_device_commands")
@@ -261,10 +266,8 @@ async def exercise(transport, mode, socket, sim, https):
                                 {"name": "device_id", "value": device["id"][:4]})
         check(device["id"] in done.completion.values, "completion offers device ids")
 
-        # A subscription sees a device go offline at the simulator (through the poller and the event bus).
-        # A different device in each mode, so one mode's flip is never mistaken for another's.
-        candidates = [d for d in devices if d["status"] == "online" and d["id"] != device["id"]]
-        target_device = candidates[("socket", "https").index(transport) * 3 + ("legacy", "auto", "2026-07-28").index(mode) + 1]
+        # A subscription sees a device go offline at the simulator (through the poller and the event bus); it was
+        # held online at the start of this exercise, so the simulator's own churn cannot have taken it offline first.
         uri = f"device://{target_device['id']}/status"
         if mode == "legacy":
             await c.subscribe_resource(uri)
