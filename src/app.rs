@@ -182,7 +182,8 @@ fn conformance_fixtures() -> bool {
     if on {
         tracing::warn!(
             "XYTE_CONFORMANCE_FIXTURES=1: MCP also serves the conformance suite's TEST fixtures (test_* tools, \
-             test:// resources, test_* prompts); never set this on a production gateway"
+             test:// resources, test_* prompts); a test switch read at start, not a configuration setting; never \
+             set it on a production gateway"
         );
     }
     on

@@ -1,6 +1,7 @@
 //! Misbehaving clients must not hurt well-behaved ones: connections that never finish their headers (or their TLS
-//! handshake) are closed by the server and delay nobody, and 2,000 idle connections stay within
-//! `XYTE_MAX_CONNECTIONS` while real requests keep being answered.
+//! handshake) are closed by the server and delay nobody, 2,000 idle connections stay within `XYTE_MAX_CONNECTIONS`
+//! while real requests keep being answered, and token guessing is slowed then refused. Also: readiness says no,
+//! with its reasons, when it should.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -94,4 +95,52 @@ fn two_thousand_idle_connections_stay_within_the_limit_and_real_clients_are_serv
     // And it is still healthy afterwards.
     let resp = agent.get(&format!("http://{}/healthz", gw.local)).call().unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[test]
+fn token_guessing_is_slowed_then_refused_per_address() {
+    let gw = Gateway::start(&[]);
+    let agent = plain_agent();
+    let url = format!("http://{}/v1/organization", gw.local);
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let resp = agent.get(&url).header("Authorization", &format!("Bearer xe_guess{i}")).call().unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert!(statuses[..20].iter().all(|s| *s == 401), "{statuses:?}");
+    assert!(
+        statuses[20..].iter().all(|s| *s == 429),
+        "after 20 failures a minute the address is refused: {statuses:?}"
+    );
+    // Refused even with a good token, until the minute is over.
+    let token = gw.token("after-guessing", "viewer");
+    let resp = agent.get(&url).header("Authorization", &format!("Bearer {token}")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 429);
+    assert!(resp.headers().get("retry-after").is_some());
+}
+
+#[test]
+fn readiness_tells_the_truth_when_xyte_is_unreachable_and_the_cache_is_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = support::bin();
+    cmd.arg("serve")
+        .env("XYTE_API_KEY", "test-key-not-used")
+        .env("XYTE_BASE_URL", "http://127.0.0.1:9/core/v1/organization") // nothing listens on the discard port
+        .env("XYTE_STATE_DIR", dir.path().join("state"))
+        .env("XYTE_MCP_SOCKET", dir.path().join("mcp.sock"))
+        .env("XYTE_PRESETS_FILE", dir.path().join("presets.json"))
+        .env("XYTE_HTTP_LISTEN", "")
+        .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
+        .env("XYTE_LOG_FORMAT", "text");
+    let mut daemon = support::Daemon::spawn(cmd);
+    let line = daemon.wait_line("HTTP listener ready", Duration::from_secs(20));
+    let addr = line.split("addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    daemon.wait_line("sync failed", Duration::from_secs(30));
+    let agent = plain_agent();
+    let mut resp = agent.get(&format!("http://{addr}/readyz")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body = resp.body_mut().read_to_string().unwrap();
+    assert!(body.contains("cache is empty"), "{body}");
+    let resp = agent.get(&format!("http://{addr}/healthz")).call().unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "alive all the same");
 }

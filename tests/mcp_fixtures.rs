@@ -150,6 +150,16 @@ async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
     let (_, r) = legacy.request("tools/call", json!({"name": "test_error_handling"})).await;
     assert_eq!(r["result"]["isError"], true);
 
+    // The watched resource changes every 3 s; a subscriber hears of it.
+    legacy.request("resources/subscribe", json!({"uri": "test://watched-resource"})).await;
+    let updated = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), legacy.rx.recv()).await.expect("an update").unwrap();
+        if m["method"] == "notifications/resources/updated" {
+            break m;
+        }
+    };
+    assert_eq!(updated["params"]["uri"], "test://watched-resource");
+
     // Modern: per-request log level; without one, no log lines.
     let mut m = Peer::new(&rig, "test:modern");
     let (notes, _) = m.request("tools/call", modern(json!({"name": "test_logging_tool"}), json!({}))).await;

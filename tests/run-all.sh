@@ -31,7 +31,7 @@ step "cargo test"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
 cargo test --locked -- --test-threads=2
 
-step "interop: the Python MCP SDK (mcp==2.3.0) through xyte-edge mcp, legacy / auto / 2026-07-28"
+step "interop: the Python MCP SDK (mcp==2.3.0) through xyte-edge mcp and over HTTPS, legacy / auto / 2026-07-28"
 VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==2.3.0" "openapi-spec-validator==0.9.0"
@@ -41,7 +41,10 @@ step "OpenAPI 3.1: the generated document passes openapi-spec-validator 0.9.0"
 XYTE_WRITE_OPENAPI=1 cargo test --locked --lib http::openapi::tests::write_document_when_asked -- --quiet
 "$VENV/bin/python" tests/interop/openapi_check.py "$CARGO_TARGET_DIR/openapi.json"
 
-step "interop: the MCP Inspector CLI 2.12.0 (Node 22 from npm) through xyte-edge mcp, legacy and modern eras"
+step "interop: the MCP Inspector CLI 2.12.0 (Node 22 from npm), stdio bridge and HTTPS, legacy and modern eras"
 tests/interop/inspector.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
+
+step "the official MCP conformance suite 0.2.0-alpha.12 against /mcp, --requirements 2025-11-25 and 2026-07-28"
+tests/interop/conformance.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 
 printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - started ))"

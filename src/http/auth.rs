@@ -62,7 +62,7 @@ impl FailureLimiter {
     pub async fn failed(&self, addr: IpAddr) {
         let n = self.record(addr);
         if n > SLOW_AFTER {
-            let delay = Duration::from_millis(250 * u64::from((n - SLOW_AFTER).min(8)));
+            let delay = Duration::from_millis(100 * u64::from((n - SLOW_AFTER).min(10)));
             tokio::time::sleep(delay).await;
         }
     }

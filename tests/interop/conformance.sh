@@ -16,7 +16,6 @@
 set -euo pipefail
 
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-SUITE_VERSION=0.2.0-alpha.12
 EXPECTED="$DIR/conformance-expected-failures.yml"
 REVISIONS=(2025-11-25 2026-07-28)
 
@@ -32,28 +31,9 @@ command -v python3 >/dev/null || fail "python3 is not on PATH"
 command -v timeout >/dev/null || fail "timeout (coreutils) is not on PATH"
 [ -f "$EXPECTED" ] || fail "missing $EXPECTED"
 
-# --- 1. tools: Node 22 and the suite, installed idempotently -----------------------------------------------------
-tools_ready() {
-  [ -x "$DIR/node_modules/.bin/conformance" ] &&
-    [[ "$("$DIR/node_modules/.bin/node" --version 2>/dev/null)" == v22* ]] &&
-    [ "$(PATH="$DIR/node_modules/.bin:$PATH" conformance --version 2>/dev/null | tail -n1)" = "$SUITE_VERSION" ]
-}
-if ! tools_ready; then
-  echo "installing node@22 and @modelcontextprotocol/conformance@$SUITE_VERSION into $DIR/node_modules"
-  command -v npm >/dev/null || fail "npm is not on PATH (needed once, to install the suite)"
-  # `npm install --no-save` prunes what it was not asked for, so packages other interop scripts installed here
-  # (the MCP Inspector) are asked for again, at the version present.
-  keep=()
-  inspector_pkg="$DIR/node_modules/@modelcontextprotocol/inspector/package.json"
-  if [ -f "$inspector_pkg" ]; then
-    version=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' "$inspector_pkg")
-    keep+=("@modelcontextprotocol/inspector@$version")
-  fi
-  npm install --prefix "$DIR" --no-audit --no-fund --no-save \
-    node@22 "@modelcontextprotocol/conformance@$SUITE_VERSION" "${keep[@]}" >&2 || fail "npm install of the suite failed"
-  tools_ready || fail "after npm install, $DIR/node_modules/.bin has no conformance $SUITE_VERSION or no Node 22"
-fi
-export PATH="$DIR/node_modules/.bin:$PATH"
+# --- 1. tools: Node 22 and the suite (with the other MCP tools), installed idempotently ----------------------------
+# shellcheck source=node-tools.sh
+. "$DIR/node-tools.sh"
 echo "ok: tools ready: node $(node --version), conformance $(conformance --version | tail -n1)"
 
 # --- 2. the daemon (fixtures on) and the token-adding proxy --------------------------------------------------------
@@ -189,4 +169,4 @@ done
 echo
 printf '%s\n' "${summary[@]}"
 [ "$status" -eq 0 ] || fail "the conformance suite reported unexpected failures or stale expected-failure entries"
-echo "ok: MCP conformance ($SUITE_VERSION) passed for ${REVISIONS[*]} against $BIN in ${SECONDS}s"
+echo "ok: MCP conformance ($CONFORMANCE_VERSION) passed for ${REVISIONS[*]} against $BIN in ${SECONDS}s"

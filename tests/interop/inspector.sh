@@ -10,7 +10,6 @@
 set -euo pipefail
 
 DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-INSPECTOR_VERSION=2.12.0
 
 fail() {
   printf 'FAILED: %s\n' "$*" >&2
@@ -23,20 +22,9 @@ BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
 command -v python3 >/dev/null || fail "python3 is not on PATH"
 command -v timeout >/dev/null || fail "timeout (coreutils) is not on PATH"
 
-# --- 1. tools: Node 22 and the Inspector, installed idempotently -------------------------------------------------
-tools_ready() {
-  [ -x "$DIR/node_modules/.bin/mcp-inspector" ] &&
-    [[ "$("$DIR/node_modules/.bin/node" --version 2>/dev/null)" == v22* ]]
-}
-if ! tools_ready; then
-  echo "installing node@22 and @modelcontextprotocol/inspector@$INSPECTOR_VERSION into $DIR/node_modules"
-  command -v npm >/dev/null || fail "npm is not on PATH (needed once, to install the Inspector)"
-  npm install --prefix "$DIR" --no-audit --no-fund --no-save \
-    node@22 "@modelcontextprotocol/inspector@$INSPECTOR_VERSION" >&2 || fail "npm install of the Inspector failed"
-  tools_ready || fail "after npm install, $DIR/node_modules/.bin has no mcp-inspector or no Node 22"
-fi
-export PATH="$DIR/node_modules/.bin:$PATH"
-export MCP_AUTO_OPEN_ENABLED=false MCP_INSPECTOR_SECRET_STORE=memory
+# --- 1. tools: Node 22 and the Inspector (with the other MCP tools), installed idempotently ------------------------
+# shellcheck source=node-tools.sh
+. "$DIR/node-tools.sh"
 got=$(mcp-inspector --version 2>/dev/null | tail -n1) || true
 [[ "$got" == *"$INSPECTOR_VERSION"* ]] || fail "mcp-inspector --version says '$got', expected $INSPECTOR_VERSION"
 echo "ok: tools ready: node $(node --version), mcp-inspector $INSPECTOR_VERSION"
