@@ -139,6 +139,9 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     }
     heartbeats.push(forward_beat.clone());
     tasks.spawn(crate::sync::forwarder::Forwarder::new(app.clone(), forward_beat).run(shutdown.clone()));
+    let limits =
+        crate::sync::retention::Limits { days: config.event_retention_days, rows: config.event_retention_rows };
+    tasks.spawn(crate::sync::retention::run(store.clone(), limits, shutdown.clone()));
     tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);
