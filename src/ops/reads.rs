@@ -37,6 +37,12 @@ fn fresh(ctx: &Ctx, fetched_at: i64) -> bool {
     now_ms() - fetched_at < ctx.app.cache_ttl.as_millis() as i64
 }
 
+/// The poller's last cycle could not reach Xyte: a read that has a cached answer serves it (marked stale) at once
+/// instead of spending its time budget on retries against a link that is down. The next successful poll ends this.
+fn known_unreachable(ctx: &Ctx) -> bool {
+    ctx.app.sync.get().reachable == Some(false)
+}
+
 /// A whole collection (`device`, `incident`, `ticket`, `space`…), as the poller keeps it.
 pub async fn collection<F, Fut>(ctx: &Ctx, resource: &'static str, fetch: F) -> Result<Snapshot, Error>
 where
@@ -54,6 +60,9 @@ where
     crate::metrics::cache(resource, hit);
     if hit {
         return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: false });
+    }
+    if !entries.is_empty() && known_unreachable(ctx) {
+        return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: true });
     }
     match fetch().await {
         Ok(fetched) => {
@@ -86,6 +95,11 @@ where
         }
     }
     crate::metrics::cache(resource, false);
+    if let Some(old) = &cached
+        && known_unreachable(ctx)
+    {
+        return Ok((old.body.clone(), json!({"stale": true, "fetched_at": rfc3339(old.fetched_at)})));
+    }
     match (fetch().await, cached) {
         (Ok(v), _) => {
             let (k, body, at) = (key.to_string(), v.clone(), now_ms());

@@ -46,8 +46,15 @@ impl Forwarder {
             })
             .await;
         let mut last_track = std::time::Instant::now() - TRACK_EVERY;
+        let mut reachable = self.app.sync.get().reachable;
         loop {
             self.heartbeat.beat();
+            // Xyte is back after an outage: what waited out a long backoff goes now, not up to a minute later.
+            let now_reachable = self.app.sync.get().reachable;
+            if reachable == Some(false) && now_reachable == Some(true) {
+                self.retry_now().await;
+            }
+            reachable = now_reachable;
             self.expire().await;
             self.deliver().await;
             if last_track.elapsed() >= TRACK_EVERY {
@@ -60,6 +67,18 @@ impl Forwarder {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    async fn retry_now(&self) {
+        let now = now_ms();
+        let _ = self
+            .app
+            .store
+            .write(Durability::Normal, move |c| {
+                c.execute("UPDATE tasks SET next_attempt_at = ?1 WHERE state = 'queued'", [now])?;
+                Ok(())
+            })
+            .await;
     }
 
     async fn event(&self, kind: &str, t: &Task, data: Value) {
@@ -141,8 +160,24 @@ impl Forwarder {
     }
 
     /// Looks for the task's command among the device's commands created since the task: if found, it was delivered.
+    /// Commands already known to belong to other tasks are not candidates — a device often gets the same command
+    /// (`reboot`) many times, and one task must never take another's delivery for its own. Delivery is in order per
+    /// device, so the oldest unclaimed match is this task's.
     async fn reconcile(&self, t: &Task) -> Option<String> {
         let list = self.app.client.list_commands(&t.device_id, None, 100, Priority::Command).await.ok()?;
+        let device = t.device_id.clone();
+        let claimed: std::collections::HashSet<String> = self
+            .app
+            .store
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT xyte_command_id FROM tasks WHERE device_id = ?1 AND xyte_command_id IS NOT NULL",
+                )?;
+                let ids = stmt.query_map([device], |r| r.get::<_, String>(0))?;
+                Ok(ids.collect::<Result<_, _>>()?)
+            })
+            .await
+            .ok()?;
         // Clocks differ a little between the gateway and Xyte; allow a few seconds.
         let since = t.created_at - 5_000;
         let created_ms = |at: &str| {
@@ -150,9 +185,12 @@ impl Forwarder {
                 .map(|d| (d.unix_timestamp_nanos() / 1_000_000) as i64)
                 .ok()
         };
+        // The list is newest first; the oldest unclaimed match is the one this task's POST created.
         list.into_iter()
+            .rev()
             .find(|c| {
                 c.name.as_deref() == Some(t.command.as_str())
+                    && !claimed.contains(&c.id)
                     && c.created_at.as_deref().and_then(created_ms).is_some_and(|ms| ms >= since)
             })
             .map(|c| c.id)
