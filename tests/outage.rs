@@ -15,6 +15,18 @@ use xyte_edge::systemd::Heartbeat;
 
 mod support;
 
+/// An operator's context, and the forwarder delivering the outbox until the token is cancelled.
+fn operator_with_forwarder(rig: &support::Rig) -> (Ctx, CancellationToken) {
+    let ctx = Ctx {
+        app: rig.app.clone(),
+        principal: Principal { id: "test:op".into(), role: Role::Operator },
+        progress: None,
+    };
+    let shutdown = CancellationToken::new();
+    tokio::spawn(Forwarder::new(rig.app.clone(), Heartbeat::new("forwarder")).run(shutdown.clone()));
+    (ctx, shutdown)
+}
+
 async fn call(ctx: &Ctx, name: &str, args: Value) -> Value {
     ops::call(ctx, name, args.clone()).await.unwrap_or_else(|e| panic!("{name} {args}: {e}"))
 }
@@ -24,13 +36,7 @@ async fn commands_queued_during_an_outage_are_delivered_once_in_order_when_xyte_
     let mut rig = support::rig(false).await;
     // Every read past a millisecond goes to Xyte, so an outage shows at once as stale answers.
     Arc::get_mut(&mut rig.app).expect("no other handle yet").cache_ttl = Duration::from_millis(1);
-    let ctx = Ctx {
-        app: rig.app.clone(),
-        principal: Principal { id: "test:op".into(), role: Role::Operator },
-        progress: None,
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(Forwarder::new(rig.app.clone(), Heartbeat::new("forwarder")).run(shutdown.clone()));
+    let (ctx, shutdown) = operator_with_forwarder(&rig);
     // The poller notices when Xyte goes and comes back (the forwarder retries at once when it does).
     let poller =
         xyte_edge::sync::poller::Poller::new(rig.app.clone(), Duration::from_secs(1), Heartbeat::new("poller"));
@@ -114,13 +120,7 @@ async fn wait_for_row(rig: &support::Rig, sql: &'static str, what: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delivery_whose_answer_was_lost_is_reconciled_not_resent() {
     let rig = support::rig(false).await;
-    let ctx = Ctx {
-        app: rig.app.clone(),
-        principal: Principal { id: "test:op".into(), role: Role::Operator },
-        progress: None,
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn(Forwarder::new(rig.app.clone(), Heartbeat::new("forwarder")).run(shutdown.clone()));
+    let (ctx, shutdown) = operator_with_forwarder(&rig);
     let device = rig.sim.sim.device_ids()[0].clone();
     let send = |name: &str| json!({"device_id": device, "command": "reboot", "friendly_name": name});
 
