@@ -19,9 +19,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::auth::{Caller, Rejection, authenticate};
 use super::body::{channel, sse_message};
-use super::router::{Body, Http, Peer, error_response, full, json_response, unauthenticated};
+use super::router::{Body, Http, Peer, error_response, full, json_response, require_token};
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::session::Session;
@@ -115,12 +114,9 @@ pub async fn handle(http: &Http, peer: Peer, req: Request<Incoming>) -> (Option<
     if let Err(r) = check_host_and_origin(http, req.headers()) {
         return (None, *r);
     }
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
-    let principal = match authenticate(&http.app, &http.limiter, peer.addr.ip(), auth.as_deref()).await {
-        Ok(Caller::Token(p)) => p,
-        Ok(Caller::Anonymous) => return (None, unauthenticated("a bearer token is required")),
-        Err(Rejection::Unauthenticated(m)) => return (None, unauthenticated(&m)),
-        Err(Rejection::Refused(e)) => return (None, error_response(&e)),
+    let principal = match require_token(http, peer, req.headers()).await {
+        Ok(p) => p,
+        Err(r) => return (None, *r),
     };
     let who = Some(principal.id.clone());
     let response = match *req.method() {

@@ -154,14 +154,9 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
         _ => {}
     }
 
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(String::from);
-    let principal = match authenticate(&http.app, &http.limiter, peer.addr.ip(), auth.as_deref()).await {
-        Ok(Caller::Token(p)) => p,
-        Ok(Caller::Anonymous) => {
-            return ("(unauthenticated)", None, unauthenticated("a bearer token is required"));
-        }
-        Err(Rejection::Unauthenticated(m)) => return ("(unauthenticated)", None, unauthenticated(&m)),
-        Err(Rejection::Refused(e)) => return ("(refused)", None, error_response(&e)),
+    let principal = match require_token(http, peer, req.headers()).await {
+        Ok(p) => p,
+        Err(r) => return ("(unauthenticated)", None, *r),
     };
     let who = Some(principal.id.clone());
     let ctx = Ctx { app: http.app.clone(), principal, progress: None };
@@ -193,6 +188,22 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
         },
     };
     (label, who, response)
+}
+
+/// The caller's token principal, or the answer for a request without a valid one (401, or 429 when the address
+/// failed too often). Boxed: a response is large, and this is the uncommon path.
+pub async fn require_token(
+    http: &Http,
+    peer: Peer,
+    headers: &hyper::HeaderMap,
+) -> Result<Principal, Box<Response<Body>>> {
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match authenticate(&http.app, &http.limiter, peer.addr.ip(), auth).await {
+        Ok(Caller::Token(p)) => Ok(p),
+        Ok(Caller::Anonymous) => Err(Box::new(unauthenticated("a bearer token is required"))),
+        Err(Rejection::Unauthenticated(m)) => Err(Box::new(unauthenticated(&m))),
+        Err(Rejection::Refused(e)) => Err(Box::new(error_response(&e))),
+    }
 }
 
 fn answer(outcome: Result<Value, Error>) -> Response<Body> {

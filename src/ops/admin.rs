@@ -5,20 +5,12 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::devices::device;
+use super::devices::existing_device;
 use super::fleet::all_spaces;
-use super::schema::{Id, parse};
+use super::schema::{Id, id_text, parse};
 use super::{Ctx, reads};
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::xyte::Priority;
-
-/// The device, or `invalid_params` naming the id when Xyte does not know it.
-async fn existing_device(ctx: &Ctx, id: &str) -> Result<Value, Error> {
-    device(ctx, id).await.map(|(d, _)| d).map_err(|e| match e.code {
-        ErrorCode::NotFound => Error::invalid_params(format!("no device {id}")),
-        _ => e,
-    })
-}
 
 /// Device entries and the device collection share one cache resource; forget it all.
 async fn after_device_write(ctx: &Ctx) {
@@ -50,7 +42,7 @@ pub async fn claim_device(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         return Err(Error::invalid_params("give cloud_id, or both mac and sn (as the device's model authenticates)"));
     }
     let spaces = all_spaces(ctx).await?;
-    let Some(space) = spaces.items.iter().find(|s| s["id"].to_string().trim_matches('"') == a.space_id.0) else {
+    let Some(space) = spaces.items.iter().find(|s| id_text(&s["id"]) == a.space_id.0) else {
         return Err(Error::invalid_params(format!("no space {}; list_spaces shows the ids", a.space_id)));
     };
     let space_id: Value = a.space_id.0.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(a.space_id.0));

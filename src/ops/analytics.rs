@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::devices::{commands_of, device, device_or_context};
+use super::devices::{commands_of, device_or_context, existing_device};
 use super::schema::{Id, parse};
 use super::tickets::active_incidents;
 use super::{Ctx, reads};
-use crate::error::{Error, ErrorCode};
+use crate::error::Error;
 use crate::store::events::{self, EventFilter};
 use crate::xyte::{HistoryQuery, IncidentQuery, Priority};
 
@@ -107,10 +107,7 @@ pub async fn get_device_analytics_report(ctx: &Ctx, args: Value) -> Result<Value
     let a: AnalyticsArgs = parse(args)?;
     let id = device_or_context(ctx, a.device_id).await?;
     let period = a.period.unwrap_or_default();
-    let (dev, _) = device(ctx, &id).await.map_err(|e| match e.code {
-        ErrorCode::NotFound => Error::invalid_params(format!("no device {id}")),
-        _ => e,
-    })?;
+    let dev = existing_device(ctx, &id).await?;
     let now = OffsetDateTime::now_utc();
     let start = now - period.duration();
     let (start_s, end_s) = (start.unix_timestamp(), now.unix_timestamp());

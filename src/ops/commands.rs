@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use super::devices::{device, device_or_context};
+use super::devices::{device_or_context, existing_device};
 use super::reads;
 use super::schema::{Id, parse};
 use crate::error::{Error, ErrorCode};
@@ -103,10 +103,7 @@ fn options_hint(field: &Value) -> String {
 pub async fn send_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: SendCommandArgs = parse(args)?;
     let id = device_or_context(ctx, a.device_id).await?;
-    let (dev, _) = device(ctx, &id).await.map_err(|e| match e.code {
-        ErrorCode::NotFound => Error::invalid_params(format!("no device {id}")),
-        _ => e,
-    })?;
+    let dev = existing_device(ctx, &id).await?;
     let params = a.extra_params.unwrap_or_default();
     let spec = validate(ctx, &dev, &a.command, &params, a.file_id.as_deref()).await?;
     let command = spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&a.command).to_string();

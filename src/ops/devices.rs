@@ -171,6 +171,14 @@ pub async fn device(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
     .await
 }
 
+/// The device, or `invalid_params` naming the id when Xyte does not know it (a caller's mistake, not a lookup miss).
+pub async fn existing_device(ctx: &Ctx, id: &str) -> Result<Value, Error> {
+    device(ctx, id).await.map(|(d, _)| d).map_err(|e| match e.code {
+        ErrorCode::NotFound => Error::invalid_params(format!("no device {id}")),
+        _ => e,
+    })
+}
+
 pub async fn commands_of(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
     let client = ctx.app.client.clone();
     let key = id.to_string();
@@ -324,10 +332,7 @@ pub async fn set_context(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: SetContext = parse(args)?;
     let mut current = stored_context(ctx).await?;
     if let Some(d) = a.device_id {
-        device(ctx, &d.0).await.map_err(|e| match e.code {
-            ErrorCode::NotFound => Error::invalid_params(format!("no device {d}")),
-            _ => e,
-        })?;
+        existing_device(ctx, &d.0).await?;
         current["device_id"] = json!(d.0);
     }
     if let Some(s) = a.space_id {

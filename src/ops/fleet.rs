@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::devices::{all_devices, merge, summary};
 use super::reads::{self, Snapshot};
-use super::schema::{Id, parse};
+use super::schema::{Id, id_text, parse};
 use super::tickets::{active_incidents, open_tickets};
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
@@ -22,10 +22,6 @@ pub async fn all_spaces(ctx: &Ctx) -> Result<Snapshot, Error> {
     let client = ctx.app.client.clone();
     reads::collection(ctx, "space", || async move { Ok(reads::keyed(&client.list_spaces(P).await?, |s| s.id.clone())) })
         .await
-}
-
-fn id_text(v: &Value) -> String {
-    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
 }
 
 #[derive(Deserialize, JsonSchema)]

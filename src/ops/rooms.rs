@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::commands::{follow, validate};
 use super::devices::{all_devices, device, stored_context};
 use super::fleet::all_spaces;
-use super::schema::{Id, parse};
+use super::schema::{Id, id_text, parse};
 use super::{App, Ctx, reads};
 use crate::error::{Error, ErrorCode};
 use crate::xyte::{Priority, SendCommand};
@@ -143,7 +143,7 @@ async fn rooms(ctx: &Ctx) -> Result<Vec<Room>, Error> {
         spaces
             .iter()
             .find(|s| match &entry.space_id {
-                Some(id) => reads_id(&s["id"]) == id.0,
+                Some(id) => id_text(&s["id"]) == id.0,
                 None => s["name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)),
             })
             .cloned()
@@ -163,10 +163,6 @@ async fn rooms(ctx: &Ctx) -> Result<Vec<Room>, Error> {
         }
     }
     Ok(out)
-}
-
-fn reads_id(v: &Value) -> String {
-    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
 }
 
 /// Finds `wanted` among `names`: case-insensitive equality, then a unique prefix, then a unique fuzzy match

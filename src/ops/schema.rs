@@ -93,6 +93,11 @@ impl std::fmt::Display for Id {
     }
 }
 
+/// An id as Xyte sent it (string or number) as text, the form ids take everywhere else.
+pub fn id_text(v: &Value) -> String {
+    v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
+}
+
 /// Parses arguments, turning serde's complaint into an `invalid_params` error that names the problem.
 pub fn parse<T: DeserializeOwned>(args: Value) -> Result<T, Error> {
     let args = if args.is_null() { Value::Object(Map::new()) } else { args };

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::devices::merge;
 use super::reads::{self, Snapshot};
-use super::schema::{Id, parse};
+use super::schema::{Id, id_text, parse};
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
 use crate::xyte::{IncidentQuery, Priority};
@@ -75,7 +75,7 @@ pub async fn list_incidents(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         .into_iter()
         .filter(|i| a.priority.as_deref().is_none_or(|p| i["priority"] == p))
         .filter(|i| a.device_id.as_ref().is_none_or(|d| i["device_id"] == d.0.as_str()))
-        .filter(|i| a.space_id.as_ref().is_none_or(|s| i["space_id"].to_string().trim_matches('"') == s.0))
+        .filter(|i| a.space_id.as_ref().is_none_or(|s| id_text(&i["space_id"]) == s.0))
         .collect();
     let (page_items, _, omitted) = page(&filtered, a.limit, None)?;
     let mut out = json!({"incidents": page_items, "total": filtered.len(), "omitted": omitted});
@@ -230,7 +230,6 @@ pub async fn close_incident(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: CloseIncident = parse(args)?;
     if a.dry_run == Some(true) {
         let active = active_incidents(ctx).await?;
-        let id_text = |v: &Value| v.as_str().map(String::from).unwrap_or_else(|| v.to_string());
         if !active.items.iter().any(|i| id_text(&i["id"]) == a.incident_id.0) {
             return Err(Error::invalid_params(format!("no active incident {}", a.incident_id)));
         }

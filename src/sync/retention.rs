@@ -29,42 +29,36 @@ pub struct Pruned {
     pub audit: usize,
 }
 
+/// Repeats one batched delete until a batch comes back short, yielding between batches; returns the total.
+async fn drain(
+    store: &Store,
+    batch: impl Fn(&rusqlite::Connection) -> Result<usize, StoreError> + Copy + Send + 'static,
+) -> Result<usize, StoreError> {
+    let mut total = 0;
+    loop {
+        let n = store.write(Durability::Normal, batch).await?;
+        total += n;
+        if n < BATCH {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// One pass: deletes in batches until everything over the limits is gone.
 pub async fn prune(store: &Store, limits: Limits) -> Result<Pruned, StoreError> {
     let cutoff = now_ms() - i64::from(limits.days) * 86_400_000;
-    let mut total = Pruned::default();
-    loop {
-        let n = store.write(Durability::Normal, move |c| events::prune(c, cutoff, limits.rows, BATCH)).await?;
-        total.events += n;
-        if n < BATCH {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    loop {
-        let n = store.write(Durability::Normal, move |c| webhooks::prune(c, cutoff, BATCH)).await?;
-        total.webhook_receipts += n;
-        if n < BATCH {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    loop {
-        let n = store
-            .write(Durability::Normal, move |c| {
-                Ok(c.execute(
-                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ts < ?1 ORDER BY id LIMIT ?2)",
-                    params![cutoff, BATCH as i64],
-                )?)
-            })
-            .await?;
-        total.audit += n;
-        if n < BATCH {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    Ok(total)
+    Ok(Pruned {
+        events: drain(store, move |c| events::prune(c, cutoff, limits.rows, BATCH)).await?,
+        webhook_receipts: drain(store, move |c| webhooks::prune(c, cutoff, BATCH)).await?,
+        audit: drain(store, move |c| {
+            Ok(c.execute(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE ts < ?1 ORDER BY id LIMIT ?2)",
+                params![cutoff, BATCH as i64],
+            )?)
+        })
+        .await?,
+    })
 }
 
 /// Runs [`prune`] at start and every minute until shutdown.
