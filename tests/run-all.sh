@@ -27,6 +27,15 @@ cargo clippy --all-targets --locked -- -D warnings
 step "cargo build (debug, all targets)"
 cargo build --all-targets --locked
 
+step "idle writes: the 10-minute measurement starts in the background (its result is checked at the end)"
+# It mostly waits, so it runs beside the rest of the suite instead of adding ten minutes to it.
+idle_bin=$(cargo test --locked --no-run --test idle_writes --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]')
+idle_log="$CARGO_TARGET_DIR/idle-writes.log"
+"$idle_bin" --ignored --nocapture >"$idle_log" 2>&1 &
+idle_pid=$!
+trap 'kill "$idle_pid" 2>/dev/null || true' EXIT
+
 step "cargo test"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
 cargo test --locked -- --test-threads=2
@@ -46,5 +55,12 @@ tests/interop/inspector.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 
 step "the official MCP conformance suite 0.2.0-alpha.12 against /mcp, --requirements 2025-11-25 and 2026-07-28"
 tests/interop/conformance.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
+
+step "idle writes: 500 devices polled every 30 s for 10 minutes (started after the build)"
+if ! wait "$idle_pid"; then
+  cat "$idle_log"
+  exit 1
+fi
+grep -E "idle writes:|test result" "$idle_log"
 
 printf '\n==> all checks passed in %ss\n' "$(( $(date +%s) - started ))"

@@ -50,8 +50,7 @@ where
     Fut: Future<Output = Result<Vec<(String, Value)>, Error>>,
 {
     let store = &ctx.app.store;
-    let (entries, complete) =
-        store.read(move |c| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?))).await?;
+    let (entries, complete) = store.cache_list(resource).await?;
     // Rows of single entries fetched on their own are not the collection; without a stored snapshot, ask Xyte.
     let entries = if complete { entries } else { Vec::new() };
     let newest_row = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
@@ -85,8 +84,7 @@ where
     Fut: Future<Output = Result<Value, Error>>,
 {
     let store = &ctx.app.store;
-    let k = key.to_string();
-    let cached = store.read(move |c| cache::get(c, resource, &k)).await?;
+    let cached = store.cache_get(resource, key).await?;
     if let Some(e) = &cached {
         let known = store.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
         if e.fetched_at > 0 && fresh(ctx, known) {
@@ -102,8 +100,8 @@ where
     }
     match (fetch().await, cached) {
         (Ok(v), _) => {
-            let (k, body, at) = (key.to_string(), v.clone(), now_ms());
-            store.write(Durability::Normal, move |c| cache::put(c, resource, &k, &body, at)).await?;
+            let at = now_ms();
+            store.cache_put(resource, key, v.clone(), at).await?;
             Ok((v, json!({"stale": false, "fetched_at": rfc3339(at)})))
         }
         (Err(e), Some(old)) if e.code.is_unreachable() => {

@@ -100,6 +100,9 @@ struct Inner {
     heartbeat: Heartbeat,
     /// When a whole resource snapshot was last confirmed by Xyte, kept in memory so an unchanged poll writes nothing.
     confirmed: Mutex<HashMap<String, i64>>,
+    /// The latest values of volatile cache fields ([`cache::volatile_fields`]) by resource and key: in memory only,
+    /// so a poll where only they moved writes nothing.
+    volatile: Mutex<HashMap<&'static str, HashMap<String, serde_json::Map<String, serde_json::Value>>>>,
 }
 
 #[derive(Clone)]
@@ -149,6 +152,7 @@ impl Store {
                 readers: Mutex::new(readers),
                 heartbeat,
                 confirmed: Mutex::new(HashMap::new()),
+                volatile: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -267,10 +271,69 @@ impl Store {
         at: time::OffsetDateTime,
     ) -> Result<cache::CacheDiff, StoreError> {
         let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let latest: HashMap<String, _> =
+            entries.iter().filter_map(|(k, body)| Some((k.clone(), volatile_part(resource, body)?))).collect();
         let diff = self.write(Durability::Normal, move |c| cache::replace_set(c, resource, &entries, at_ms)).await?;
+        if let Ok(mut v) = self.inner.volatile.lock() {
+            v.insert(resource, latest);
+        }
         self.mark_confirmed(resource, at_ms);
         Ok(diff)
     }
+
+    /// Stores one entry fetched on its own (see [`cache::put`]).
+    pub async fn cache_put(
+        &self,
+        resource: &'static str,
+        key: &str,
+        body: serde_json::Value,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let latest = volatile_part(resource, &body);
+        let k = key.to_string();
+        self.write(Durability::Normal, move |c| cache::put(c, resource, &k, &body, at_ms)).await?;
+        if let (Some(latest), Ok(mut v)) = (latest, self.inner.volatile.lock()) {
+            v.entry(resource).or_default().insert(key.to_string(), latest);
+        }
+        Ok(())
+    }
+
+    /// One cached entry, with its volatile fields as last seen.
+    pub async fn cache_get(&self, resource: &'static str, key: &str) -> Result<Option<cache::CacheEntry>, StoreError> {
+        let k = key.to_string();
+        let mut entry = self.read(move |c| cache::get(c, resource, &k)).await?;
+        if let Some(e) = entry.as_mut() {
+            self.lay_volatile(resource, std::slice::from_mut(e));
+        }
+        Ok(entry)
+    }
+
+    /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
+    /// snapshot ([`cache::has_set`]).
+    pub async fn cache_list(&self, resource: &'static str) -> Result<(Vec<cache::CacheEntry>, bool), StoreError> {
+        let (mut entries, complete) =
+            self.read(move |c| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?))).await?;
+        self.lay_volatile(resource, &mut entries);
+        Ok((entries, complete))
+    }
+
+    fn lay_volatile(&self, resource: &'static str, entries: &mut [cache::CacheEntry]) {
+        let Ok(all) = self.inner.volatile.lock() else { return };
+        let Some(latest) = all.get(resource) else { return };
+        for e in entries {
+            if let (Some(fields), Some(body)) = (latest.get(&e.key), e.body.as_object_mut()) {
+                body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+    }
+}
+
+/// The volatile fields of one body, if it has any.
+fn volatile_part(resource: &str, body: &serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let fields = cache::volatile_fields(resource);
+    let part: serde_json::Map<_, _> =
+        fields.iter().filter_map(|f| Some((f.to_string(), body.get(*f)?.clone()))).collect();
+    (!part.is_empty()).then_some(part)
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), StoreError> {

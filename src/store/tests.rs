@@ -102,6 +102,36 @@ fn cache_snapshots_write_only_what_changed() {
     assert!(store.read_blocking(|c| cache::get(c, "device", "b")).unwrap().is_none());
 }
 
+#[tokio::test]
+async fn volatile_fields_alone_write_nothing_yet_reads_show_their_latest_values() {
+    let (_d, store) = open();
+    let seen = |at: &str| vec![("a".to_string(), json!({"id":"a","status":"online","last_seen_at": at}))];
+    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
+    store.cache_replace_set("device", seen("10:00"), t(1)).await.unwrap();
+    let changes_before: i64 = store.write(Durability::Normal, |c| Ok(c.total_changes() as i64)).await.unwrap();
+    let diff = store.cache_replace_set("device", seen("10:01"), t(2)).await.unwrap();
+    assert!(diff.is_empty(), "only last_seen_at moved: {diff:?}");
+    let changes_after: i64 = store.write(Durability::Normal, |c| Ok(c.total_changes() as i64)).await.unwrap();
+    assert_eq!(changes_before, changes_after, "a volatile field alone must not touch a row");
+
+    // Reads lay the latest value over the row; the row itself stays as written, consistent with its fetched_at.
+    let (list, complete) = store.cache_list("device").await.unwrap();
+    assert!(complete);
+    assert_eq!(list[0].body["last_seen_at"], "10:01");
+    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["last_seen_at"], "10:01");
+    let on_disk = store.read(|c| cache::get(c, "device", "a")).await.unwrap().unwrap();
+    assert_eq!((on_disk.body["last_seen_at"].as_str(), on_disk.fetched_at), (Some("10:00"), 1000));
+
+    // A single fetch updates it too, and a real change is still a change.
+    store.cache_put("device", "a", json!({"id":"a","status":"online","last_seen_at":"10:02"}), 3000).await.unwrap();
+    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["last_seen_at"], "10:02");
+    let offline = vec![("a".to_string(), json!({"id":"a","status":"offline","last_seen_at":"10:03"}))];
+    let diff = store.cache_replace_set("device", offline, t(4)).await.unwrap();
+    assert_eq!(diff.changed.len(), 1);
+    let on_disk = store.read(|c| cache::get(c, "device", "a")).await.unwrap().unwrap();
+    assert_eq!(on_disk.body["last_seen_at"], "10:03");
+}
+
 #[test]
 fn cache_put_and_invalidate_keep_the_body_for_stale_answers() {
     let (_d, store) = open();

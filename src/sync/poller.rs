@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::error::Error;
 use crate::ops::App;
-use crate::store::cache::CacheDiff;
+use crate::store::cache::{self, CacheDiff};
 use crate::store::events::NewEvent;
 use crate::systemd::Heartbeat;
 use crate::xyte::{IncidentQuery, Priority};
@@ -221,7 +221,7 @@ fn text(v: &Value, key: &str) -> Option<String> {
     }
 }
 
-/// Devices: status changes, other meaningful changes (`last_seen_at` alone is not news), and removals.
+/// Devices: status changes, other meaningful changes, and removals.
 fn device_events(diff: &CacheDiff, out: &mut Vec<NewEvent>) {
     let space = |d: &Value| d["space"]["id"].as_i64().map(|i| i.to_string()).or_else(|| text(&d["space"], "id"));
     if !initial_fill(diff) {
@@ -247,26 +247,20 @@ fn device_events(diff: &CacheDiff, out: &mut Vec<NewEvent>) {
                 .space(space(new)),
             );
         } else {
-            let (mut a, mut b) = (old.clone(), new.clone());
-            for v in [&mut a, &mut b] {
-                if let Some(o) = v.as_object_mut() {
-                    o.remove("last_seen_at");
-                }
-            }
-            if a != b {
-                let keys: Vec<&String> = new
-                    .as_object()
-                    .map(|o| o.keys().filter(|k| old[*k] != new[*k] && *k != "last_seen_at").collect())
-                    .unwrap_or_default();
-                out.push(
-                    NewEvent::new(
-                        "device.updated",
-                        serde_json::json!({"name": new["name"], "changed": keys, "state": new["state"]}),
-                    )
-                    .device(id)
-                    .space(space(new)),
-                );
-            }
+            // A changed row differs in more than volatile fields (the cache's hash leaves those out).
+            let volatile = cache::volatile_fields("device");
+            let keys: Vec<&String> = new
+                .as_object()
+                .map(|o| o.keys().filter(|k| old[*k] != new[*k] && !volatile.contains(&k.as_str())).collect())
+                .unwrap_or_default();
+            out.push(
+                NewEvent::new(
+                    "device.updated",
+                    serde_json::json!({"name": new["name"], "changed": keys, "state": new["state"]}),
+                )
+                .device(id)
+                .space(space(new)),
+            );
         }
     }
     for (id, old) in &diff.removed {
