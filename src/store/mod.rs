@@ -92,6 +92,8 @@ struct Job {
     work: Work,
 }
 
+type JsonObject = serde_json::Map<String, serde_json::Value>;
+
 struct Inner {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -102,7 +104,7 @@ struct Inner {
     confirmed: Mutex<HashMap<String, i64>>,
     /// The latest values of volatile cache fields ([`cache::volatile_fields`]) by resource and key: in memory only,
     /// so a poll where only they moved writes nothing.
-    volatile: Mutex<HashMap<&'static str, HashMap<String, serde_json::Map<String, serde_json::Value>>>>,
+    volatile: Mutex<HashMap<&'static str, HashMap<String, JsonObject>>>,
 }
 
 #[derive(Clone)]
@@ -329,10 +331,9 @@ impl Store {
 }
 
 /// The volatile fields of one body, if it has any.
-fn volatile_part(resource: &str, body: &serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+fn volatile_part(resource: &str, body: &serde_json::Value) -> Option<JsonObject> {
     let fields = cache::volatile_fields(resource);
-    let part: serde_json::Map<_, _> =
-        fields.iter().filter_map(|f| Some((f.to_string(), body.get(*f)?.clone()))).collect();
+    let part: JsonObject = fields.iter().filter_map(|f| Some((f.to_string(), body.get(*f)?.clone()))).collect();
     (!part.is_empty()).then_some(part)
 }
 
