@@ -143,6 +143,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         crate::sync::retention::Limits { days: config.event_retention_days, rows: config.event_retention_rows };
     tasks.spawn(crate::sync::retention::run(store.clone(), limits, shutdown.clone()));
     tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
+    crate::plugins::start(&config.plugins, &app.bus, &tasks, &shutdown);
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);
     systemd::ready(&summary);

@@ -10,6 +10,7 @@ pub mod http;
 pub mod mcp;
 pub mod metrics;
 pub mod ops;
+pub mod plugins;
 pub mod sim;
 pub mod store;
 pub mod sync;

@@ -96,6 +96,11 @@ struct ToolOutcomeLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabel {
+    plugin: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     env: String,
@@ -126,6 +131,9 @@ struct Metrics {
     http_duration: HistogramFamily<RouteLabel>,
     tool_calls: Family<ToolOutcomeLabels, Counter>,
     upstream_reachable: Gauge,
+    plugin_up: Family<PluginLabel, Gauge>,
+    plugin_restarts: Family<PluginLabel, Counter>,
+    plugin_dropped: Family<PluginLabel, Counter>,
 }
 
 impl Metrics {
@@ -143,6 +151,9 @@ impl Metrics {
             http_duration: Family::new_with_constructor(http_histogram),
             tool_calls: Family::default(),
             upstream_reachable: Gauge::default(),
+            plugin_up: Family::default(),
+            plugin_restarts: Family::default(),
+            plugin_dropped: Family::default(),
         };
         // Both transports are always exposed, so a dashboard shows 0 rather than "no data".
         for transport in ["unix", "http"] {
@@ -173,6 +184,17 @@ impl Metrics {
             "xyte_edge_upstream_reachable",
             "1 when the last sync cycle reached Xyte, else 0",
             m.upstream_reachable.clone(),
+        );
+        r.register("xyte_edge_plugin_up", "1 while the plugin is running past its handshake", m.plugin_up.clone());
+        r.register(
+            "xyte_edge_plugin_restarts",
+            "Plugin restarts (exits, failed handshakes)",
+            m.plugin_restarts.clone(),
+        );
+        r.register(
+            "xyte_edge_plugin_dropped",
+            "Lines dropped because the plugin was not reading fast enough",
+            m.plugin_dropped.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -273,6 +295,19 @@ pub fn sse_client() -> Guard {
 /// The outcome of the last sync cycle.
 pub fn upstream_reachable(reachable: bool) {
     METRICS.upstream_reachable.set(i64::from(reachable));
+}
+
+/// Plugin labels are configured file names, so their number is bounded by the configuration.
+pub fn plugin_up(plugin: &'static str, up: bool) {
+    METRICS.plugin_up.get_or_create(&PluginLabel { plugin }).set(i64::from(up));
+}
+
+pub fn plugin_restart(plugin: &'static str) {
+    METRICS.plugin_restarts.get_or_create(&PluginLabel { plugin }).inc();
+}
+
+pub fn plugin_dropped(plugin: &'static str, lines: u64) {
+    METRICS.plugin_dropped.get_or_create(&PluginLabel { plugin }).inc_by(lines);
 }
 
 /// Values sampled by the caller at scrape time.

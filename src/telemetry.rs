@@ -36,8 +36,9 @@ pub fn init(config: &Config) -> Vec<String> {
         _ => text_layer(),
     };
     let syslog = config.syslog.clone().map(|target| Box::new(SyslogLayer::spawn(target)) as BoxedLayer<_>);
+    let plugins = (!config.plugins.is_empty()).then_some(crate::plugins::LogLayer);
     // A second init (tests running several daemons in one process) keeps the first subscriber; that is fine.
-    let _ = tracing_subscriber::registry().with(filter).with(main).with(syslog).try_init();
+    let _ = tracing_subscriber::registry().with(filter).with(main).with(syslog).with(plugins).try_init();
     notes
 }
 
