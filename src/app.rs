@@ -144,6 +144,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     tasks.spawn(crate::sync::retention::run(store.clone(), limits, shutdown.clone()));
     tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
     crate::plugins::start(&config.plugins, &app.bus, &tasks, &shutdown);
+    tasks.spawn(report_status(app.clone(), shutdown.clone()));
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);
     systemd::ready(&summary);
@@ -174,6 +175,37 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Keeps systemd's `STATUS=` (the line `systemctl status` shows) current: whether Xyte is reachable, the fleet, and
+/// the outbox. Sent only when it changes.
+async fn report_status(app: Arc<ops::App>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut last = String::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let sync = app.sync.get();
+        let xyte = match sync.reachable {
+            None => "connecting to Xyte".to_string(),
+            Some(true) => format!("Xyte reachable, {} devices ({} online)", sync.devices, sync.online),
+            Some(false) => match ops::rfc3339(sync.last_ok_ms) {
+                Some(at) => format!("Xyte UNREACHABLE, serving the cache from {at}"),
+                None => "Xyte UNREACHABLE, nothing cached yet".to_string(),
+            },
+        };
+        let outbox = match app.store.read(crate::store::tasks::outbox_depth).await {
+            Ok(n) => format!("{n} commands queued"),
+            Err(e) => format!("store error: {e}"),
+        };
+        let line = format!("{xyte}; {outbox}");
+        if line != last {
+            systemd::status(&line);
+            last = line;
+        }
+    }
 }
 
 /// `XYTE_CONFORMANCE_FIXTURES=1` (exactly `1`) makes MCP also serve the official conformance suite's fixtures

@@ -97,3 +97,46 @@ fn log_level_filters_and_plain_text_goes_to_stderr() {
     assert_eq!(daemon.wait_exit(Duration::from_secs(5)).0, Some(0));
     assert!(!daemon.output.iter().any(|l| l.contains(" INFO ") || l.contains(" DEBUG ")), "{:#?}", daemon.output);
 }
+
+/// systemd sees a useful `STATUS=` line, and the watchdog ping is withheld while the store writer is stuck (here: a
+/// second process holds the database's write lock), then resumes once it is free again.
+#[test]
+fn status_summarises_and_the_watchdog_waits_for_a_stuck_store_writer() {
+    let notify_dir = tempfile::tempdir().unwrap();
+    let notify = NotifySocket::bind(notify_dir.path());
+    let socket = notify.path.to_str().unwrap().to_string();
+    let mut gw = support::Gateway::start(&[("NOTIFY_SOCKET", &socket), ("WATCHDOG_USEC", "2000000")]);
+    let status = notify.wait_until(|l| l.starts_with("STATUS=Xyte reachable, 40 devices ("), Duration::from_secs(15));
+    let status = status.unwrap_or_else(|seen| panic!("no fleet summary in STATUS=: {seen:?}"));
+    assert!(status.last().unwrap().contains("; 0 commands queued"), "{status:?}");
+    assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(5)).is_ok(), "no watchdog ping while healthy");
+    let operator = gw.token("watchdog-test", "operator");
+
+    // Hold the write lock, then make the daemon write: its writer waits on the lock (up to its 5 s busy timeout).
+    let db = rusqlite::Connection::open(gw.state.join("xyte-edge.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let url = format!("http://{}/v1/webhook", gw.local);
+    let writer = std::thread::spawn(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut r = agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {operator}"))
+            .send(r#"{"type":"watchdog.test","id":"w1"}"#.as_bytes())
+            .unwrap();
+        (r.status().as_u16(), r.body_mut().read_to_string().unwrap())
+    });
+    let stale = "heartbeat stale; withholding the watchdog ping";
+    let first = gw.daemon.wait_line(stale, Duration::from_secs(10));
+    assert!(first.contains("store-writer"), "{first}");
+    // Between two consecutive withholding ticks the loop sent no ping.
+    notify.drain();
+    let seen = gw.daemon.output.iter().filter(|l| l.contains(stale)).count();
+    gw.daemon.wait_lines(stale, seen + 1, Duration::from_secs(5));
+    let pings: Vec<String> = notify.drain().into_iter().filter(|m| m.lines().any(|l| l == "WATCHDOG=1")).collect();
+    assert!(pings.is_empty(), "pinged while the store writer was stuck: {pings:?}");
+
+    db.execute_batch("ROLLBACK").unwrap();
+    let (status, body) = writer.join().unwrap();
+    eprintln!("webhook while the database was locked: {status} {body}");
+    assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(10)).is_ok(), "the watchdog ping did not resume");
+}

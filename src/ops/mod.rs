@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 pub use catalogue::{CATALOGUE, Op, find};
+pub use reads::rfc3339;
 
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};

@@ -31,6 +31,11 @@ impl NotifySocket {
 
     /// Waits for a datagram containing `needle` (e.g. "READY=1"); returns every message seen until then.
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> Result<Vec<String>, Vec<String>> {
+        self.wait_until(|l| l == needle, timeout)
+    }
+
+    /// Waits for a datagram with a line that satisfies `hit`; returns every message seen until then.
+    pub fn wait_until(&self, hit: impl Fn(&str) -> bool, timeout: Duration) -> Result<Vec<String>, Vec<String>> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         let mut buf = vec![0u8; 4096];
@@ -43,15 +48,27 @@ impl NotifySocket {
             match self.sock.recv(&mut buf) {
                 Ok(n) => {
                     let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    let hit = msg.lines().any(|l| l == needle);
+                    let found = msg.lines().any(&hit);
                     seen.push(msg);
-                    if hit {
+                    if found {
                         return Ok(seen);
                     }
                 }
                 Err(_) => return Err(seen),
             }
         }
+    }
+
+    /// Every datagram already received, without waiting.
+    pub fn drain(&self) -> Vec<String> {
+        self.sock.set_nonblocking(true).unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        while let Ok(n) = self.sock.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        self.sock.set_nonblocking(false).unwrap();
+        seen
     }
 }
 
@@ -108,6 +125,19 @@ impl Daemon {
                 }
                 Err(_) => {
                     panic!("no line containing {needle:?} within {timeout:?}; output:\n{}", self.output.join("\n"))
+                }
+            }
+        }
+    }
+
+    /// Waits until at least `n` output lines contain `needle`, or panics with everything seen after `timeout`.
+    pub fn wait_lines(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.output.iter().filter(|l| l.contains(needle)).count() < n {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => self.output.push(line),
+                Err(_) => {
+                    panic!("fewer than {n} lines with {needle:?} within {timeout:?}:\n{}", self.output.join("\n"))
                 }
             }
         }
