@@ -199,3 +199,19 @@ async fn concurrent_async_writers_and_readers() {
     store.close();
     assert!(matches!(store.write(Durability::Normal, |_| Ok(())).await, Err(StoreError::Closed)));
 }
+
+#[test]
+fn a_normal_commit_reaches_the_database_file_within_about_a_second() {
+    let (_d, store) = open();
+    let db = store.path().to_path_buf();
+    let before = std::fs::read(&db).unwrap();
+    store
+        .write_blocking(Durability::Normal, |c| cache::put(c, "ticket", "t1", &json!({"title": "flushed"}), 1))
+        .unwrap();
+    // Without the flush rule the page would sit in the WAL until the 1000-page autocheckpoint.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read(&db).unwrap() == before {
+        assert!(std::time::Instant::now() < deadline, "the commit never left the WAL");
+        std::thread::park_timeout(Duration::from_millis(50));
+    }
+}
