@@ -14,6 +14,7 @@ use crate::error::{Error, ErrorCode};
 use crate::store::events::NewEvent;
 use crate::store::tasks::{self, Patch, Task};
 use crate::store::{Durability, now_ms};
+use crate::sync::forwarder;
 use crate::xyte::{Priority, SendCommand};
 
 #[derive(Deserialize, JsonSchema)]
@@ -129,13 +130,28 @@ pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             }
             let tid = task.task_id.clone();
             let patch = Patch { last_error: Some(format!("cancelled by {}", ctx.principal.id)), ..Default::default() };
+            // A queued task whose last POST has an unknown outcome may already be at Xyte: withdrawing it would
+            // report "cancelled" for a command the device runs. Checked in the writer's transaction, so the
+            // forwarder cannot make the outcome unknown between the check and the withdrawal.
             let moved = ctx
                 .app
                 .store
                 .write(Durability::Full, move |c| {
-                    tasks::transition(c, &tid, &["queued"], "cancelled", &patch, now_ms())
+                    let unknown = tasks::get(c, &tid)?
+                        .is_some_and(|t| t.last_error.as_deref() == Some(forwarder::UNKNOWN_OUTCOME));
+                    if unknown {
+                        return Ok(None);
+                    }
+                    Ok(Some(tasks::transition(c, &tid, &["queued"], "cancelled", &patch, now_ms())?))
                 })
                 .await?;
+            let Some(moved) = moved else {
+                return Err(Error::invalid_params(format!(
+                    "task {}'s last delivery attempt may have reached Xyte; the gateway is checking Xyte's command \
+                     list before anything else happens. Try again shortly (get_task_status shows the outcome)",
+                    task.task_id
+                )));
+            };
             if moved {
                 let _ = ctx
                     .app

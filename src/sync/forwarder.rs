@@ -18,8 +18,17 @@ use crate::systemd::Heartbeat;
 use crate::xyte::{Priority, SendCommand};
 
 /// Marks a task whose last POST may or may not have reached Xyte.
-const UNKNOWN_OUTCOME: &str = "unknown outcome";
+pub const UNKNOWN_OUTCOME: &str = "unknown outcome";
 const TRACK_EVERY: Duration = Duration::from_secs(2);
+
+/// What Xyte's command list says about a delivery whose outcome was unknown.
+enum Reconciled {
+    /// It arrived: this is its Xyte command id.
+    Delivered(String),
+    NotDelivered,
+    /// The list could not be read, so nobody knows yet.
+    Unknown,
+}
 
 pub struct Forwarder {
     app: Arc<App>,
@@ -45,7 +54,10 @@ impl Forwarder {
                 Ok(())
             })
             .await;
-        let mut last_track = std::time::Instant::now() - TRACK_EVERY;
+        // Following delivered commands runs beside delivery, not between deliveries: it reads one command list per
+        // device, and with a slow Xyte that took seconds during which new commands waited in the outbox.
+        let tracker = Forwarder { app: self.app.clone(), heartbeat: self.heartbeat.clone() };
+        let tracking = tokio::spawn(tracker.track_until(shutdown.clone()));
         let mut reachable = self.app.sync.get().reachable;
         loop {
             self.heartbeat.beat();
@@ -57,12 +69,11 @@ impl Forwarder {
             reachable = now_reachable;
             self.expire().await;
             self.deliver().await;
-            if last_track.elapsed() >= TRACK_EVERY {
-                self.track().await;
-                last_track = std::time::Instant::now();
-            }
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {
+                    let _ = tracking.await;
+                    return;
+                }
                 _ = self.app.outbox_wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
@@ -100,7 +111,10 @@ impl Forwarder {
     async fn expire(&self) {
         let now = now_ms();
         let Ok(queued) = self.app.store.read(|c| tasks::in_states(c, &["queued"])).await else { return };
-        for t in queued.into_iter().filter(|t| t.expires_at <= now) {
+        // A task whose last POST has an unknown outcome may already be at Xyte: calling it expired (and never
+        // delivered) could be a lie. `deliver` expires it once reconciliation shows it never arrived.
+        let unknown = |t: &Task| t.last_error.as_deref() == Some(UNKNOWN_OUTCOME);
+        for t in queued.into_iter().filter(|t| t.expires_at <= now && !unknown(t)) {
             let patch =
                 Patch { last_error: Some("not delivered within XYTE_COMMAND_TTL".into()), ..Default::default() };
             if self.set(&t, &["queued"], "expired", patch).await {
@@ -113,14 +127,33 @@ impl Forwarder {
         let now = now_ms();
         let Ok(due) = self.app.store.read(move |c| tasks::due(c, now, 16)).await else { return };
         for t in due {
-            if t.last_error.as_deref() == Some(UNKNOWN_OUTCOME)
-                && let Some(found) = self.reconcile(&t).await
-            {
-                let patch = Patch { xyte_command_id: Some(found.clone()), ..Default::default() };
-                if self.set(&t, &["queued"], "sent", patch).await {
-                    self.event("command.sent", &t, json!({"xyte_command_id": found, "reconciled": true})).await;
+            if t.last_error.as_deref() == Some(UNKNOWN_OUTCOME) {
+                match self.reconcile(&t).await {
+                    Reconciled::Delivered(found) => {
+                        let patch = Patch { xyte_command_id: Some(found.clone()), ..Default::default() };
+                        if self.set(&t, &["queued"], "sent", patch).await {
+                            self.event("command.sent", &t, json!({"xyte_command_id": found, "reconciled": true})).await;
+                        }
+                        continue;
+                    }
+                    Reconciled::NotDelivered if t.expires_at <= now_ms() => {
+                        let reason = "not delivered within XYTE_COMMAND_TTL";
+                        let patch = Patch { last_error: Some(reason.into()), ..Default::default() };
+                        if self.set(&t, &["queued"], "expired", patch).await {
+                            self.event("command.expired", &t, json!({"reason": reason})).await;
+                        }
+                        continue;
+                    }
+                    Reconciled::NotDelivered => {}
+                    Reconciled::Unknown => {
+                        // Sending without knowing could deliver it twice (a 5xx on the list says nothing about the
+                        // earlier POST): keep the outcome unknown and ask again after a backoff.
+                        let backoff = 1000 * 2i64.pow((t.attempts as u32).min(6));
+                        let patch = Patch { next_attempt_at: Some(now_ms() + backoff), ..Default::default() };
+                        self.set(&t, &["queued"], "queued", patch).await;
+                        continue;
+                    }
                 }
-                continue;
             }
             if !self.set(&t, &["queued"], "sending", Patch { count_attempt: true, ..Default::default() }).await {
                 continue;
@@ -163,10 +196,12 @@ impl Forwarder {
     /// Commands already known to belong to other tasks are not candidates — a device often gets the same command
     /// (`reboot`) many times, and one task must never take another's delivery for its own. Delivery is in order per
     /// device, so the oldest unclaimed match is this task's.
-    async fn reconcile(&self, t: &Task) -> Option<String> {
-        let list = self.app.client.list_commands(&t.device_id, None, 100, Priority::Command).await.ok()?;
+    async fn reconcile(&self, t: &Task) -> Reconciled {
+        let Ok(list) = self.app.client.list_commands(&t.device_id, None, 100, Priority::Command).await else {
+            return Reconciled::Unknown;
+        };
         let device = t.device_id.clone();
-        let claimed: std::collections::HashSet<String> = self
+        let Ok(claimed): Result<std::collections::HashSet<String>, _> = self
             .app
             .store
             .read(move |c| {
@@ -177,7 +212,9 @@ impl Forwarder {
                 Ok(ids.collect::<Result<_, _>>()?)
             })
             .await
-            .ok()?;
+        else {
+            return Reconciled::Unknown;
+        };
         // Clocks differ a little between the gateway and Xyte; allow a few seconds.
         let since = t.created_at - 5_000;
         let created_ms = |at: &str| {
@@ -193,7 +230,20 @@ impl Forwarder {
                     && !claimed.contains(&c.id)
                     && c.created_at.as_deref().and_then(created_ms).is_some_and(|ms| ms >= since)
             })
-            .map(|c| c.id)
+            .map_or(Reconciled::NotDelivered, |c| Reconciled::Delivered(c.id))
+    }
+
+    async fn track_until(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.track() => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(TRACK_EVERY) => {}
+            }
+        }
     }
 
     /// Follows delivered commands to their final status at Xyte.
