@@ -20,6 +20,9 @@ use crate::xyte::{Priority, SendCommand};
 /// Marks a task whose last POST may or may not have reached Xyte.
 pub const UNKNOWN_OUTCOME: &str = "unknown outcome";
 const TRACK_EVERY: Duration = Duration::from_secs(2);
+/// Commands read per device when reconciling or tracking: what real clients ask for (reference §6), so a busy
+/// device's task is not pushed out of view by the 100 newest.
+const COMMAND_LIST: usize = 500;
 
 /// What Xyte's command list says about a delivery whose outcome was unknown.
 enum Reconciled {
@@ -41,15 +44,19 @@ impl Forwarder {
     }
 
     pub async fn run(self, shutdown: CancellationToken) {
-        // A task left in `sending` by a crash has an unknown outcome: reconcile before resending.
+        // A task left in `sending` by a crash has an unknown outcome: reconcile before resending. Not at once: the
+        // dead process's POST may still be in progress at Xyte, and a list read now would miss it and resend. After
+        // a whole call budget, that POST has either landed or never will.
         let now = now_ms();
+        let settle = now + self.app.client.call_budget().as_millis() as i64;
         let _ = self
             .app
             .store
             .write(Durability::Full, move |c| {
                 c.execute(
-                    "UPDATE tasks SET state = 'queued', last_error = ?1, updated_at = ?2 WHERE state = 'sending'",
-                    rusqlite::params![UNKNOWN_OUTCOME, now],
+                    "UPDATE tasks SET state = 'queued', last_error = ?1, updated_at = ?2, next_attempt_at = ?3
+                     WHERE state = 'sending'",
+                    rusqlite::params![UNKNOWN_OUTCOME, now, settle],
                 )?;
                 Ok(())
             })
@@ -197,7 +204,7 @@ impl Forwarder {
     /// (`reboot`) many times, and one task must never take another's delivery for its own. Delivery is in order per
     /// device, so the oldest unclaimed match is this task's.
     async fn reconcile(&self, t: &Task) -> Reconciled {
-        let Ok(list) = self.app.client.list_commands(&t.device_id, None, 100, Priority::Command).await else {
+        let Ok(list) = self.app.client.list_commands(&t.device_id, None, COMMAND_LIST, Priority::Command).await else {
             return Reconciled::Unknown;
         };
         let device = t.device_id.clone();
@@ -254,7 +261,8 @@ impl Forwarder {
             by_device.entry(t.device_id.clone()).or_default().push(t);
         }
         for (device, list) in by_device {
-            let Ok(rows) = self.app.client.list_commands(&device, None, 100, Priority::Interactive).await else {
+            let Ok(rows) = self.app.client.list_commands(&device, None, COMMAND_LIST, Priority::Interactive).await
+            else {
                 continue;
             };
             for t in list {

@@ -153,6 +153,11 @@ impl XyteClient {
         &self.base_url
     }
 
+    /// The longest one call to Xyte may take, retries included.
+    pub fn call_budget(&self) -> std::time::Duration {
+        self.transport.budget()
+    }
+
     /// Takes an upstream token only if one is free now (see SPEC §4.4: serve the cache instead of waiting).
     pub fn try_reserve(&self, prio: Priority) -> bool {
         self.transport.limiter.try_acquire(prio)
