@@ -137,9 +137,19 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
         eprintln!("warning: {w}");
     }
     let width = config.effective.iter().map(|e| e.key.len()).max().unwrap_or(0);
-    for e in &config.effective {
-        println!("{:width$} = {:40} # {}", e.key, e.value, e.source);
-    }
-    println!("# configuration ok; Xyte credential: {}", config.credential_kind());
+    let lines = config.effective.iter().map(|e| format!("{:width$} = {:40} # {}", e.key, e.value, e.source));
+    print_lines(lines.chain([format!("# configuration ok; Xyte credential: {}", config.credential_kind())]));
     ExitCode::from(exit::OK)
+}
+
+/// Prints lines to stdout, stopping quietly when the reader has gone (`check-config | head`): `println!` would
+/// panic on the broken pipe, since Rust programs ignore SIGPIPE.
+pub fn print_lines(lines: impl IntoIterator<Item = String>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for line in lines {
+        if writeln!(out, "{line}").is_err() {
+            return;
+        }
+    }
 }

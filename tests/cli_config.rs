@@ -120,3 +120,32 @@ fn version_help_and_usage_errors() {
     assert_eq!(out.status.code(), Some(64));
     assert!(text(&out).1.contains("latency"), "{}", text(&out).1);
 }
+
+/// The packaged `/etc/xyte-edge/xyte-edge.conf` lists every setting `check-config` knows, commented out with its
+/// default, and is valid as shipped (once a credential is set). Piping the output into `head` ends quietly.
+#[test]
+fn the_packaged_config_file_names_every_setting_and_is_valid() {
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/xyte-edge.conf");
+    let out = xyte_edge(&["check-config", "--config", conf], &[("XYTE_API_KEY", "k")]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let file = std::fs::read_to_string(conf).unwrap();
+    let keys: Vec<&str> =
+        stdout.lines().filter(|l| l.starts_with("XYTE_")).filter_map(|l| l.split_whitespace().next()).collect();
+    assert!(keys.len() > 30, "{stdout}");
+    for key in keys {
+        assert!(file.lines().any(|l| l.starts_with(&format!("#{key}="))), "{key} is missing from {conf}");
+    }
+
+    // A reader that has already gone, as with `| head -0`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_xyte-edge"))
+        .args(["check-config", "--config", conf])
+        .env("XYTE_API_KEY", "k")
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{}: {err}", out.status);
+}

@@ -228,10 +228,10 @@ fn list(store: &Store) -> Result<u8, Failure> {
         ]);
     }
     let widths: Vec<usize> = (0..6).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    for r in rows {
+    super::print_lines(rows.iter().map(|r| {
         let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:w$}")).collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+        cells.join("  ").trim_end().to_string()
+    }));
     Ok(exit::OK)
 }
 
