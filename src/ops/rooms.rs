@@ -432,6 +432,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_packaged_example_presets_file_loads() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/presets.example.json");
+        let presets = Presets::load(&example).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(presets.rooms.len(), 2);
+    }
+
+    #[test]
     fn rooms_match_exactly_then_by_prefix_then_fuzzily() {
         let names = ["Board Room", "Boardwalk Lounge", "Huddle 2", "Huddle 3", "Training Room"];
         assert_eq!(match_name("board room", &names).unwrap(), "Board Room");
