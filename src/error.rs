@@ -22,11 +22,13 @@ pub enum ErrorCode {
     PermissionDenied,
     ReadOnly,
     TooManyRequests,
+    /// The gateway's own disk is full: nothing was stored, retry once space is freed.
+    StorageFull,
     Internal,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 14] = [
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
         ErrorCode::NotFound,
@@ -39,6 +41,7 @@ impl ErrorCode {
         ErrorCode::PermissionDenied,
         ErrorCode::ReadOnly,
         ErrorCode::TooManyRequests,
+        ErrorCode::StorageFull,
         ErrorCode::Internal,
     ];
 
@@ -56,6 +59,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => "permission_denied",
             ErrorCode::ReadOnly => "read_only",
             ErrorCode::TooManyRequests => "too_many_requests",
+            ErrorCode::StorageFull => "storage_full",
             ErrorCode::Internal => "internal",
         }
     }
@@ -71,6 +75,8 @@ impl ErrorCode {
             ErrorCode::InvalidParams => 400,
             ErrorCode::PermissionDenied | ErrorCode::ReadOnly => 403,
             ErrorCode::TooManyRequests => 429,
+            // 507 Insufficient Storage (RFC 4918): the request was fine, the gateway could not store it.
+            ErrorCode::StorageFull => 507,
             ErrorCode::Internal => 500,
         }
     }
@@ -161,6 +167,7 @@ mod tests {
         assert_eq!(ErrorCode::RateLimited.http_status(), 503);
         assert_eq!(ErrorCode::Timeout.http_status(), 504);
         assert_eq!(ErrorCode::TooManyRequests.http_status(), 429);
+        assert_eq!(ErrorCode::StorageFull.http_status(), 507);
     }
 
     #[test]

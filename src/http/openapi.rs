@@ -30,12 +30,13 @@ pub const ERRORS: &[(u16, &str, &str)] = &[
         "Xyte is unreachable or is rate-limiting the gateway; retry after `Retry-After` seconds.",
     ),
     (504, "GatewayTimeout", "Xyte did not answer in time."),
+    (507, "InsufficientStorage", "The gateway's disk is full; nothing was stored. Retry once space is freed."),
 ];
 
 /// Errors any authenticated API call may answer with.
 const API_ERRORS: &[u16] = &[400, 401, 403, 404, 422, 429, 500, 502, 503, 504];
 /// Tool calls also carry a body and may conflict with state.
-const TOOL_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504];
+const TOOL_ERRORS: &[u16] = &[400, 401, 403, 404, 409, 413, 422, 429, 500, 502, 503, 504, 507];
 
 /// Tags: name, heading on the docs page, description.
 pub const TAGS: &[(&str, &str, &str)] = &[
@@ -460,7 +461,7 @@ fn fixed_operations() -> Vec<(String, &'static str, Value)> {
                         "event_id": {"type": "integer", "description": "The `webhook.received` event."},
                         "received_at": {"type": "string", "description": "When it was first stored."}}}}}},
                 "405": {"description": "Only POST."}}),
-                &[400, 401, 403, 413, 429, 500]),
+                &[400, 401, 403, 413, 429, 500, 507]),
         }),
     );
     add(

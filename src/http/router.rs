@@ -264,11 +264,16 @@ fn healthz(http: &Http) -> Response<Body> {
 }
 
 /// Ready when the store accepts a write and either Xyte answered in the last 5 minutes or the cache is warm.
+/// A full disk makes it not ready: reads still answer, but commands and webhooks are refused, and the operator who
+/// watches readiness is the one who can free space.
 async fn readyz(http: &Http) -> Response<Body> {
     let mut reasons = vec![];
-    let writable = http.app.store.write(crate::store::Durability::Normal, |c| Ok(c.execute_batch("SELECT 1")?)).await;
-    if let Err(e) = writable {
-        reasons.push(format!("the store does not accept writes: {e}"));
+    match http.app.store.check_writable().await {
+        Ok(()) => {}
+        Err(e) if e.is_disk_full() => reasons.push(format!(
+            "{e}; reads are served from the cache, but commands and webhooks are refused until space is freed"
+        )),
+        Err(e) => reasons.push(format!("the store does not accept writes: {e}")),
     }
     let sync = http.app.sync.get();
     let recent = sync.last_ok_ms > 0 && crate::store::now_ms() - sync.last_ok_ms < 5 * 60 * 1000;

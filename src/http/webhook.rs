@@ -210,6 +210,14 @@ async fn store(http: &Http, delivery: Delivery, raw: &[u8], via: &str) -> Respon
     let receipt =
         match http.app.store.write(Durability::Full, move |c| webhooks::receive(c, &key, now_ms(), event)).await {
             Ok(r) => r,
+            // 507, not 202: the sender keeps the delivery and retries; the store already logged the full disk.
+            Err(e) if e.is_disk_full() => {
+                tracing::warn!(error = %e, "webhook refused: disk full");
+                return error_response(
+                    &Error::new(ErrorCode::StorageFull, format!("{e}; the delivery was not stored"))
+                        .with_hint("retry the delivery later; it is accepted again once space is freed"),
+                );
+            }
             Err(e) => {
                 tracing::error!(error = %e, "webhook not stored");
                 return error_response(

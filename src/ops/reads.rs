@@ -66,7 +66,8 @@ where
     match fetch().await {
         Ok(fetched) => {
             let items: Vec<Value> = fetched.iter().map(|(_, v)| v.clone()).collect();
-            store.cache_replace_set(resource, fetched, time::OffsetDateTime::now_utc()).await?;
+            let kept = store.cache_replace_set(resource, fetched, time::OffsetDateTime::now_utc()).await;
+            not_kept(resource, kept.err());
             Ok(Snapshot { items, fetched_at: now_ms(), stale: false })
         }
         Err(e) if e.code.is_unreachable() && !entries.is_empty() => {
@@ -101,13 +102,24 @@ where
     match (fetch().await, cached) {
         (Ok(v), _) => {
             let at = now_ms();
-            store.cache_put(resource, key, v.clone(), at).await?;
+            not_kept(resource, store.cache_put(resource, key, v.clone(), at).await.err());
             Ok((v, json!({"stale": false, "fetched_at": rfc3339(at)})))
         }
         (Err(e), Some(old)) if e.code.is_unreachable() => {
             Ok((old.body, json!({"stale": true, "fetched_at": rfc3339(old.fetched_at)})))
         }
         (Err(e), _) => Err(e),
+    }
+}
+
+/// A fresh answer from Xyte is still the answer when it cannot be cached (a full disk): the caller asked to read,
+/// and failing the read would turn a storage problem into an outage of every read past the cache TTL.
+fn not_kept(resource: &str, error: Option<crate::store::StoreError>) {
+    match error {
+        // The store logs a full disk once per episode; one line per read would flood the journal.
+        Some(e) if e.is_disk_full() => tracing::debug!(resource, error = %e, "fresh answer not cached"),
+        Some(e) => tracing::warn!(resource, error = %e, "fresh answer not cached"),
+        None => {}
     }
 }
 

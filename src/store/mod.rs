@@ -16,6 +16,7 @@ pub mod webhooks;
 use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -34,6 +35,9 @@ const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
 const MAX_BATCH: usize = 256;
 const READERS: usize = 3;
+/// Below this much free space on the state directory's filesystem, readiness reports the disk as full: the WAL and
+/// checkpoints need room to grow, and an operator should hear about it before the first write fails.
+pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -57,6 +61,10 @@ pub enum StoreError {
     Data(String),
     #[error("commit failed: {0}")]
     Commit(String),
+    /// SQLite could not write for lack of space (SQLITE_FULL, or ENOSPC under it). Kept apart from other failures
+    /// so callers can say plainly that nothing was stored and that freeing space is the cure.
+    #[error("disk full: the filesystem holding {dir} has no space left ({detail})")]
+    DiskFull { dir: PathBuf, detail: String },
     #[error("the store is closed")]
     Closed,
 }
@@ -67,10 +75,41 @@ impl From<serde_json::Error> for StoreError {
     }
 }
 
+impl StoreError {
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, StoreError::DiskFull { .. })
+    }
+}
+
 impl From<StoreError> for crate::error::Error {
     fn from(e: StoreError) -> Self {
-        crate::error::Error::internal(format!("local store: {e}"))
+        use crate::error::{Error, ErrorCode};
+        match e {
+            // An agent must be able to tell "not stored, retry later" from a bug; the raw SQLite text told it nothing.
+            StoreError::DiskFull { dir, .. } => Error::new(
+                ErrorCode::StorageFull,
+                format!(
+                    "disk full: the gateway's state directory {} has no space left, so nothing was stored: a command \
+                     sent now was not queued (commands acknowledged earlier are kept and will be delivered)",
+                    dir.display()
+                ),
+            )
+            .with_hint("free space on that filesystem and retry; no restart is needed, and GET /readyz turns 200 once writes work again"),
+            e => Error::internal(format!("local store: {e}")),
+        }
     }
+}
+
+/// Whether SQLite failed for lack of space: its unix layer turns ENOSPC from write(2) into SQLITE_FULL.
+fn is_full(e: &rusqlite::Error) -> bool {
+    e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+}
+
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(std::io::Error::from)?;
+    #[allow(clippy::unnecessary_cast)] // the field types differ between platforms
+    Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
 /// How hard a commit must be flushed: `Full` for acknowledged commands (SPEC §9.2), `Normal` for the rest (WAL with
@@ -81,8 +120,21 @@ pub enum Durability {
     Full,
 }
 
+/// Why a batch did not commit, told to every job in it.
+#[derive(Debug, Clone)]
+struct CommitFailure {
+    disk_full: bool,
+    message: String,
+}
+
+impl CommitFailure {
+    fn of(e: &rusqlite::Error) -> Self {
+        CommitFailure { disk_full: is_full(e), message: e.to_string() }
+    }
+}
+
 /// Called after the batch commit with its outcome; delivers the job's own result to its caller.
-type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Deliver = Box<dyn FnOnce(Result<(), CommitFailure>) + Send>;
 /// Runs inside the batch transaction (or is skipped with `None` when the transaction could not start); says whether
 /// the job succeeded (else its savepoint is rolled back).
 type Work = Box<dyn FnOnce(Option<&Connection>) -> (bool, Deliver) + Send>;
@@ -100,6 +152,8 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
     heartbeat: Heartbeat,
+    /// Set when a write failed for lack of space, cleared by the next commit that changed rows (see `writer_loop`).
+    full: Arc<AtomicBool>,
     /// When a whole resource snapshot was last confirmed by Xyte, kept in memory so an unchanged poll writes nothing.
     confirmed: Mutex<HashMap<String, i64>>,
     /// The latest values of volatile cache fields ([`cache::volatile_fields`]) by resource and key: in memory only,
@@ -142,9 +196,11 @@ impl Store {
         heartbeat.beat();
         let (tx, rx) = mpsc::channel();
         let beat = heartbeat.clone();
+        let full = Arc::new(AtomicBool::new(false));
+        let flag = full.clone();
         let writer = std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, beat))
+            .spawn(move || writer_loop(conn, rx, beat, flag))
             .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -153,6 +209,7 @@ impl Store {
                 writer: Mutex::new(Some(writer)),
                 readers: Mutex::new(readers),
                 heartbeat,
+                full,
                 confirmed: Mutex::new(HashMap::new()),
                 volatile: Mutex::new(HashMap::new()),
             }),
@@ -161,6 +218,34 @@ impl Store {
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    fn state_dir(&self) -> &Path {
+        self.inner.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Whether the store can write now, for readiness. Cheap while all is well (an empty transaction proves the
+    /// writer is alive, and a statfs that there is room); after a write failed for lack of space, a real one-row
+    /// write is tried instead, so readiness comes back as soon as space does, without a restart — and costs no
+    /// disk writes on a healthy gateway.
+    pub async fn check_writable(&self) -> Result<(), StoreError> {
+        if self.inner.full.load(Ordering::Relaxed) {
+            let now = now_ms();
+            self.write(Durability::Normal, move |c| {
+                c.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('write_probe', ?1)", [now.to_string()])?;
+                Ok(())
+            })
+            .await?;
+        } else {
+            self.write(Durability::Normal, |c| Ok(c.execute_batch("SELECT 1")?)).await?;
+        }
+        let dir = self.state_dir().to_path_buf();
+        match free_bytes(&dir) {
+            Ok(free) if free < MIN_FREE_BYTES => {
+                Err(StoreError::DiskFull { dir, detail: format!("{free} bytes free, under {MIN_FREE_BYTES}") })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The writer thread's liveness, for the systemd watchdog (it beats at least every second, even when idle).
@@ -174,6 +259,8 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
+        let dir = self.state_dir().to_path_buf();
+        let full = self.inner.full.clone();
         let work: Work = Box::new(move |conn| {
             let outcome = match conn {
                 Some(conn) => f(conn),
@@ -181,9 +268,15 @@ impl Store {
             };
             let ok = outcome.is_ok();
             let deliver: Deliver = Box::new(move |commit| {
-                let result = match commit {
-                    Ok(()) => outcome,
-                    Err(e) => Err(StoreError::Commit(e)),
+                let result = match (commit, outcome) {
+                    (Err(e), _) if e.disk_full => Err(StoreError::DiskFull { dir, detail: e.message }),
+                    (Err(e), _) => Err(StoreError::Commit(e.message)),
+                    // A statement can meet the full disk itself (a page cache spilling into the WAL).
+                    (Ok(()), Err(StoreError::Sql(e))) if is_full(&e) => {
+                        full.store(true, Ordering::Relaxed);
+                        Err(StoreError::DiskFull { dir, detail: e.to_string() })
+                    }
+                    (Ok(()), outcome) => outcome,
                 };
                 let _ = reply.send(result);
             });
@@ -396,8 +489,8 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 /// The longest a `Normal` commit stays unflushed: after a power loss at most this much is missing (SPEC §9.3).
 const FLUSH_WITHIN: Duration = Duration::from_secs(1);
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, heartbeat: Heartbeat) {
-    let mut full = false;
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, heartbeat: Heartbeat, full: Arc<AtomicBool>) {
+    let mut sync_full = false;
     // When the oldest `Normal` commit not yet flushed to disk was made.
     let mut unflushed: Option<Instant> = None;
     loop {
@@ -422,14 +515,25 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, heartbeat: Heartbeat
             }
         }
         let want_full = batch.iter().any(|j| j.durability == Durability::Full);
-        if want_full != full {
+        if want_full != sync_full {
             let level = if want_full { "FULL" } else { "NORMAL" };
             if conn.pragma_update(None, "synchronous", level).is_ok() {
-                full = want_full;
+                sync_full = want_full;
             }
         }
-        run_batch(&conn, batch);
-        if full {
+        let changes = conn.total_changes();
+        match run_batch(&conn, batch) {
+            // Logged once per episode: every caller is told anyway, and a full disk must not flood the journal.
+            Err(e) if e.disk_full && !full.swap(true, Ordering::Relaxed) => {
+                tracing::error!("disk full: writes to the store fail ({}); free space on its filesystem", e.message);
+            }
+            // Only a commit that wrote something proves there is room again.
+            Ok(()) if conn.total_changes() != changes && full.swap(false, Ordering::Relaxed) => {
+                tracing::warn!("the store accepts writes again: space is back");
+            }
+            _ => {}
+        }
+        if sync_full {
             // A FULL commit fsyncs the whole WAL, earlier `Normal` commits included.
             unflushed = None;
         } else {
@@ -440,15 +544,16 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, heartbeat: Heartbeat
     let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-fn run_batch(conn: &Connection, batch: Vec<Job>) {
+/// Runs the jobs in one transaction and tells each its outcome; returns the commit's.
+fn run_batch(conn: &Connection, batch: Vec<Job>) -> Result<(), CommitFailure> {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let msg = e.to_string();
+        let failure = CommitFailure::of(&e);
         for job in batch {
             // The job never ran; tell its caller why.
             let (_, deliver) = (job.work)(None);
-            deliver(Err(msg.clone()));
+            deliver(Err(failure.clone()));
         }
-        return;
+        return Err(failure);
     }
     let mut delivers = Vec::with_capacity(batch.len());
     for job in batch {
@@ -459,13 +564,15 @@ fn run_batch(conn: &Connection, batch: Vec<Job>) {
         let _ = conn.execute_batch(end);
         delivers.push(deliver);
     }
-    let commit = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let commit = conn.execute_batch("COMMIT").map_err(|e| CommitFailure::of(&e));
     if commit.is_err() {
+        // SQLite may or may not have rolled back already after SQLITE_FULL; make sure no transaction is left open.
         let _ = conn.execute_batch("ROLLBACK");
     }
     for deliver in delivers {
         deliver(commit.clone());
     }
+    commit
 }
 
 /// Milliseconds since the epoch, the unit of every timestamp column.

@@ -134,6 +134,13 @@ impl Forwarder {
         let now = now_ms();
         let Ok(due) = self.app.store.read(move |c| tasks::due(c, now, 16)).await else { return };
         for t in due {
+            // Deliveries run one at a time, right here, so a task still `sending` now is one whose outcome could not
+            // be recorded (the disk was full when Xyte answered). Like one a crash left behind: reconcile, never resend.
+            if t.state == "sending" {
+                let patch = Patch { last_error: Some(UNKNOWN_OUTCOME.to_string()), ..Default::default() };
+                self.set(&t, &["sending"], "queued", patch).await;
+                continue;
+            }
             if t.last_error.as_deref() == Some(UNKNOWN_OUTCOME) {
                 match self.reconcile(&t).await {
                     Reconciled::Delivered(found) => {

@@ -98,6 +98,10 @@ impl Poller {
                     self.reports.send_replace(Some(report));
                     cycle += 1;
                 }
+                // Xyte answered, but the gateway's own disk is full: not an outage (the store logs the disk).
+                Err(e) if e.code == crate::error::ErrorCode::StorageFull => {
+                    tracing::debug!("sync could not store what Xyte sent: {e}");
+                }
                 Err(e) => {
                     crate::metrics::upstream_reachable(false);
                     // Log the transition loudly, repeats quietly: an outage must not flood the journal.
