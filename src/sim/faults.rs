@@ -36,6 +36,8 @@ pub struct Faults {
     pub retry_after: Option<u64>,
     /// The next N requests get 429, then normal service (deterministic, for tests).
     pub burst_429: u64,
+    /// With `burst_429`: a new burst of N begins every this long (a storm of recurring 429s, not just one).
+    pub burst_429_every: Option<Duration>,
     /// Fraction of requests whose connection is closed without an answer.
     pub drop_rate: f64,
     /// Fraction of requests that are accepted and never answered.
@@ -79,6 +81,7 @@ impl std::str::FromStr for Faults {
                     "burst_429" => {
                         f.burst_429 = value.parse().map_err(|_| format!("{key}={value}: expected a count"))?
                     }
+                    "burst_429_every" => f.burst_429_every = Some(dur(value)?).filter(|d| !d.is_zero()),
                     "drop_rate" => f.drop_rate = rate(key, value)?,
                     "hang" => f.hang_rate = if value == "1" || value == "true" { 1.0 } else { rate(key, value)? },
                     "hang_rate" => f.hang_rate = rate(key, value)?,
@@ -102,7 +105,7 @@ impl std::str::FromStr for Faults {
                     _ => {
                         return Err(format!(
                             "unknown fault {key:?} (known: latency, jitter, error_rate, rate_429, retry_after, burst_429, \
-                             drop_rate, hang, hang_rate, slow_body, pagination, command_key)"
+                             burst_429_every, drop_rate, hang, hang_rate, slow_body, pagination, command_key)"
                         ));
                     }
                 }
@@ -123,11 +126,12 @@ mod tests {
     #[test]
     fn parses_every_key() {
         let f: Faults = "latency=250ms,jitter=1s,error_rate=0.3,rate_429=0.1,retry_after=2,burst_429=3,drop_rate=0.05,\
-                         hang_rate=0.01,slow_body=10ms,pagination=next_page,command_key=command"
+                         burst_429_every=15s,hang_rate=0.01,slow_body=10ms,pagination=next_page,command_key=command"
             .parse()
             .unwrap();
         assert_eq!(f.latency, Duration::from_millis(250));
         assert_eq!((f.error_rate, f.rate_429, f.retry_after, f.burst_429), (0.3, 0.1, Some(2), 3));
+        assert_eq!(f.burst_429_every, Some(Duration::from_secs(15)));
         assert_eq!((f.pagination, f.command_key), (Pagination::NextPage, CommandKey::Command));
         assert_eq!("hang=1".parse::<Faults>().unwrap().hang_rate, 1.0);
         assert_eq!("".parse::<Faults>().unwrap(), Faults::default());

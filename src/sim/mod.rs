@@ -59,6 +59,9 @@ pub struct RequestRecord {
     pub path: String,
     /// Arrival time since the simulator was created.
     pub at: Duration,
+    /// When the answer was sent (after the injected latency), on the same clock; equals `at`-plus-latency for most
+    /// requests. Tests use it to check that nothing arrives too soon after a 429 was answered.
+    pub answered: Duration,
     /// 0 when no answer was sent (dropped or hung).
     pub status: u16,
 }
@@ -74,11 +77,46 @@ pub struct SimStats {
 
 const MAX_RECORDS: usize = 100_000;
 
+/// The `burst_429` fault: N requests get 429, then service resumes; with `burst_429_every`, the next burst of N
+/// starts one period after the previous one started.
+#[derive(Debug, Clone, PartialEq)]
+struct Burst {
+    left: u64,
+    size: u64,
+    every: Option<Duration>,
+    /// When the next burst starts, on the simulator's clock.
+    next: Duration,
+}
+
+impl Burst {
+    fn new(f: &Faults, now: Duration) -> Self {
+        let every = f.burst_429_every.filter(|_| f.burst_429 > 0);
+        Burst { left: f.burst_429, size: f.burst_429, every, next: now + every.unwrap_or_default() }
+    }
+
+    fn take(&mut self, now: Duration) -> bool {
+        if let Some(every) = self.every
+            && now >= self.next
+        {
+            self.left = self.size;
+            // Periods missed while nobody asked do not pile up into one long burst.
+            while self.next <= now {
+                self.next += every;
+            }
+        }
+        if self.left == 0 {
+            return false;
+        }
+        self.left -= 1;
+        true
+    }
+}
+
 pub struct Simulator {
     opts: SimOptions,
     world: Mutex<world::World>,
     faults: Mutex<Faults>,
-    burst_429: Mutex<u64>,
+    burst_429: Mutex<Burst>,
     fault_rng: Mutex<rng::Rng>,
     stats: Mutex<SimStats>,
     started: Instant,
@@ -91,7 +129,7 @@ impl Simulator {
         let world = world::World::new(opts.devices, opts.seed, opts.churn);
         Arc::new(Simulator {
             world: Mutex::new(world),
-            burst_429: Mutex::new(opts.faults.burst_429),
+            burst_429: Mutex::new(Burst::new(&opts.faults, Duration::ZERO)),
             faults: Mutex::new(opts.faults.clone()),
             fault_rng: Mutex::new(rng::Rng::new(opts.seed.wrapping_add(0xFA17))),
             stats: Mutex::new(SimStats::default()),
@@ -183,7 +221,7 @@ impl Simulator {
 
     pub fn set_faults(&self, faults: Faults) {
         if let Ok(mut b) = self.burst_429.lock() {
-            *b = faults.burst_429;
+            *b = Burst::new(&faults, self.started.elapsed());
         }
         if let Ok(mut f) = self.faults.lock() {
             *f = faults;
@@ -195,13 +233,8 @@ impl Simulator {
     }
 
     fn take_burst_429(&self) -> bool {
-        let Ok(mut left) = self.burst_429.lock() else { return false };
-        if *left > 0 {
-            *left -= 1;
-            true
-        } else {
-            false
-        }
+        let now = self.started.elapsed();
+        self.burst_429.lock().map(|mut b| b.take(now)).unwrap_or(false)
     }
 
     fn roll(&self) -> f64 {
@@ -222,7 +255,10 @@ impl Simulator {
             if s.requests.len() >= MAX_RECORDS {
                 s.requests.drain(..MAX_RECORDS / 10);
             }
-            s.requests.push(r);
+            // Kept in arrival order, as `SimStats` promises: requests are recorded when answered, and concurrent
+            // ones are answered out of order (latency, faults), which made "oldest first" a lie under load.
+            let at = s.requests.iter().rposition(|q| q.at <= r.at).map_or(0, |i| i + 1);
+            s.requests.insert(at, r);
         }
     }
 
@@ -318,4 +354,44 @@ pub async fn run_standalone(listen: SocketAddr, opts: SimOptions) -> std::io::Re
         _ = term.recv() => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_listed_in_arrival_order_whatever_order_they_were_answered_in() {
+        let sim = Simulator::new(SimOptions { devices: 1, ..Default::default() });
+        let req = |at_ms: u64, answered_ms: u64| RequestRecord {
+            method: "GET".into(),
+            path: format!("/{at_ms}"),
+            at: Duration::from_millis(at_ms),
+            answered: Duration::from_millis(answered_ms),
+            status: 200,
+        };
+        for (at, answered) in [(10, 2010), (20, 25), (5, 3000), (30, 31)] {
+            sim.record(req(at, answered));
+        }
+        let order: Vec<String> = sim.stats().requests.into_iter().map(|r| r.path).collect();
+        assert_eq!(order, ["/5", "/10", "/20", "/30"]);
+    }
+
+    #[test]
+    fn bursts_of_429_once_or_recurring() {
+        let secs = Duration::from_secs;
+        let once: Faults = "burst_429=2".parse().unwrap();
+        let mut b = Burst::new(&once, secs(0));
+        let got: Vec<bool> = [0, 1, 2, 100].iter().map(|&t| b.take(secs(t))).collect();
+        assert_eq!(got, [true, true, false, false], "one burst without a period");
+
+        let storm: Faults = "burst_429=2,burst_429_every=10s".parse().unwrap();
+        let mut b = Burst::new(&storm, secs(5));
+        let got: Vec<bool> = [5, 6, 7, 14, 15, 15, 15, 16, 44, 44, 44].iter().map(|&t| b.take(secs(t))).collect();
+        assert_eq!(
+            got,
+            [true, true, false, false, true, true, false, false, true, true, false],
+            "a burst of 2 at 5 s, 15 s, …; a quiet spell (16 s → 44 s) does not save up bursts"
+        );
+    }
 }

@@ -44,7 +44,13 @@ pub async fn handle(sim: Arc<Simulator>, req: Request<Incoming>) -> Result<Respo
     let arrived = sim.started.elapsed();
     let method = req.method().as_str().to_string();
     let faults = sim.faults();
-    let record = |status: u16| RequestRecord { method: method.clone(), path: path.clone(), at: arrived, status };
+    let record = |status: u16| RequestRecord {
+        method: method.clone(),
+        path: path.clone(),
+        at: arrived,
+        answered: sim.started.elapsed(),
+        status,
+    };
 
     let delay = faults.latency + faults.jitter.mul_f64(sim.roll());
     if !delay.is_zero() {

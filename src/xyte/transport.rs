@@ -70,17 +70,9 @@ impl Transport {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            if let Err(e) = self.wait_for_pause(&class, deadline) {
+            if let Err(e) = self.clear_to_send(&class, call.prio, deadline) {
                 crate::metrics::xyte_error(&class, e.code);
                 return Err(e);
-            }
-            if let Err(wait) = self.limiter.acquire(call.prio, deadline) {
-                crate::metrics::xyte_error(&class, ErrorCode::RateLimited);
-                return Err(Error::new(
-                    ErrorCode::RateLimited,
-                    "the upstream request budget (XYTE_RATE_LIMIT) is used up; try again shortly",
-                )
-                .with_retry_after(wait.as_secs().max(1)));
             }
             let left = deadline.saturating_duration_since(Instant::now()).min(self.request_timeout);
             let sent = Instant::now();
@@ -164,6 +156,30 @@ impl Transport {
             response.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let bytes = response.body_mut().with_config().limit(MAX_BODY).read_to_vec().map_err(map_transport_error)?;
         Ok((status, retry_after, bytes))
+    }
+
+    /// Waits out any 429 pause of the class, then takes a token. A call that waited for its token may find that
+    /// another call met a 429 meanwhile: it must not send then, so it gives the token back and waits again.
+    fn clear_to_send(&self, class: &str, prio: Priority, deadline: Instant) -> Result<(), Error> {
+        loop {
+            self.wait_for_pause(class, deadline)?;
+            let granted = self.limiter.acquire(prio, deadline).map_err(|wait| {
+                Error::new(
+                    ErrorCode::RateLimited,
+                    "the upstream request budget (XYTE_RATE_LIMIT) is used up; try again shortly",
+                )
+                .with_retry_after(wait.as_secs().max(1))
+            })?;
+            if !self.paused_now(class) {
+                return Ok(());
+            }
+            self.limiter.refund(granted);
+        }
+    }
+
+    fn paused_now(&self, class: &str) -> bool {
+        let now = Instant::now();
+        self.paused.lock().ok().and_then(|p| p.get(class).copied()).is_some_and(|until| until > now)
     }
 
     fn pause(&self, class: &str, wait: Duration) {
@@ -377,6 +393,42 @@ mod tests {
         assert_eq!(segment("a b?c"), "a%20b%3Fc");
         assert_eq!(endpoint_class("devices/abc/commands"), "devices");
         assert_eq!(endpoint_class("/tickets"), "tickets");
+    }
+
+    /// A call that waits for a token while another call meets a 429 must not send during the pause that follows.
+    #[test]
+    fn a_call_waiting_for_a_token_honours_a_pause_that_began_meanwhile() {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let faults = "latency=300ms,burst_429=1,retry_after=2".parse().unwrap();
+        let opts = crate::sim::SimOptions { faults, churn: false, ..Default::default() };
+        let sim = rt.block_on(crate::sim::spawn("127.0.0.1:0".parse().unwrap(), opts)).unwrap();
+        let key = Secret::new(sim.sim.api_key().to_string());
+        // 60/min: one token a second once the burst of 6 is spent.
+        let t = std::sync::Arc::new(Transport::new(&sim.base_url(), key, Duration::from_secs(10), 60));
+        while t.limiter.try_acquire(Priority::Command) {}
+        let granted = t.limiter.grants();
+        let get = |t: std::sync::Arc<Transport>| {
+            std::thread::spawn(move || {
+                t.call(&Call { method: "GET", path: "info", query: &[], body: None, prio: Priority::Interactive })
+            })
+        };
+        // The first call takes the next token and meets the 429 some 300 ms later; the second starts waiting for the
+        // token after that, which comes while the 429's pause holds.
+        let first = get(t.clone());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while t.limiter.grants() == granted {
+            assert!(Instant::now() < deadline, "the first call took a token");
+            std::thread::yield_now();
+        }
+        let second = get(t.clone());
+        assert!(first.join().unwrap().is_ok(), "retried after the pause");
+        assert!(second.join().unwrap().is_ok());
+        let requests = sim.sim.stats().requests;
+        let limited = requests.iter().find(|r| r.status == 429).expect("a 429");
+        for r in requests.iter().filter(|r| r.at > limited.answered) {
+            assert!(r.at - limited.answered >= Duration::from_secs(2), "sent during the pause: {requests:?}");
+        }
+        assert_eq!(requests.len(), 3, "the 429, then one request per call: {requests:?}");
     }
 
     #[test]
