@@ -270,3 +270,20 @@ async fn single_cached_entries_never_pass_for_the_whole_collection() {
     let listed = ok(&rig, Role::Viewer, "list_devices", json!({})).await;
     assert_eq!(listed["total"], 12, "{listed}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_collection_is_a_cached_answer_too() {
+    let rig = rig(false).await;
+    // Every device online: no active incident, so the stored snapshot of incidents is empty.
+    for id in rig.sim.sim.device_ids() {
+        assert!(rig.sim.sim.set_device_status(&id, "online"));
+    }
+    let first = ok(&rig, Role::Viewer, "list_incidents", json!({})).await;
+    assert_eq!(first["total"], 0, "{first}");
+    rig.sim.sim.reset_stats();
+    for _ in 0..5 {
+        let again = ok(&rig, Role::Viewer, "list_incidents", json!({})).await;
+        assert_eq!((again["total"].as_u64(), again["stale"].as_bool()), (Some(0), Some(false)), "{again}");
+    }
+    assert_eq!(rig.sim.sim.stats().total, 0, "fresh empty answers must not go back to Xyte");
+}

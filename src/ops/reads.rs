@@ -55,12 +55,13 @@ where
     let entries = if complete { entries } else { Vec::new() };
     let newest_row = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
     let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
-    let hit = !entries.is_empty() && fresh(ctx, known);
+    // A complete snapshot may be empty (no active incidents): that is an answer too, not a miss.
+    let hit = complete && fresh(ctx, known);
     crate::metrics::cache(resource, hit);
     if hit {
         return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: false });
     }
-    if !entries.is_empty() && known_unreachable(ctx) {
+    if complete && known_unreachable(ctx) {
         return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: true });
     }
     match fetch().await {
@@ -70,7 +71,7 @@ where
             not_kept(resource, kept.err());
             Ok(Snapshot { items, fetched_at: now_ms(), stale: false })
         }
-        Err(e) if e.code.is_unreachable() && !entries.is_empty() => {
+        Err(e) if e.code.is_unreachable() && complete => {
             tracing::debug!(resource, code = %e.code, "serving stale cache");
             Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: true })
         }

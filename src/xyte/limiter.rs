@@ -15,6 +15,9 @@ use std::time::{Duration, Instant};
 /// The sliding window of the per-minute promise, with a second of margin: a request reaches Xyte a little after it
 /// takes its token (thread wake-up, connect), and two grants exactly 60 s apart must not land in one of Xyte's minutes.
 const WINDOW: Duration = Duration::from_secs(61);
+/// Background work that has waited this long is served as interactive: "polling yields" must not become "polling
+/// starves" while agents keep the bucket empty, or the cache would never be refreshed.
+const PROMOTE_AFTER: Duration = Duration::from_secs(10);
 
 /// Who is asking; higher first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -41,6 +44,7 @@ pub struct Limiter {
     burst: f64,
     /// Tokens background work must leave in the bucket.
     reserve: f64,
+    promote_after: Duration,
 }
 
 impl Limiter {
@@ -53,6 +57,7 @@ impl Limiter {
             per_window: per_min.max(1) as usize,
             burst,
             reserve: (burst / 2.0).floor(),
+            promote_after: PROMOTE_AFTER,
         }
     }
 
@@ -122,16 +127,26 @@ impl Limiter {
     /// been available.
     pub fn acquire(&self, prio: Priority, deadline: Instant) -> Result<Instant, Duration> {
         let Ok(mut s) = self.state.lock() else { return Err(Duration::from_secs(1)) };
+        let mut prio = prio;
+        let promote_at = Instant::now() + self.promote_after;
         s.waiting[prio as usize] += 1;
         let outcome = loop {
             let now = Instant::now();
+            if prio == Priority::Background && now >= promote_at {
+                s.waiting[prio as usize] -= 1;
+                prio = Priority::Interactive;
+                s.waiting[prio as usize] += 1;
+            }
             match self.take(&mut s, prio, now) {
                 Ok(()) => break Ok(now),
                 Err(wait) if now + wait > deadline => break Err(wait),
-                Err(wait) => match self.wake.wait_timeout(s, wait) {
-                    Ok((guard, _)) => s = guard,
-                    Err(_) => return Err(wait),
-                },
+                Err(wait) => {
+                    let wait = if prio == Priority::Background { wait.min(promote_at - now) } else { wait };
+                    match self.wake.wait_timeout(s, wait.max(Duration::from_millis(1))) {
+                        Ok((guard, _)) => s = guard,
+                        Err(_) => return Err(wait),
+                    }
+                }
             }
         };
         s.waiting[prio as usize] -= 1;
@@ -144,6 +159,35 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn background_work_is_promoted_after_waiting_so_polling_never_starves() {
+        let mut l = Limiter::new(600);
+        l.promote_after = Duration::from_millis(300);
+        let l = std::sync::Arc::new(l);
+        while l.try_acquire(Priority::Interactive) {}
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Interactive callers keep the bucket empty and always have a waiter queued.
+        let hogs: Vec<_> = (0..4)
+            .map(|_| {
+                let (l, stop) = (l.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = l.acquire(Priority::Interactive, Instant::now() + Duration::from_secs(1));
+                    }
+                })
+            })
+            .collect();
+        while l.state.lock().unwrap().waiting[Priority::Interactive as usize] == 0 {
+            std::thread::yield_now();
+        }
+        let got = l.acquire(Priority::Background, Instant::now() + Duration::from_secs(3));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for h in hogs {
+            h.join().unwrap();
+        }
+        assert!(got.is_ok(), "background work starved: {got:?}");
+    }
 
     #[test]
     fn burst_then_rate_and_background_reserve() {
