@@ -40,6 +40,19 @@ step "cargo test"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
 cargo test --locked -- --test-threads=2
 
+step "packaging: the amd64 .deb (cargo-deb), lintian, then install / upgrade / remove / purge on this machine"
+missing=()
+for tool in lintian:lintian systemd-analyze:systemd man:man-db curl:curl setpriv:util-linux adduser:adduser; do
+  command -v "${tool%%:*}" >/dev/null 2>&1 || missing+=("${tool#*:}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+packaging/build-debs.sh amd64
+deb=$(ls "$CARGO_TARGET_DIR"/debian/xyte-edge_*_amd64.deb)
+lintian --allow-root --fail-on error,warning "$deb"
+tests/packaging/deb-install.sh "$deb"
+
 step "interop: the Python MCP SDK (mcp==2.3.0) through xyte-edge mcp and over HTTPS, legacy / auto / 2026-07-28"
 VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
