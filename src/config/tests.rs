@@ -212,3 +212,29 @@ fn local_commands_need_no_credential_but_everything_else_is_still_checked() {
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found.iter().all(|p| !p.starts_with("XYTE_API_KEY")), "{found:?}");
 }
+
+/// The inputs the fuzz target `config` keeps (tests/fuzz: `regressions/` once failed it, `corpus/` are its seeds),
+/// loaded as the target loads them: the first byte's bit 0 is demo mode, the rest is the file. Each must give a
+/// configuration with its secrets masked, or a non-empty list of problems.
+#[test]
+fn fuzz_inputs_still_load() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for kind in ["regressions", "corpus"] {
+        for entry in std::fs::read_dir(fuzz.join(kind).join("config")).unwrap() {
+            let input = std::fs::read(entry.unwrap().path()).unwrap();
+            let Some((&options, text)) = input.split_first() else { continue };
+            let path = dir.path().join("xyte-edge.conf");
+            std::fs::write(&path, text).unwrap();
+            match Config::load_from(&LoadOptions { path: Some(path), demo: options & 1 != 0 }, &env(&[])) {
+                Ok(c) => assert!(c.effective.iter().all(|e| !KEYS.iter().any(|k| k.name == e.key && k.secret)
+                    || e.value.is_empty()
+                    || e.value == "***")),
+                Err(e) => assert!(!e.problems.is_empty()),
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "only {seen} fuzz inputs for config found under {}", fuzz.display());
+}
