@@ -222,7 +222,8 @@ fn fuzz_inputs_still_load() {
     let dir = tempfile::tempdir().unwrap();
     let mut seen = 0;
     for kind in ["regressions", "corpus"] {
-        for entry in std::fs::read_dir(fuzz.join(kind).join("config")).unwrap() {
+        // An empty `regressions/<target>` is not in git, hence not there at all.
+        for entry in std::fs::read_dir(fuzz.join(kind).join("config")).into_iter().flatten() {
             let input = std::fs::read(entry.unwrap().path()).unwrap();
             let Some((&options, text)) = input.split_first() else { continue };
             let path = dir.path().join("xyte-edge.conf");

@@ -310,7 +310,8 @@ mod tests {
         let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
         let mut seen = 0;
         for kind in ["regressions", "corpus"] {
-            for entry in std::fs::read_dir(fuzz.join(kind).join("webhook")).unwrap() {
+            // An empty `regressions/<target>` is not in git, hence not there at all.
+            for entry in std::fs::read_dir(fuzz.join(kind).join("webhook")).into_iter().flatten() {
                 let input = std::fs::read(entry.unwrap().path()).unwrap();
                 let Some((&options, rest)) = input.split_first() else { continue };
                 let (header, body) = if options & 1 != 0 {

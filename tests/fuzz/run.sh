@@ -46,6 +46,8 @@ fuzz() {
   cargo fuzz "$1" --fuzz-dir "$FUZZ" --target-dir "$FUZZ_TARGET_DIR" -s none -a "${@:2}"
 }
 
+cargo fmt --manifest-path "$FUZZ/Cargo.toml" -- --check
+
 build_started=$(date +%s)
 mkdir -p "$FUZZ_TARGET_DIR"
 if ! fuzz build >"$FUZZ_TARGET_DIR/build.log" 2>&1; then
@@ -61,7 +63,7 @@ for target in "${TARGETS[@]}"; do
   artifacts=$FUZZ_TARGET_DIR/artifacts/$target
   mkdir -p "$grown" "$artifacts" "$FUZZ/regressions/$target"
   log=$FUZZ_TARGET_DIR/$target.log
-  common=(-timeout=10 -rss_limit_mb=2048 "-artifact_prefix=$artifacts/")
+  common=(-timeout=10 -rss_limit_mb=2048 "-artifact_prefix=$artifacts/" "-dict=$FUZZ/dict/$target.dict")
 
   # -runs=0 executes every input of the directory once and stops: a crash there is a regression.
   if ! TMPDIR=$SCRATCH fuzz run "$target" "$FUZZ/regressions/$target" -- -runs=0 "${common[@]}" \
