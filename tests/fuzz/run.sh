@@ -4,6 +4,7 @@
 # (tests/fuzz/regressions/<target>/) is replayed, then each target runs for SECONDS.
 #
 # Usage: tests/fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]   (default: 60 seconds, all three targets)
+#        XYTE_FUZZ_ARGS="-fork=4" tests/fuzz/run.sh 3600   (extra libFuzzer options, e.g. more cores for a long run)
 #
 # Stable toolchain: cargo-fuzz needs nightly only for its sanitizers (`-Zsanitizer=address`, its default) and
 # `--build-std`. With `-s none` it passes nothing but stable `-C` flags (`-Cpasses=sancov-module` and the
@@ -18,6 +19,7 @@ SECONDS_PER_TARGET=${1:-60}
 shift || true
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(mcp webhook config)
+read -r -a EXTRA <<<"${XYTE_FUZZ_ARGS:-}"
 CARGO_FUZZ_VERSION=0.13.2
 
 cd "$(dirname "$0")/../.."
@@ -78,7 +80,7 @@ for target in "${TARGETS[@]}"; do
   # New inputs go to the first directory (the grown corpus, outside the repository); seeds and regressions are only
   # read, the regressions because inputs near an old bug are good places to look for the next one.
   if TMPDIR=$SCRATCH fuzz run "$target" "$grown" "$FUZZ/corpus/$target" "$FUZZ/regressions/$target" -- \
-      -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 "${common[@]}" </dev/null >"$log" 2>&1; then
+      -max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 "${common[@]}" "${EXTRA[@]}" </dev/null >"$log" 2>&1; then
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | grep -o '[0-9]*' || echo '?')
     echo "ok   fuzz $target: $kept regression inputs replayed; $runs runs in ${SECONDS_PER_TARGET}s, coverage $cov," \
