@@ -607,7 +607,15 @@ fn build(
 
 /// Reads a secret from a file: trailing newlines trimmed, empty refused, the content never echoed.
 fn read_secret_file(path: &Path) -> Result<Secret<String>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read secret file {}: {e}", path.display()))?;
+    use std::io::Read;
+    // A key is a few hundred bytes; the bound keeps a mistake (`/dev/zero`, a log file) from eating the memory.
+    const MAX: u64 = 64 * 1024;
+    let cannot = |e: std::io::Error| format!("cannot read secret file {}: {e}", path.display());
+    let mut text = String::new();
+    std::fs::File::open(path).and_then(|f| f.take(MAX + 1).read_to_string(&mut text)).map_err(cannot)?;
+    if text.len() as u64 > MAX {
+        return Err(format!("secret file {} is larger than {MAX} bytes; is it the right file?", path.display()));
+    }
     let value = text.trim_end_matches(['\n', '\r']).to_string();
     if value.trim().is_empty() {
         return Err(format!("secret file {} is empty", path.display()));

@@ -69,6 +69,12 @@ tests/interop/inspector.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 step "the official MCP conformance suite 0.2.0-alpha.12 against /mcp, --requirements 2025-11-25 and 2026-07-28"
 tests/interop/conformance.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 
+# libFuzzer through cargo-fuzz (stable toolchain, no sanitizer: see tests/fuzz/run.sh) on MCP framing and dispatch,
+# the webhook handler and the config parser: kept regression inputs replayed, then XYTE_FUZZ_SECONDS (default 60)
+# per target. Its builds go to $CARGO_TARGET_DIR/fuzz, apart from the cache above.
+step "fuzzing: mcp, webhook, config (${XYTE_FUZZ_SECONDS:-60}s each, cargo-fuzz 0.13.2)"
+tests/fuzz/run.sh "${XYTE_FUZZ_SECONDS:-60}"
+
 step "idle writes: 500 devices polled every 30 s for 10 minutes (started after the build)"
 if ! wait "$idle_pid"; then
   cat "$idle_log"

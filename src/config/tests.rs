@@ -136,6 +136,8 @@ fn secret_files_and_systemd_credentials() {
         problems(Config::load_from(&opts, &missing).unwrap_err())[0]
             .contains("cannot read secret file /nonexistent/key")
     );
+    let zeros = env(&[("XYTE_API_KEY_FILE", "/dev/zero")]);
+    assert!(problems(Config::load_from(&opts, &zeros).unwrap_err())[0].contains("is larger than 65536 bytes"));
 
     let creds = tempfile::tempdir().unwrap();
     write_file(creds.path(), "xyte-api-key", "cred-key\n");
@@ -211,4 +213,31 @@ fn local_commands_need_no_credential_but_everything_else_is_still_checked() {
     let found = problems(Config::load_layers(&opts, &env(&[]), false).unwrap_err());
     assert_eq!(found.len(), 2, "{found:?}");
     assert!(found.iter().all(|p| !p.starts_with("XYTE_API_KEY")), "{found:?}");
+}
+
+/// The inputs the fuzz target `config` keeps (tests/fuzz: `regressions/` once failed it, `corpus/` are its seeds),
+/// loaded as the target loads them: the first byte's bit 0 is demo mode, the rest is the file. Each must give a
+/// configuration with its secrets masked, or a non-empty list of problems.
+#[test]
+fn fuzz_inputs_still_load() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = 0;
+    for kind in ["regressions", "corpus"] {
+        // An empty `regressions/<target>` is not in git, hence not there at all.
+        for entry in std::fs::read_dir(fuzz.join(kind).join("config")).into_iter().flatten() {
+            let input = std::fs::read(entry.unwrap().path()).unwrap();
+            let Some((&options, text)) = input.split_first() else { continue };
+            let path = dir.path().join("xyte-edge.conf");
+            std::fs::write(&path, text).unwrap();
+            match Config::load_from(&LoadOptions { path: Some(path), demo: options & 1 != 0 }, &env(&[])) {
+                Ok(c) => assert!(c.effective.iter().all(|e| !KEYS.iter().any(|k| k.name == e.key && k.secret)
+                    || e.value.is_empty()
+                    || e.value == "***")),
+                Err(e) => assert!(!e.problems.is_empty()),
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "only {seen} fuzz inputs for config found under {}", fuzz.display());
 }

@@ -14,7 +14,7 @@ pub mod router;
 mod server;
 mod sse;
 pub mod tls;
-mod webhook;
+pub mod webhook;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -17,6 +17,7 @@ use super::auth::{Caller, Rejection, authenticate};
 use super::router::{Body, Http, Peer, error_response, json_response, unauthenticated};
 use crate::config::{Role, Secret};
 use crate::error::{Error, ErrorCode};
+use crate::ops::App;
 use crate::store::events::NewEvent;
 use crate::store::{Durability, now_ms, webhooks};
 
@@ -72,13 +73,26 @@ pub async fn receive(http: &Http, peer: Peer, req: Request<Incoming>) -> Respons
             }
         }
     }
-    let via = via.unwrap_or_default();
+    accept(&http.app, &raw, &via.unwrap_or_default()).await
+}
 
-    let delivery = match Delivery::parse(&raw) {
+/// The fuzzing entry point (`tests/fuzz`, target `webhook`): what [`receive`] does with a signed delivery once hyper
+/// has read it — the signature check against `secret`, then parsing, event mapping and the durable commit — answering
+/// exactly as [`receive`] would. Token authentication and the body limit stay with [`receive`].
+pub async fn receive_signed(app: &App, secret: Option<&Secret<String>>, signature: &str, raw: &[u8]) -> Response<Body> {
+    match check_signature(secret, signature, raw) {
+        Ok(()) => accept(app, raw, "signature").await,
+        Err(reason) => unauthenticated(reason),
+    }
+}
+
+/// An authenticated delivery: parsed, mapped to its event and stored.
+async fn accept(app: &App, raw: &[u8], via: &str) -> Response<Body> {
+    let delivery = match Delivery::parse(raw) {
         Ok(d) => d,
         Err(reason) => return error_response(&Error::invalid_params(reason)),
     };
-    store(http, delivery, &raw, &via).await
+    store(app, delivery, raw, via).await
 }
 
 /// The caller's principal id when its bearer token has at least the `operator` role.
@@ -203,31 +217,30 @@ impl Delivery {
 }
 
 /// Commits the receipt and (for a new id) its event with full durability, broadcasts the event, answers 202.
-async fn store(http: &Http, delivery: Delivery, raw: &[u8], via: &str) -> Response<Body> {
+async fn store(app: &App, delivery: Delivery, raw: &[u8], via: &str) -> Response<Body> {
     let id = delivery.id.clone().unwrap_or_else(|| to_hex(digest::digest(&digest::SHA256, raw).as_ref()));
     let event = delivery.event(&id);
     let key = id.clone();
-    let receipt =
-        match http.app.store.write(Durability::Full, move |c| webhooks::receive(c, &key, now_ms(), event)).await {
-            Ok(r) => r,
-            // 507, not 202: the sender keeps the delivery and retries; the store already logged the full disk.
-            Err(e) if e.is_disk_full() => {
-                tracing::warn!(error = %e, "webhook refused: disk full");
-                return error_response(
-                    &Error::new(ErrorCode::StorageFull, format!("{e}; the delivery was not stored"))
-                        .with_hint("retry the delivery later; it is accepted again once space is freed"),
-                );
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "webhook not stored");
-                return error_response(
-                    &Error::internal(format!("the webhook could not be stored: {e}"))
-                        .with_hint("retry the delivery; nothing was recorded"),
-                );
-            }
-        };
+    let receipt = match app.store.write(Durability::Full, move |c| webhooks::receive(c, &key, now_ms(), event)).await {
+        Ok(r) => r,
+        // 507, not 202: the sender keeps the delivery and retries; the store already logged the full disk.
+        Err(e) if e.is_disk_full() => {
+            tracing::warn!(error = %e, "webhook refused: disk full");
+            return error_response(
+                &Error::new(ErrorCode::StorageFull, format!("{e}; the delivery was not stored"))
+                    .with_hint("retry the delivery later; it is accepted again once space is freed"),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "webhook not stored");
+            return error_response(
+                &Error::internal(format!("the webhook could not be stored: {e}"))
+                    .with_hint("retry the delivery; nothing was recorded"),
+            );
+        }
+    };
     if let Some(event) = &receipt.event {
-        http.app.bus.broadcast(std::slice::from_ref(event));
+        app.bus.broadcast(std::slice::from_ref(event));
     }
     let duplicate = receipt.duplicate();
     tracing::debug!(r#type = %delivery.kind, id = %id, duplicate, event_id = ?receipt.event_id, via, "webhook received");
@@ -294,5 +307,38 @@ mod tests {
         }
         assert_eq!(to_hex(&decode_hex("00ff7a").unwrap()), "00ff7a");
         assert!(decode_hex("0").is_none());
+    }
+
+    /// The inputs the fuzz target `webhook` keeps (tests/fuzz: `regressions/` once failed it, `corpus/` are its
+    /// seeds), read as the target reads them (first byte: bit 0 sign the rest, else header line then body; bit 1 no
+    /// secret): the signature check and, for a signed body, parsing and event mapping must not panic.
+    #[test]
+    fn fuzz_inputs_are_answered() {
+        const SECRET: &str = "fuzzing-webhook-secret-0123456789";
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+        let mut seen = 0;
+        for kind in ["regressions", "corpus"] {
+            // An empty `regressions/<target>` is not in git, hence not there at all.
+            for entry in std::fs::read_dir(fuzz.join(kind).join("webhook")).into_iter().flatten() {
+                let input = std::fs::read(entry.unwrap().path()).unwrap();
+                let Some((&options, rest)) = input.split_first() else { continue };
+                let (header, body) = if options & 1 != 0 {
+                    (sign(SECRET, rest), rest)
+                } else {
+                    let split = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
+                    let header = std::str::from_utf8(&rest[..split]).unwrap_or_default().to_string();
+                    (header, rest.get(split + 1..).unwrap_or_default())
+                };
+                let secret = (options & 2 == 0).then(|| Secret::new(SECRET.to_string()));
+                if check_signature(secret.as_ref(), &header, body).is_ok()
+                    && let Ok(delivery) = Delivery::parse(body)
+                {
+                    let event = delivery.event(delivery.id.as_deref().unwrap_or("sha"));
+                    assert_eq!(event.data["type"], delivery.kind);
+                }
+                seen += 1;
+            }
+        }
+        assert!(seen >= 4, "only {seen} fuzz inputs for webhook found under {}", fuzz.display());
     }
 }

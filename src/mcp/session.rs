@@ -102,6 +102,14 @@ impl Session {
         }
     }
 
+    /// The peer has gone (EOF on its connection). Requests already running still answer, but the streams that only
+    /// end when the client leaves — `subscriptions/listen`, legacy subscriptions — end now. Without this a client that
+    /// disconnects during `subscriptions/listen` would keep its connection (and its `XYTE_MAX_CONNECTIONS` permit)
+    /// forever: the stream holds the session, and the transport's writer only notices a dead peer when it writes.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
     /// A framing problem found by the transport (e.g. an oversized line): answered without an id.
     pub fn receive_error(&self, error: RpcError) {
         self.send(jsonrpc::error(None, &error));
@@ -711,5 +719,89 @@ fn finish_modern(method: &str, result: &mut Value) {
     let meta = map.entry("_meta").or_insert(json!({}));
     if let Value::Object(m) = meta {
         m.insert(META_SERVER_INFO.into(), server_info());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    use crate::config::{Role, Secret, XyteCredential};
+    use crate::xyte::{ClientConfig, XyteClient};
+
+    /// As the fuzz target `mcp` builds it: read-only, Xyte a closed loopback port.
+    fn app(dir: &std::path::Path, conformance_fixtures: bool) -> Arc<App> {
+        let store = crate::store::Store::open(dir, Default::default()).unwrap();
+        let client = XyteClient::new(ClientConfig {
+            base_url: "http://127.0.0.1:1".into(),
+            credential: XyteCredential::ApiKey(Secret::new("fuzz-key".into())),
+            request_timeout: Duration::from_millis(20),
+            rate_limit_per_min: 6000,
+        })
+        .unwrap();
+        Arc::new(App {
+            bus: crate::events::EventBus::new(store.clone()),
+            sync: Default::default(),
+            store,
+            client,
+            cache_ttl: Duration::from_secs(60),
+            read_only: true,
+            command_ttl: Duration::from_secs(600),
+            env_label: "fuzz".into(),
+            started: Instant::now(),
+            mcp_clients: Default::default(),
+            outbox_wake: Default::default(),
+            experimental_apis: true,
+            presets: Default::default(),
+            conformance_fixtures,
+        })
+    }
+
+    /// The inputs the fuzz target `mcp` keeps (tests/fuzz: `regressions/` once failed it, `corpus/` are its seeds),
+    /// fed as the target feeds them: the first byte picks the role (bits 0-1) and the fixtures (bit 2), the rest goes
+    /// line by line through `receive`, then the peer leaves. The session must then finish, having sent only JSON-RPC.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fuzz_inputs_finish_after_the_peer_leaves() {
+        let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
+        let dir = tempfile::tempdir().unwrap();
+        let apps = [app(&dir.path().join("plain"), false), app(&dir.path().join("fixtures"), true)];
+        let mut seen = 0;
+        for kind in ["regressions", "corpus"] {
+            // An empty `regressions/<target>` is not in git, hence not there at all.
+            for entry in std::fs::read_dir(fuzz.join(kind).join("mcp")).into_iter().flatten() {
+                let path = entry.unwrap().path();
+                let input = std::fs::read(&path).unwrap();
+                let Some((&options, stream)) = input.split_first() else { continue };
+                let role = [Role::Viewer, Role::Operator, Role::Admin, Role::Admin][usize::from(options & 3)];
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let app = apps[usize::from(options & 4 != 0)].clone();
+                let session = Session::new(app, Principal { id: "uid:fuzz".into(), role }, tx);
+                for line in stream.split(|b| *b == b'\n') {
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if !line.iter().all(u8::is_ascii_whitespace) {
+                        session.receive(line).await;
+                    }
+                }
+                session.close();
+                drop(session);
+                let mut sent = Vec::new();
+                let drained = tokio::time::timeout(Duration::from_secs(10), async {
+                    while let Some(msg) = rx.recv().await {
+                        let items = msg.as_array().cloned().unwrap_or_else(|| vec![msg.clone()]);
+                        assert!(items.iter().all(|m| m["jsonrpc"] == "2.0"), "{}: {msg}", path.display());
+                        sent.push(msg);
+                    }
+                })
+                .await;
+                assert!(
+                    drained.is_ok(),
+                    "{}: the session kept running after the peer left; sent {sent:?}",
+                    path.display()
+                );
+                seen += 1;
+            }
+        }
+        assert!(seen >= 5, "only {seen} fuzz inputs for mcp found under {}", fuzz.display());
     }
 }

@@ -157,6 +157,8 @@ async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shu
             Err(_) => break,
         }
     }
+    // The peer has gone: streams that end only when the client leaves (subscriptions/listen) must end now.
+    session.close();
     drop(session);
     // Let in-flight answers go out; on shutdown, do not wait for long-running tools.
     tokio::select! {
