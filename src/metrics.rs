@@ -374,6 +374,9 @@ fn process_sample() -> Option<ProcessSample> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten().filter(|t| *t > 0)?;
+    // `c_long` is 32 bits on armhf.
+    #[allow(clippy::useless_conversion)]
+    let page = i64::from(page);
     Some(ProcessSample { rss_bytes: resident * page, cpu_seconds: (utime + stime) as f64 / ticks as f64 })
 }
 

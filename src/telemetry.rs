@@ -55,7 +55,9 @@ fn stderr_is_journal() -> bool {
     let Ok(value) = std::env::var("JOURNAL_STREAM") else { return false };
     let Some((dev, ino)) = value.split_once(':') else { return false };
     match nix::sys::stat::fstat(std::io::stderr()) {
-        Ok(st) => dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino),
+        // `ino_t` is 32 bits on armhf, 64 elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        Ok(st) => dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino as u64),
         Err(_) => false,
     }
 }
