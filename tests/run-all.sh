@@ -30,7 +30,9 @@ cargo build --all-targets --locked
 step "idle writes: the 10-minute measurement starts in the background (its result is checked at the end)"
 # It mostly waits, so it runs beside the rest of the suite instead of adding ten minutes to it.
 idle_bin=$(cargo test --locked --no-run --test idle_writes --message-format=json 2>/dev/null |
-  python3 -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]')
+  python3 -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin)
+    if m.get("executable") and m["target"]["name"] == "idle_writes"]')
+[ -x "$idle_bin" ] || { echo "idle writes: the test binary was not found (got: $idle_bin)" >&2; exit 1; }
 idle_log="$CARGO_TARGET_DIR/idle-writes.log"
 "$idle_bin" --ignored --nocapture >"$idle_log" 2>&1 &
 idle_pid=$!
@@ -52,6 +54,9 @@ packaging/build-debs.sh amd64
 deb=$(ls "$CARGO_TARGET_DIR"/debian/xyte-edge_*_amd64.deb)
 lintian --allow-root --fail-on error,warning "$deb"
 tests/packaging/deb-install.sh "$deb"
+
+step "packaging: arm64 and armhf .debs (Debian cross compilers), lintian, unit tests and serve --demo under qemu-user"
+tests/packaging/arm.sh arm64 armhf
 
 step "interop: the Python MCP SDK (mcp==2.3.0) through xyte-edge mcp and over HTTPS, legacy / auto / 2026-07-28"
 VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
