@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use xyte_edge::sim::rng::Rng;
 use xyte_edge::sim::{self, Faults, SimOptions};
 use xyte_edge::store::tasks;
 
@@ -29,23 +30,6 @@ const ROUNDS: usize = 50;
 const DEVICES: usize = 16;
 /// One submission every 50 ms: about 20 a second.
 const PACE: Duration = Duration::from_millis(50);
-
-/// A tiny seeded generator (SplitMix64), so a failing run can be replayed with its seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// One `send_command_async` call: its marker travels in `extra_params` and is recorded by the simulator.
 #[derive(Debug, Clone)]
@@ -141,7 +125,7 @@ fn submit_until(
             break;
         }
         let n = first + i;
-        let device = devices[rng.below(devices.len() as u64) as usize].clone();
+        let device = devices[rng.below(devices.len())].clone();
         let marker = format!("m{n:05}");
         let args = json!({"device_id": device, "command": "reboot", "extra_params": {"marker": marker}});
         let mut sub = Submission { n, round, device, marker, task_id: None, refused: None };
@@ -204,7 +188,7 @@ fn fifty_sigkills_under_load_lose_and_duplicate_no_acknowledged_command() {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
     });
     eprintln!("crash: seed {seed} (CRASH_SEED={seed} replays the kill moments)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let sim = rt
@@ -234,11 +218,11 @@ fn fifty_sigkills_under_load_lose_and_duplicate_no_acknowledged_command() {
         let stop = Arc::new(AtomicBool::new(false));
         let submitter = {
             let (socket, devices, stop, first) = (daemon.socket.clone(), devices.clone(), stop.clone(), subs.len());
-            let mut rng = Rng(rng.next());
+            let mut rng = Rng::new(rng.next_u64());
             std::thread::spawn(move || submit_until(&socket, round, &devices, first, &stop, &mut rng))
         };
         // The kill moment is the experiment, not a synchronisation: a seeded random time after readiness.
-        let after = Duration::from_millis(300 + rng.below(2200));
+        let after = Duration::from_millis(300 + rng.below(2200) as u64);
         std::thread::sleep(after);
         daemon.proc.signal(nix::sys::signal::Signal::SIGKILL);
         daemon.proc.wait_exit(Duration::from_secs(10));

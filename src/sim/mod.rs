@@ -5,7 +5,7 @@
 
 mod catalog;
 mod faults;
-mod rng;
+pub mod rng;
 mod routes;
 mod server;
 mod world;
