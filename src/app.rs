@@ -278,6 +278,12 @@ fn print_demo_http(http: &crate::http::Started) {
     for addr in &http.local {
         println!("  loopback HTTP:      http://{addr}/");
     }
+    // The dashboard is on both; on this machine the loopback address needs no certificate exception.
+    if let Some(addr) =
+        http.local.first().map(|a| format!("http://{a}/")).or(http.lan.first().map(|a| format!("https://{a}/")))
+    {
+        println!("  dashboard:          {addr}   (sign in with the admin token below)");
+    }
 }
 
 /// A fresh admin token for the demo's dashboard and API, replacing the previous run's (SPEC §2).

@@ -153,6 +153,28 @@ async fn presets_run_in_order_stop_on_failure_and_report_each_step() {
     let progress = seen.lock().unwrap().clone();
     assert_eq!(progress.len(), 4, "two reports per step that ran: {progress:?}");
     assert!(progress.windows(2).all(|w| w[0].0 <= w[1].0) && progress.iter().all(|p| p.1 == Some(3.0)));
+    // The run is in the event log for every dashboard and consumer: who started it, and how each step ended.
+    let log = ok(&rig, Role::Viewer, "list_events", json!({"kind": "preset.started"})).await;
+    let started = &log["events"][0];
+    assert_eq!(started["data"]["room"], "Board Room", "{log}");
+    assert_eq!(started["data"]["steps"], 3);
+    assert!(started["data"]["principal"].as_str().is_some_and(|p| !p.is_empty()), "{log}");
+    let space = &rig.sim.sim.demo_presets(1)["rooms"]["Board Room"]["space_id"];
+    assert_eq!(
+        started["space_id"].as_str(),
+        Some(space.as_str().map_or_else(|| space.to_string(), String::from)).as_deref()
+    );
+    let log = ok(&rig, Role::Viewer, "list_events", json!({"kind": "preset.finished"})).await;
+    let finished = &log["events"][0]["data"];
+    assert_eq!(finished["ok"], false, "{log}");
+    let logged: Vec<&str> =
+        finished["steps"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(logged, statuses, "{log}");
+
+    // A dry run changes nothing, so it is not logged.
+    ok(&rig, Role::Operator, "start_meeting_room_preset", json!({"room": "Board", "dry_run": true})).await;
+    let log = ok(&rig, Role::Viewer, "list_events", json!({"kind": "preset.started"})).await;
+    assert_eq!(log["events"].as_array().unwrap().len(), 1, "{log}");
 
     // continue_on_error lets the rest run.
     let path = presets_with(&rig, dir.path(), true);
@@ -265,7 +287,15 @@ async fn single_cached_entries_never_pass_for_the_whole_collection() {
     let rig = rig(false).await;
     let device = rig.sim.sim.device_ids()[3].clone();
     // On a cold cache, one device is fetched (and cached) on its own first...
-    ok(&rig, Role::Viewer, "get_device_status", json!({"device_id": device})).await;
+    let status = ok(&rig, Role::Viewer, "get_device_status", json!({"device_id": device})).await;
+    // ...with the commands its model accepts, so a caller can offer them without another lookup.
+    let commands: Vec<&str> = status["commands"]
+        .as_array()
+        .expect("the model's commands")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(!commands.is_empty(), "{status}");
     // ...and the device list is still the whole fleet, not that one row.
     let listed = ok(&rig, Role::Viewer, "list_devices", json!({})).await;
     assert_eq!(listed["total"], 12, "{listed}");

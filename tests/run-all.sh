@@ -74,6 +74,9 @@ tests/interop/inspector.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 step "the official MCP conformance suite 0.2.0-alpha.12 against /mcp, --requirements 2025-11-25 and 2026-07-28"
 tests/interop/conformance.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 
+step "dashboard: Debian's chromium driven by playwright-core 1.65.1 (viewer, live badge, stale banner, operator preset, phone)"
+tests/dashboard/run.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
+
 # libFuzzer through cargo-fuzz (stable toolchain, no sanitizer: see tests/fuzz/run.sh) on MCP framing and dispatch,
 # the webhook handler and the config parser: kept regression inputs replayed, then XYTE_FUZZ_SECONDS (default 60)
 # per target. Its builds go to $CARGO_TARGET_DIR/fuzz, apart from the cache above.

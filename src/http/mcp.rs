@@ -111,7 +111,7 @@ fn plain_error(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 pub async fn handle(http: &Http, peer: Peer, req: Request<Incoming>) -> (Option<String>, Response<Body>) {
-    if let Err(r) = check_host_and_origin(http, req.headers()) {
+    if let Err(r) = check_host_and_origin(http, req.uri(), req.headers()) {
         return (None, *r);
     }
     let principal = match require_token(http, peer, req.headers()).await {
@@ -133,8 +133,8 @@ pub async fn handle(http: &Http, peer: Peer, req: Request<Incoming>) -> (Option<
 }
 
 /// DNS-rebinding defence: the `Host` must be one of this gateway's names (any port), and a browser's `Origin`, when
-/// sent, must name one too.
-fn check_host_and_origin(http: &Http, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
+/// sent, must name one too. HTTP/2 carries the host as the `:authority` pseudo-header, which hyper puts in the URI.
+fn check_host_and_origin(http: &Http, uri: &hyper::Uri, headers: &HeaderMap) -> Result<(), Box<Response<Body>>> {
     let allowed = |host: &str| {
         let host = host.trim().to_ascii_lowercase();
         let name = match host.rsplit_once(':') {
@@ -143,7 +143,11 @@ fn check_host_and_origin(http: &Http, headers: &HeaderMap) -> Result<(), Box<Res
         };
         http.allowed_hosts.iter().any(|a| *a == name || *a == host)
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let host = uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|v| v.to_str().ok()))
+        .unwrap_or("");
     if !allowed(host) {
         return Err(Box::new(plain_error(
             StatusCode::FORBIDDEN,

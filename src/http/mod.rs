@@ -4,6 +4,7 @@
 
 pub mod auth;
 mod body;
+mod dashboard;
 mod docs;
 mod mcp;
 mod metrics;

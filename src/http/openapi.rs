@@ -484,6 +484,18 @@ fn fixed_operations() -> Vec<(String, &'static str, Value)> {
                                   "content": {"text/html": {"schema": {"type": "string"}}}}},
         }),
     );
+    add(
+        "/",
+        "get",
+        json!({
+            "summary": "Facility dashboard", "tags": ["system"], "security": no_token,
+            "description": "The staff dashboard: one self-contained page (its script, style sheet and icon are \
+                            `/dashboard.js`, `/dashboard.css`, `/favicon.svg`). The page needs no token; it asks for \
+                            one and sends it as a bearer header on every data call.",
+            "responses": {"200": {"description": "The page.",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }),
+    );
     for prefix in ["", "/v1"] {
         let path = format!("{prefix}/mcp");
         for (method, summary, description, responses) in mcp_operations() {
@@ -613,6 +625,7 @@ mod tests {
             ("/v1/webhook", &["post"]),
             ("/v1/openapi.json", &["get"]),
             ("/v1/docs", &["get"]),
+            ("/", &["get"]),
             ("/mcp", &["post", "get", "delete"]),
             ("/v1/mcp", &["post", "get", "delete"]),
         ] {

@@ -129,6 +129,11 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
     let method = req.method().clone();
 
     // Routes anyone may call.
+    if method == Method::GET
+        && let Some((label, page)) = super::dashboard::asset(&path, &http.app.env_label)
+    {
+        return (label, None, page);
+    }
     match segments.as_slice() {
         ["healthz"] | ["v1", "healthz"] => return ("/healthz", None, healthz(http)),
         ["readyz"] | ["v1", "readyz"] => return ("/readyz", None, readyz(http).await),

@@ -116,8 +116,8 @@ pub static CATALOGUE: &[Op] = &[
     Op {
         name: "get_device_status",
         title: "Get device status",
-        description: "Everything about one device: status, reported state, last seen, open incidents and its five most \
-                      recent commands.",
+        description: "Everything about one device: status, reported state, last seen, open incidents, its five most \
+                      recent commands and the commands its model accepts (null when the model is unknown).",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,

@@ -35,14 +35,9 @@ pub struct SendCommandArgs {
     pub dry_run: Option<bool>,
 }
 
-/// The device model's definition of `command`, when the model is known; validates the arguments against it.
-pub async fn validate(
-    ctx: &Ctx,
-    device: &Value,
-    command: &str,
-    params: &Map<String, Value>,
-    file_id: Option<&str>,
-) -> Result<Option<Value>, Error> {
+/// The device's model definition (with its command list), cached like any read. `None` when the device names no
+/// model; an error when the model cannot be read.
+pub async fn device_model(ctx: &Ctx, device: &Value) -> Result<Option<Value>, Error> {
     let Some(model_id) = device["model"]["id"]
         .as_str()
         .map(String::from)
@@ -52,12 +47,24 @@ pub async fn validate(
     };
     let client = ctx.app.client.clone();
     let key = model_id.clone();
-    let model = match reads::entry(ctx, "model", &model_id, || async move {
+    reads::entry(ctx, "model", &model_id, || async move {
         Ok(serde_json::to_value(client.get_model(&key, Priority::Interactive).await?).unwrap_or_default())
     })
     .await
-    {
-        Ok((m, _)) => m,
+    .map(|(m, _)| Some(m))
+}
+
+/// The device model's definition of `command`, when the model is known; validates the arguments against it.
+pub async fn validate(
+    ctx: &Ctx,
+    device: &Value,
+    command: &str,
+    params: &Map<String, Value>,
+    file_id: Option<&str>,
+) -> Result<Option<Value>, Error> {
+    let model = match device_model(ctx, device).await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Ok(None),
         // Unknown model definition (Xyte unreachable, nothing cached): send unvalidated, as SPEC §5.2 allows.
         Err(e) if e.code.is_unreachable() || e.code == ErrorCode::NotFound => return Ok(None),
         Err(e) => return Err(e),

@@ -198,9 +198,14 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         Ok((Value::Array(list), _)) => list.into_iter().take(5).collect(),
         _ => Vec::new(),
     };
+    // What the model accepts, so a caller (the dashboard, an agent) can offer valid commands without another call.
+    let commands = match super::commands::device_model(ctx, &device).await {
+        Ok(Some(model)) => model["commands"].clone(),
+        _ => Value::Null,
+    };
     let mut out = json!({
         "device": device, "status": device["status"], "state": device["state"], "last_seen_at": device["last_seen_at"],
-        "open_incidents": open, "recent_commands": recent,
+        "open_incidents": open, "recent_commands": recent, "commands": commands,
     });
     merge(&mut out, provenance);
     Ok(out)

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::commands::{follow, validate};
+use super::commands::{device_model, follow, validate};
 use super::devices::{all_devices, device, stored_context};
 use super::fleet::all_spaces;
 use super::schema::{Id, id_text, parse};
@@ -234,20 +234,8 @@ async fn devices_with_commands(ctx: &Ctx, space: &Value) -> Vec<Value> {
 }
 
 async fn model_commands(ctx: &Ctx, d: &Value) -> Vec<Value> {
-    let Some(model_id) =
-        d["model"]["id"].as_str().map(String::from).or_else(|| d["model"]["id"].as_i64().map(|i| i.to_string()))
-    else {
-        return vec![];
-    };
-    let client = ctx.app.client.clone();
-    let key = model_id.clone();
-    let model = reads::entry(ctx, "model", &model_id, || async move {
-        Ok(serde_json::to_value(client.get_model(&key, Priority::Interactive).await?).unwrap_or_default())
-    })
-    .await;
-    model
-        .map(|(m, _)| m["commands"].as_array().into_iter().flatten().map(|c| c["name"].clone()).collect())
-        .unwrap_or_default()
+    let model = device_model(ctx, d).await.ok().flatten().unwrap_or_default();
+    model["commands"].as_array().into_iter().flatten().map(|c| c["name"].clone()).collect()
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -332,6 +320,11 @@ async fn run_preset(ctx: &Ctx, room: Option<String>, preset: String, dry_run: bo
         )));
     };
     let total = steps.len();
+    let space = room.space.as_ref().map(|s| id_text(&s["id"]));
+    if !dry_run {
+        let data = json!({"room": room.name, "preset": preset, "steps": total, "principal": ctx.principal.id});
+        preset_event(ctx, "preset.started", data, space.clone()).await;
+    }
     let mut results = Vec::with_capacity(total);
     let mut stopped = false;
     let mut all_ok = true;
@@ -355,7 +348,23 @@ async fn run_preset(ctx: &Ctx, room: Option<String>, preset: String, dry_run: bo
             stopped = !step.continue_on_error;
         }
     }
+    if !dry_run {
+        let summary: Vec<Value> = results
+            .iter()
+            .map(|r| json!({"step": r["step"], "device_id": r["device_id"], "command": r["command"], "status": r["status"]}))
+            .collect();
+        let data = json!({"room": room.name, "preset": preset, "ok": all_ok, "steps": summary});
+        preset_event(ctx, "preset.finished", data, space).await;
+    }
     Ok(json!({"room": room.name, "preset": preset, "dry_run": dry_run, "ok": all_ok, "steps": results}))
+}
+
+/// `preset.started` / `preset.finished` (SPEC §8), so every dashboard and event consumer sees a room being operated.
+/// Best effort: the preset's own result is what the caller relies on, and a full disk must not fail a running preset.
+async fn preset_event(ctx: &Ctx, kind: &str, data: Value, space: Option<String>) {
+    if let Err(e) = ctx.app.bus.publish(vec![crate::store::events::NewEvent::new(kind, data).space(space)]).await {
+        tracing::warn!("could not record {kind}: {e}");
+    }
 }
 
 /// One step: validated against the device and its model; sent and followed to a final status unless a dry run.

@@ -165,6 +165,9 @@ fn control_route(sim: &Simulator, method: &str, path: &str, body: Option<Value>)
                 Reply::error(422, "unknown device or status (online, offline, error)")
             }
         }
+        // The presets file `serve --demo` writes (four rooms): tests that run the
+        // simulator as a process of its own get presets whose devices and commands exist.
+        ("GET", ["presets"]) => Reply::ok(sim.demo_presets(4)),
         ("POST", ["faults"]) => match body.as_ref().and_then(|b| b["spec"].as_str()).unwrap_or("").parse() {
             Ok(f) => {
                 sim.set_faults(f);

@@ -1,0 +1,389 @@
+// The dashboard in a real browser: Debian's chromium driven by playwright-core, against `xyte-edge serve` on
+// loopback TLS and a simulator running as its own process (so the "WAN" can be stopped and started).
+//
+// Usage: node tests/dashboard/dashboard.mjs path/to/xyte-edge SCREENSHOT_DIR
+// Prints `ok: …` per check with the measured figures; exits non-zero with `FAILED: …` on the first failure.
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+// playwright-core is installed with the other Node tools in tests/interop/node_modules (run.sh passes the path).
+const { chromium } = createRequire(join(process.env.XYTE_NODE_TOOLS_DIR || '.', 'node_modules', '_'))('playwright-core');
+
+const [BIN, SHOTS] = process.argv.slice(2);
+if (!BIN || !SHOTS) {
+  console.error('usage: node dashboard.mjs path/to/xyte-edge SCREENSHOT_DIR');
+  process.exit(2);
+}
+mkdirSync(SHOTS, { recursive: true });
+const work = mkdtempSync(join(tmpdir(), 'xyte-dashboard-'));
+const children = new Set();
+let browser;
+
+function fail(message) {
+  throw new Error(message);
+}
+
+function ok(message) {
+  console.log(`ok: ${message}`);
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// Polls `check` (which returns a truthy value when done) until `ms` have passed.
+async function until(what, ms, check) {
+  const deadline = Date.now() + ms;
+  let last;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) fail(`${what}: not within ${ms} ms${last ? ` (last error: ${last.message})` : ''}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function start(name, args, env = {}) {
+  const log = join(work, `${name}.log`);
+  const out = openSync(log, 'a');
+  const child = spawn(BIN, args, {
+    cwd: work,
+    env: { PATH: process.env.PATH, HOME: work, XYTE_LOG_FORMAT: 'text', ...env },
+    stdio: ['ignore', out, out],
+  });
+  child.log = log;
+  children.add(child);
+  child.on('exit', () => children.delete(child));
+  return child;
+}
+
+async function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 10000))]);
+  if (child.exitCode === null && child.signalCode === null) {
+    child.kill('SIGKILL');
+    await exited;
+    fail(`${child.spawnargs.join(' ')} did not stop within 10 s of SIGTERM`);
+  }
+}
+
+// ---- the gateway and its simulated Xyte ------------------------------------------------------------------------
+
+const simPort = await freePort();
+const lanPort = await freePort();
+const localPort = await freePort();
+const SIM = `http://127.0.0.1:${simPort}`;
+const ORIGIN = `https://127.0.0.1:${lanPort}`;
+const startSim = () => start('sim', ['sim', '--listen', `127.0.0.1:${simPort}`, '--devices', '24', '--seed', '5']);
+const simJson = async (path, body) => {
+  const r = await fetch(`${SIM}/_sim/${path}`, body
+    ? { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } } : {});
+  if (!r.ok) fail(`simulator ${path}: HTTP ${r.status} ${await r.text()}`);
+  return r.json();
+};
+
+let sim;
+let daemon;
+const consoleErrors = [];
+const requests = [];
+let lastPage; // for the failure report: what the user would see
+
+async function main() {
+  sim = startSim();
+  await until('the simulator answers', 20000, () => simJson('devices'));
+  const presets = await simJson('presets');
+  writeFileSync(join(work, 'presets.json'), JSON.stringify(presets, null, 2));
+  const conf = join(work, 'xyte-edge.conf');
+  writeFileSync(conf, [
+    `XYTE_BASE_URL=${SIM}/core/v1/organization`,
+    'XYTE_API_KEY=demo-key',
+    `XYTE_STATE_DIR=${join(work, 'state')}`,
+    `XYTE_MCP_SOCKET=${join(work, 'mcp.sock')}`,
+    `XYTE_HTTP_LISTEN=127.0.0.1:${lanPort}`,
+    `XYTE_HTTP_LOCAL_LISTEN=127.0.0.1:${localPort}`,
+    `XYTE_PRESETS_FILE=${join(work, 'presets.json')}`,
+    'XYTE_POLL_INTERVAL=1',
+    // Three calls a poll, once a second: above the default 60 a minute, which would space polls out.
+    'XYTE_RATE_LIMIT=600',
+    'XYTE_REQUEST_TIMEOUT=2',
+    'XYTE_ENV=dashboard-test',
+    '',
+  ].join('\n'));
+  const token = (name, role) => {
+    const r = spawnSync(BIN, ['token', 'create', '--config', conf, '--name', name, '--role', role],
+      { env: { PATH: process.env.PATH, HOME: work }, encoding: 'utf8' });
+    if (r.status !== 0) fail(`token create ${name}: ${r.stderr}`);
+    return r.stdout.trim();
+  };
+  const viewer = token('wall-tablet', 'viewer');
+  const operator = token('facilities', 'operator');
+  daemon = start('daemon', ['serve', '--config', conf]);
+  await until('the gateway is ready', 30000, async () => {
+    if (daemon.exitCode !== null) fail(`xyte-edge serve exited: ${readFileSync(daemon.log, 'utf8').slice(-2000)}`);
+    return (await fetch(`http://127.0.0.1:${localPort}/readyz`)).ok;
+  });
+  ok(`gateway ready on ${ORIGIN}, simulator on ${SIM}`);
+
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true });
+  const open = async (viewport, options = {}) => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport, ...options });
+    context.on('request', (r) => requests.push(r.url()));
+    const page = await context.newPage();
+    page.on('console', (m) => {
+      if (m.type() === 'error') consoleErrors.push({ text: m.text(), url: m.location().url });
+    });
+    page.on('pageerror', (e) => consoleErrors.push({ text: `uncaught: ${e.message}`, url: '' }));
+    await page.goto(`${ORIGIN}/`);
+    lastPage = page;
+    return page;
+  };
+  const signIn = async (page, secret) => {
+    // By keyboard, as a person at a wall tablet with a keyboard would: the field has focus on load.
+    await page.waitForFunction(() => document.activeElement && document.activeElement.id === 'token');
+    await page.keyboard.type(secret);
+    await page.keyboard.press('Enter');
+    await page.locator('#app').waitFor({ state: 'visible' });
+    await page.locator('.device').first().waitFor();
+    await page.locator('#live.on').waitFor();
+  };
+  const shot = (page, name, fullPage = true) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
+  const simDevices = await simJson('devices');
+
+  // ---- 1. viewer: rooms and devices from the simulator, no operate buttons, forced calls refused --------------
+  const wall = await open({ width: 1280, height: 900 });
+  await signIn(wall, viewer);
+  const shown = await wall.locator('.device').count();
+  if (shown !== simDevices.length) fail(`viewer sees ${shown} devices, the simulator has ${simDevices.length}`);
+  for (const d of simDevices) {
+    const item = wall.locator(`.device[data-device-id="${d.id}"]`);
+    if ((await item.count()) !== 1) fail(`device ${d.name} (${d.id}) is not shown`);
+    if (!(await item.textContent()).includes(d.name)) fail(`device ${d.id} does not show its name ${d.name}`);
+  }
+  const rooms = Object.keys(presets.rooms);
+  for (const room of rooms) {
+    if ((await wall.locator(`.room[data-room="${room}"]`).count()) !== 1) fail(`room ${room} is not shown`);
+  }
+  if ((await wall.locator('#role').textContent()) !== 'viewer') fail('the role shown is not viewer');
+  if ((await wall.locator('[data-action]').count()) !== 0) fail('a viewer sees operate buttons');
+  await wall.locator(`.device[data-device-id="${simDevices[0].id}"] button`).click();
+  await wall.locator('#dialog dl.facts').waitFor();
+  if ((await wall.locator('#dialog [data-action]').count()) !== 0) fail('a viewer sees command buttons');
+  await shot(wall, 'viewer-device', false);
+  await wall.keyboard.press('Escape');
+  await wall.locator('#dialog').waitFor({ state: 'hidden' });
+  const forced = await wall.evaluate(async (room) => {
+    const r = await fetch('/v1/tools/start_meeting_room_preset', {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${sessionStorage.getItem('xyte-edge.token')}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ room }),
+    });
+    return { status: r.status, body: await r.json() };
+  }, rooms[0]);
+  if (forced.status !== 403) fail(`a viewer's forced preset call answered ${forced.status}, expected 403`);
+  const sent = (await simJson('stats')).commands.length;
+  if (sent !== 0) fail(`the simulator received ${sent} commands after a viewer's forced call`);
+  await shot(wall, 'viewer');
+  ok(`viewer: ${shown} devices and ${rooms.length} rooms rendered, no operate buttons, forced preset call → 403 `
+    + `(${forced.body.error.code}), nothing sent`);
+
+  // ---- 2. a device going offline changes its badge without a reload -------------------------------------------
+  await wall.evaluate(() => { window.notReloaded = true; });
+  const target = simDevices.find((d) => d.status === 'online') || fail('no online device in the simulator');
+  const badge = wall.locator(`.device[data-device-id="${target.id}"] .badge`);
+  if ((await badge.getAttribute('data-status')) !== 'online') fail(`${target.name} is not shown online at first`);
+  const t0 = Date.now();
+  await simJson(`devices/${target.id}/status`, { status: 'offline' });
+  await wall.locator(`.device[data-device-id="${target.id}"] .badge[data-status="offline"]`).waitFor({ timeout: 5000 });
+  const offlineMs = Date.now() - t0;
+  if (!(await wall.evaluate(() => window.notReloaded === true))) fail('the page reloaded');
+  await shot(wall, 'device-offline');
+  ok(`offline badge: ${target.name} shown offline ${offlineMs} ms after the simulator changed it (bound 5000 ms), no reload`);
+
+  // ---- 3. Xyte unreachable: the stale banner appears with the data's age, and clears when it is back ----------
+  const banner = wall.locator('#stale-banner');
+  if (await banner.isVisible()) fail('the stale banner shows while Xyte is reachable');
+  const t1 = Date.now();
+  await stop(sim);
+  await banner.waitFor({ state: 'visible', timeout: 30000 });
+  const staleMs = Date.now() - t1;
+  const text = await banner.textContent();
+  if (!/unreachable/i.test(text) || !/from \d+ (s|min)/.test(text)) fail(`the banner does not say unreachable with an age: ${text}`);
+  await shot(wall, 'stale-banner');
+  const t2 = Date.now();
+  sim = startSim();
+  await banner.waitFor({ state: 'hidden', timeout: 30000 });
+  const clearMs = Date.now() - t2;
+  if ((await wall.locator('.device').count()) !== simDevices.length) fail('devices disappeared after the outage');
+  await shot(wall, 'stale-cleared');
+  ok(`stale banner shown ${staleMs} ms after the simulator stopped ("${text.slice(0, 70)}…"), cleared ${clearMs} ms after it restarted`);
+
+  // ---- 4. operator: a room preset with confirmation, per-step progress and the final state ---------------------
+  const desk = await open({ width: 1280, height: 900 });
+  await signIn(desk, operator);
+  const room = rooms[0];
+  const planned = presets.rooms[room].presets.start;
+  const run = desk.locator(`[data-action="preset"][data-room="${room}"][data-preset="start"]`);
+  await run.focus();
+  await desk.keyboard.press('Enter');
+  const confirm = desk.locator('#dialog [data-action="confirm"]');
+  await confirm.waitFor();
+  if (await confirm.isDisabled()) fail(`the dry run of ${room} start found invalid steps`);
+  const listed = await desk.locator('#preset-steps li').count();
+  if (listed !== planned.length) fail(`the confirmation lists ${listed} steps, the preset has ${planned.length}`);
+  if ((await simJson('stats')).commands.length !== 0) fail('the confirmation step sent a command');
+  await shot(desk, 'preset-confirm', false);
+  // Every status each step shows, in order, recorded in the page as it changes.
+  await desk.evaluate(() => {
+    window.stepLog = [];
+    new MutationObserver(() => {
+      for (const li of document.querySelectorAll('#preset-steps li')) {
+        const status = li.querySelector('.badge').dataset.status;
+        const last = window.stepLog.filter((e) => e.step === li.dataset.step).at(-1);
+        if (!last || last.status !== status) window.stepLog.push({ step: li.dataset.step, status });
+      }
+    }).observe(document.getElementById('dialog'), { subtree: true, childList: true, attributes: true });
+  });
+  await confirm.click();
+  await desk.locator('#preset-steps .badge[data-status="running"]').first().waitFor({ timeout: 10000 });
+  await shot(desk, 'preset-progress', false);
+  await desk.locator('#preset-outcome[data-ok]').waitFor({ timeout: 120000 });
+  const outcome = await desk.locator('#preset-outcome').getAttribute('data-ok');
+  const log = await desk.evaluate(() => window.stepLog);
+  await shot(desk, 'preset-done', false);
+  // The simulator fails one command in ten at random, so the preset may stop early: what is checked is that the
+  // page showed each step's progress and exactly the outcome the gateway recorded (its preset.finished event).
+  const rest = async (path) => {
+    const r = await fetch(`http://127.0.0.1:${localPort}${path}`, { headers: { Authorization: `Bearer ${operator}` } });
+    if (!r.ok) fail(`GET ${path}: HTTP ${r.status}`);
+    return r.json();
+  };
+  const finished = await until('preset.finished is in the event log', 5000, async () =>
+    (await rest('/v1/events?kind=preset.finished')).events.at(-1));
+  const final = (n) => log.filter((e) => e.step === String(n)).map((e) => e.status);
+  for (const step of finished.data.steps) {
+    const seen = final(step.step);
+    if (seen.at(-1) !== step.status) fail(`step ${step.step} shows ${seen.at(-1)}, the gateway recorded ${step.status}`);
+    if (step.status !== 'skipped' && !seen.includes('running')) fail(`step ${step.step} never showed progress: ${seen.join(' → ')}`);
+  }
+  if (outcome !== String(finished.data.ok)) fail(`the page says ok=${outcome}, the gateway recorded ok=${finished.data.ok}`);
+  const executed = finished.data.steps.filter((st) => st.status !== 'skipped').length;
+  const delivered = (await simJson('stats')).commands.length;
+  if (delivered !== executed) fail(`the simulator received ${delivered} commands for ${executed} executed steps`);
+  await desk.keyboard.press('Escape');
+  await desk.locator('.feed [data-kind="preset.finished"]').first().waitFor({ timeout: 5000 });
+  ok(`operator preset "${room}" start: confirmation listed ${planned.length} steps, progress `
+    + `${log.map((e) => `${e.step}:${e.status}`).join(' ')}; outcome ok=${outcome} as recorded; preset.finished in the feed`);
+
+  // A single device command: confirmation, then the durable task followed live to its final state.
+  const device = planned[0].device_id;
+  await desk.locator(`.device[data-device-id="${device}"] button`).click();
+  const command = desk.locator('#dialog [data-action="command"]').first();
+  await command.waitFor();
+  const commandName = await command.getAttribute('data-command');
+  await command.click();
+  await desk.locator('#dialog [data-action="confirm"]').click();
+  const states = [];
+  const endState = await until('the task reaches a final state', 60000, async () => {
+    const s = await desk.locator('#task-state').getAttribute('data-state');
+    if (s && states.at(-1) !== s) states.push(s);
+    return ['done', 'failed', 'aborted', 'expired', 'rejected', 'cancelled'].includes(s) && s;
+  });
+  const taskId = await desk.locator('#task-state code').textContent();
+  const task = await rest(`/v1/tasks/${taskId}`);
+  if (task.state !== endState || !task.final) fail(`the page shows ${endState}, the gateway has ${task.state}`);
+  if (states.length < 2) fail(`the task went straight to ${endState}: no progress shown (${states.join(' → ')})`);
+  await shot(desk, 'command-final', false);
+  await desk.keyboard.press('Escape');
+  ok(`operator command ${commandName} on ${device}: task ${taskId} shown ${states.join(' → ')}, as the gateway has it`);
+
+  // ---- 5. a phone: no horizontal scrolling, every primary action reachable -------------------------------------
+  const phone = await open({ width: 390, height: 844 }, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+  await signIn(phone, operator);
+  const reachable = async (what) => {
+    const widths = await phone.evaluate(() => [document.documentElement.scrollWidth, window.innerWidth]);
+    if (widths[0] > widths[1]) fail(`${what}: the page scrolls sideways (${widths[0]} px wide in a ${widths[1]} px viewport)`);
+  };
+  await reachable('phone');
+  for (const selector of ['#sign-out', '[data-action="preset"]', '.device button', '#filter']) {
+    const all = phone.locator(selector);
+    const n = await all.count();
+    if (n === 0) fail(`phone: no ${selector}`);
+    for (let i = 0; i < n; i++) {
+      const box = await (async () => { await all.nth(i).scrollIntoViewIfNeeded(); return all.nth(i).boundingBox(); })();
+      if (!box || box.x < 0 || box.x + box.width > 390.5 || box.height < 40) {
+        fail(`phone: ${selector} #${i} is not fully reachable (${JSON.stringify(box)})`);
+      }
+    }
+  }
+  await shot(phone, 'phone');
+  await phone.locator(`[data-action="preset"][data-room="${room}"][data-preset="start"]`).tap();
+  await phone.locator('#dialog [data-action="confirm"]').waitFor();
+  await reachable('phone with the preset dialog open');
+  const dialogBox = await phone.locator('#dialog').boundingBox();
+  if (dialogBox.x < 0 || dialogBox.x + dialogBox.width > 390.5) fail(`phone: the dialog is wider than the screen`);
+  await shot(phone, 'phone-preset-confirm', false);
+  await phone.locator('#dialog .secondary', { hasText: 'Cancel' }).tap();
+  // Sign out ends the session in this tab.
+  await phone.locator('#sign-out').tap();
+  await phone.locator('#sign-in').waitFor();
+  if (await phone.evaluate(() => sessionStorage.getItem('xyte-edge.token'))) fail('sign out left the token in storage');
+  ok('phone 390×844: no sideways scrolling, sign out, presets, devices and filter all on screen and ≥ 40 px tall; sign out clears the token');
+
+  // ---- 6. nothing leaves the gateway's origin; no console errors ------------------------------------------------
+  const foreign = requests.filter((u) => !u.startsWith(`${ORIGIN}/`));
+  if (foreign.length) fail(`requests left the origin: ${[...new Set(foreign)].join(', ')}`);
+  // The one expected error is the viewer's forced call, refused with 403 on purpose.
+  const unexpected = consoleErrors.filter((e) => !(e.text.includes('403') && e.url.endsWith('/v1/tools/start_meeting_room_preset')));
+  if (unexpected.length) fail(`console errors: ${JSON.stringify(unexpected)}`);
+  ok(`${requests.length} requests, all to ${ORIGIN}; no console errors (besides the refused forced call)`);
+}
+
+let code = 0;
+try {
+  await main();
+  console.log(`screenshots: ${SHOTS}`);
+} catch (e) {
+  code = 1;
+  console.error(`FAILED: ${e.message}`);
+  if (lastPage) {
+    const seen = await lastPage.evaluate(() => {
+      const d = document.getElementById('dialog');
+      return d.open ? `dialog: ${d.textContent}` : document.body.innerText.slice(0, 1500);
+    }).catch((err) => `(page unreadable: ${err.message})`);
+    console.error(`--- the page showed ---\n${seen.replace(/\s+/g, ' ')}`);
+    await lastPage.screenshot({ path: join(SHOTS, 'failure.png'), fullPage: true }).catch(() => {});
+  }
+  for (const child of [daemon, sim]) {
+    if (child) console.error(`--- last lines of ${child.log} ---\n${readFileSync(child.log, 'utf8').split('\n').slice(-25).join('\n')}`);
+  }
+} finally {
+  if (browser) await browser.close();
+  for (const child of [...children]) {
+    try {
+      await stop(child);
+    } catch (e) {
+      console.error(`FAILED: ${e.message}`);
+      code = 1;
+    }
+  }
+  rmSync(work, { recursive: true, force: true });
+}
+process.exit(code);
