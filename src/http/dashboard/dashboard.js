@@ -214,7 +214,7 @@
     await loadAll();
     startStream();
     state.timers.push(setInterval(renderBanner, 1000));
-    state.timers.push(setInterval(loadReadiness, 15000));
+    state.timers.push(setInterval(() => loadReadiness().catch(() => {}), 15000));
   }
 
   function signOut(message) {
