@@ -169,7 +169,12 @@ async function main() {
     await page.locator('.device').first().waitFor();
     await page.locator('#live.on').waitFor();
   };
-  const shot = (page, name, fullPage = true) => page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
+  // Every state photographed is also checked for leaked placeholders ("null", "undefined", "NaN", "[object …]").
+  const shot = async (page, name, fullPage = true) => {
+    await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage });
+    const leak = await page.evaluate(() => /\b(null|undefined|NaN)\b|\[object /.exec(document.body.innerText));
+    if (leak) fail(`${name}: the page shows "${leak[0]}"`);
+  };
   const simDevices = await simJson('devices');
 
   // ---- 1. viewer: rooms and devices from the simulator, no operate buttons, forced calls refused --------------
@@ -387,7 +392,28 @@ async function main() {
   if (await phone.evaluate(() => sessionStorage.getItem('xyte-edge.token'))) fail('sign out left the token in storage');
   ok('phone 390×844: no sideways scrolling, sign out, presets, devices and filter all on screen and ≥ 40 px tall; sign out clears the token');
 
-  // ---- 6. nothing leaves the gateway's origin; no console errors ------------------------------------------------
+  // ---- 6. `serve --demo` prints a dashboard address that works ----------------------------------------------------
+  const demoHome = join(work, 'demo');
+  mkdirSync(demoHome);
+  const demo = start('demo', ['serve', '--demo'], { XDG_STATE_HOME: join(demoHome, 'state'), XDG_RUNTIME_DIR: join(demoHome, 'run') });
+  const printed = await until('the demo prints its dashboard address and token', 30000, () => {
+    const out = readFileSync(demo.log, 'utf8');
+    const url = /dashboard:\s+(\S+)/.exec(out);
+    const secret = /admin token:\s+(\S+)/.exec(out);
+    return url && secret && /^synced /m.test(out) && { url: url[1], secret: secret[1] };
+  });
+  const demoPage = await (await browser.newContext({ viewport: { width: 1024, height: 768 } })).newPage();
+  demoPage.on('pageerror', (e) => consoleErrors.push({ text: `uncaught (demo): ${e.message}`, url: '' }));
+  await demoPage.goto(printed.url);
+  await signIn(demoPage, printed.secret);
+  const demoDevices = await demoPage.locator('.device').count();
+  if (demoDevices === 0) fail('the demo dashboard shows no devices');
+  if ((await demoPage.locator('[data-action="preset"]').count()) === 0) fail('the demo admin sees no presets');
+  await shot(demoPage, 'demo');
+  await stop(demo);
+  ok(`serve --demo printed ${printed.url}; signed in there with the printed admin token: ${demoDevices} devices, presets offered`);
+
+  // ---- 7. nothing leaves the gateway's origin; no console errors ------------------------------------------------
   const foreign = requests.filter((u) => !u.startsWith(`${ORIGIN}/`));
   if (foreign.length) fail(`requests left the origin: ${[...new Set(foreign)].join(', ')}`);
   // The one expected error is the viewer's forced call, refused with 403 on purpose.

@@ -597,8 +597,8 @@
       return;
     }
     const show = (t) => {
-      status.replaceChildren('Task ', el('code', {}, t.task_id), ': ', badge(t.state),
-        t.final ? '' : ' (updates live)', t.last_error ? el('div', { class: 'detail' }, t.last_error) : null);
+      status.replaceChildren(el('span', {}, 'Task ', el('code', {}, t.task_id), ': ', badge(t.state),
+        t.final ? '' : ' (updates live)', t.last_error && el('div', { class: 'detail' }, t.last_error)));
       status.dataset.state = t.state;
       status.className = `outcome ${t.final ? (t.state === 'done' ? 'ok' : 'bad') : ''}`;
       if (t.final || FINAL.has(t.state)) state.watchers.delete(t.task_id);
