@@ -35,16 +35,16 @@ pub struct SendCommandArgs {
     pub dry_run: Option<bool>,
 }
 
+/// The id of the device's model (Xyte sends it as a string or a number).
+pub fn model_id(device: &Value) -> Option<String> {
+    let id = &device["model"]["id"];
+    id.as_str().map(String::from).or_else(|| id.as_i64().map(|i| i.to_string()))
+}
+
 /// The device's model definition (with its command list), cached like any read. `None` when the device names no
 /// model; an error when the model cannot be read.
 pub async fn device_model(ctx: &Ctx, device: &Value) -> Result<Option<Value>, Error> {
-    let Some(model_id) = device["model"]["id"]
-        .as_str()
-        .map(String::from)
-        .or_else(|| device["model"]["id"].as_i64().map(|i| i.to_string()))
-    else {
-        return Ok(None);
-    };
+    let Some(model_id) = model_id(device) else { return Ok(None) };
     let client = ctx.app.client.clone();
     let key = model_id.clone();
     reads::entry(ctx, "model", &model_id, || async move {

@@ -199,13 +199,19 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         _ => Vec::new(),
     };
     // What the model accepts, so a caller (the dashboard, an agent) can offer valid commands without another call.
-    let commands = match super::commands::device_model(ctx, &device).await {
-        Ok(Some(model)) => model["commands"].clone(),
-        _ => Value::Null,
+    // Only an extra: while Xyte is known to be unreachable, a model never cached is left out rather than waited for.
+    let cached = match super::commands::model_id(&device) {
+        Some(m) => ctx.app.store.cache_get("model", &m).await?.is_some(),
+        None => false,
+    };
+    let commands = if cached || !reads::known_unreachable(ctx) {
+        super::commands::device_model(ctx, &device).await.ok().flatten().map(|m| m["commands"].clone())
+    } else {
+        None
     };
     let mut out = json!({
         "device": device, "status": device["status"], "state": device["state"], "last_seen_at": device["last_seen_at"],
-        "open_incidents": open, "recent_commands": recent, "commands": commands,
+        "open_incidents": open, "recent_commands": recent, "commands": commands.unwrap_or(Value::Null),
     });
     merge(&mut out, provenance);
     Ok(out)

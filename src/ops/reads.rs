@@ -39,7 +39,7 @@ fn fresh(ctx: &Ctx, fetched_at: i64) -> bool {
 
 /// The poller's last cycle could not reach Xyte: a read that has a cached answer serves it (marked stale) at once
 /// instead of spending its time budget on retries against a link that is down. The next successful poll ends this.
-fn known_unreachable(ctx: &Ctx) -> bool {
+pub(super) fn known_unreachable(ctx: &Ctx) -> bool {
     ctx.app.sync.get().reachable == Some(false)
 }
 
