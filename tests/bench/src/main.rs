@@ -22,6 +22,10 @@ use serde_json::{Value, json};
 use load::Run;
 use procs::{Layout, Notify, Proc, Res, Sim};
 
+/// Concurrent clients for the durable writes (webhook, commands): the store commits concurrent writes together
+/// (group commit), so acceptance scales with concurrency up to the fsync rate times the batch size.
+const DURABLE_CLIENTS: usize = 64;
+
 /// How long and how big each phase is.
 struct Plan {
     smoke: bool,
@@ -313,10 +317,12 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
 
     phase(&format!("simulator ({} devices) and daemon", plan.devices));
     let sim = Sim::start(&args.bin, dir, plan.devices)?;
-    let layout = Layout::write(dir, "main", &sim, 600)?;
+    // The highest upstream rate, so the warm-up (one read per device) is quick; polling is off during measurements.
+    let layout = Layout::write(dir, "main", &sim, 6000)?;
     let mut daemon = Proc::spawn("daemon", layout.command(&args.bin, None), &layout.dir)?;
     procs::wait_ready(&mut daemon, layout.local, Duration::from_secs(60))?;
     let viewer = layout.token(&args.bin, "bench-viewer", "viewer")?;
+    let operator = layout.token(&args.bin, "bench-operator", "operator")?;
     wait_synced(&mut daemon, &layout, &viewer, plan.devices)?;
     let devices = device_ids(&sim)?;
     report.add(
@@ -341,8 +347,30 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         eprintln!("  {reads} cached get_device_status reads");
         report.add("upstream.calls_during_cached_reads", "calls", Some(Target::Max(0.0)), upstream as f64, None);
 
+        // Before the load phases, so the RSS with the SSE clients is not inflated by what the load left behind.
+        phase(&format!("SSE fan-out to {} subscribers over TLS, {} events", plan.sse_subscribers, plan.sse_events));
+        let mut fan = sse::fanout(
+            layout.lan,
+            &tls,
+            &viewer,
+            &layout.secret,
+            plan.sse_subscribers,
+            plan.sse_events,
+            nonce,
+            daemon.pid(),
+        )
+        .await?;
+        let subs = plan.sse_subscribers;
+        report.add("sse.delivery.p50", "ms", None, fan.run.pct_ms(50.0), None);
+        report.add("sse.delivery.p99", "ms", Some(Target::Max(50.0)), fan.run.pct_ms(99.0), None);
+        report.add(&format!("rss.with_{subs}_sse_clients"), "MiB", Some(Target::Max(40.0)), mib(fan.rss_kib), None);
+        daemon.alive()?;
+
         let echo = dir.join("echo.sock");
         load::echo_server(&floors, echo.clone())?;
+        // The floor's first connection and allocations are not part of what it measures.
+        let first = mcp_lines(&devices).remove(0).1;
+        load::lines_closed_loop(&echo, false, 1, 0.1, first, |q, a| a.trim_end() == q).await?;
         for round in 0..plan.rounds {
             phase(&format!("MCP over the Unix socket, round {}/{}", round + 1, plan.rounds));
             for (tool, line) in mcp_lines(&devices) {
@@ -413,24 +441,6 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             daemon.alive()?;
         }
 
-        phase(&format!("SSE fan-out to {} subscribers over TLS, {} events", plan.sse_subscribers, plan.sse_events));
-        let mut fan = sse::fanout(
-            layout.lan,
-            &tls,
-            &viewer,
-            &layout.secret,
-            plan.sse_subscribers,
-            plan.sse_events,
-            nonce,
-            daemon.pid(),
-        )
-        .await?;
-        let subs = plan.sse_subscribers;
-        report.add("sse.delivery.p50", "ms", None, fan.run.pct_ms(50.0), None);
-        report.add("sse.delivery.p99", "ms", Some(Target::Max(50.0)), fan.run.pct_ms(99.0), None);
-        report.add(&format!("rss.with_{subs}_sse_clients"), "MiB", Some(Target::Max(40.0)), mib(fan.rss_kib), None);
-        daemon.alive()?;
-
         for round in 0..plan.rounds {
             phase(&format!("durable writes, round {}/{}", round + 1, plan.rounds));
             let secret = layout.secret.clone();
@@ -445,28 +455,37 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
                     Bytes::from(body),
                 )
             });
-            let d = load::http_closed_loop(layout.lan, &tls, 16, plan.secs, 202, hook).await?;
+            let d = load::http_closed_loop(layout.lan, &tls, DURABLE_CLIENTS, plan.secs, 202, hook).await?;
             let f = sqlite_floor(dir, "webhook-floor", 200, plan.secs).await?;
             report.add("webhook.events_per_s", "1/s", Some(Target::Min(20_000.0)), d.rate(), Some(f.rate()));
 
-            let line: Arc<dyn Fn(usize, u64) -> String + Send + Sync> = {
-                let devices = devices.clone();
+            let cmd: Arc<dyn Fn(usize, u64) -> _ + Send + Sync> = {
+                let (devices, auth) = (devices.clone(), format!("Bearer {operator}"));
                 Arc::new(move |c: usize, i: u64| {
                     let d = &devices[(c * 61 + i as usize) % devices.len()];
-                    load::tool_call(i, "send_command_async", &format!(r#"{{"device_id":"{d}","command":"reboot"}}"#))
+                    let body = format!(r#"{{"device_id":"{d}","command":"reboot"}}"#);
+                    load::request(
+                        "POST",
+                        "/v1/tools/send_command_async",
+                        &[("authorization", auth.clone()), ("content-type", "application/json".into())],
+                        Bytes::from(body),
+                    )
                 })
             };
-            let d = load::lines_closed_loop(&layout.socket, true, 8, plan.secs, line, |_, a| {
-                load::tool_ok(a) && a.contains("queued")
-            })
-            .await?;
+            let d = load::http_closed_loop(layout.lan, &tls, DURABLE_CLIENTS, plan.secs, 200, cmd).await?;
             let f = sqlite_floor(dir, "command-floor", 400, plan.secs).await?;
             report.add("commands.async_accepted_per_s", "1/s", Some(Target::Min(5_000.0)), d.rate(), Some(f.rate()));
             daemon.alive()?;
         }
         Ok::<(), String>(())
     })?;
-    report.add("rss.after_load_500_devices", "MiB", None, mib(procs::rss_kib(daemon.pid())?), None);
+    report.add(
+        &format!("rss.after_load_{}_devices", plan.devices),
+        "MiB",
+        None,
+        mib(procs::rss_kib(daemon.pid())?),
+        None,
+    );
     phase("stopping the daemon and the simulator");
     daemon.stop(Duration::from_secs(30))?;
     drop(sim);
