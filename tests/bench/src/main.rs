@@ -326,7 +326,7 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     wait_synced(&mut daemon, &layout, &viewer, plan.devices)?;
     let devices = device_ids(&sim)?;
     report.add(
-        "rss.idle_500_devices",
+        &format!("rss.idle_{}_devices", plan.devices),
         "MiB",
         Some(Target::Max(15.0)),
         mib(procs::settled_rss_kib(daemon.pid())?),
