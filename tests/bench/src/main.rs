@@ -197,6 +197,7 @@ impl Report {
                      "cached_reads": plan.cached_reads, "cold_start_devices": plan.cold_devices,
                      "cold_start_runs": plan.cold_runs},
             "wall_seconds": wall,
+            "daemon_environment": procs::unit_environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "figures": figures,
         })
     }

@@ -320,6 +320,17 @@ impl Layout {
         if let Some(n) = notify {
             cmd.env("NOTIFY_SOCKET", n);
         }
+        // The environment the shipped systemd unit gives the daemon (e.g. MALLOC_ARENA_MAX), so the figures are
+        // those of an installed gateway.
+        for (k, v) in unit_environment() {
+            cmd.env(k, v);
+        }
+        // For experiments (e.g. XYTE_BENCH_DAEMON_ENV=MALLOC_ARENA_MAX=2): extra environment for the daemon.
+        for kv in std::env::var("XYTE_BENCH_DAEMON_ENV").unwrap_or_default().split_whitespace() {
+            if let Some((k, v)) = kv.split_once('=') {
+                cmd.env(k, v);
+            }
+        }
         cmd
     }
 
@@ -344,6 +355,16 @@ impl Layout {
     pub fn key(&self) -> PathBuf {
         self.state.join("tls/key.pem")
     }
+}
+
+/// `Environment=KEY=VALUE` lines of systemd/xyte-edge.service (read when the runner is built).
+pub fn unit_environment() -> Vec<(String, String)> {
+    include_str!("../../../systemd/xyte-edge.service")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Environment="))
+        .flat_map(|v| v.split_whitespace())
+        .filter_map(|kv| kv.trim_matches('"').split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect()
 }
 
 /// Raises the soft open-file limit to the hard one (the daemon, a child, inherits it): 1,000 SSE clients need
