@@ -77,6 +77,14 @@ tests/interop/conformance.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 step "dashboard: Debian's chromium driven by playwright-core 1.65.1 (viewer, live badge, stale banner, operator preset, phone)"
 tests/dashboard/run.sh "$CARGO_TARGET_DIR/debug/xyte-edge"
 
+# The benchmark runner (tests/bench, its own crate and lock file; builds under $CARGO_TARGET_DIR/bench): a smoke run
+# of every phase against the debug binary, so the benchmark keeps working. It asserts no timing, only that every
+# phase runs (daemon up and down cleanly, no error answers, non-zero results). Full runs: BENCHMARKS.md.
+step "benchmark smoke run (tests/bench, xyte-bench --smoke)"
+cargo build --release --locked --manifest-path tests/bench/Cargo.toml --target-dir "$CARGO_TARGET_DIR/bench"
+"$CARGO_TARGET_DIR/bench/release/xyte-bench" "$CARGO_TARGET_DIR/debug/xyte-edge" --smoke \
+  --json "$CARGO_TARGET_DIR/bench-smoke.json"
+
 # libFuzzer through cargo-fuzz (stable toolchain, no sanitizer: see tests/fuzz/run.sh) on MCP framing and dispatch,
 # the webhook handler and the config parser: kept regression inputs replayed, then XYTE_FUZZ_SECONDS (default 60)
 # per target. Its builds go to $CARGO_TARGET_DIR/fuzz, apart from the cache above.

@@ -100,9 +100,9 @@ pub async fn authenticate(
         limiter.failed(addr).await;
         return Err(Rejection::Unauthenticated("the Authorization header must be `Bearer <token>`".into()));
     };
-    let presented = secret.to_string();
     let now = now_ms();
-    let found = app.store.read(move |c| tokens::verify(c, &presented, now)).await;
+    // A lookup by primary key on every request: on this thread, not through the blocking pool (see `read_now`).
+    let found = app.store.read_now(|c| tokens::verify(c, secret, now));
     let info = match found {
         Ok(Some(info)) => info,
         Ok(None) => {

@@ -76,11 +76,10 @@ pub fn put(conn: &Connection, resource: &str, key: &str, body: &Value, fetched_a
 }
 
 pub fn get(conn: &Connection, resource: &str, key: &str) -> Result<Option<CacheEntry>, StoreError> {
-    let row = conn
-        .query_row("SELECT body, fetched_at FROM cache WHERE resource = ?1 AND key = ?2", params![resource, key], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })
-        .optional()?;
+    // Cached: this runs for every cached read, and preparing it each time was a visible part of their cost.
+    let mut stmt = conn.prepare_cached("SELECT body, fetched_at FROM cache WHERE resource = ?1 AND key = ?2")?;
+    let row =
+        stmt.query_row(params![resource, key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))).optional()?;
     row.map(|(body, fetched_at)| {
         Ok(CacheEntry { key: key.to_string(), body: serde_json::from_str(&body)?, fetched_at })
     })

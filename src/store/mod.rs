@@ -159,6 +159,9 @@ struct Inner {
     /// The latest values of volatile cache fields ([`cache::volatile_fields`]) by resource and key: in memory only,
     /// so a poll where only they moved writes nothing.
     volatile: Mutex<HashMap<&'static str, HashMap<String, JsonObject>>>,
+    /// Rows each cached collection had when last listed: a small one is read on the calling thread (see
+    /// [`Store::cache_list`]).
+    listed: Mutex<HashMap<&'static str, usize>>,
 }
 
 #[derive(Clone)]
@@ -212,6 +215,7 @@ impl Store {
                 full,
                 confirmed: Mutex::new(HashMap::new()),
                 volatile: Mutex::new(HashMap::new()),
+                listed: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -318,6 +322,18 @@ impl Store {
             .map_err(|e| StoreError::Data(e.to_string()))?
     }
 
+    /// A short read (a primary-key lookup) on the calling thread, even an async worker. The benchmark (issue #8,
+    /// BENCHMARKS.md) found that handing microsecond lookups to the blocking pool cost more than the lookups: two
+    /// thread wake-ups and, on a 2-core gateway, context switches per read, three reads per cached tool call. WAL
+    /// readers never wait for the writer, so this does not block on writes; anything that scans many rows keeps
+    /// using [`Store::read`].
+    pub fn read_now<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<T, StoreError>,
+    {
+        self.read_blocking(f)
+    }
+
     pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError>,
@@ -395,8 +411,7 @@ impl Store {
 
     /// One cached entry, with its volatile fields as last seen.
     pub async fn cache_get(&self, resource: &'static str, key: &str) -> Result<Option<cache::CacheEntry>, StoreError> {
-        let k = key.to_string();
-        let mut entry = self.read(move |c| cache::get(c, resource, &k)).await?;
+        let mut entry = self.read_now(|c| cache::get(c, resource, key))?;
         if let Some(e) = entry.as_mut() {
             self.lay_volatile(resource, std::slice::from_mut(e));
         }
@@ -406,8 +421,15 @@ impl Store {
     /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
     /// snapshot ([`cache::has_set`]).
     pub async fn cache_list(&self, resource: &'static str) -> Result<(Vec<cache::CacheEntry>, bool), StoreError> {
-        let (mut entries, complete) =
-            self.read(move |c| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?))).await?;
+        let list = move |c: &Connection| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?));
+        // A collection of a few rows (active incidents, read by every get_device_status) costs microseconds: read it
+        // here rather than through the blocking pool (see `read_now`). A large one (the device set) stays off the
+        // async workers.
+        let small = self.inner.listed.lock().ok().and_then(|m| m.get(resource).copied()).is_some_and(|n| n <= 64);
+        let (mut entries, complete) = if small { self.read_now(list)? } else { self.read(list).await? };
+        if let Ok(mut m) = self.inner.listed.lock() {
+            m.insert(resource, entries.len());
+        }
         self.lay_volatile(resource, &mut entries);
         Ok((entries, complete))
     }

@@ -197,11 +197,9 @@ pub fn verify(conn: &Connection, presented: &str, now: i64) -> Result<Option<Tok
         return Ok(None);
     }
     let computed = hash(presented);
-    let found = conn
-        .query_row(&format!("SELECT {COLUMNS}, hash FROM tokens WHERE hash = ?1"), [&computed], |r| {
-            Ok((row(r)?, r.get::<_, Vec<u8>>(6)?))
-        })
-        .optional()?;
+    // Cached: it runs for every authenticated request.
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS}, hash FROM tokens WHERE hash = ?1"))?;
+    let found = stmt.query_row([&computed], |r| Ok((row(r)?, r.get::<_, Vec<u8>>(6)?))).optional()?;
     let Some((info, stored)) = found else { return Ok(None) };
     if !constant_time_eq(&stored, &computed) {
         return Ok(None);
