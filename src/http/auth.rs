@@ -101,8 +101,8 @@ pub async fn authenticate(
         return Err(Rejection::Unauthenticated("the Authorization header must be `Bearer <token>`".into()));
     };
     let now = now_ms();
-    // A lookup by primary key on every request: on this thread, not through the blocking pool (see `read_now`).
-    let found = app.store.read_now(|c| tokens::verify(c, secret, now));
+    // A lookup by primary key on every request: on this thread, not through the blocking pool (see `Store::read_blocking`).
+    let found = app.store.read_blocking(|c| tokens::verify(c, secret, now));
     let info = match found {
         Ok(Some(info)) => info,
         Ok(None) => {

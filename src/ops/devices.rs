@@ -200,11 +200,11 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     };
     // What the model accepts, so a caller (the dashboard, an agent) can offer valid commands without another call.
     // Only an extra: while Xyte is known to be unreachable, a model never cached is left out rather than waited for.
-    let cached = match super::commands::model_id(&device) {
-        Some(m) => ctx.app.store.cache_get("model", &m).await?.is_some(),
-        None => false,
+    let uncached = match super::commands::model_id(&device) {
+        Some(m) if reads::known_unreachable(ctx) => ctx.app.store.cache_get("model", &m).await?.is_none(),
+        _ => false,
     };
-    let commands = if cached || !reads::known_unreachable(ctx) {
+    let commands = if !uncached {
         super::commands::device_model(ctx, &device).await.ok().flatten().map(|m| m["commands"].clone())
     } else {
         None

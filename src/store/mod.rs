@@ -322,18 +322,11 @@ impl Store {
             .map_err(|e| StoreError::Data(e.to_string()))?
     }
 
-    /// A short read (a primary-key lookup) on the calling thread, even an async worker. The benchmark (issue #8,
-    /// BENCHMARKS.md) found that handing microsecond lookups to the blocking pool cost more than the lookups: two
-    /// thread wake-ups and, on a 2-core gateway, context switches per read, three reads per cached tool call. WAL
-    /// readers never wait for the writer, so this does not block on writes; anything that scans many rows keeps
-    /// using [`Store::read`].
-    pub fn read_now<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        F: FnOnce(&Connection) -> Result<T, StoreError>,
-    {
-        self.read_blocking(f)
-    }
-
+    /// A read on the calling thread. Besides the CLI and tests, async code uses it for short reads (a primary-key
+    /// lookup, a collection of a few rows): the benchmark (BENCHMARKS.md) found that handing microsecond lookups to
+    /// the blocking pool cost more than the lookups (thread wake-ups and context switches on a 2-core gateway, three
+    /// per cached tool call). WAL readers never wait for the writer; anything that scans many rows uses
+    /// [`Store::read`].
     pub fn read_blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         F: FnOnce(&Connection) -> Result<T, StoreError>,
@@ -411,7 +404,7 @@ impl Store {
 
     /// One cached entry, with its volatile fields as last seen.
     pub async fn cache_get(&self, resource: &'static str, key: &str) -> Result<Option<cache::CacheEntry>, StoreError> {
-        let mut entry = self.read_now(|c| cache::get(c, resource, key))?;
+        let mut entry = self.read_blocking(|c| cache::get(c, resource, key))?;
         if let Some(e) = entry.as_mut() {
             self.lay_volatile(resource, std::slice::from_mut(e));
         }
@@ -423,10 +416,10 @@ impl Store {
     pub async fn cache_list(&self, resource: &'static str) -> Result<(Vec<cache::CacheEntry>, bool), StoreError> {
         let list = move |c: &Connection| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?));
         // A collection of a few rows (active incidents, read by every get_device_status) costs microseconds: read it
-        // here rather than through the blocking pool (see `read_now`). A large one (the device set) stays off the
+        // here rather than through the blocking pool (see `read_blocking`). A large one (the device set) stays off the
         // async workers.
         let small = self.inner.listed.lock().ok().and_then(|m| m.get(resource).copied()).is_some_and(|n| n <= 64);
-        let (mut entries, complete) = if small { self.read_now(list)? } else { self.read(list).await? };
+        let (mut entries, complete) = if small { self.read_blocking(list)? } else { self.read(list).await? };
         if let Ok(mut m) = self.inner.listed.lock() {
             m.insert(resource, entries.len());
         }

@@ -130,21 +130,38 @@ pub async fn lines_closed_loop(
     for _ in 0..conns {
         clients.push(if mcp { LineConn::mcp(path).await? } else { LineConn::connect(path).await? });
     }
+    closed_loop(clients, secs, move |mut client: LineConn, c, i| {
+        let req = line(c, i);
+        async move {
+            let answer = client.call(req.as_bytes()).await?;
+            if !ok(&req, answer) {
+                return Err(format!("unexpected answer to {req}: {answer:.400}"));
+            }
+            Ok(client)
+        }
+    })
+    .await
+}
+
+/// Every client calls in a closed loop (the next request when the answer is in) for `secs`; `call(client, conn, i)`
+/// makes the i-th call on connection `conn` and hands the client back, or fails the whole run.
+async fn closed_loop<C, F, Fut>(clients: Vec<C>, secs: f64, call: F) -> Res<Run>
+where
+    C: Send + 'static,
+    F: Fn(C, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Res<C>> + Send,
+{
     let started = Instant::now();
     let until = started + Duration::from_secs_f64(secs);
     let mut handles = Vec::new();
     for (c, mut client) in clients.into_iter().enumerate() {
-        let line = line.clone();
+        let call = call.clone();
         handles.push(tokio::spawn(async move {
             let mut run = Run::default();
             let mut i = 0u64;
             while Instant::now() < until {
-                let req = line(c, i);
                 let t = Instant::now();
-                let answer = client.call(req.as_bytes()).await?;
-                if !ok(&req, answer) {
-                    return Err(format!("unexpected answer to {req}: {answer:.400}"));
-                }
+                client = call(client, c, i).await?;
                 run.lat_us.push(micros(t));
                 run.calls += 1;
                 i += 1;
@@ -255,34 +272,18 @@ pub async fn http_closed_loop(
     for _ in 0..conns {
         senders.push(h1_tls(addr, tls).await?);
     }
-    let started = Instant::now();
-    let until = started + Duration::from_secs_f64(secs);
-    let mut handles = Vec::new();
-    for (c, mut s) in senders.into_iter().enumerate() {
-        let make = make.clone();
-        handles.push(tokio::spawn(async move {
-            let mut run = Run::default();
-            let mut i = 0u64;
-            while Instant::now() < until {
-                let req = make(c, i);
-                let path = req.uri().to_string();
-                let t = Instant::now();
-                let (status, _, body) = send(&mut s, req).await?;
-                if status != want {
-                    return Err(format!("{path}: {status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
-                }
-                run.lat_us.push(micros(t));
-                run.calls += 1;
-                i += 1;
+    closed_loop(senders, secs, move |mut s: Sender, c, i| {
+        let req = make(c, i);
+        async move {
+            let path = req.uri().to_string();
+            let (status, _, body) = send(&mut s, req).await?;
+            if status != want {
+                return Err(format!("{path}: {status} {}", String::from_utf8_lossy(&body[..body.len().min(300)])));
             }
-            Ok::<Run, String>(run)
-        }));
-    }
-    let mut runs = Vec::new();
-    for h in handles {
-        runs.push(h.await.map_err(|e| e.to_string())??);
-    }
-    Run::merge(runs, started.elapsed().as_secs_f64())
+            Ok(s)
+        }
+    })
+    .await
 }
 
 /// The REST floor: hyper's HTTP/1.1 server over rustls (ring) with the daemon's own certificate and key, answering
