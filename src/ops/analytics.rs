@@ -183,7 +183,13 @@ pub async fn get_device_analytics_report(ctx: &Ctx, args: Value) -> Result<Value
             .collect(),
         Err(e) if e.code.is_unreachable() => {
             warnings.push(format!("Xyte incidents unavailable ({}); counting cached active ones", e.code));
-            active_incidents(ctx).await?.items.into_iter().filter(|i| i["device_id"].as_str() == Some(&id)).collect()
+            active_incidents(ctx)
+                .await?
+                .items
+                .iter()
+                .filter(|i| i["device_id"].as_str() == Some(&id))
+                .cloned()
+                .collect()
         }
         Err(e) => return Err(e),
     };

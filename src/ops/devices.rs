@@ -117,7 +117,7 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             .get("space_id")
             .and_then(|v| v.as_str().map(String::from).or(v.as_i64().map(|i| i.to_string()))),
     };
-    let spaces = if space.is_some() { super::fleet::all_spaces(ctx).await?.items } else { Vec::new() };
+    let spaces = if space.is_some() { super::fleet::all_spaces(ctx).await?.items } else { Default::default() };
     let q = a.query.as_deref().map(str::to_lowercase);
     let mut matched: Vec<&Value> = snap
         .items
@@ -139,9 +139,10 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         matched.retain(|d| d["status"] == status.as_str());
     }
     matched.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    let summaries: Vec<Value> = matched.iter().map(|d| summary(d)).collect();
-    let (items, next, omitted) = page(&summaries, a.limit, a.cursor.as_deref())?;
-    let mut out = json!({"devices": items, "total": summaries.len(), "counts": counts, "omitted": omitted});
+    // Only the returned page is summarised: the other devices cost a comparison, not a new JSON object each.
+    let (shown, next, omitted) = page(&matched, a.limit, a.cursor.as_deref())?;
+    let items: Vec<Value> = shown.into_iter().map(summary).collect();
+    let mut out = json!({"devices": items, "total": matched.len(), "counts": counts, "omitted": omitted});
     if let Some(n) = next {
         out["next_cursor"] = json!(n);
     }
@@ -193,7 +194,7 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let (device, provenance) = device(ctx, &id).await?;
     let incidents = super::tickets::active_incidents(ctx).await.map(|s| s.items).unwrap_or_default();
-    let open: Vec<Value> = incidents.into_iter().filter(|i| i["device_id"] == id.as_str()).collect();
+    let open: Vec<Value> = incidents.iter().filter(|i| i["device_id"] == id.as_str()).cloned().collect();
     let recent = match commands_of(ctx, &id).await {
         Ok((Value::Array(list), _)) => list.into_iter().take(5).collect(),
         _ => Vec::new(),

@@ -40,7 +40,7 @@ pub async fn list_spaces(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let spaces = all_spaces(ctx).await?;
     let devices = all_devices(ctx).await?;
     let mut per_space: HashMap<String, usize> = HashMap::new();
-    for d in &devices.items {
+    for d in devices.items.iter() {
         *per_space.entry(id_text(&d["space"]["id"])).or_default() += 1;
     }
     let q = a.query.as_deref().map(str::to_lowercase);
@@ -213,7 +213,7 @@ pub async fn search(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         return Err(Error::invalid_params("query must contain a word"));
     }
     let mut results = Vec::new();
-    for d in all_devices(ctx).await?.items {
+    for d in all_devices(ctx).await?.items.iter() {
         if matches(&words, &[&d["name"], &d["model"]["name"], &d["sn"], &d["space"]["full_path"], &d["status"]]) {
             let text = format!(
                 "{} {} in {} — {}",
@@ -226,7 +226,7 @@ pub async fn search(ctx: &Ctx, args: Value) -> Result<Value, Error> {
                                 "url": format!("device://{}/status", id_text(&d["id"]))}));
         }
     }
-    for t in open_tickets(ctx).await?.items {
+    for t in open_tickets(ctx).await?.items.iter() {
         if matches(&words, &[&t["title"], &t["description"]]) {
             results.push(
                 json!({"id": format!("ticket:{}", id_text(&t["id"])), "title": t["title"], "text": t["description"],
@@ -234,14 +234,14 @@ pub async fn search(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             );
         }
     }
-    for i in active_incidents(ctx).await?.items {
+    for i in active_incidents(ctx).await?.items.iter() {
         if matches(&words, &[&i["title"], &i["device_name"], &i["space_tree_path_name"]]) {
             results.push(json!({"id": format!("incident:{}", id_text(&i["id"])), "title": i["title"],
                                 "text": format!("{} incident, {}", i["priority"].as_str().unwrap_or(""), i["status"].as_str().unwrap_or("")),
                                 "url": "incidents://"}));
         }
     }
-    for s in all_spaces(ctx).await?.items {
+    for s in all_spaces(ctx).await?.items.iter() {
         if matches(&words, &[&s["name"], &s["full_path"]]) {
             results
                 .push(json!({"id": format!("space:{}", id_text(&s["id"])), "title": s["name"], "text": s["full_path"],
@@ -273,14 +273,15 @@ pub async fn fetch(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             let item = active_incidents(ctx)
                 .await?
                 .items
-                .into_iter()
+                .iter()
                 .find(|i| id_text(&i["id"]) == id)
+                .cloned()
                 .ok_or_else(not_found)?;
             json!({"incident": item})
         }
         "space" => {
             let space =
-                all_spaces(ctx).await?.items.into_iter().find(|s| id_text(&s["id"]) == id).ok_or_else(not_found)?;
+                all_spaces(ctx).await?.items.iter().find(|s| id_text(&s["id"]) == id).cloned().ok_or_else(not_found)?;
             let devices: Vec<Value> = all_devices(ctx)
                 .await?
                 .items

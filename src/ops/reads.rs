@@ -3,16 +3,18 @@
 //! its `fetched_at`, and fail only when nothing was ever cached.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
 use super::Ctx;
 use crate::error::Error;
-use crate::store::{Durability, cache, now_ms};
+use crate::store::now_ms;
 
 /// Items of a cached collection with their provenance.
 pub struct Snapshot {
-    pub items: Vec<Value>,
+    /// Shared with the store's parsed copy (no copy per read).
+    pub items: Arc<Vec<Value>>,
     pub fetched_at: i64,
     pub stale: bool,
 }
@@ -50,30 +52,30 @@ where
     Fut: Future<Output = Result<Vec<(String, Value)>, Error>>,
 {
     let store = &ctx.app.store;
-    let (entries, complete) = store.cache_list(resource).await?;
+    let list = store.cache_list(resource).await?;
+    let complete = list.complete;
     // Rows of single entries fetched on their own are not the collection; without a stored snapshot, ask Xyte.
-    let entries = if complete { entries } else { Vec::new() };
-    let newest_row = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
+    let newest_row = if complete { list.newest_fetched_at } else { 0 };
     let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
     // A complete snapshot may be empty (no active incidents): that is an answer too, not a miss.
     let hit = complete && fresh(ctx, known);
     crate::metrics::cache(resource, hit);
     if hit {
-        return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: false });
+        return Ok(Snapshot { items: list.bodies.clone(), fetched_at: known, stale: false });
     }
     if complete && known_unreachable(ctx) {
-        return Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: true });
+        return Ok(Snapshot { items: list.bodies.clone(), fetched_at: known, stale: true });
     }
     match fetch().await {
         Ok(fetched) => {
-            let items: Vec<Value> = fetched.iter().map(|(_, v)| v.clone()).collect();
+            let items: Arc<Vec<Value>> = Arc::new(fetched.iter().map(|(_, v)| v.clone()).collect());
             let kept = store.cache_replace_set(resource, fetched, time::OffsetDateTime::now_utc()).await;
             not_kept(resource, kept.err());
             Ok(Snapshot { items, fetched_at: now_ms(), stale: false })
         }
         Err(e) if e.code.is_unreachable() && complete => {
             tracing::debug!(resource, code = %e.code, "serving stale cache");
-            Ok(Snapshot { items: entries.into_iter().map(|e| e.body).collect(), fetched_at: known, stale: true })
+            Ok(Snapshot { items: list.bodies.clone(), fetched_at: known, stale: true })
         }
         Err(e) => Err(e),
     }
@@ -126,10 +128,8 @@ fn not_kept(resource: &str, error: Option<crate::store::StoreError>) {
 
 /// After a write through the daemon: the next read of this entry goes to Xyte.
 pub async fn invalidate(ctx: &Ctx, resource: &'static str, key: Option<&str>) {
-    let whole = key.is_none();
-    let key = key.map(String::from);
-    let _ = ctx.app.store.write(Durability::Normal, move |c| cache::invalidate(c, resource, key.as_deref())).await;
-    if whole {
+    let _ = ctx.app.store.cache_invalidate(resource, key).await;
+    if key.is_none() {
         ctx.app.store.mark_confirmed(resource, 0);
     }
 }

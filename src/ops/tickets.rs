@@ -65,17 +65,19 @@ pub async fn list_incidents(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             to: a.to.map(|t| t.0),
         };
         let list = ctx.app.client.list_incidents(q, P).await?;
-        (list.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect::<Vec<_>>(), json!({"stale": false}))
+        let items: Vec<Value> = list.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect();
+        (std::sync::Arc::new(items), json!({"stale": false}))
     } else {
         let snap = active_incidents(ctx).await?;
         let p = snap.provenance();
         (snap.items, p)
     };
     let filtered: Vec<Value> = items
-        .into_iter()
+        .iter()
         .filter(|i| a.priority.as_deref().is_none_or(|p| i["priority"] == p))
         .filter(|i| a.device_id.as_ref().is_none_or(|d| i["device_id"] == d.0.as_str()))
         .filter(|i| a.space_id.as_ref().is_none_or(|s| id_text(&i["space_id"]) == s.0))
+        .cloned()
         .collect();
     let (page_items, _, omitted) = page(&filtered, a.limit, None)?;
     let mut out = json!({"incidents": page_items, "total": filtered.len(), "omitted": omitted});

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod context;
 pub mod events;
+mod memo;
 pub mod tasks;
 pub mod tokens;
 pub mod webhooks;
@@ -24,6 +25,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
+
+pub use memo::CachedList;
 
 use crate::systemd::Heartbeat;
 
@@ -162,6 +165,8 @@ struct Inner {
     /// Rows each cached collection had when last listed: a small one is read on the calling thread (see
     /// [`Store::cache_list`]).
     listed: Mutex<HashMap<&'static str, usize>>,
+    /// Parsed copies of cache rows already read, dropped by every write of their resource ([`memo`]).
+    memo: Mutex<memo::Memo>,
 }
 
 #[derive(Clone)]
@@ -216,6 +221,7 @@ impl Store {
                 confirmed: Mutex::new(HashMap::new()),
                 volatile: Mutex::new(HashMap::new()),
                 listed: Mutex::new(HashMap::new()),
+                memo: Mutex::new(memo::Memo::default()),
             }),
         })
     }
@@ -377,10 +383,14 @@ impl Store {
         let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
         let latest: HashMap<String, _> =
             entries.iter().filter_map(|(k, body)| Some((k.clone(), volatile_part(resource, body)?))).collect();
-        let diff = self.write(Durability::Normal, move |c| cache::replace_set(c, resource, &entries, at_ms)).await?;
-        if let Ok(mut v) = self.inner.volatile.lock() {
+        let diff = self.write(Durability::Normal, move |c| cache::replace_set(c, resource, &entries, at_ms)).await;
+        if diff.is_ok()
+            && let Ok(mut v) = self.inner.volatile.lock()
+        {
             v.insert(resource, latest);
         }
+        self.forget(resource);
+        let diff = diff?;
         self.mark_confirmed(resource, at_ms);
         Ok(diff)
     }
@@ -395,25 +405,56 @@ impl Store {
     ) -> Result<(), StoreError> {
         let latest = volatile_part(resource, &body);
         let k = key.to_string();
-        self.write(Durability::Normal, move |c| cache::put(c, resource, &k, &body, at_ms)).await?;
-        if let (Some(latest), Ok(mut v)) = (latest, self.inner.volatile.lock()) {
+        let written = self.write(Durability::Normal, move |c| cache::put(c, resource, &k, &body, at_ms)).await;
+        if let (Ok(_), Some(latest), Ok(mut v)) = (&written, latest, self.inner.volatile.lock()) {
             v.entry(resource).or_default().insert(key.to_string(), latest);
         }
-        Ok(())
+        self.forget(resource);
+        written.map(|_| ())
+    }
+
+    /// Marks `resource`'s entries (or one of them) stale (see [`cache::invalidate`]).
+    pub async fn cache_invalidate(&self, resource: &'static str, key: Option<&str>) -> Result<usize, StoreError> {
+        let key = key.map(String::from);
+        let n = self.write(Durability::Normal, move |c| cache::invalidate(c, resource, key.as_deref())).await;
+        self.forget(resource);
+        n
+    }
+
+    /// After a write of `resource`'s cache rows: parsed copies of them are not the truth any more.
+    fn forget(&self, resource: &'static str) {
+        if let Ok(mut m) = self.inner.memo.lock() {
+            m.forget(resource);
+        }
+    }
+
+    fn generation(&self, resource: &'static str) -> u64 {
+        self.inner.memo.lock().map(|m| m.generation(resource)).unwrap_or(0)
     }
 
     /// One cached entry, with its volatile fields as last seen.
     pub async fn cache_get(&self, resource: &'static str, key: &str) -> Result<Option<cache::CacheEntry>, StoreError> {
+        if let Some(e) = self.inner.memo.lock().ok().and_then(|m| m.entry(resource, key)) {
+            return Ok(Some(e));
+        }
+        let generation = self.generation(resource);
         let mut entry = self.read_blocking(|c| cache::get(c, resource, key))?;
         if let Some(e) = entry.as_mut() {
             self.lay_volatile(resource, std::slice::from_mut(e));
+            if let Ok(mut m) = self.inner.memo.lock() {
+                m.keep_entry(resource, generation, e);
+            }
         }
         Ok(entry)
     }
 
     /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
     /// snapshot ([`cache::has_set`]).
-    pub async fn cache_list(&self, resource: &'static str) -> Result<(Vec<cache::CacheEntry>, bool), StoreError> {
+    pub async fn cache_list(&self, resource: &'static str) -> Result<Arc<CachedList>, StoreError> {
+        if let Some(list) = self.inner.memo.lock().ok().and_then(|m| m.list(resource)) {
+            return Ok(list);
+        }
+        let generation = self.generation(resource);
         let list = move |c: &Connection| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?));
         // A collection of a few rows (active incidents, read by every get_device_status) costs microseconds: read it
         // here rather than through the blocking pool (see `read_blocking`). A large one (the device set) stays off the
@@ -424,7 +465,11 @@ impl Store {
             m.insert(resource, entries.len());
         }
         self.lay_volatile(resource, &mut entries);
-        Ok((entries, complete))
+        let list = Arc::new(CachedList::new(entries, complete));
+        if let Ok(mut m) = self.inner.memo.lock() {
+            m.keep_list(resource, generation, &list);
+        }
+        Ok(list)
     }
 
     fn lay_volatile(&self, resource: &'static str, entries: &mut [cache::CacheEntry]) {

@@ -115,9 +115,9 @@ async fn volatile_fields_alone_write_nothing_yet_reads_show_their_latest_values(
     assert_eq!(changes_before, changes_after, "a volatile field alone must not touch a row");
 
     // Reads lay the latest value over the row; the row itself stays as written, consistent with its fetched_at.
-    let (list, complete) = store.cache_list("device").await.unwrap();
-    assert!(complete);
-    assert_eq!(list[0].body["last_seen_at"], "10:01");
+    let list = store.cache_list("device").await.unwrap();
+    assert!(list.complete);
+    assert_eq!(list.bodies[0]["last_seen_at"], "10:01");
     assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["last_seen_at"], "10:01");
     let on_disk = store.read(|c| cache::get(c, "device", "a")).await.unwrap().unwrap();
     assert_eq!((on_disk.body["last_seen_at"].as_str(), on_disk.fetched_at), (Some("10:00"), 1000));
@@ -214,4 +214,29 @@ fn a_normal_commit_reaches_the_database_file_within_about_a_second() {
         assert!(std::time::Instant::now() < deadline, "the commit never left the WAL");
         std::thread::park_timeout(Duration::from_millis(50));
     }
+}
+
+#[tokio::test]
+async fn parsed_copies_follow_every_cache_write() {
+    let (_d, store) = open();
+    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
+    let one = |status: &str| vec![("a".to_string(), json!({"id":"a","status":status}))];
+    store.cache_replace_set("device", one("online"), t(1)).await.unwrap();
+    // Read twice: the second answer is the kept copy (the same allocation), not a new parse.
+    let first = store.cache_list("device").await.unwrap();
+    assert!(Arc::ptr_eq(&first, &store.cache_list("device").await.unwrap()));
+    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["status"], "online");
+
+    store.cache_replace_set("device", one("offline"), t(2)).await.unwrap();
+    let list = store.cache_list("device").await.unwrap();
+    assert_eq!((list.bodies[0]["status"].as_str(), list.newest_fetched_at), (Some("offline"), 2000));
+    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["status"], "offline");
+
+    store.cache_put("device", "a", json!({"id":"a","status":"error"}), 3000).await.unwrap();
+    assert_eq!(store.cache_list("device").await.unwrap().bodies[0]["status"], "error");
+    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["status"], "error");
+
+    assert_eq!(store.cache_invalidate("device", Some("a")).await.unwrap(), 1);
+    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().fetched_at, 0);
+    assert_eq!(store.cache_list("device").await.unwrap().newest_fetched_at, 0);
 }

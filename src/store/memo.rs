@@ -1,0 +1,137 @@
+//! Parsed copies of cache rows, so a cached read does not parse the same JSON text on every call.
+//!
+//! The benchmark (BENCHMARKS.md) found that parsing was most of a cached read: `list_devices` parsed all 500 device
+//! bodies per call (12 ms), `get_device_status` three bodies. The rows stay the truth; this is a copy of what a read
+//! already produced (volatile fields laid over), dropped whenever the [`super::Store`] writes that resource's rows.
+//!
+//! A read that began before such a write must not keep what it read: it takes the resource's generation before
+//! reading SQLite and keeps its result only if the generation has not moved since ([`Memo::keep_list`]). Writes bump
+//! the generation after their commit, so the worst case is a copy dropped one write too early, never a stale one.
+//!
+//! Bounded: collections of at most [`MAX_LIST_ROWS`] rows, at most [`MAX_ENTRIES`] single entries (all dropped when
+//! full; they refill from the next reads).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::cache::CacheEntry;
+
+/// A collection larger than this is parsed per read instead (10,000 parsed devices would hold tens of MiB).
+const MAX_LIST_ROWS: usize = 2000;
+const MAX_ENTRIES: usize = 4096;
+
+/// Every cached row of a resource, as [`super::Store::cache_list`] returns it.
+#[derive(Debug, Default)]
+pub struct CachedList {
+    pub keys: Vec<String>,
+    /// The bodies, shared with every read result made from them (no copy per read).
+    pub bodies: Arc<Vec<Value>>,
+    /// The newest `fetched_at` of the rows (0 when there are none).
+    pub newest_fetched_at: i64,
+    /// Whether the rows are a complete snapshot ([`super::cache::has_set`]).
+    pub complete: bool,
+}
+
+impl CachedList {
+    pub fn new(entries: Vec<CacheEntry>, complete: bool) -> CachedList {
+        let newest_fetched_at = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
+        let (keys, bodies) = entries.into_iter().map(|e| (e.key, e.body)).unzip();
+        CachedList { keys, bodies: Arc::new(bodies), newest_fetched_at, complete }
+    }
+}
+
+#[derive(Default)]
+pub struct Memo {
+    generation: HashMap<&'static str, u64>,
+    lists: HashMap<&'static str, Arc<CachedList>>,
+    entries: HashMap<(&'static str, String), CacheEntry>,
+}
+
+impl Memo {
+    /// The generation a read of `resource` starts from.
+    pub fn generation(&self, resource: &'static str) -> u64 {
+        self.generation.get(resource).copied().unwrap_or(0)
+    }
+
+    pub fn list(&self, resource: &'static str) -> Option<Arc<CachedList>> {
+        self.lists.get(resource).cloned()
+    }
+
+    pub fn entry(&self, resource: &'static str, key: &str) -> Option<CacheEntry> {
+        // A tuple key with a borrowed &str cannot be looked up without an owned String; the copy is a few bytes.
+        self.entries.get(&(resource, key.to_string())).cloned()
+    }
+
+    /// Keeps a list read that started at `generation`, unless a write came in between or it is too large.
+    pub fn keep_list(&mut self, resource: &'static str, generation: u64, list: &Arc<CachedList>) {
+        if self.generation(resource) == generation && list.keys.len() <= MAX_LIST_ROWS {
+            self.lists.insert(resource, list.clone());
+        }
+    }
+
+    /// Keeps a single entry read that started at `generation`, unless a write came in between.
+    pub fn keep_entry(&mut self, resource: &'static str, generation: u64, entry: &CacheEntry) {
+        if self.generation(resource) != generation {
+            return;
+        }
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert((resource, entry.key.clone()), entry.clone());
+    }
+
+    /// After a write of `resource`'s rows (committed or not): drop its copies, and make reads in flight drop theirs.
+    pub fn forget(&mut self, resource: &'static str) {
+        *self.generation.entry(resource).or_default() += 1;
+        self.lists.remove(resource);
+        self.entries.retain(|(r, _), _| *r != resource);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn entry(key: &str, v: i64) -> CacheEntry {
+        CacheEntry { key: key.into(), body: json!({"v": v}), fetched_at: v }
+    }
+
+    #[test]
+    fn a_read_that_raced_a_write_is_not_kept() {
+        let mut m = Memo::default();
+        let before = m.generation("device");
+        m.forget("device"); // a write committed while the read was in SQLite
+        m.keep_entry("device", before, &entry("a", 1));
+        m.keep_list("device", before, &Arc::new(CachedList::new(vec![entry("a", 1)], true)));
+        assert!(m.entry("device", "a").is_none());
+        assert!(m.list("device").is_none());
+
+        let now = m.generation("device");
+        m.keep_entry("device", now, &entry("a", 2));
+        m.keep_list("device", now, &Arc::new(CachedList::new(vec![entry("a", 2), entry("b", 5)], true)));
+        assert_eq!(m.entry("device", "a").unwrap().body["v"], 2);
+        let list = m.list("device").unwrap();
+        assert_eq!((list.keys.len(), list.newest_fetched_at, list.complete), (2, 5, true));
+    }
+
+    #[test]
+    fn a_write_forgets_only_its_resource_and_the_bounds_hold() {
+        let mut m = Memo::default();
+        m.keep_entry("device", 0, &entry("a", 1));
+        m.keep_entry("model", 0, &entry("m", 1));
+        m.forget("device");
+        assert!(m.entry("device", "a").is_none());
+        assert!(m.entry("model", "m").is_some());
+
+        let big: Vec<CacheEntry> = (0..=MAX_LIST_ROWS as i64).map(|i| entry(&format!("d{i}"), i)).collect();
+        m.keep_list("space", 0, &Arc::new(CachedList::new(big, true)));
+        assert!(m.list("space").is_none(), "a list over the bound is parsed per read, not held");
+        for i in 0..MAX_ENTRIES + 1 {
+            m.keep_entry("commands", 0, &entry(&format!("c{i}"), 1));
+        }
+        assert!(m.entries.len() <= MAX_ENTRIES);
+    }
+}
