@@ -106,7 +106,10 @@ fn finish(r: &mut Response<Body>, tls: bool) {
 pub async fn handle(http: Arc<Http>, peer: Peer, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
-    let (label, principal, mut response) = route(&http, peer, req).await;
+    // Boxed: hyper keeps room for this future in every connection for the connection's whole life, and `route`
+    // inlines the state of every handler (about 6 KiB). Boxed, an idle keep-alive or SSE connection holds a
+    // pointer, and the handler's state exists only while a request is in flight.
+    let (label, principal, mut response) = Box::pin(route(&http, peer, req)).await;
     finish(&mut response, peer.tls);
     crate::metrics::http_request(label, response.status().as_u16(), started.elapsed().as_secs_f64());
     tracing::info!(

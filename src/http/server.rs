@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -217,6 +217,9 @@ pub async fn serve(
     }
 }
 
+// Every open connection's task holds these futures for its whole life, so they are kept small: the TLS stream is
+// moved, never kept twice (an `async fn` keeps its arguments for its whole life, hence `drive` builds the connection
+// before its future starts), and the builder is shared. BENCHMARKS.md has the memory per SSE connection.
 async fn connection(
     stream: TcpStream,
     peer: Peer,
@@ -229,34 +232,60 @@ async fn connection(
     let _ = stream.set_nodelay(true);
     match acceptor {
         Some(acceptor) => {
-            let tls = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = activity.evict.cancelled() => return,
-                r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
-            };
-            match tls {
-                Ok(Ok(stream)) => drive(TokioIo::new(stream), peer, http, shutdown, activity, tracker).await,
-                Ok(Err(e)) => tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed"),
-                Err(_) => tracing::debug!(peer = %peer.addr, "TLS handshake timed out"),
-            }
+            // Boxed: the handshake's state (1.6 KiB) is needed only until it is done.
+            let Some(tls) = Box::pin(handshake(stream, acceptor, peer, &shutdown, &activity)).await else { return };
+            drive(TokioIo::new(tls), peer, http, shutdown, activity, tracker).await
         }
         None => drive(TokioIo::new(stream), peer, http, shutdown, activity, tracker).await,
     }
 }
 
-async fn drive<I>(
+async fn handshake(
+    stream: TcpStream,
+    acceptor: TlsAcceptor,
+    peer: Peer,
+    shutdown: &CancellationToken,
+    activity: &Activity,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let tls = tokio::select! {
+        _ = shutdown.cancelled() => return None,
+        _ = activity.evict.cancelled() => return None,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)) => r,
+    };
+    match tls {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(peer = %peer.addr, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// HTTP/1.1 and HTTP/2 (by ALPN or prior knowledge) with the same limits on every connection.
+static BUILDER: LazyLock<auto::Builder<TokioExecutor>> = LazyLock::new(|| {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // max_buf_size: hyper's read buffer would otherwise grow to 16 KiB on a connection that sent one small request
+    // (an SSE subscriber keeps it for hours); 8 KiB also bounds the request head, as common servers do.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(8192);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(128);
+    builder
+});
+
+fn drive<I>(
     io: TokioIo<I>,
     peer: Peer,
     http: Arc<Http>,
     shutdown: CancellationToken,
     activity: Arc<Activity>,
     tracker: Arc<Tracker>,
-) where
+) -> impl Future<Output = ()>
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(128);
     let evict = activity.evict.clone();
     let service = service_fn(move |req| {
         let busy = Busy::new(activity.clone(), tracker.clone());
@@ -266,23 +295,25 @@ async fn drive<I>(
             Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _busy: busy }.boxed()))
         }
     });
-    let conn = builder.serve_connection_with_upgrades(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
+    // Boxed once here: pinning it inside the future would keep a second, moved-from copy of it there.
+    let mut conn = Box::pin(BUILDER.serve_connection_with_upgrades(io, service));
+    async move {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
+                }
             }
-        }
-        _ = shutdown.cancelled() => {
-            // Finish the request in flight, then close.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-        _ = evict.cancelled() => {
-            tracing::debug!(peer = %peer.addr, "idle connection closed to make room");
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            _ = shutdown.cancelled() => {
+                // Finish the request in flight, then close.
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
+            _ = evict.cancelled() => {
+                tracing::debug!(peer = %peer.addr, "idle connection closed to make room");
+                conn.as_mut().graceful_shutdown();
+                let _ = conn.await;
+            }
         }
     }
 }

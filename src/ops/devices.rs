@@ -34,8 +34,8 @@ pub fn summary(d: &Value) -> Value {
 
 /// The calling principal's stored context (`set_context`), `{}` when none.
 pub async fn stored_context(ctx: &Ctx) -> Result<Value, Error> {
-    let who = ctx.principal.id.clone();
-    Ok(ctx.app.store.read(move |c| context::get(c, &who)).await?.unwrap_or_else(|| json!({})))
+    // A primary-key lookup: on this thread, not through the blocking pool (see `Store::read_blocking`).
+    Ok(ctx.app.store.read_blocking(|c| context::get(c, &ctx.principal.id))?.unwrap_or_else(|| json!({})))
 }
 
 /// `device_id` from the arguments, else from the principal's context, else a clear error.
@@ -119,7 +119,9 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     };
     let spaces = if space.is_some() { super::fleet::all_spaces(ctx).await?.items } else { Default::default() };
     let q = a.query.as_deref().map(str::to_lowercase);
-    let mut matched: Vec<&Value> = snap
+    // Each device's name and status are looked up once (a lookup in a JSON object is a search by key), then the
+    // counts, the status filter and the sort work on them; only the returned page is summarised.
+    let mut matched: Vec<(Option<&str>, &Value, &Value)> = snap
         .items
         .iter()
         .filter(|d| space.as_deref().is_none_or(|s| in_space(d, s, &spaces)))
@@ -132,16 +134,24 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
                     || d["space"]["full_path"].as_str().is_some_and(|v| v.to_lowercase().contains(q))
             })
         })
+        .map(|d| (d["name"].as_str(), &d["status"], d))
         .collect();
-    let count = |s: &str| matched.iter().filter(|d| d["status"] == s).count();
-    let counts = json!({"online": count("online"), "offline": count("offline"), "error": count("error")});
-    if let Some(status) = a.status {
-        matched.retain(|d| d["status"] == status.as_str());
+    let (mut online, mut offline, mut error) = (0, 0, 0);
+    for (_, status, _) in &matched {
+        match status.as_str() {
+            Some("online") => online += 1,
+            Some("offline") => offline += 1,
+            Some("error") => error += 1,
+            _ => {}
+        }
     }
-    matched.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    // Only the returned page is summarised: the other devices cost a comparison, not a new JSON object each.
+    let counts = json!({"online": online, "offline": offline, "error": error});
+    if let Some(status) = a.status {
+        matched.retain(|(_, s, _)| *s == status.as_str());
+    }
+    matched.sort_by(|a, b| a.0.cmp(&b.0));
     let (shown, next, omitted) = page(&matched, a.limit, a.cursor.as_deref())?;
-    let items: Vec<Value> = shown.into_iter().map(summary).collect();
+    let items: Vec<Value> = shown.into_iter().map(|(_, _, d)| summary(d)).collect();
     let mut out = json!({"devices": items, "total": matched.len(), "counts": counts, "omitted": omitted});
     if let Some(n) = next {
         out["next_cursor"] = json!(n);

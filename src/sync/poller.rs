@@ -124,6 +124,8 @@ impl Poller {
                     });
                 }
             }
+            // The cycle's parsed snapshots are freed now; give their pages back (see `heap`).
+            crate::heap::release_free_memory();
             let next = self.interval.saturating_sub(started.elapsed());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
