@@ -217,7 +217,7 @@ impl Feed {
         // The reconnection delay, and the starting id so even a client that sees no event resumes from here.
         self.send(Bytes::from(format!("retry: {RETRY_MS}\nid: {start}\n\n"))).await?;
         if resume.is_some() {
-            self.catch_up().await?;
+            Box::pin(self.catch_up()).await?;
         }
         let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -232,7 +232,9 @@ impl Feed {
                     Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::ClientGone),
                 },
                 received = live.recv() => match received {
-                    Ok(event) => self.live(event).await?,
+                    // Boxed, as is `catch_up`: this task waits in this loop for hours, and the state of sending
+                    // (a log read, a full-queue timeout) would otherwise take room in it all that time.
+                    Ok(event) => Box::pin(self.live(event)).await?,
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         return Err(End::Lagged(format!("{n} events went by faster than this stream took them")));
                     }
@@ -314,22 +316,25 @@ impl Feed {
         let permit = match self.tx.try_reserve() {
             Ok(p) => p,
             Err(mpsc::error::TrySendError::Closed(())) => return Err(End::ClientGone),
-            Err(mpsc::error::TrySendError::Full(())) => tokio::select! {
-                _ = self.shutdown.cancelled() => return Err(End::Shutdown),
-                r = tokio::time::timeout(SLOW_CLIENT, self.tx.reserve()) => match r {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(_)) => return Err(End::ClientGone),
-                    Err(_) => {
-                        return Err(End::Lagged(format!(
-                            "{QUEUE} events waited for the client for more than {}s",
-                            SLOW_CLIENT.as_secs()
-                        )));
-                    }
-                },
-            },
+            // Boxed: the timer is needed only by a client that fell behind, not in every stream's state.
+            Err(mpsc::error::TrySendError::Full(())) => Box::pin(self.wait_for_room()).await?,
         };
         permit.send(frame);
         Ok(())
+    }
+
+    async fn wait_for_room(&self) -> Result<mpsc::Permit<'_, Bytes>, End> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
+            r = tokio::time::timeout(SLOW_CLIENT, self.tx.reserve()) => match r {
+                Ok(Ok(p)) => Ok(p),
+                Ok(Err(_)) => Err(End::ClientGone),
+                Err(_) => Err(End::Lagged(format!(
+                    "{QUEUE} events waited for the client for more than {}s",
+                    SLOW_CLIENT.as_secs()
+                ))),
+            },
+        }
     }
 
     /// `event: lagged`, delivered after whatever is still queued; then the stream ends.

@@ -88,13 +88,16 @@ where
     Fut: Future<Output = Result<Value, Error>>,
 {
     let store = &ctx.app.store;
-    let cached = store.cache_get(resource, key).await?;
-    if let Some(e) = &cached {
-        let known = store.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
-        if e.fetched_at > 0 && fresh(ctx, known) {
-            crate::metrics::cache(resource, true);
-            return Ok((e.body.clone(), json!({"stale": false, "fetched_at": rfc3339(known)})));
-        }
+    let mut cached = store.cache_get(resource, key).await?;
+    let fresh_at = cached
+        .as_ref()
+        .filter(|e| e.fetched_at > 0)
+        .map(|e| store.confirmed_at(resource).unwrap_or(0).max(e.fetched_at));
+    if let Some(known) = fresh_at.filter(|known| fresh(ctx, *known))
+        && let Some(e) = cached.take()
+    {
+        crate::metrics::cache(resource, true);
+        return Ok((e.body, json!({"stale": false, "fetched_at": rfc3339(known)})));
     }
     crate::metrics::cache(resource, false);
     if let Some(old) = &cached

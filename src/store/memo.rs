@@ -8,6 +8,9 @@
 //! reading SQLite and keeps its result only if the generation has not moved since ([`Memo::keep_list`]). Writes bump
 //! the generation after their commit, so the worst case is a copy dropped one write too early, never a stale one.
 //!
+//! One copy of each row: while a resource's collection is kept, its single entries are read from it (a parsed
+//! device is about 6 KiB, ten times its JSON text, so 500 devices kept twice would be 6 MiB).
+//!
 //! Bounded: collections of at most [`MAX_LIST_ROWS`] rows, at most [`MAX_ENTRIES`] single entries (all dropped when
 //! full; they refill from the next reads).
 
@@ -25,7 +28,10 @@ const MAX_ENTRIES: usize = 4096;
 /// Every cached row of a resource, as [`super::Store::cache_list`] returns it.
 #[derive(Debug, Default)]
 pub struct CachedList {
+    /// In the order of [`super::cache::list`] (by key), so one can be found by binary search.
     pub keys: Vec<String>,
+    /// Each row's `fetched_at` (0 for a row marked stale).
+    pub fetched_at: Vec<i64>,
     /// The bodies, shared with every read result made from them (no copy per read).
     pub bodies: Arc<Vec<Value>>,
     /// The newest `fetched_at` of the rows (0 when there are none).
@@ -37,8 +43,15 @@ pub struct CachedList {
 impl CachedList {
     pub fn new(entries: Vec<CacheEntry>, complete: bool) -> CachedList {
         let newest_fetched_at = entries.iter().map(|e| e.fetched_at).max().unwrap_or(0);
+        let fetched_at = entries.iter().map(|e| e.fetched_at).collect();
         let (keys, bodies) = entries.into_iter().map(|e| (e.key, e.body)).unzip();
-        CachedList { keys, bodies: Arc::new(bodies), newest_fetched_at, complete }
+        CachedList { keys, fetched_at, bodies: Arc::new(bodies), newest_fetched_at, complete }
+    }
+
+    /// The row with this key, if the collection has it.
+    fn get(&self, key: &str) -> Option<CacheEntry> {
+        let i = self.keys.binary_search_by(|k| k.as_str().cmp(key)).ok()?;
+        Some(CacheEntry { key: self.keys[i].clone(), body: self.bodies[i].clone(), fetched_at: self.fetched_at[i] })
     }
 }
 
@@ -60,6 +73,9 @@ impl Memo {
     }
 
     pub fn entry(&self, resource: &'static str, key: &str) -> Option<CacheEntry> {
+        if let Some(e) = self.lists.get(resource).and_then(|l| l.get(key)) {
+            return Some(e);
+        }
         // A tuple key with a borrowed &str cannot be looked up without an owned String; the copy is a few bytes.
         self.entries.get(&(resource, key.to_string())).cloned()
     }
@@ -68,12 +84,15 @@ impl Memo {
     pub fn keep_list(&mut self, resource: &'static str, generation: u64, list: &Arc<CachedList>) {
         if self.generation(resource) == generation && list.keys.len() <= MAX_LIST_ROWS {
             self.lists.insert(resource, list.clone());
+            // Its rows are in the collection now; single copies of them would only double the memory.
+            self.entries.retain(|(r, _), _| *r != resource);
         }
     }
 
-    /// Keeps a single entry read that started at `generation`, unless a write came in between.
+    /// Keeps a single entry read that started at `generation`, unless a write came in between or its collection is
+    /// kept (which has the row).
     pub fn keep_entry(&mut self, resource: &'static str, generation: u64, entry: &CacheEntry) {
-        if self.generation(resource) != generation {
+        if self.generation(resource) != generation || self.lists.contains_key(resource) {
             return;
         }
         if self.entries.len() >= MAX_ENTRIES {
@@ -115,6 +134,23 @@ mod tests {
         assert_eq!(m.entry("device", "a").unwrap().body["v"], 2);
         let list = m.list("device").unwrap();
         assert_eq!((list.keys.len(), list.newest_fetched_at, list.complete), (2, 5, true));
+    }
+
+    #[test]
+    fn a_kept_collection_serves_its_rows_and_replaces_their_single_copies() {
+        let mut m = Memo::default();
+        m.keep_entry("device", 0, &entry("b", 1));
+        let rows = vec![entry("a", 3), entry("b", 4), CacheEntry { fetched_at: 0, ..entry("c", 5) }];
+        m.keep_list("device", 0, &Arc::new(CachedList::new(rows, true)));
+        assert!(m.entries.is_empty(), "the collection holds the only copy");
+        let b = m.entry("device", "b").unwrap();
+        assert_eq!((b.key.as_str(), b.body["v"].as_i64(), b.fetched_at), ("b", Some(4), 4));
+        assert_eq!(m.entry("device", "c").unwrap().fetched_at, 0, "a stale row stays stale");
+        assert!(m.entry("device", "d").is_none());
+        m.keep_entry("device", 0, &entry("a", 9));
+        assert!(m.entries.is_empty());
+        m.forget("device");
+        assert!(m.entry("device", "a").is_none());
     }
 
     #[test]
