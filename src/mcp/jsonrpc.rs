@@ -120,8 +120,12 @@ fn invalid(id: Option<Id>, message: &str) -> DecodeError {
     DecodeError { id, error: RpcError::new(INVALID_REQUEST, format!("invalid request: {message}")) }
 }
 
+// `json!` serialises every value it interpolates into a new `Value` (a deep copy); a result or params can be a
+// large tree, so they are moved in afterwards instead.
 pub fn result(id: &Id, result: Value) -> Value {
-    serde_json::json!({ "jsonrpc": "2.0", "id": id, "result": result })
+    let mut msg = serde_json::json!({ "jsonrpc": "2.0", "id": id });
+    msg["result"] = result;
+    msg
 }
 
 /// An error response; `id` is omitted (not null) when unknown, as the MCP schema requires.
@@ -134,7 +138,9 @@ pub fn error(id: Option<&Id>, error: &RpcError) -> Value {
 }
 
 pub fn notification(method: &str, params: Value) -> Value {
-    serde_json::json!({ "jsonrpc": "2.0", "method": method, "params": params })
+    let mut msg = serde_json::json!({ "jsonrpc": "2.0", "method": method });
+    msg["params"] = params;
+    msg
 }
 
 #[cfg(test)]

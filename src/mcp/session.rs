@@ -595,18 +595,21 @@ impl Session {
         let started = std::time::Instant::now();
         let outcome = ops::call(&ctx, name, args).await;
         let ms = started.elapsed().as_millis() as u64;
-        Ok(match outcome {
+        let (value, is_error) = match outcome {
             Ok(value) => {
                 tracing::info!(principal = %self.principal.id, tool = name, ms, "tool call ok");
-                json!({"content": [{"type": "text", "text": value.to_string()}], "structuredContent": value, "isError": false})
+                (value, false)
             }
             Err(e) => {
                 tracing::info!(principal = %self.principal.id, tool = name, ms, code = %e.code, "tool call failed");
                 self.log("warning", json!({"tool": name, "error": e}));
-                let body = e.to_body();
-                json!({"content": [{"type": "text", "text": body.to_string()}], "structuredContent": body, "isError": true})
+                (e.to_body(), true)
             }
-        })
+        };
+        // The result moved in, not interpolated: `json!` would copy the whole tree (see `jsonrpc::result`).
+        let mut result = json!({"content": [{"type": "text", "text": value.to_string()}], "isError": is_error});
+        result["structuredContent"] = value;
+        Ok(result)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::reads::{self, Snapshot};
 use super::schema::{Id, parse};
@@ -152,7 +152,8 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     matched.sort_by(|a, b| a.0.cmp(&b.0));
     let (shown, next, omitted) = page(&matched, a.limit, a.cursor.as_deref())?;
     let items: Vec<Value> = shown.into_iter().map(|(_, _, d)| summary(d)).collect();
-    let mut out = json!({"devices": items, "total": matched.len(), "counts": counts, "omitted": omitted});
+    let mut out = json!({"total": matched.len(), "counts": counts, "omitted": omitted});
+    out["devices"] = Value::Array(items); // moved, not copied by `json!`
     if let Some(n) = next {
         out["next_cursor"] = json!(n);
     }
@@ -216,14 +217,20 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         _ => false,
     };
     let commands = if !uncached {
-        super::commands::device_model(ctx, &device).await.ok().flatten().map(|m| m["commands"].clone())
+        super::commands::device_model(ctx, &device).await.ok().flatten().map(|mut m| m["commands"].take())
     } else {
         None
     };
-    let mut out = json!({
-        "device": device, "status": device["status"], "state": device["state"], "last_seen_at": device["last_seen_at"],
-        "open_incidents": open, "recent_commands": recent, "commands": commands.unwrap_or(Value::Null),
-    });
+    // Built by moving the parts in: `json!` would copy each of them (it serialises what it interpolates).
+    let mut out = Value::Object(Map::from_iter([
+        ("status".to_string(), device["status"].clone()),
+        ("state".to_string(), device["state"].clone()),
+        ("last_seen_at".to_string(), device["last_seen_at"].clone()),
+        ("device".to_string(), device),
+        ("open_incidents".to_string(), Value::Array(open)),
+        ("recent_commands".to_string(), Value::Array(recent)),
+        ("commands".to_string(), commands.unwrap_or(Value::Null)),
+    ]));
     merge(&mut out, provenance);
     Ok(out)
 }

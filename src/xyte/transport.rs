@@ -46,6 +46,10 @@ impl Transport {
             .timeout_global(Some(request_timeout))
             .max_redirects(0)
             .user_agent(concat!("xyte-edge/", env!("CARGO_PKG_VERSION")))
+            // 128 KiB each by default, kept by every pooled connection; ureq grows the input buffer when a response
+            // head needs more, and bodies stream through it.
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(16 * 1024)
             .build();
         Transport {
             agent: config.into(),
