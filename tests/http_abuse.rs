@@ -1,7 +1,7 @@
 //! Misbehaving clients must not hurt well-behaved ones: connections that never finish their headers (or their TLS
 //! handshake) are closed by the server and delay nobody, 2,000 idle connections stay within `XYTE_MAX_CONNECTIONS`
-//! while real requests keep being answered, and token guessing is slowed then refused. Also: readiness says no,
-//! with its reasons, when it should.
+//! while real requests keep being answered, request heads over 8 KiB are refused, and token guessing is slowed then
+//! refused. Also: readiness says no, with its reasons, when it should.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -61,6 +61,30 @@ fn clients_that_never_finish_do_not_delay_others_and_are_closed() {
     // The header-read and handshake timeouts are 10 s; the server must have closed both well within 30 s.
     closed_by_server(slow, Duration::from_secs(30), "unfinished headers");
     closed_by_server(silent, Duration::from_secs(30), "no TLS handshake");
+}
+
+/// Sends `head` (a request line and headers) on a fresh connection and returns the status line of the answer.
+fn status_line_for(addr: SocketAddr, head: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer); // the server closes after an error answer, or the timeout ends the read
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or("").to_string()
+}
+
+#[test]
+fn request_heads_over_8_kib_are_refused_and_smaller_ones_served() {
+    let gw = Gateway::start(&[]);
+    let local: SocketAddr = gw.local.parse().unwrap();
+    let head = |pad: usize| {
+        format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Pad: {}\r\nConnection: close\r\n\r\n", "a".repeat(pad))
+    };
+    assert_eq!(status_line_for(local, &head(6000)), "HTTP/1.1 200 OK");
+    assert_eq!(status_line_for(local, &head(9000)), "HTTP/1.1 431 Request Header Fields Too Large");
+    // The refusal costs nothing for the next client.
+    assert_eq!(status_line_for(local, &head(10)), "HTTP/1.1 200 OK");
 }
 
 #[test]

@@ -240,3 +240,17 @@ async fn parsed_copies_follow_every_cache_write() {
     assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().fetched_at, 0);
     assert_eq!(store.cache_list("device").await.unwrap().newest_fetched_at, 0);
 }
+
+#[tokio::test]
+async fn releasing_the_page_caches_keeps_every_row_readable_and_writable() {
+    let (_d, store) = open();
+    let t = time::OffsetDateTime::from_unix_timestamp(1).unwrap();
+    let rows = (0..300).map(|i| (format!("d{i:03}"), json!({"id": format!("d{i:03}"), "pad": "x".repeat(500)})));
+    store.cache_replace_set("device", rows.collect(), t).await.unwrap();
+    assert_eq!(store.cache_list("device").await.unwrap().keys.len(), 300);
+    store.release_page_caches().await;
+    store.cache_put("device", "d150", json!({"id": "d150", "status": "error"}), 2000).await.unwrap();
+    let list = store.cache_list("device").await.unwrap();
+    assert_eq!((list.keys.len(), list.bodies[150]["status"].as_str()), (300, Some("error")));
+    assert_eq!(store.cache_get("device", "d299").await.unwrap().unwrap().body["pad"].as_str().map(str::len), Some(500));
+}

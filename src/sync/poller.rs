@@ -125,6 +125,7 @@ impl Poller {
                 }
             }
             // The cycle's parsed snapshots are freed now; give their pages back (see `heap`).
+            self.app.store.release_page_caches().await;
             crate::heap::release_free_memory();
             let next = self.interval.saturating_sub(started.elapsed());
             tokio::select! {
