@@ -12,14 +12,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::body::{channel, sse_message};
+use super::body::{BodyLimit, channel, read_limited, sse_message};
 use super::router::{Body, Http, Peer, error_response, full, json_response, require_token};
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, RpcError};
@@ -174,9 +173,10 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 async fn post(http: &Http, principal: Principal, req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, MAX_MESSAGE).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return plain_error(StatusCode::PAYLOAD_TOO_LARGE, "the message is larger than 1 MiB"),
+    const LIMIT: BodyLimit = BodyLimit { bytes: MAX_MESSAGE, what: "the message", hint: None };
+    let bytes = match read_limited(body, &LIMIT).await {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
     let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::auth::{Caller, FailureLimiter, Rejection, authenticate};
+use super::body::{self, BodyLimit};
 use super::{openapi, rest};
 use crate::config::{Role, Secret};
 use crate::error::{Error, ErrorCode};
@@ -25,6 +26,7 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Largest request body accepted (SPEC §7.1).
 pub const MAX_BODY: usize = 1024 * 1024;
+const BODY_LIMIT: BodyLimit = BodyLimit { bytes: MAX_BODY, what: "the body", hint: None };
 
 /// What every request handler shares.
 pub struct Http {
@@ -223,15 +225,7 @@ fn answer(outcome: Result<Value, Error>) -> Response<Body> {
 
 /// The request body as JSON arguments: empty means `{}`; larger than [`MAX_BODY`] is 413; not an object is 400.
 async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
-    let bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            let mut r = error_response(&Error::invalid_params(format!("the body is larger than {MAX_BODY} bytes")));
-            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            return Err(r);
-        }
-        Err(e) => return Err(error_response(&Error::invalid_params(format!("cannot read the body: {e}")))),
-    };
+    let bytes = body::read_limited(req.into_body(), &BODY_LIMIT).await.map_err(|r| *r)?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }

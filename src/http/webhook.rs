@@ -6,7 +6,6 @@
 //! delivery survives a power cut, and a repeated delivery id is stored once.
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
@@ -14,6 +13,7 @@ use ring::{digest, hmac};
 use serde_json::{Map, Value, json};
 
 use super::auth::{Caller, Rejection, authenticate};
+use super::body::{BodyLimit, read_limited};
 use super::router::{Body, Http, Peer, error_response, json_response, unauthenticated};
 use crate::config::{Role, Secret};
 use crate::error::{Error, ErrorCode};
@@ -143,17 +143,12 @@ fn to_hex(bytes: &[u8]) -> String {
 
 /// The raw body, at most [`MAX_BODY`] bytes (413 beyond).
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
-    match Limited::new(req.into_body(), MAX_BODY).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            let e = Error::invalid_params(format!("the webhook body is larger than {} KiB", MAX_BODY / 1024))
-                .with_hint("send the event's essentials and let the receiver fetch details");
-            let mut r = error_response(&e);
-            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            Err(r)
-        }
-        Err(e) => Err(error_response(&Error::invalid_params(format!("cannot read the body: {e}")))),
-    }
+    const LIMIT: BodyLimit = BodyLimit {
+        bytes: MAX_BODY,
+        what: "the webhook body",
+        hint: Some("send the event's essentials and let the receiver fetch details"),
+    };
+    read_limited(req.into_body(), &LIMIT).await.map_err(|r| *r)
 }
 
 /// A delivery as SPEC §8.2 defines it: `{ "type": "...", "data": {...}, "id"?: "..." }`.
