@@ -1,6 +1,7 @@
 //! Operations of the catalogue called in-process against the simulator, as every front door calls them: the Xyte
 //! endpoint catalogue and `xyte_api_call` (roles, confirm, experimental entries), room presets (order, stop on
-//! failure, progress, fuzzy rooms, reload), admin device tools, the analytics report and dry-run existence checks.
+//! failure, progress, fuzzy rooms, reload), admin device tools, the device list (name order, filters, counts, paging),
+//! the analytics report and dry-run existence checks.
 
 use std::sync::{Arc, Mutex};
 
@@ -316,4 +317,52 @@ async fn an_empty_collection_is_a_cached_answer_too() {
         assert_eq!((again["total"].as_u64(), again["stale"].as_bool()), (Some(0), Some(false)), "{again}");
     }
     assert_eq!(rig.sim.sim.stats().total, 0, "fresh empty answers must not go back to Xyte");
+}
+
+/// The names of a `list_devices` page, in order.
+fn names(listed: &Value) -> Vec<String> {
+    listed["devices"].as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap_or("").to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_device_list_is_in_name_order_filtered_counted_and_follows_cache_writes() {
+    let rig = rig(false).await;
+    let ids = rig.sim.sim.device_ids();
+    let fleet: Vec<Value> = ids.iter().map(|id| rig.sim.sim.device(id).unwrap()).collect();
+    let count = |status: &str| fleet.iter().filter(|d| d["status"] == status).count();
+
+    let all = ok(&rig, Role::Viewer, "list_devices", json!({"limit": 500})).await;
+    let mut expected: Vec<String> = fleet.iter().map(|d| d["name"].as_str().unwrap().to_string()).collect();
+    expected.sort();
+    assert_eq!(names(&all), expected);
+    assert_eq!(all["total"], fleet.len());
+    let counts = json!({"online": count("online"), "offline": count("offline"), "error": count("error")});
+    assert_eq!(all["counts"], counts);
+
+    // A status filter keeps the order and the counts (which describe every match before it).
+    let offline = ok(&rig, Role::Viewer, "list_devices", json!({"status": "offline", "limit": 500})).await;
+    assert!(offline["devices"].as_array().unwrap().iter().all(|d| d["status"] == "offline"), "{offline}");
+    assert_eq!(offline["total"], count("offline"));
+    assert!(names(&offline).is_sorted());
+    assert_eq!(offline["counts"], counts);
+
+    // Pages of 5 put together are the whole list.
+    let (mut paged, mut cursor) = (Vec::new(), None::<String>);
+    loop {
+        let page = ok(&rig, Role::Viewer, "list_devices", json!({"limit": 5, "cursor": cursor})).await;
+        paged.extend(names(&page));
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
+
+    // A rename moves the device: the order is the new collection's, not the one kept from before.
+    let last = fleet.iter().max_by_key(|d| d["name"].as_str().unwrap().to_string()).unwrap();
+    let id = last["id"].as_str().unwrap();
+    ok(&rig, Role::Admin, "update_device", json!({"device_id": id, "name": "000 first now"})).await;
+    let renamed = ok(&rig, Role::Viewer, "list_devices", json!({"limit": 500})).await;
+    assert_eq!(names(&renamed)[0], "000 first now", "{renamed}");
+    assert_eq!(renamed["devices"][0]["id"], last["id"]);
 }

@@ -757,6 +757,7 @@ mod tests {
             outbox_wake: Default::default(),
             experimental_apis: true,
             presets: Default::default(),
+            device_order: Default::default(),
             conformance_fixtures,
         })
     }

@@ -2,6 +2,8 @@
 //! `search_device_histories`, `claim_device`, `update_device`, `delete_device`, and the per-principal context
 //! (`set_context`) that lets tools default `device_id`/`space_id`/`room`.
 
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -74,12 +76,51 @@ pub enum DeviceStatus {
 }
 
 impl DeviceStatus {
+    const ALL: [DeviceStatus; 3] = [DeviceStatus::Online, DeviceStatus::Offline, DeviceStatus::Error];
+
     fn as_str(self) -> &'static str {
         match self {
             DeviceStatus::Online => "online",
             DeviceStatus::Offline => "offline",
             DeviceStatus::Error => "error",
         }
+    }
+
+    fn of(device: &Value) -> Option<DeviceStatus> {
+        let status = device["status"].as_str()?;
+        DeviceStatus::ALL.into_iter().find(|s| s.as_str() == status)
+    }
+}
+
+/// One device of the collection in name order: where it is in the collection, and its status.
+type Ordered = (u32, Option<DeviceStatus>);
+
+/// The device collection in name order, kept for the collection it was computed from: looking up and sorting 500
+/// names on every `list_devices` call was a fifth of its time (BENCHMARKS.md). The store shares one parsed
+/// collection (`Arc`) until the cache is written, so that `Arc` identifies it; the `Weak` kept here also keeps its
+/// allocation, so a newer collection cannot have the same address.
+#[derive(Default)]
+pub struct NameOrder(Mutex<Option<Kept>>);
+
+/// The collection an order was computed from, and the order.
+type Kept = (Weak<Vec<Value>>, Arc<[Ordered]>);
+
+impl NameOrder {
+    fn of(&self, devices: &Arc<Vec<Value>>) -> Arc<[Ordered]> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((of, order)) = kept.as_ref()
+            && std::ptr::eq(of.as_ptr(), Arc::as_ptr(devices))
+        {
+            return order.clone();
+        }
+        let mut by_name: Vec<(u32, Option<&str>)> =
+            devices.iter().enumerate().map(|(i, d)| (i as u32, d["name"].as_str())).collect();
+        // Stable: devices with the same name (or none) stay in the collection's order.
+        by_name.sort_by(|a, b| a.1.cmp(&b.1));
+        let order: Arc<[Ordered]> =
+            by_name.into_iter().map(|(i, _)| (i, DeviceStatus::of(&devices[i as usize]))).collect();
+        *kept = Some((Arc::downgrade(devices), order.clone()));
+        order
     }
 }
 
@@ -119,13 +160,13 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     };
     let spaces = if space.is_some() { super::fleet::all_spaces(ctx).await?.items } else { Default::default() };
     let q = a.query.as_deref().map(str::to_lowercase);
-    // Each device's name and status are looked up once (a lookup in a JSON object is a search by key), then the
-    // counts, the status filter and the sort work on them; only the returned page is summarised.
-    let mut matched: Vec<(Option<&str>, &Value, &Value)> = snap
-        .items
+    // In name order, with each device's status at hand (see `NameOrder`); only the returned page is summarised.
+    let order = ctx.app.device_order.of(&snap.items);
+    let mut matched: Vec<(&Value, Option<DeviceStatus>)> = order
         .iter()
-        .filter(|d| space.as_deref().is_none_or(|s| in_space(d, s, &spaces)))
-        .filter(|d| {
+        .map(|&(i, status)| (&snap.items[i as usize], status))
+        .filter(|(d, _)| space.as_deref().is_none_or(|s| in_space(d, s, &spaces)))
+        .filter(|(d, _)| {
             q.as_deref().is_none_or(|q| {
                 ["name", "sn", "mac", "cloud_id"]
                     .iter()
@@ -134,24 +175,22 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
                     || d["space"]["full_path"].as_str().is_some_and(|v| v.to_lowercase().contains(q))
             })
         })
-        .map(|d| (d["name"].as_str(), &d["status"], d))
         .collect();
     let (mut online, mut offline, mut error) = (0, 0, 0);
-    for (_, status, _) in &matched {
-        match status.as_str() {
-            Some("online") => online += 1,
-            Some("offline") => offline += 1,
-            Some("error") => error += 1,
-            _ => {}
+    for (_, status) in &matched {
+        match status {
+            Some(DeviceStatus::Online) => online += 1,
+            Some(DeviceStatus::Offline) => offline += 1,
+            Some(DeviceStatus::Error) => error += 1,
+            None => {}
         }
     }
     let counts = json!({"online": online, "offline": offline, "error": error});
-    if let Some(status) = a.status {
-        matched.retain(|(_, s, _)| *s == status.as_str());
+    if let Some(wanted) = a.status {
+        matched.retain(|(_, s)| *s == Some(wanted));
     }
-    matched.sort_by(|a, b| a.0.cmp(&b.0));
     let (shown, next, omitted) = page(&matched, a.limit, a.cursor.as_deref())?;
-    let items: Vec<Value> = shown.into_iter().map(|(_, _, d)| summary(d)).collect();
+    let items: Vec<Value> = shown.into_iter().map(|(d, _)| summary(d)).collect();
     let mut out = json!({"total": matched.len(), "counts": counts, "omitted": omitted});
     out["devices"] = Value::Array(items); // moved, not copied by `json!`
     if let Some(n) = next {

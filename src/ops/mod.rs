@@ -49,6 +49,8 @@ pub struct App {
     pub experimental_apis: bool,
     /// Room presets; replaced whole on SIGHUP.
     pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
+    /// The device collection in name order, for `list_devices`.
+    pub device_order: devices::NameOrder,
     /// TEST-ONLY `XYTE_CONFORMANCE_FIXTURES=1`: MCP also serves the conformance suite's fixtures (`mcp::fixtures`).
     pub conformance_fixtures: bool,
 }

@@ -214,6 +214,7 @@ pub async fn rig(read_only: bool) -> Rig {
         outbox_wake: Default::default(),
         experimental_apis: false,
         presets: Default::default(),
+        device_order: Default::default(),
         conformance_fixtures: false,
     });
     Rig { _dir: dir, sim, app }
