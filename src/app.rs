@@ -93,6 +93,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),
         device_order: Default::default(),
+        fetches: Default::default(),
         conformance_fixtures: conformance_fixtures(),
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.

@@ -366,3 +366,47 @@ async fn the_device_list_is_in_name_order_filtered_counted_and_follows_cache_wri
     assert_eq!(names(&renamed)[0], "000 first now", "{renamed}");
     assert_eq!(renamed["devices"][0]["id"], last["id"]);
 }
+
+/// Requests for the device listing the simulator has answered.
+fn device_listings(rig: &Rig) -> usize {
+    let stats = rig.sim.sim.stats();
+    stats.requests.iter().filter(|r| r.method == "GET" && r.path.ends_with("/organization/devices")).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_that_miss_during_a_fetch_of_the_same_collection_wait_for_it_instead_of_fetching_again() {
+    use std::time::{Duration, Instant};
+    use xyte_edge::sim::Faults;
+    let rig = rig(false).await;
+    // Every answer takes 300 ms, so a fetch is still running when the next read arrives.
+    rig.sim.sim.set_faults(Faults { latency: Duration::from_millis(300), ..Default::default() });
+
+    // Two reads of a cold cache at once: one listing.
+    let (a, b) = tokio::join!(
+        call(&rig, Role::Viewer, "list_devices", json!({})),
+        call(&rig, Role::Viewer, "list_devices", json!({"status": "online"}))
+    );
+    assert_eq!(a.unwrap()["total"], 12);
+    assert!(b.unwrap()["total"].as_u64().is_some());
+    assert_eq!(device_listings(&rig), 1);
+
+    // A read while the poller is listing the fleet (the cache has expired meanwhile): it waits for the poller.
+    rig.app.store.mark_confirmed("device", 0);
+    rig.app.store.cache_invalidate("device", None).await.unwrap();
+    rig.sim.sim.reset_stats();
+    let poller = xyte_edge::sync::poller::Poller::new(
+        rig.app.clone(),
+        Duration::from_secs(3600),
+        xyte_edge::systemd::Heartbeat::new("poller"),
+    );
+    let sync = tokio::spawn(async move { poller.poll_once(false, true).await.map(|r| r.devices) });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !rig.app.fetches.running("device") {
+        assert!(Instant::now() < deadline, "the poller never started listing devices");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let listed = ok(&rig, Role::Viewer, "list_devices", json!({})).await;
+    assert_eq!((listed["total"].as_u64(), listed["stale"].as_bool()), (Some(12), Some(false)), "{listed}");
+    assert_eq!(sync.await.unwrap().unwrap(), 12);
+    assert_eq!(device_listings(&rig), 1, "the read listed the fleet again");
+}

@@ -758,6 +758,7 @@ mod tests {
             experimental_apis: true,
             presets: Default::default(),
             device_order: Default::default(),
+            fetches: Default::default(),
             conformance_fixtures,
         })
     }

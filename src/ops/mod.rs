@@ -49,6 +49,8 @@ pub struct App {
     pub experimental_apis: bool,
     /// Room presets; replaced whole on SIGHUP.
     pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
+    /// Whole-collection fetches from Xyte in flight (the poller's and reads'), one per collection at a time.
+    pub fetches: reads::Fetches,
     /// The device collection in name order, for `list_devices`.
     pub device_order: devices::NameOrder,
     /// TEST-ONLY `XYTE_CONFORMANCE_FIXTURES=1`: MCP also serves the conformance suite's fixtures (`mcp::fixtures`).

@@ -2,14 +2,16 @@
 //! past that, ask Xyte and store the answer; if Xyte cannot be reached, serve what is cached marked `stale` with
 //! its `fetched_at`, and fail only when nothing was ever cached.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::{Value, json};
+use tokio::sync::OwnedMutexGuard;
 
 use super::Ctx;
 use crate::error::Error;
-use crate::store::now_ms;
+use crate::store::{CachedList, now_ms};
 
 /// Items of a cached collection with their provenance.
 pub struct Snapshot {
@@ -45,6 +47,46 @@ pub(super) fn known_unreachable(ctx: &Ctx) -> bool {
     ctx.app.sync.get().reachable == Some(false)
 }
 
+/// Whole-collection fetches from Xyte in flight, by resource: the poller's and those of reads that missed. A read
+/// that misses while one runs waits for it and answers from what it stored instead of asking Xyte for the same
+/// pages again. Without this, a client reading during the first sync listed the whole fleet a second time (100
+/// pages for 10,000 devices), sharing the rate limit with the sync it duplicated.
+#[derive(Default)]
+pub struct Fetches(Mutex<HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Held while fetching one collection and storing it.
+pub struct Fetching {
+    _turn: OwnedMutexGuard<()>,
+    /// Another fetch of the same collection ran first: what it stored may be the answer.
+    pub waited: bool,
+}
+
+impl Fetches {
+    pub async fn start(&self, resource: &'static str) -> Fetching {
+        let turn = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(resource).or_default().clone();
+        match turn.clone().try_lock_owned() {
+            Ok(t) => Fetching { _turn: t, waited: false },
+            Err(_) => Fetching { _turn: turn.lock_owned().await, waited: true },
+        }
+    }
+
+    /// Whether a fetch of `resource` is running now.
+    pub fn running(&self, resource: &'static str) -> bool {
+        let turn = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(resource).cloned();
+        turn.is_some_and(|t| t.try_lock().is_err())
+    }
+}
+
+/// The stored collection and when it was last known to be Xyte's.
+async fn stored(ctx: &Ctx, resource: &'static str) -> Result<(Arc<CachedList>, i64), Error> {
+    let store = &ctx.app.store;
+    let list = store.cache_list(resource).await?;
+    // Rows of single entries fetched on their own are not the collection; without a stored snapshot, ask Xyte.
+    let newest_row = if list.complete { list.newest_fetched_at } else { 0 };
+    let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
+    Ok((list, known))
+}
+
 /// A whole collection (`device`, `incident`, `ticket`, `space`…), as the poller keeps it.
 pub async fn collection<F, Fut>(ctx: &Ctx, resource: &'static str, fetch: F) -> Result<Snapshot, Error>
 where
@@ -52,20 +94,24 @@ where
     Fut: Future<Output = Result<Vec<(String, Value)>, Error>>,
 {
     let store = &ctx.app.store;
-    let list = store.cache_list(resource).await?;
-    let complete = list.complete;
-    // Rows of single entries fetched on their own are not the collection; without a stored snapshot, ask Xyte.
-    let newest_row = if complete { list.newest_fetched_at } else { 0 };
-    let known = store.confirmed_at(resource).unwrap_or(0).max(newest_row);
+    let (mut list, mut known) = stored(ctx, resource).await?;
     // A complete snapshot may be empty (no active incidents): that is an answer too, not a miss.
-    let hit = complete && fresh(ctx, known);
+    let hit = list.complete && fresh(ctx, known);
     crate::metrics::cache(resource, hit);
     if hit {
         return Ok(Snapshot { items: list.bodies.clone(), fetched_at: known, stale: false });
     }
-    if complete && known_unreachable(ctx) {
+    if list.complete && known_unreachable(ctx) {
         return Ok(Snapshot { items: list.bodies.clone(), fetched_at: known, stale: true });
     }
+    let fetching = ctx.app.fetches.start(resource).await;
+    if fetching.waited {
+        (list, known) = stored(ctx, resource).await?;
+        if list.complete && fresh(ctx, known) {
+            return Ok(Snapshot { items: list.bodies.clone(), fetched_at: known, stale: false });
+        }
+    }
+    let complete = list.complete;
     match fetch().await {
         Ok(fetched) => {
             let items: Arc<Vec<Value>> = Arc::new(fetched.iter().map(|(_, v)| v.clone()).collect());

@@ -155,32 +155,32 @@ impl Poller {
 
         let client = &self.app.client;
         let mut events = Vec::new();
-        let devices = client.list_devices(None, prio).await?;
+        let (devices, diff) =
+            self.sync_set("device", client.list_devices(None, prio), |d| (d.id.clone(), to_json(d)), at).await?;
         let online = devices.iter().filter(|d| d.status.as_deref() == Some("online")).count();
-        let diff = self.store_set("device", devices.iter().map(|d| (d.id.clone(), to_json(d))).collect(), at).await?;
         changed += diff.changed_count();
         device_events(&diff, &mut events);
 
         let query = IncidentQuery { status: Some("active".into()), ..Default::default() };
-        let incidents = client.list_incidents(query, prio).await?;
-        let diff =
-            self.store_set("incident", incidents.iter().map(|i| (i.id.clone(), to_json(i))).collect(), at).await?;
+        let (incidents, diff) =
+            self.sync_set("incident", client.list_incidents(query, prio), |i| (i.id.clone(), to_json(i)), at).await?;
         changed += diff.changed_count();
         incident_events(&diff, &mut events);
 
-        let tickets = client.list_tickets(prio).await?;
-        let diff = self.store_set("ticket", tickets.iter().map(|t| (t.id.clone(), to_json(t))).collect(), at).await?;
+        let (tickets, diff) =
+            self.sync_set("ticket", client.list_tickets(prio), |t| (t.id.clone(), to_json(t)), at).await?;
         changed += diff.changed_count();
         ticket_events(&diff, &mut events);
 
         let mut spaces = None;
         if slow_too {
-            let list = client.list_spaces(prio).await?;
+            let (list, diff) =
+                self.sync_set("space", client.list_spaces(prio), |s| (s.id.clone(), to_json(s)), at).await?;
             spaces = Some(list.len());
-            let entries = list.iter().map(|s| (s.id.clone(), to_json(s))).collect();
-            changed += self.store_set("space", entries, at).await?.changed_count();
-            let info = client.info(prio).await?;
-            changed += self.store_set("organization", vec![("info".into(), to_json(&info))], at).await?.changed_count();
+            changed += diff.changed_count();
+            let info = async { Ok(vec![client.info(prio).await?]) };
+            let (_, diff) = self.sync_set("organization", info, |i| ("info".into(), to_json(i)), at).await?;
+            changed += diff.changed_count();
         }
         self.publish(events).await;
         Ok(SyncReport {
@@ -195,13 +195,19 @@ impl Poller {
         })
     }
 
-    async fn store_set(
+    /// Fetches one collection and stores it whole, as the only fetch of it in flight: a read that misses meanwhile
+    /// waits and answers from what this stored (see `ops::reads::Fetches`).
+    async fn sync_set<T>(
         &self,
         resource: &'static str,
-        entries: Vec<(String, Value)>,
+        fetch: impl Future<Output = Result<Vec<T>, Error>>,
+        entry: impl Fn(&T) -> (String, Value),
         at: OffsetDateTime,
-    ) -> Result<CacheDiff, Error> {
-        Ok(self.app.store.cache_replace_set(resource, entries, at).await?)
+    ) -> Result<(Vec<T>, CacheDiff), Error> {
+        let _fetching = self.app.fetches.start(resource).await;
+        let items = fetch.await?;
+        let diff = self.app.store.cache_replace_set(resource, items.iter().map(entry).collect(), at).await?;
+        Ok((items, diff))
     }
 
     async fn publish(&self, events: Vec<NewEvent>) {

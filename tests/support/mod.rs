@@ -215,6 +215,7 @@ pub async fn rig(read_only: bool) -> Rig {
         experimental_apis: false,
         presets: Default::default(),
         device_order: Default::default(),
+        fetches: Default::default(),
         conformance_fixtures: false,
     });
     Rig { _dir: dir, sim, app }
