@@ -55,6 +55,8 @@ fn build(conformance_fixtures: bool) -> Arc<App> {
         outbox_wake: Default::default(),
         experimental_apis: true,
         presets: Default::default(),
+        device_order: Default::default(),
+        fetches: Default::default(),
         conformance_fixtures,
     })
 }
