@@ -79,22 +79,14 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
 
     let client = XyteClient::new(client_config(&config)?).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
     let app = Arc::new(ops::App {
-        store: store.clone(),
-        bus: crate::events::EventBus::new(store.clone()),
-        sync: Arc::default(),
-        client: client.clone(),
         cache_ttl: config.cache_ttl,
         read_only: config.read_only,
         command_ttl: config.command_ttl,
         env_label: config.env_label.clone(),
-        started: std::time::Instant::now(),
-        mcp_clients: Default::default(),
-        outbox_wake: Default::default(),
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),
-        device_order: Default::default(),
-        fetches: Default::default(),
         conformance_fixtures: conformance_fixtures(),
+        ..ops::App::new(store.clone(), client.clone())
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));

@@ -728,7 +728,7 @@ fn finish_modern(method: &str, result: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use crate::config::{Role, Secret, XyteCredential};
     use crate::xyte::{ClientConfig, XyteClient};
@@ -744,22 +744,11 @@ mod tests {
         })
         .unwrap();
         Arc::new(App {
-            bus: crate::events::EventBus::new(store.clone()),
-            sync: Default::default(),
-            store,
-            client,
-            cache_ttl: Duration::from_secs(60),
             read_only: true,
-            command_ttl: Duration::from_secs(600),
             env_label: "fuzz".into(),
-            started: Instant::now(),
-            mcp_clients: Default::default(),
-            outbox_wake: Default::default(),
             experimental_apis: true,
-            presets: Default::default(),
-            device_order: Default::default(),
-            fetches: Default::default(),
             conformance_fixtures,
+            ..App::new(store, client)
         })
     }
 

@@ -58,6 +58,31 @@ pub struct App {
 }
 
 impl App {
+    /// An App with the settings of an empty configuration (`XYTE_CACHE_TTL=60`, `XYTE_COMMAND_TTL=600`,
+    /// `XYTE_ENV=prod`, not read-only, no experimental APIs, no presets) and its run-time state empty. Callers set
+    /// what differs with struct update syntax (`App { read_only: true, ..App::new(store, client) }`), so a new
+    /// field is added here once.
+    pub fn new(store: Store, client: XyteClient) -> App {
+        App {
+            bus: crate::events::EventBus::new(store.clone()),
+            store,
+            sync: Arc::default(),
+            client,
+            cache_ttl: Duration::from_secs(60),
+            read_only: false,
+            command_ttl: Duration::from_secs(600),
+            env_label: "prod".into(),
+            started: Instant::now(),
+            outbox_wake: Default::default(),
+            mcp_clients: Default::default(),
+            experimental_apis: false,
+            presets: Default::default(),
+            fetches: Default::default(),
+            device_order: Default::default(),
+            conformance_fixtures: false,
+        }
+    }
+
     pub fn presets(&self) -> Arc<rooms::Presets> {
         self.presets.read().map(|p| p.clone()).unwrap_or_default()
     }

@@ -201,22 +201,9 @@ pub async fn rig(read_only: bool) -> Rig {
     })
     .unwrap();
     let app = std::sync::Arc::new(xyte_edge::ops::App {
-        bus: xyte_edge::events::EventBus::new(store.clone()),
-        sync: Default::default(),
-        store,
-        client,
-        cache_ttl: Duration::from_secs(60),
         read_only,
-        command_ttl: Duration::from_secs(600),
         env_label: "test".into(),
-        started: Instant::now(),
-        mcp_clients: Default::default(),
-        outbox_wake: Default::default(),
-        experimental_apis: false,
-        presets: Default::default(),
-        device_order: Default::default(),
-        fetches: Default::default(),
-        conformance_fixtures: false,
+        ..xyte_edge::ops::App::new(store, client)
     });
     Rig { _dir: dir, sim, app }
 }

@@ -5,7 +5,7 @@
 #![allow(dead_code)] // each target uses its own part
 
 use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use xyte_edge::config::{Secret, XyteCredential};
 use xyte_edge::ops::App;
@@ -42,21 +42,10 @@ fn build(conformance_fixtures: bool) -> Arc<App> {
     })
     .expect("client");
     Arc::new(App {
-        bus: xyte_edge::events::EventBus::new(store.clone()),
-        sync: Default::default(),
-        store,
-        client,
-        cache_ttl: Duration::from_secs(60),
         read_only: true,
-        command_ttl: Duration::from_secs(600),
         env_label: "fuzz".into(),
-        started: Instant::now(),
-        mcp_clients: Default::default(),
-        outbox_wake: Default::default(),
         experimental_apis: true,
-        presets: Default::default(),
-        device_order: Default::default(),
-        fetches: Default::default(),
         conformance_fixtures,
+        ..App::new(store, client)
     })
 }
