@@ -729,15 +729,20 @@ fn tls_files(layers: &mut Layers) -> Option<TlsFiles> {
 
 /// Level names (any case, `WARNING` too, as the predecessor accepted) or a full tracing filter.
 fn log_filter(raw: &str) -> Result<String, String> {
-    let lower = raw.trim().to_ascii_lowercase();
-    let normalised = match lower.as_str() {
+    const MUST: &str = "must be error, warn, info, debug, trace, or a tracing filter such as info,xyte_edge=debug";
+    // A filter is ASCII (levels, module paths, `=`, `,`, spans). Each directive is trimmed here because
+    // tracing-subscriber 0.3.23 slices a directive at positions found in its trimmed copy: leading white space
+    // before a multi-byte character made it panic (found by the `config` fuzz target) instead of refusing.
+    if !raw.is_ascii() || raw.chars().any(|c| c.is_ascii_control()) {
+        return Err(format!("{MUST} (letters, digits and punctuation only)"));
+    }
+    let lower = raw.to_ascii_lowercase();
+    let normalised = match lower.trim() {
         "warning" => "warn".to_string(),
         "critical" | "fatal" => "error".to_string(),
-        _ => lower,
+        _ => lower.split(',').map(str::trim).collect::<Vec<_>>().join(","),
     };
-    tracing_subscriber::EnvFilter::try_new(&normalised)
-        .map(|_| normalised)
-        .map_err(|_| "must be error, warn, info, debug, trace, or a tracing filter such as info,xyte_edge=debug".into())
+    tracing_subscriber::EnvFilter::try_new(&normalised).map(|_| normalised).map_err(|_| MUST.into())
 }
 
 fn syslog_target(raw: &str) -> Result<Option<SyslogTarget>, String> {

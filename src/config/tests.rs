@@ -189,8 +189,14 @@ fn poll_zero_disables_and_log_levels_normalise() {
     assert_eq!(c.poll_interval, None);
     assert_eq!(c.log_filter, "warn");
     assert!(c.http_listen.is_empty());
-    let c = Config::load_from(&opts, &env(&[("XYTE_LOG_LEVEL", "info,xyte_edge=debug")])).unwrap();
+    let c = Config::load_from(&opts, &env(&[("XYTE_LOG_LEVEL", " info , xyte_edge=debug ")])).unwrap();
     assert_eq!(c.log_filter, "info,xyte_edge=debug");
+    // Refused with the reason, not a panic: the fuzz target's find (white space, then a multi-byte character in a
+    // directive) and control characters.
+    for bad in ["warn,\u{c}1$$L\u{d2}=", "info,\u{1}x=debug"] {
+        let err = Config::load_from(&opts, &env(&[("XYTE_LOG_LEVEL", bad)])).unwrap_err();
+        assert!(problems(err).iter().any(|p| p.contains("XYTE_LOG_LEVEL") && p.contains("must be error")), "{bad:?}");
+    }
 }
 
 #[test]
