@@ -15,7 +15,7 @@ use hyper::StatusCode;
 use hyper::body::{Body as _, Frame, Incoming};
 use tokio::sync::mpsc;
 
-use super::router::{Body, error_response};
+use super::router::{Body, error_with_status};
 use crate::error::Error;
 
 /// How long a request body may take to arrive, all of it.
@@ -36,14 +36,14 @@ pub struct BodyLimit {
 
 /// The whole request body, at most `limit.bytes`: 413 beyond, 408 when it takes longer than [`BODY_TIMEOUT`], 400
 /// when the connection fails mid-body.
-pub async fn read_limited(mut body: Incoming, limit: &BodyLimit) -> Result<Bytes, Box<Response<Body>>> {
+pub async fn read_limited(mut body: Incoming, limit: &BodyLimit) -> Result<Bytes, Response<Body>> {
     let max = limit.bytes as u64;
     let too_large = || {
         let mut e = Error::invalid_params(format!("{} is larger than {}", limit.what, size(max)));
         if let Some(hint) = limit.hint {
             e = e.with_hint(hint);
         }
-        status(StatusCode::PAYLOAD_TOO_LARGE, error_response(&e))
+        error_with_status(StatusCode::PAYLOAD_TOO_LARGE, &e)
     };
     // A declared length is exact; the frames are not polled, so no `100 Continue` invites the body.
     if body.size_hint().lower() > max + DRAIN_MAX {
@@ -73,18 +73,13 @@ pub async fn read_limited(mut body: Incoming, limit: &BodyLimit) -> Result<Bytes
         Ok(Ok(())) => Ok(Bytes::from(parts.concat())),
         Ok(Err(e)) => {
             let e = Error::invalid_params(format!("cannot read the body: {e}"));
-            Err(status(StatusCode::BAD_REQUEST, error_response(&e)))
+            Err(error_with_status(StatusCode::BAD_REQUEST, &e))
         }
         Err(_) => {
             let e = Error::invalid_params(format!("the body did not arrive within {} s", BODY_TIMEOUT.as_secs()));
-            Err(status(StatusCode::REQUEST_TIMEOUT, error_response(&e)))
+            Err(error_with_status(StatusCode::REQUEST_TIMEOUT, &e))
         }
     }
-}
-
-fn status(status: StatusCode, mut r: Response<Body>) -> Box<Response<Body>> {
-    *r.status_mut() = status;
-    Box::new(r)
 }
 
 /// `1 MiB`, `256 KiB`, `100 bytes`.

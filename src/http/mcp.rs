@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::body::{BodyLimit, channel, read_limited, sse_message};
-use super::router::{Body, Http, Peer, error_response, full, json_response, require_token};
+use super::router::{Body, Http, Peer, error_with_status, full, json_response, require_token};
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::session::Session;
@@ -104,9 +104,7 @@ fn rpc_response(status: StatusCode, id: Option<&Value>, error: RpcError) -> Resp
 }
 
 fn plain_error(status: StatusCode, message: &str) -> Response<Body> {
-    let mut r = error_response(&Error::invalid_params(message.to_string()));
-    *r.status_mut() = status;
-    r
+    error_with_status(status, &Error::invalid_params(message.to_string()))
 }
 
 pub async fn handle(http: &Http, peer: Peer, req: Request<Incoming>) -> (Option<String>, Response<Body>) {
@@ -176,7 +174,7 @@ async fn post(http: &Http, principal: Principal, req: Request<Incoming>) -> Resp
     const LIMIT: BodyLimit = BodyLimit { bytes: MAX_MESSAGE, what: "the message", hint: None };
     let bytes = match read_limited(body, &LIMIT).await {
         Ok(b) => b,
-        Err(r) => return *r,
+        Err(r) => return r,
     };
     let msg: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,

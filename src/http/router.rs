@@ -72,6 +72,11 @@ pub fn error_response(e: &Error) -> Response<Body> {
     r
 }
 
+/// An error answered with a status of the HTTP layer's (408, 413, 405…) rather than its code's.
+pub fn error_with_status(status: StatusCode, e: &Error) -> Response<Body> {
+    json_response(status, &e.to_body())
+}
+
 pub fn unauthenticated(message: &str) -> Response<Body> {
     let body = json!({"error": {"code": "permission_denied", "message": message,
                                 "hint": "send Authorization: Bearer <token> (create one with `xyte-edge token create`)"}});
@@ -225,7 +230,7 @@ fn answer(outcome: Result<Value, Error>) -> Response<Body> {
 
 /// The request body as JSON arguments: empty means `{}`; larger than [`MAX_BODY`] is 413; not an object is 400.
 async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
-    let bytes = body::read_limited(req.into_body(), &BODY_LIMIT).await.map_err(|r| *r)?;
+    let bytes = body::read_limited(req.into_body(), &BODY_LIMIT).await?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(json!({}));
     }

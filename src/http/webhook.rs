@@ -148,7 +148,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
         what: "the webhook body",
         hint: Some("send the event's essentials and let the receiver fetch details"),
     };
-    read_limited(req.into_body(), &LIMIT).await.map_err(|r| *r)
+    read_limited(req.into_body(), &LIMIT).await
 }
 
 /// A delivery as SPEC §8.2 defines it: `{ "type": "...", "data": {...}, "id"?: "..." }`.
