@@ -39,9 +39,11 @@ fn demo_reaches_ready_syncs_devices_and_stops_cleanly() {
     // The cache on disk holds every device the daemon reported.
     let state = dir.path().join("state/xyte-edge-demo");
     let store = xyte_edge::store::Store::open(&state, Default::default()).expect("reopen the demo store");
-    let cached = store.read_blocking(|conn| xyte_edge::store::cache::list(conn, "device")).expect("read the cache");
+    let cached = store
+        .read_blocking(|conn| xyte_edge::store::cache::list(conn, "device", |_, body| body))
+        .expect("read the cache");
     assert_eq!(cached.len(), devices);
-    assert!(cached.iter().all(|e| e.body.get("id").is_some() && e.body.get("status").is_some()));
+    assert!(cached.iter().all(|(_, body, _)| body.get("id").is_some() && body.get("status").is_some()));
 }
 
 /// Under a systemd watchdog the daemon pings while healthy; JSON logs at debug show every upstream call and never

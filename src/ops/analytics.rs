@@ -14,6 +14,7 @@ use super::schema::{Id, parse};
 use super::tickets::active_incidents;
 use super::{Ctx, reads};
 use crate::error::Error;
+use crate::store::Compact;
 use crate::store::events::{self, EventFilter};
 use crate::xyte::{HistoryQuery, IncidentQuery, Priority};
 
@@ -188,7 +189,7 @@ pub async fn get_device_analytics_report(ctx: &Ctx, args: Value) -> Result<Value
                 .items
                 .iter()
                 .filter(|i| i["device_id"].as_str() == Some(&id))
-                .cloned()
+                .map(Compact::to_value)
                 .collect()
         }
         Err(e) => return Err(e),

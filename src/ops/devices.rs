@@ -12,7 +12,7 @@ use super::reads::{self, Snapshot};
 use super::schema::{Id, parse};
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
-use crate::store::{Durability, context, now_ms};
+use crate::store::{Compact, Durability, context, now_ms};
 use crate::xyte::{HistoryQuery, Priority};
 
 const P: Priority = Priority::Interactive;
@@ -27,7 +27,7 @@ pub async fn all_devices(ctx: &Ctx) -> Result<Snapshot, Error> {
     .await
 }
 
-pub fn summary(d: &Value) -> Value {
+pub fn summary(d: &Compact) -> Value {
     json!({
         "id": d["id"], "name": d["name"], "status": d["status"], "model": d["model"]["name"],
         "space_id": d["space"]["id"], "space": d["space"]["full_path"], "last_seen_at": d["last_seen_at"], "sn": d["sn"],
@@ -86,7 +86,7 @@ impl DeviceStatus {
         }
     }
 
-    fn of(device: &Value) -> Option<DeviceStatus> {
+    fn of(device: &Compact) -> Option<DeviceStatus> {
         let status = device["status"].as_str()?;
         DeviceStatus::ALL.into_iter().find(|s| s.as_str() == status)
     }
@@ -103,10 +103,10 @@ type Ordered = (u32, Option<DeviceStatus>);
 pub struct NameOrder(Mutex<Option<Kept>>);
 
 /// The collection an order was computed from, and the order.
-type Kept = (Weak<Vec<Value>>, Arc<[Ordered]>);
+type Kept = (Weak<Vec<Compact>>, Arc<[Ordered]>);
 
 impl NameOrder {
-    fn of(&self, devices: &Arc<Vec<Value>>) -> Arc<[Ordered]> {
+    fn of(&self, devices: &Arc<Vec<Compact>>) -> Arc<[Ordered]> {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((of, order)) = kept.as_ref()
             && std::ptr::eq(of.as_ptr(), Arc::as_ptr(devices))
@@ -124,7 +124,7 @@ impl NameOrder {
     }
 }
 
-fn in_space(d: &Value, space_id: &str, spaces: &[Value]) -> bool {
+fn in_space(d: &Compact, space_id: &str, spaces: &[Compact]) -> bool {
     let Some(own) =
         d["space"]["id"].as_i64().map(|i| i.to_string()).or_else(|| d["space"]["id"].as_str().map(String::from))
     else {
@@ -162,7 +162,7 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let q = a.query.as_deref().map(str::to_lowercase);
     // In name order, with each device's status at hand (see `NameOrder`); only the returned page is summarised.
     let order = ctx.app.device_order.of(&snap.items);
-    let mut matched: Vec<(&Value, Option<DeviceStatus>)> = order
+    let mut matched: Vec<(&Compact, Option<DeviceStatus>)> = order
         .iter()
         .map(|&(i, status)| (&snap.items[i as usize], status))
         .filter(|(d, _)| space.as_deref().is_none_or(|s| in_space(d, s, &spaces)))
@@ -244,7 +244,7 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let (device, provenance) = device(ctx, &id).await?;
     let incidents = super::tickets::active_incidents(ctx).await.map(|s| s.items).unwrap_or_default();
-    let open: Vec<Value> = incidents.iter().filter(|i| i["device_id"] == id.as_str()).cloned().collect();
+    let open: Vec<Value> = incidents.iter().filter(|i| i["device_id"] == id.as_str()).map(Compact::to_value).collect();
     let recent = match commands_of(ctx, &id).await {
         Ok((Value::Array(list), _)) => list.into_iter().take(5).collect(),
         _ => Vec::new(),

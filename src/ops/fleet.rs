@@ -13,7 +13,7 @@ use super::schema::{Id, id_text, parse};
 use super::tickets::{active_incidents, open_tickets};
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
-use crate::store::events;
+use crate::store::{Compact, events};
 use crate::xyte::Priority;
 
 const P: Priority = Priority::Interactive;
@@ -87,7 +87,7 @@ pub struct FleetHealth {
     pub space_id: Option<Id>,
 }
 
-fn age_hours(created: &Value, now: time::OffsetDateTime) -> Option<f64> {
+fn age_hours(created: &Compact, now: time::OffsetDateTime) -> Option<f64> {
     let t = time::OffsetDateTime::parse(created.as_str()?, &time::format_description::well_known::Rfc3339).ok()?;
     Some(((now - t).whole_minutes() as f64 / 60.0 * 10.0).round() / 10.0)
 }
@@ -112,9 +112,9 @@ pub async fn get_fleet_health(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         }
         None => None,
     };
-    let in_scope = |space: &Value| scope.as_ref().is_none_or(|ids| ids.contains(&id_text(space)));
-    let devs: Vec<&Value> = devices.items.iter().filter(|d| in_scope(&d["space"]["id"])).collect();
-    let incs: Vec<&Value> = incidents.items.iter().filter(|i| in_scope(&i["space_id"])).collect();
+    let in_scope = |space: &Compact| scope.as_ref().is_none_or(|ids| ids.contains(&id_text(space)));
+    let devs: Vec<&Compact> = devices.items.iter().filter(|d| in_scope(&d["space"]["id"])).collect();
+    let incs: Vec<&Compact> = incidents.items.iter().filter(|i| in_scope(&i["space_id"])).collect();
     let total = devs.len();
     let online = devs.iter().filter(|d| d["status"] == "online").count();
     let offline = devs.iter().filter(|d| d["status"] == "offline").count();
@@ -132,12 +132,12 @@ pub async fn get_fleet_health(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     }
     let mut top_offline: Vec<(String, usize)> = offline_spaces.into_iter().collect();
     top_offline.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut per_device: HashMap<String, (usize, Value)> = HashMap::new();
+    let mut per_device: HashMap<String, (usize, &Compact)> = HashMap::new();
     for i in &incs {
-        let e = per_device.entry(id_text(&i["device_id"])).or_insert((0, i["device_name"].clone()));
+        let e = per_device.entry(id_text(&i["device_id"])).or_insert((0, &i["device_name"]));
         e.0 += 1;
     }
-    let mut prone: Vec<(String, (usize, Value))> = per_device.into_iter().collect();
+    let mut prone: Vec<(String, (usize, &Compact))> = per_device.into_iter().collect();
     prone.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
     let offline_pct = pct(offline + errored);
     let mut out = json!({
@@ -201,7 +201,7 @@ pub struct Search {
     pub query: String,
 }
 
-fn matches(words: &[String], fields: &[&Value]) -> bool {
+fn matches(words: &[String], fields: &[&Compact]) -> bool {
     let text: String = fields.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" ").to_lowercase();
     words.iter().all(|w| text.contains(w.as_str()))
 }

@@ -7,6 +7,7 @@ use super::Ctx;
 use super::devices::all_devices;
 use super::fleet::all_spaces;
 use crate::error::{Error, ErrorCode};
+use crate::store::Compact;
 
 struct Prompt {
     name: &'static str,
@@ -73,7 +74,7 @@ pub async fn get(ctx: &Ctx, name: &str, args: &Map<String, Value>) -> Result<Val
             return Err(Error::invalid_params(format!("prompt {name} needs the argument {n}")));
         }
     }
-    let device_line = |id: &str, devices: &[Value]| match devices.iter().find(|d| d["id"] == id) {
+    let device_line = |id: &str, devices: &[Compact]| match devices.iter().find(|d| d["id"] == id) {
         Some(d) => format!(
             "Device {id} is \"{}\", a {} in {}, currently {}.",
             d["name"].as_str().unwrap_or("?"),

@@ -11,12 +11,12 @@ use tokio::sync::OwnedMutexGuard;
 
 use super::Ctx;
 use crate::error::Error;
-use crate::store::{CachedList, now_ms};
+use crate::store::{CachedList, Compact, Keys, now_ms};
 
 /// Items of a cached collection with their provenance.
 pub struct Snapshot {
     /// Shared with the store's parsed copy (no copy per read).
-    pub items: Arc<Vec<Value>>,
+    pub items: Arc<Vec<Compact>>,
     pub fetched_at: i64,
     pub stale: bool,
 }
@@ -114,7 +114,8 @@ where
     let complete = list.complete;
     match fetch().await {
         Ok(fetched) => {
-            let items: Arc<Vec<Value>> = Arc::new(fetched.iter().map(|(_, v)| v.clone()).collect());
+            let mut keys = Keys::default();
+            let items = Arc::new(fetched.iter().map(|(_, v)| Compact::of(v, &mut keys)).collect());
             let kept = store.cache_replace_set(resource, fetched, time::OffsetDateTime::now_utc()).await;
             not_kept(resource, kept.err());
             Ok(Snapshot { items, fetched_at: now_ms(), stale: false })

@@ -16,6 +16,7 @@ use super::fleet::all_spaces;
 use super::schema::{Id, id_text, parse};
 use super::{App, Ctx, reads};
 use crate::error::{Error, ErrorCode};
+use crate::store::Compact;
 use crate::xyte::{Priority, SendCommand};
 
 /// One step of a preset: a command for a device.
@@ -131,7 +132,7 @@ pub fn reload(app: &App) {
 #[derive(Debug, Clone)]
 struct Room {
     name: String,
-    space: Option<Value>,
+    space: Option<Compact>,
     entry: Option<RoomEntry>,
 }
 
@@ -220,14 +221,14 @@ async fn find_room(ctx: &Ctx, wanted: Option<String>) -> Result<Room, Error> {
 }
 
 /// The devices in a space (and below), each with the commands its model accepts, for rooms without presets.
-async fn devices_with_commands(ctx: &Ctx, space: &Value) -> Vec<Value> {
+async fn devices_with_commands(ctx: &Ctx, space: &Compact) -> Vec<Value> {
     let Ok(devices) = all_devices(ctx).await else { return vec![] };
     let path = space["full_path"].as_str().unwrap_or_default().to_string();
     let mut out = vec![];
     for d in devices.items.iter().filter(|d| {
         d["space"]["id"] == space["id"] || (!path.is_empty() && d["space"]["full_path"].as_str() == Some(&path))
     }) {
-        let commands = model_commands(ctx, d).await;
+        let commands = model_commands(ctx, &d.to_value()).await;
         out.push(json!({"device_id": d["id"], "name": d["name"], "status": d["status"], "commands": commands}));
     }
     out
@@ -253,7 +254,7 @@ pub async fn list_rooms(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             let count = r.space.as_ref().map(|s| devices.iter().filter(|d| d["space"]["id"] == s["id"]).count());
             json!({
                 "name": r.name,
-                "space_id": r.space.as_ref().map(|s| s["id"].clone()),
+                "space_id": r.space.as_ref().map(|s| &s["id"]),
                 "path": r.space.as_ref().and_then(|s| s["full_path"].as_str().map(String::from)),
                 "devices": count,
                 "presets": r.entry.as_ref().map(|e| e.presets.keys().cloned().collect::<Vec<_>>()).unwrap_or_default(),

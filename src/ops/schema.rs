@@ -2,6 +2,7 @@
 //! client sees can never drift from what the daemon accepts. Inlined (no `$ref`/`$defs`), no `null` for optional
 //! keys, `additionalProperties: false` (from `deny_unknown_fields`), as SPEC §5 asks.
 
+use crate::store::Compact;
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
@@ -94,7 +95,7 @@ impl std::fmt::Display for Id {
 }
 
 /// An id as Xyte sent it (string or number) as text, the form ids take everywhere else.
-pub fn id_text(v: &Value) -> String {
+pub fn id_text(v: &Compact) -> String {
     v.as_str().map(String::from).unwrap_or_else(|| v.to_string())
 }
 

@@ -9,6 +9,7 @@ use super::reads::{self, Snapshot};
 use super::schema::{Id, id_text, parse};
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
+use crate::store::{Compact, Keys};
 use crate::xyte::{IncidentQuery, Priority};
 
 const P: Priority = Priority::Interactive;
@@ -65,19 +66,20 @@ pub async fn list_incidents(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             to: a.to.map(|t| t.0),
         };
         let list = ctx.app.client.list_incidents(q, P).await?;
-        let items: Vec<Value> = list.iter().map(|i| serde_json::to_value(i).unwrap_or_default()).collect();
+        let mut keys = Keys::default();
+        let items: Vec<Compact> =
+            list.iter().map(|i| Compact::of(&serde_json::to_value(i).unwrap_or_default(), &mut keys)).collect();
         (std::sync::Arc::new(items), json!({"stale": false}))
     } else {
         let snap = active_incidents(ctx).await?;
         let p = snap.provenance();
         (snap.items, p)
     };
-    let filtered: Vec<Value> = items
+    let filtered: Vec<&Compact> = items
         .iter()
         .filter(|i| a.priority.as_deref().is_none_or(|p| i["priority"] == p))
         .filter(|i| a.device_id.as_ref().is_none_or(|d| i["device_id"] == d.0.as_str()))
         .filter(|i| a.space_id.as_ref().is_none_or(|s| id_text(&i["space_id"]) == s.0))
-        .cloned()
         .collect();
     let (page_items, _, omitted) = page(&filtered, a.limit, None)?;
     let mut out = json!({"incidents": page_items, "total": filtered.len(), "omitted": omitted});
@@ -97,8 +99,8 @@ pub struct ListTickets {
 pub async fn list_tickets(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: ListTickets = parse(args)?;
     let snap = open_tickets(ctx).await?;
-    let all: Vec<Value> =
-        snap.items.iter().filter(|t| a.status.as_deref().is_none_or(|s| t["status"] == s)).cloned().collect();
+    let all: Vec<&Compact> =
+        snap.items.iter().filter(|t| a.status.as_deref().is_none_or(|s| t["status"] == s)).collect();
     let (items, _, omitted) = page(&all, a.limit, None)?;
     let mut out = json!({"tickets": items, "total": all.len(), "omitted": omitted});
     merge(&mut out, snap.provenance());

@@ -86,15 +86,23 @@ pub fn get(conn: &Connection, resource: &str, key: &str) -> Result<Option<CacheE
     .transpose()
 }
 
-pub fn list(conn: &Connection, resource: &str) -> Result<Vec<CacheEntry>, StoreError> {
+/// Every row of `resource` in key order as (key, body, fetched_at), each body handed to `shape` as it is parsed: the
+/// caller keeps its own form of each row without all the parsed `Value`s existing at once.
+pub fn list<T>(
+    conn: &Connection,
+    resource: &str,
+    mut shape: impl FnMut(&str, Value) -> T,
+) -> Result<Vec<(String, T, i64)>, StoreError> {
     let mut stmt = conn.prepare_cached("SELECT key, body, fetched_at FROM cache WHERE resource = ?1 ORDER BY key")?;
     let mut rows = stmt.query(params![resource])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         // Parsed from SQLite's own buffer: a copy of each body's text would be one more allocation per row, and
-        // the holes those copies leave between the parsed values kept about a MiB of heap resident.
+        // the holes those copies leave between the kept values kept about a MiB of heap resident.
         let body = serde_json::from_slice(r.get_ref(1)?.as_bytes().map_err(rusqlite::Error::from)?)?;
-        out.push(CacheEntry { key: r.get(0)?, body, fetched_at: r.get(2)? });
+        let key: String = r.get(0)?;
+        let kept = shape(&key, body);
+        out.push((key, kept, r.get(2)?));
     }
     Ok(out)
 }

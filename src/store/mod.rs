@@ -7,6 +7,7 @@
 //! with the durability the caller asked for. Reads never wait for the writer (WAL readers see the last commit).
 
 pub mod cache;
+mod compact;
 pub mod context;
 pub mod events;
 mod memo;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
+pub use compact::{Compact, Keys};
 pub use memo::CachedList;
 
 use crate::systemd::Heartbeat;
@@ -455,7 +457,7 @@ impl Store {
         let generation = self.generation(resource);
         let mut entry = self.read_blocking(|c| cache::get(c, resource, key))?;
         if let Some(e) = entry.as_mut() {
-            self.lay_volatile(resource, std::slice::from_mut(e));
+            self.lay_volatile(resource, &e.key, &mut e.body);
             if let Ok(mut m) = self.inner.memo.lock() {
                 m.keep_entry(resource, generation, e);
             }
@@ -470,30 +472,35 @@ impl Store {
             return Ok(list);
         }
         let generation = self.generation(resource);
-        let list = move |c: &Connection| Ok((cache::list(c, resource)?, cache::has_set(c, resource)?));
+        let store = self.clone();
+        let list = move |c: &Connection| {
+            let mut keys = Keys::default();
+            let rows = cache::list(c, resource, |key, mut body| {
+                store.lay_volatile(resource, key, &mut body);
+                Compact::of(&body, &mut keys)
+            })?;
+            Ok((rows, cache::has_set(c, resource)?))
+        };
         // A collection of a few rows (active incidents, read by every get_device_status) costs microseconds: read it
         // here rather than through the blocking pool (see `read_blocking`). A large one (the device set) stays off the
         // async workers.
         let small = self.inner.listed.lock().ok().and_then(|m| m.get(resource).copied()).is_some_and(|n| n <= 64);
-        let (mut entries, complete) = if small { self.read_blocking(list)? } else { self.read(list).await? };
+        let (rows, complete) = if small { self.read_blocking(list)? } else { self.read(list).await? };
         if let Ok(mut m) = self.inner.listed.lock() {
-            m.insert(resource, entries.len());
+            m.insert(resource, rows.len());
         }
-        self.lay_volatile(resource, &mut entries);
-        let list = Arc::new(CachedList::new(entries, complete));
+        let list = Arc::new(CachedList::new(rows, complete));
         if let Ok(mut m) = self.inner.memo.lock() {
             m.keep_list(resource, generation, &list);
         }
         Ok(list)
     }
 
-    fn lay_volatile(&self, resource: &'static str, entries: &mut [cache::CacheEntry]) {
+    /// Lays the latest volatile fields of a row over its body (before it is kept in any form).
+    fn lay_volatile(&self, resource: &'static str, key: &str, body: &mut serde_json::Value) {
         let Ok(all) = self.inner.volatile.lock() else { return };
-        let Some(latest) = all.get(resource) else { return };
-        for e in entries {
-            if let (Some(fields), Some(body)) = (latest.get(&e.key), e.body.as_object_mut()) {
-                body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-            }
+        if let (Some(fields), Some(body)) = (all.get(resource).and_then(|r| r.get(key)), body.as_object_mut()) {
+            body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
         }
     }
 }
