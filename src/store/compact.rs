@@ -75,19 +75,6 @@ impl Compact {
         o.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &o[i].1)
     }
 
-    /// Sets `key` of an object to `value` (nothing for anything else): laying the latest volatile fields over a row.
-    pub fn set(&mut self, key: &str, value: Compact, keys: &mut Keys) {
-        let Compact::Object(o) = self else { return };
-        match o.binary_search_by(|(k, _)| (**k).cmp(key)) {
-            Ok(i) => o[i].1 = value,
-            Err(i) => {
-                let mut entries = std::mem::take(o).into_vec();
-                entries.insert(i, (keys.get(key), value));
-                *o = entries.into_boxed_slice();
-            }
-        }
-    }
-
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Compact::String(s) => Some(s),
@@ -101,24 +88,6 @@ impl Compact {
             _ => None,
         }
     }
-
-    pub fn as_f64(&self) -> Option<f64> {
-        match self {
-            Compact::Number(n) => n.as_f64(),
-            _ => None,
-        }
-    }
-
-    pub fn as_array(&self) -> Option<&[Compact]> {
-        match self {
-            Compact::Array(a) => Some(a),
-            _ => None,
-        }
-    }
-
-    pub fn is_null(&self) -> bool {
-        matches!(self, Compact::Null)
-    }
 }
 
 impl Index<&str> for Compact {
@@ -127,12 +96,6 @@ impl Index<&str> for Compact {
     /// Like `Value`'s: `Null` for a missing key or anything but an object.
     fn index(&self, key: &str) -> &Compact {
         self.get(key).unwrap_or(&NULL)
-    }
-}
-
-impl PartialEq<str> for Compact {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == Some(other)
     }
 }
 
@@ -177,24 +140,10 @@ mod tests {
         assert_eq!(serde_json::to_value(&c).unwrap(), v);
         assert_eq!(c.to_string(), v.to_string(), "same text, keys in the same order");
         assert_eq!(c["space"]["id"].as_i64(), Some(1031));
-        assert!(c["name"] == "Projector" && c["missing"].is_null() && c["name"]["deeper"].is_null());
-        assert_eq!((c["x"].as_f64(), c["tags"].as_array().map(<[_]>::len)), (Some(1.5), Some(2)));
+        assert!(c["name"] == "Projector" && c["missing"] == Compact::Null && c["name"]["deeper"] == Compact::Null);
+        assert_eq!((c["x"].to_value(), c["tags"].to_value()), (json!(1.5), json!(["a", {"k": "v"}])));
         let other = Compact::of(&json!({"id": "d2", "space": {"id": 7}}), &mut keys);
         let (Compact::Object(a), Compact::Object(b)) = (&c, &other) else { panic!("objects") };
         assert!(Arc::ptr_eq(&a[0].0, &b[0].0), "one text per key across the rows of a collection");
-    }
-
-    #[test]
-    fn set_replaces_or_inserts_in_key_order() {
-        let mut keys = Keys::default();
-        let mut c = Compact::of(&json!({"b": 1, "d": 2}), &mut keys);
-        c.set("d", Compact::of(&json!("new"), &mut keys), &mut keys);
-        c.set("a", Compact::Bool(true), &mut keys);
-        c.set("c", Compact::Null, &mut keys);
-        assert_eq!(c.to_string(), r#"{"a":true,"b":1,"c":null,"d":"new"}"#);
-        assert_eq!(c["c"], Compact::Null);
-        let mut s = Compact::of(&json!("text"), &mut keys);
-        s.set("a", Compact::Null, &mut keys);
-        assert_eq!(s, "text", "only objects have fields");
     }
 }
