@@ -302,8 +302,10 @@ impl Session {
                 let ctx = self.ctx(progress);
                 let value = resources::read(&ctx, &uri).await.map_err(|e| resource_error(era, &uri, e))?;
                 let mut contents = json!({"uri": uri, "mimeType": "application/json"});
-                contents["text"] = Value::String(serde_json::to_string(&value).unwrap_or_default());
-                Ok(Value::Object(Map::from_iter([("contents".to_string(), Value::Array(vec![contents]))])))
+                contents["text"] = json_text(&value);
+                let mut result = json!({});
+                result["contents"] = Value::Array(vec![contents]);
+                Ok(result)
             }
             (Era::Legacy, "resources/subscribe") => {
                 let uri = string_param(p, "uri")?;
@@ -608,16 +610,21 @@ impl Session {
                 (e.to_body(), true)
             }
         };
-        // The text and the result moved in, not interpolated: `json!` would copy them (see `jsonrpc::result`). And
-        // `serde_json::to_string`, not `Value`'s `Display`, which goes through `fmt::Write` token by token (a
-        // twentieth of a cached `get_device_status` in perf, BENCHMARKS.md).
+        // The text and the result moved in, not interpolated: `json!` would copy them (see `jsonrpc::result`).
         let mut block = json!({"type": "text"});
-        block["text"] = Value::String(serde_json::to_string(&value).unwrap_or_default());
+        block["text"] = json_text(&value);
         let mut result = json!({"isError": is_error});
         result["content"] = Value::Array(vec![block]);
         result["structuredContent"] = value;
         Ok(result)
     }
+}
+
+/// `value` as JSON text, for a client-facing `text` field (a tool's text content, a resource's contents). Through
+/// `serde_json::to_string`, not `Value`'s `Display`: that writes through `fmt::Write` token by token, a twentieth of
+/// a cached `get_device_status` in perf (BENCHMARKS.md).
+fn json_text(value: &Value) -> Value {
+    Value::String(serde_json::to_string(value).unwrap_or_default())
 }
 
 /// The MRTR retry fields of a modern request: `inputResponses` (each an object: the client's result for one input

@@ -35,16 +35,16 @@ pub struct SendCommandArgs {
     pub dry_run: Option<bool>,
 }
 
-/// The id of the device's model (Xyte sends it as a string or a number).
-pub fn model_id(device: &Value) -> Option<String> {
-    let id = &device["model"]["id"];
+/// The id in a device's `model` field (Xyte sends it as a string or a number).
+pub fn model_id(model: &Value) -> Option<String> {
+    let id = &model["id"];
     id.as_str().map(String::from).or_else(|| id.as_i64().map(|i| i.to_string()))
 }
 
-/// The device's model definition (with its command list), cached like any read. `None` when the device names no
-/// model; an error when the model cannot be read.
-pub async fn device_model(ctx: &Ctx, device: &Value) -> Result<Option<Value>, Error> {
-    let Some(model_id) = model_id(device) else { return Ok(None) };
+/// The definition (with its command list) of the model a device's `model` field names, cached like any read. `None`
+/// when it names none; an error when the model cannot be read.
+pub async fn device_model(ctx: &Ctx, model: &Value) -> Result<Option<Value>, Error> {
+    let Some(model_id) = model_id(model) else { return Ok(None) };
     let client = ctx.app.client.clone();
     let key = model_id.clone();
     reads::entry(ctx, "model", &model_id, || async move {
@@ -62,7 +62,7 @@ pub async fn validate(
     params: &Map<String, Value>,
     file_id: Option<&str>,
 ) -> Result<Option<Value>, Error> {
-    let model = match device_model(ctx, device).await {
+    let model = match device_model(ctx, &device["model"]).await {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(None),
         // Unknown model definition (Xyte unreachable, nothing cached): send unvalidated, as SPEC §5.2 allows.

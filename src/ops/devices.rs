@@ -251,12 +251,12 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     };
     // What the model accepts, so a caller (the dashboard, an agent) can offer valid commands without another call.
     // Only an extra: while Xyte is known to be unreachable, a model never cached is left out rather than waited for.
-    let uncached = match super::commands::model_id(&device) {
+    let uncached = match super::commands::model_id(&device["model"]) {
         Some(m) if reads::known_unreachable(ctx) => ctx.app.store.cache_get("model", &m).await?.is_none(),
         _ => false,
     };
     let commands = if !uncached {
-        super::commands::device_model(ctx, &device).await.ok().flatten().map(|mut m| m["commands"].take())
+        super::commands::device_model(ctx, &device["model"]).await.ok().flatten().map(|mut m| m["commands"].take())
     } else {
         None
     };

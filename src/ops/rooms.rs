@@ -228,14 +228,14 @@ async fn devices_with_commands(ctx: &Ctx, space: &Compact) -> Vec<Value> {
     for d in devices.items.iter().filter(|d| {
         d["space"]["id"] == space["id"] || (!path.is_empty() && d["space"]["full_path"].as_str() == Some(&path))
     }) {
-        let commands = model_commands(ctx, &d.to_value()).await;
+        let commands = model_commands(ctx, &d["model"].to_value()).await;
         out.push(json!({"device_id": d["id"], "name": d["name"], "status": d["status"], "commands": commands}));
     }
     out
 }
 
-async fn model_commands(ctx: &Ctx, d: &Value) -> Vec<Value> {
-    let model = device_model(ctx, d).await.ok().flatten().unwrap_or_default();
+async fn model_commands(ctx: &Ctx, model: &Value) -> Vec<Value> {
+    let model = device_model(ctx, model).await.ok().flatten().unwrap_or_default();
     model["commands"].as_array().into_iter().flatten().map(|c| c["name"].clone()).collect()
 }
 
