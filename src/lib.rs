@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod ops;
 pub mod plugins;
 pub mod sim;
+pub mod stall;
 pub mod store;
 pub mod sync;
 pub mod systemd;

@@ -1,7 +1,8 @@
 //! Plugins (SPEC §8.4): executables that receive every event and every `warn`-or-worse log record as JSON lines on
 //! their stdin. A plugin can never block or crash the daemon:
 //! - it reads from its own bounded queue (a broadcast receiver of [`QUEUE`] lines): when it falls behind, the
-//!   oldest lines are dropped for it alone and counted (`xyte_edge_plugin_dropped_total`);
+//!   oldest lines are dropped for it alone and counted (`xyte_edge_plugin_dropped_total`); one that reads nothing at
+//!   all for the stall bound ([`crate::stall::STALL`]) is restarted;
 //! - what it writes to stdout and stderr is drained at a bounded rate, so a chatty plugin costs little CPU;
 //! - one that exits, fails the handshake or cannot be started is restarted with exponential backoff.
 //!
@@ -28,6 +29,7 @@ use tracing_subscriber::Layer;
 use tracing_subscriber::layer::Context;
 
 use crate::events::EventBus;
+use crate::stall::StallGuard;
 use crate::store::events::Event;
 
 pub const API_VERSION: &str = "1";
@@ -110,10 +112,13 @@ async fn run_once(plugin: &Plugin, bus: &EventBus, shutdown: &CancellationToken)
         Ok(c) => c,
         Err(e) => return format!("could not be started ({}: {e})", plugin.path.display()),
     };
-    let (Some(mut stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return "has no pipes".into();
     };
+    // A plugin that reads nothing for the stall bound is restarted: a slow one loses lines (its queue is bounded),
+    // one that is stuck altogether is better started afresh than fed forever.
+    let mut stdin = StallGuard::new(stdin);
     // Subscribed before the handshake, so nothing published meanwhile is missed.
     let mut events = bus.subscribe();
     let mut logs = LOGS.subscribe();
@@ -159,7 +164,7 @@ async fn run_once(plugin: &Plugin, bus: &EventBus, shutdown: &CancellationToken)
 
 /// Writes the hello and reads one answer line (at most 4 KiB).
 async fn handshake<R: AsyncRead + Unpin>(
-    stdin: &mut ChildStdin,
+    stdin: &mut StallGuard<ChildStdin>,
     stdout: &mut BufReader<R>,
     hello: &str,
 ) -> Result<(), String> {
@@ -192,7 +197,7 @@ async fn handshake<R: AsyncRead + Unpin>(
 /// Forwards events and log records until the pipe breaks. Lines the plugin was too slow for are counted as dropped.
 async fn feed(
     name: &'static str,
-    stdin: &mut ChildStdin,
+    stdin: &mut StallGuard<ChildStdin>,
     events: &mut broadcast::Receiver<Event>,
     logs: &mut broadcast::Receiver<Arc<str>>,
 ) -> String {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use xyte_edge::config::Role;
+use xyte_edge::mcp::outgoing;
 use xyte_edge::mcp::session::Session;
 use xyte_edge::ops::Principal;
 
@@ -17,13 +17,13 @@ use support::{Gateway, Rig, rig};
 
 struct Peer {
     session: Arc<Session>,
-    rx: mpsc::UnboundedReceiver<Value>,
+    rx: outgoing::Receiver,
     next_id: u64,
 }
 
 impl Peer {
     fn new(rig: &Rig, principal: &str) -> Peer {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outgoing::queue();
         let principal = Principal { id: principal.into(), role: Role::Admin };
         Peer { session: Session::new(rig.app.clone(), principal, tx), rx, next_id: 0 }
     }
@@ -35,7 +35,11 @@ impl Peer {
         self.session.receive(msg.to_string().as_bytes()).await;
         let mut notes = Vec::new();
         loop {
-            let m = tokio::time::timeout(Duration::from_secs(10), self.rx.recv()).await.expect("an answer").unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+                .await
+                .expect("an answer")
+                .unwrap()
+                .to_value();
             if m.get("method").is_none() {
                 assert_eq!(m["id"], self.next_id, "{m}");
                 return (notes, m);
@@ -153,7 +157,11 @@ async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
     // The watched resource changes every 3 s; a subscriber hears of it.
     legacy.request("resources/subscribe", json!({"uri": "test://watched-resource"})).await;
     let updated = loop {
-        let m = tokio::time::timeout(Duration::from_secs(5), legacy.rx.recv()).await.expect("an update").unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), legacy.rx.recv())
+            .await
+            .expect("an update")
+            .unwrap()
+            .to_value();
         if m["method"] == "notifications/resources/updated" {
             break m;
         }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 use xyte_edge::config::Role;
+use xyte_edge::mcp::outgoing;
 use xyte_edge::mcp::session::Session;
 use xyte_edge::ops::Principal;
 
@@ -15,12 +15,12 @@ use support::{Rig, rig};
 
 struct Peer {
     session: Arc<Session>,
-    rx: mpsc::UnboundedReceiver<Value>,
+    rx: outgoing::Receiver,
 }
 
 impl Peer {
     fn new(rig: &Rig, role: Role) -> Peer {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outgoing::queue();
         Peer { session: Session::new(rig.app.clone(), Principal { id: format!("test:{role}"), role }, tx), rx }
     }
 
@@ -33,6 +33,7 @@ impl Peer {
             .await
             .expect("a message within 10 s")
             .expect("channel open")
+            .to_value()
     }
 
     /// Sends a request and returns the first message that is not a notification.

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use super::router::{Body, error_with_status};
 use crate::error::Error;
+use crate::mcp::outgoing::{Outgoing, Room};
 
 /// How long a request body may take to arrive, all of it.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -91,24 +92,43 @@ fn size(bytes: u64) -> String {
     }
 }
 
-pub struct ChannelBody(mpsc::Receiver<Bytes>);
+/// A piece of a streamed response, holding its room in the MCP session's queue until hyper takes it: the bytes
+/// stay counted against the connection's bound ([`crate::mcp::outgoing`]) until they leave for the client.
+pub struct Chunk {
+    bytes: Bytes,
+    _room: Room,
+}
+
+impl Chunk {
+    pub fn new(bytes: Bytes, room: Room) -> Chunk {
+        Chunk { bytes, _room: room }
+    }
+}
+
+pub struct ChannelBody(mpsc::Receiver<Chunk>);
 
 impl hyper::body::Body for ChannelBody {
     type Data = Bytes;
     type Error = Infallible;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|chunk| chunk.map(|b| Ok(Frame::data(b))))
+        self.0.poll_recv(cx).map(|chunk| chunk.map(|c| Ok(Frame::data(c.bytes))))
     }
 }
 
 /// A body and the sender that feeds it; at most `capacity` chunks wait for a slow client.
-pub fn channel(capacity: usize) -> (mpsc::Sender<Bytes>, Body) {
+pub fn channel(capacity: usize) -> (mpsc::Sender<Chunk>, Body) {
     let (tx, rx) = mpsc::channel(capacity);
     (tx, ChannelBody(rx).boxed())
 }
 
-/// One SSE frame carrying a JSON-RPC message (MCP's Streamable HTTP framing).
-pub fn sse_message(msg: &serde_json::Value) -> Bytes {
-    Bytes::from(format!("event: message\ndata: {msg}\n\n"))
+/// One SSE frame carrying a JSON-RPC message (MCP's Streamable HTTP framing), with the room it held in its session's
+/// queue.
+pub fn sse_message(out: Outgoing) -> Chunk {
+    let (json, _, room) = out.into_parts();
+    let mut frame = Vec::with_capacity(json.len() + 24);
+    frame.extend_from_slice(b"event: message\ndata: ");
+    frame.extend_from_slice(&json);
+    frame.extend_from_slice(b"\n\n");
+    Chunk::new(Bytes::from(frame), room)
 }

@@ -18,10 +18,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::body::{BodyLimit, channel, read_limited, sse_message};
+use super::body::{BodyLimit, Chunk, channel, read_limited, sse_message};
 use super::router::{Body, Http, Peer, error_with_status, full, json_response, require_token};
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, RpcError};
+use crate::mcp::outgoing::{self, Kind, Outgoing, Room};
 use crate::mcp::session::Session;
 use crate::mcp::{LEGACY_VERSIONS, MAX_MESSAGE, MODERN_VERSION};
 use crate::ops::Principal;
@@ -32,17 +33,17 @@ const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// Legacy sessions kept at once, and how long an unused one lives.
 const MAX_SESSIONS: usize = 256;
 const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
-/// Frames an SSE response may have waiting for a slow client.
-const STREAM_BUFFER: usize = 256;
+/// Frames an SSE response may have waiting for a slow client (their bytes also count against the session's queue).
+const STREAM_BUFFER: usize = 32;
 
 /// Where the messages a legacy session sends go: a POST waiting for its response, that POST's stream (progress),
 /// or the session's GET stream (everything not tied to a request).
 #[derive(Default)]
 struct Routes {
-    waiters: HashMap<String, mpsc::UnboundedSender<Value>>,
+    waiters: HashMap<String, mpsc::UnboundedSender<Outgoing>>,
     /// progressToken → request key
     progress: HashMap<String, String>,
-    stream: Option<mpsc::Sender<Bytes>>,
+    stream: Option<mpsc::Sender<Chunk>>,
 }
 
 struct Legacy {
@@ -272,9 +273,9 @@ fn check_modern_headers(headers: &HeaderMap, msg: &Value) -> Result<(), (StatusC
     Ok(())
 }
 
-/// The HTTP status a modern error response travels with.
-fn modern_status(msg: &Value) -> StatusCode {
-    match msg.pointer("/error/code").and_then(Value::as_i64) {
+/// The HTTP status a modern response with this error code travels with.
+fn modern_status(error_code: Option<i64>) -> StatusCode {
+    match error_code {
         Some(jsonrpc::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
         Some(
             jsonrpc::INVALID_PARAMS
@@ -296,7 +297,7 @@ async fn modern(http: &Http, principal: Principal, headers: &HeaderMap, msg: Val
         // A notification (cancellation has no meaning across stateless requests): accepted.
         return full(StatusCode::ACCEPTED, "application/json", Bytes::new());
     };
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = outgoing::queue();
     let session = Session::new(http.app.clone(), principal, tx);
     session.receive(&bytes).await;
     let streaming = wants_sse(headers)
@@ -305,8 +306,8 @@ async fn modern(http: &Http, principal: Principal, headers: &HeaderMap, msg: Val
     if !streaming {
         // As in the legacy era, the first message decides between JSON and an SSE stream.
         while let Some(out) = rx.recv().await {
-            if out.get("method").is_none() {
-                return json_response(modern_status(&out), &out);
+            if let Kind::Response { error_code, .. } = out.kind {
+                return full(modern_status(error_code), "application/json", out.json());
             }
             if wants_sse(headers) {
                 return stream_request(http, session, id, Some(out), rx, || {});
@@ -324,8 +325,8 @@ fn stream_request(
     http: &Http,
     session: Arc<Session>,
     id: Value,
-    first: Option<Value>,
-    mut rx: mpsc::UnboundedReceiver<Value>,
+    first: Option<Outgoing>,
+    mut rx: outgoing::Receiver,
     finished: impl FnOnce() + Send + 'static,
 ) -> Response<Body> {
     let (frames, body) = channel(STREAM_BUFFER);
@@ -343,8 +344,10 @@ fn stream_request(
                 },
             };
             let Some(out) = out else { break };
-            answered = out.get("method").is_none();
-            if frames.send(sse_message(&out)).await.is_err() || answered {
+            answered = out.is_response();
+            // Waits while the client reads nothing; a client that stops reading altogether is disconnected by the
+            // connection's stall guard, which drops the body and ends this wait.
+            if frames.send(sse_message(out)).await.is_err() || answered {
                 break;
             }
         }
@@ -367,44 +370,27 @@ fn sse_response(body: Body) -> Response<Body> {
 
 // ---- legacy (sessions) -----------------------------------------------------------------------------------------
 
-/// Reads what a legacy session sends and delivers each message where it belongs. `related` carries messages tied to
-/// a request (see [`Session::route_related`]); they go to that request's POST while it waits.
-fn dispatch(
-    mut rx: mpsc::UnboundedReceiver<Value>,
-    mut related: mpsc::UnboundedReceiver<(jsonrpc::Id, Value)>,
-    routes: Arc<Mutex<Routes>>,
-) {
+/// Reads what a legacy session sends and delivers each message where it belongs: a response or a message tied to a
+/// request (a tool's log line, its progress) to that request's POST while it waits, anything else to the GET stream.
+fn dispatch(mut rx: outgoing::Receiver, routes: Arc<Mutex<Routes>>) {
     tokio::spawn(async move {
-        loop {
-            // Related messages first: one sent before its request's response must reach the request before it.
-            let (msg, request) = tokio::select! {
-                biased;
-                Some((id, m)) = related.recv() => (m, Some(id)),
-                m = rx.recv() => match m {
-                    Some(m) => (m, None),
-                    None => return,
-                },
-            };
+        while let Some(out) = rx.recv().await {
             let Ok(mut r) = routes.lock() else { return };
-            let is_response = msg.get("method").is_none();
-            let target = if is_response {
-                let k = if msg.is_array() { "[batch]".to_string() } else { key(msg.get("id").unwrap_or(&Value::Null)) };
-                r.waiters.remove(&k)
-            } else if let Some(id) = &request {
-                r.waiters.get(&key(&serde_json::to_value(id).unwrap_or(Value::Null))).cloned()
-            } else {
-                msg.pointer("/params/progressToken")
-                    .and_then(|t| r.progress.get(&key(t)))
-                    .and_then(|k| r.waiters.get(k))
-                    .cloned()
+            let target = match &out.kind {
+                Kind::Response { id, .. } => r.waiters.remove(id.as_deref().unwrap_or("null")),
+                Kind::Batch => r.waiters.remove("[batch]"),
+                Kind::Notification { related: Some(id), .. } => r.waiters.get(id).cloned(),
+                Kind::Notification { progress, .. } => {
+                    progress.as_ref().and_then(|t| r.progress.get(t)).and_then(|k| r.waiters.get(k)).cloned()
+                }
             };
             match target {
                 Some(w) => {
-                    let _ = w.send(msg);
+                    let _ = w.send(out);
                 }
-                None if !is_response => {
+                None if !out.is_response() => {
                     if let Some(stream) = &r.stream
-                        && stream.try_send(sse_message(&msg)).is_err()
+                        && stream.try_send(sse_message(out)).is_err()
                     {
                         // A GET stream that does not drain (or went away) is dropped; the client reopens it.
                         r.stream = None;
@@ -442,12 +428,10 @@ fn session_of(
 async fn legacy(http: &Http, principal: Principal, headers: &HeaderMap, msg: Value, bytes: Bytes) -> Response<Body> {
     let is_initialize = msg.get("method").and_then(Value::as_str) == Some("initialize");
     let (session_id, legacy) = if is_initialize {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let (related_tx, related_rx) = mpsc::unbounded_channel();
+        let (tx, rx) = outgoing::queue();
         let routes = Arc::new(Mutex::new(Routes::default()));
-        dispatch(rx, related_rx, routes.clone());
+        dispatch(rx, routes.clone());
         let session = Session::new(http.app.clone(), principal.clone(), tx);
-        session.route_related(related_tx);
         let legacy = Arc::new(Legacy {
             session,
             principal: principal.id.clone(),
@@ -514,7 +498,7 @@ async fn legacy(http: &Http, principal: Principal, headers: &HeaderMap, msg: Val
     let may_stream = wants_sse(headers) && !is_initialize;
     let response = loop {
         match rx.recv().await {
-            Some(m) if m.get("method").is_none() => break Some(m),
+            Some(m) if m.is_response() => break Some(m),
             Some(n) if may_stream => return stream_request(http, legacy.session.clone(), id, Some(n), rx, forget),
             Some(_) => continue,
             None => break None,
@@ -524,9 +508,9 @@ async fn legacy(http: &Http, principal: Principal, headers: &HeaderMap, msg: Val
     let Some(response) = response else {
         return plain_error(StatusCode::INTERNAL_SERVER_ERROR, "the request ended without a response");
     };
-    let mut r = json_response(StatusCode::OK, &response);
+    let mut r = full(StatusCode::OK, "application/json", response.json());
     if is_initialize {
-        let agreed = response.pointer("/result/protocolVersion").and_then(Value::as_str).map(String::from);
+        let agreed = response.to_value().pointer("/result/protocolVersion").and_then(Value::as_str).map(String::from);
         if agreed.is_some() {
             if let Ok(mut v) = legacy.version.lock() {
                 *v = agreed;
@@ -556,7 +540,7 @@ fn open_stream(http: &Http, principal: &Principal, headers: &HeaderMap) -> Respo
     };
     let (frames, body) = channel(STREAM_BUFFER);
     // A priming event, so the client knows the stream is live.
-    let _ = frames.try_send(Bytes::from_static(b"id: 0\ndata: \n\n"));
+    let _ = frames.try_send(Chunk::new(Bytes::from_static(b"id: 0\ndata: \n\n"), Room::none()));
     if let Ok(mut r) = legacy.routes.lock() {
         r.stream = Some(frames.clone());
     }

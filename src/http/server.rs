@@ -28,11 +28,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::router::{Body, Http, Peer, handle};
+use crate::stall::StallGuard;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a new connection waits for the slot an evicted idle connection frees.
 const EVICTION_WAIT: Duration = Duration::from_secs(2);
+pub const MAX_CONCURRENT_STREAMS: u32 = 32;
 
 /// One open HTTP connection as the eviction policy sees it.
 struct Activity {
@@ -230,6 +232,8 @@ async fn connection(
     tracker: Arc<Tracker>,
 ) {
     let _ = stream.set_nodelay(true);
+    // Below TLS, where a peer that reads nothing shows as writes that cannot proceed.
+    let stream = StallGuard::new(stream);
     match acceptor {
         Some(acceptor) => {
             // Boxed: the handshake's state (1.6 KiB) is needed only until it is done.
@@ -241,12 +245,12 @@ async fn connection(
 }
 
 async fn handshake(
-    stream: TcpStream,
+    stream: StallGuard<TcpStream>,
     acceptor: TlsAcceptor,
     peer: Peer,
     shutdown: &CancellationToken,
     activity: &Activity,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+) -> Option<tokio_rustls::server::TlsStream<StallGuard<TcpStream>>> {
     let tls = tokio::select! {
         _ = shutdown.cancelled() => return None,
         _ = activity.evict.cancelled() => return None,
@@ -271,7 +275,9 @@ static BUILDER: LazyLock<auto::Builder<TokioExecutor>> = LazyLock::new(|| {
     // max_buf_size: hyper's read buffer would otherwise grow to 16 KiB on a connection that sent one small request
     // (an SSE subscriber keeps it for hours); 8 KiB also bounds the request head, as common servers do.
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).max_buf_size(8192);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(128);
+    // Requests one HTTP/2 connection may have in flight (HTTP/1.1 has one at a time): each holds its answer until
+    // the client reads it, so this bounds what one client that does not read can make the daemon hold (README).
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(MAX_CONCURRENT_STREAMS);
     builder
 });
 
@@ -299,11 +305,14 @@ where
     let mut conn = Box::pin(BUILDER.serve_connection_with_upgrades(io, service));
     async move {
         tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error");
+            r = conn.as_mut() => match r {
+                Err(e) if crate::stall::is_stall(&*e) => {
+                    tracing::warn!(peer = %peer.addr, "HTTP client disconnected: it read nothing for {}s while its \
+                                   answer waited", crate::stall::STALL.as_secs());
                 }
-            }
+                Err(e) => tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error"),
+                Ok(()) => {}
+            },
             _ = shutdown.cancelled() => {
                 // Finish the request in flight, then close.
                 conn.as_mut().graceful_shutdown();

@@ -7,9 +7,10 @@
 //! transaction, and some writers append without broadcasting) the stream reads the gap from the log instead, so
 //! events are always sent in id order, each once.
 //!
-//! Each stream has its own task writing frames into a bounded queue that the response body drains. A client that
-//! does not make room in that queue, or that falls behind the bus's buffer, gets `event: lagged` and the stream ends;
-//! it reconnects with its last id and loses nothing. The stream also ends at shutdown and when the client leaves.
+//! Each stream has its own task writing frames into a queue that the response body drains, bounded in frames and in
+//! bytes (a webhook's event can be 1 MiB). A client that does not make room in that queue, or that falls behind the
+//! bus's buffer, gets `event: lagged` and the stream ends; it reconnects with its last id and loses nothing. The
+//! stream also ends at shutdown and when the client leaves.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -23,7 +24,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, TryAcquireError, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::query::Query;
@@ -35,6 +38,8 @@ use crate::store::{Store, StoreError};
 
 /// Frames waiting for one client.
 const QUEUE: usize = 256;
+/// Bytes waiting for one client (README).
+const QUEUE_BYTES: usize = 1024 * 1024;
 /// A queued frame. A boxed string is a 16-byte slot in the queue's blocks of 32 slots (a `Bytes` is 32), which makes
 /// every subscriber 0.5 KiB smaller (BENCHMARKS.md: memory with 1,000 SSE clients); it becomes the body's `Bytes`
 /// without a copy.
@@ -42,6 +47,7 @@ type QueuedFrame = Box<str>;
 /// Events read from the log at a time.
 const PAGE: usize = 500;
 const HEARTBEAT: Duration = Duration::from_secs(15);
+const HEARTBEAT_FRAME: &str = ": heartbeat\n\n";
 /// How long a full queue may stay full before the client counts as too slow.
 const SLOW_CLIENT: Duration = if cfg!(test) { Duration::from_millis(100) } else { Duration::from_secs(5) };
 /// The reconnection delay suggested to clients.
@@ -134,7 +140,14 @@ enum End {
 /// The response body: the queued frames, then the stream's last word (`event: lagged`) if it has one.
 struct SseBody {
     frames: mpsc::Receiver<QueuedFrame>,
+    /// Given back the bytes of each frame taken.
+    room: Arc<Semaphore>,
     last: Option<oneshot::Receiver<Bytes>>,
+}
+
+/// The room a frame takes in its stream's byte budget; one larger than the whole budget takes all of it.
+fn room_for(frame: &str) -> u32 {
+    frame.len().clamp(1, QUEUE_BYTES) as u32
 }
 
 impl hyper::body::Body for SseBody {
@@ -144,7 +157,10 @@ impl hyper::body::Body for SseBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         match this.frames.poll_recv(cx) {
-            Poll::Ready(Some(b)) => return Poll::Ready(Some(Ok(Frame::data(Bytes::from(b.into_boxed_bytes()))))),
+            Poll::Ready(Some(b)) => {
+                this.room.add_permits(room_for(&b) as usize);
+                return Poll::Ready(Some(Ok(Frame::data(Bytes::from(b.into_boxed_bytes())))));
+            }
             Poll::Ready(None) => {}
             Poll::Pending => return Poll::Pending,
         }
@@ -168,6 +184,8 @@ struct Feed {
     store: Store,
     filter: EventFilter,
     tx: mpsc::Sender<QueuedFrame>,
+    /// Bytes the queue may still take.
+    room: Arc<Semaphore>,
     /// Delivered after the queue, even when the queue is full.
     last: Option<oneshot::Sender<Bytes>>,
     shutdown: CancellationToken,
@@ -182,8 +200,19 @@ impl Feed {
     fn new(store: Store, filter: EventFilter, shutdown: CancellationToken) -> (Feed, SseBody) {
         let (tx, frames) = mpsc::channel(QUEUE);
         let (last_tx, last) = oneshot::channel();
-        let feed = Feed { store, filter, tx, last: Some(last_tx), shutdown, last_seen: 0, last_sent: 0, sent: 0 };
-        (feed, SseBody { frames, last: Some(last) })
+        let room = Arc::new(Semaphore::new(QUEUE_BYTES));
+        let feed = Feed {
+            store,
+            filter,
+            tx,
+            room: room.clone(),
+            last: Some(last_tx),
+            shutdown,
+            last_seen: 0,
+            last_sent: 0,
+            sent: 0,
+        };
+        (feed, SseBody { frames, room, last: Some(last) })
     }
 
     async fn run(mut self, mut live: broadcast::Receiver<Event>, resume: Option<i64>, principal: String) {
@@ -230,10 +259,14 @@ impl Feed {
                 biased;
                 _ = self.shutdown.cancelled() => return Err(End::Shutdown),
                 _ = self.tx.closed() => return Err(End::ClientGone),
-                _ = heartbeat.tick() => match self.tx.try_send(": heartbeat\n\n".into()) {
-                    // A full queue already keeps the connection busy.
-                    Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => return Err(End::ClientGone),
+                // A full queue already keeps the connection busy: no heartbeat then.
+                _ = heartbeat.tick() => if let Ok(permit) = self.tx.try_reserve()
+                    && let Ok(room) = self.room.try_acquire_many(room_for(HEARTBEAT_FRAME))
+                {
+                    room.forget();
+                    permit.send(HEARTBEAT_FRAME.into());
+                } else if self.tx.is_closed() {
+                    return Err(End::ClientGone);
                 },
                 received = live.recv() => match received {
                     // Boxed, as is `catch_up`: this task waits in this loop for hours, and the state of sending
@@ -312,10 +345,15 @@ impl Feed {
         Ok(())
     }
 
-    /// Queues a frame; waits up to [`SLOW_CLIENT`] for room when the queue is full.
+    /// Queues a frame; waits up to [`SLOW_CLIENT`] for room when the queue is full (in frames or in bytes).
     async fn send(&self, frame: QueuedFrame) -> Result<(), End> {
         if self.shutdown.is_cancelled() {
             return Err(End::Shutdown);
+        }
+        match self.room.try_acquire_many(room_for(&frame)) {
+            Ok(room) => room.forget(),
+            Err(TryAcquireError::Closed) => return Err(End::ClientGone),
+            Err(TryAcquireError::NoPermits) => Box::pin(self.wait_for_bytes(room_for(&frame))).await?,
         }
         let permit = match self.tx.try_reserve() {
             Ok(p) => p,
@@ -335,6 +373,26 @@ impl Feed {
                 Ok(Err(_)) => Err(End::ClientGone),
                 Err(_) => Err(End::Lagged(format!(
                     "{QUEUE} events waited for the client for more than {}s",
+                    SLOW_CLIENT.as_secs()
+                ))),
+            },
+        }
+    }
+
+    /// Waits up to [`SLOW_CLIENT`] for the client to take enough of what is queued for `bytes` more.
+    async fn wait_for_bytes(&self, bytes: u32) -> Result<(), End> {
+        tokio::select! {
+            _ = self.shutdown.cancelled() => Err(End::Shutdown),
+            _ = self.tx.closed() => Err(End::ClientGone),
+            r = tokio::time::timeout(SLOW_CLIENT, self.room.acquire_many(bytes)) => match r {
+                Ok(Ok(room)) => {
+                    room.forget();
+                    Ok(())
+                }
+                Ok(Err(_)) => Err(End::ClientGone),
+                Err(_) => Err(End::Lagged(format!(
+                    "{} KiB of events waited for the client for more than {}s",
+                    QUEUE_BYTES / 1024,
                     SLOW_CLIENT.as_secs()
                 ))),
             },
@@ -400,6 +458,37 @@ mod tests {
             let text = next(&mut body).await.unwrap();
             assert_eq!(text, "id: 7\nevent: audit\ndata: {\"id\":7,\"ts\":\"1970-01-01T00:00:00Z\",\"kind\":\"audit\",\"data\":{}}\n\n");
         });
+    }
+
+    /// Large events fill the byte budget long before the frame count: the feed then waits for the client, and one
+    /// that takes nothing gets `event: lagged` after [`SLOW_CLIENT`]; taking a frame makes room again.
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_too() {
+        let r = rig();
+        let (mut feed, mut body) = Feed::new(r.store.clone(), EventFilter::default(), CancellationToken::new());
+        let big = |id| Event {
+            id,
+            ts: 0,
+            kind: "webhook".into(),
+            device_id: None,
+            space_id: None,
+            data: json!({"blob": "x".repeat(QUEUE_BYTES / 4)}),
+        };
+        for id in 1..=3 {
+            feed.send_event(&big(id)).await.unwrap();
+        }
+        // The fourth would pass the budget: it waits until the client takes a frame.
+        let taken = tokio::spawn(async move {
+            let first = next(&mut body).await.unwrap();
+            (first, body)
+        });
+        feed.send_event(&big(4)).await.unwrap();
+        let (first, _body) = taken.await.unwrap();
+        assert_eq!(id_of(&first), Some(1));
+        match feed.send_event(&big(5)).await {
+            Err(End::Lagged(why)) => assert!(why.contains("KiB of events waited"), "{why}"),
+            other => panic!("expected the stream to lag, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -48,26 +48,41 @@ pub fn run(path: &Path) -> ExitCode {
     // stdin → socket; at end of input, half-close so the daemon finishes in-flight answers and closes.
     std::thread::spawn(move || {
         let mut stdin = io::stdin().lock();
-        let _ = copy(&mut stdin, &mut to_daemon);
-        let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+        match copy(&mut stdin, &mut to_daemon) {
+            Err(Failed::Writing(e)) => {
+                // The daemon closed the connection (e.g. this client read none of its answers for too long, README):
+                // the other direction may be stuck writing to a stdout nobody reads, so leave now.
+                eprintln!("xyte-edge mcp: the daemon closed the connection: {e}");
+                std::process::exit(i32::from(exit::UNAVAILABLE));
+            }
+            Ok(()) | Err(Failed::Reading) => {
+                let _ = to_daemon.shutdown(std::net::Shutdown::Write);
+            }
+        }
     });
     let mut stdout = io::stdout().lock();
     let _ = copy(&mut from_daemon, &mut stdout);
     ExitCode::SUCCESS
 }
 
-/// Like `io::copy`, but flushes after every read so each message reaches the other side at once.
-fn copy(from: &mut impl Read, to: &mut impl Write) -> io::Result<()> {
+/// Which side of a copy failed (a failed read is handled like the end of input).
+enum Failed {
+    Reading,
+    Writing(io::Error),
+}
+
+/// Like `io::copy`, but flushes after every read so each message reaches the other side at once. Blocking on both
+/// sides, with one buffer: what the bridge holds is bounded, and a side that does not read holds up the other.
+fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), Failed> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
+            Err(_) => return Err(Failed::Reading),
         };
-        to.write_all(&buf[..n])?;
-        to.flush()?;
+        to.write_all(&buf[..n]).and_then(|_| to.flush()).map_err(Failed::Writing)?;
     }
 }
 

@@ -1,19 +1,20 @@
 //! One MCP connection, whatever carries it (SPEC §6.2). Dual-era: `initialize` selects legacy semantics for the
 //! connection (2024-11-05 … 2025-11-25); a request whose `_meta` carries `io.modelcontextprotocol/protocolVersion`
 //! is served statelessly in the modern era (2026-07-28). Requests run concurrently (at most [`MAX_IN_FLIGHT`]);
-//! responses go out through one writer channel, in completion order; a cancelled request gets no response.
+//! responses go out through the connection's bounded queue ([`outgoing`]), in completion order; a cancelled request
+//! gets no response.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::fixtures::{self, Outcome};
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
-use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME, mrtr};
+use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME, mrtr, outgoing};
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, App, Ctx, Principal, Progress, prompts, resources};
 
@@ -50,7 +51,7 @@ enum Era {
 pub struct Session {
     app: Arc<App>,
     principal: Principal,
-    out: mpsc::UnboundedSender<Value>,
+    out: outgoing::Sender,
     state: Mutex<State>,
     inflight: Mutex<HashMap<Id, CancellationToken>>,
     permits: Arc<Semaphore>,
@@ -59,8 +60,6 @@ pub struct Session {
     listening: AtomicBool,
     /// Cancelled when the session ends, stopping its listener task.
     closed: CancellationToken,
-    /// Where messages tied to one request (a tool's log lines) go, if the transport asked; else to `out`.
-    related: OnceLock<mpsc::UnboundedSender<(Id, Value)>>,
 }
 
 impl Drop for Session {
@@ -70,8 +69,8 @@ impl Drop for Session {
 }
 
 impl Session {
-    /// `out` receives every message to send, already shaped; the transport serialises it.
-    pub fn new(app: Arc<App>, principal: Principal, out: mpsc::UnboundedSender<Value>) -> Arc<Session> {
+    /// `out` receives every message to send, serialised; the transport writes it.
+    pub fn new(app: Arc<App>, principal: Principal, out: outgoing::Sender) -> Arc<Session> {
         Arc::new(Session {
             app,
             principal,
@@ -82,24 +81,7 @@ impl Session {
             subscriptions: Arc::default(),
             listening: AtomicBool::new(false),
             closed: CancellationToken::new(),
-            related: OnceLock::new(),
         })
-    }
-
-    /// Asks for the messages tied to a request (with that request's id) on `tx` instead of the main channel, so a
-    /// transport that answers each request on its own stream can put them there. Progress notifications need no
-    /// such help (their token names the request) and keep using the main channel.
-    pub fn route_related(&self, tx: mpsc::UnboundedSender<(Id, Value)>) {
-        let _ = self.related.set(tx);
-    }
-
-    fn send_related(&self, id: &Id, msg: Value) {
-        match self.related.get() {
-            Some(tx) => {
-                let _ = tx.send((id.clone(), msg));
-            }
-            None => self.send(msg),
-        }
     }
 
     /// The peer has gone (EOF on its connection). Requests already running still answer, but the streams that only
@@ -111,12 +93,13 @@ impl Session {
     }
 
     /// A framing problem found by the transport (e.g. an oversized line): answered without an id.
-    pub fn receive_error(&self, error: RpcError) {
-        self.send(jsonrpc::error(None, &error));
+    pub async fn receive_error(&self, error: RpcError) {
+        self.out.send(&jsonrpc::error(None, &error)).await;
     }
 
-    fn send(&self, msg: Value) {
-        let _ = self.out.send(msg);
+    /// A notification not tied to a request; dropped if the peer is not reading (see [`outgoing`]).
+    fn notify(&self, msg: Value) {
+        self.out.notify(&msg, None);
     }
 
     fn legacy_version(&self) -> Option<String> {
@@ -127,7 +110,9 @@ impl Session {
     /// transport can read the next line; waits while [`MAX_IN_FLIGHT`] requests are running.
     pub async fn receive(self: &Arc<Self>, bytes: &[u8]) {
         match jsonrpc::decode(bytes) {
-            Err(e) => self.send(jsonrpc::error(e.id.as_ref(), &e.error)),
+            Err(e) => {
+                self.out.send(&jsonrpc::error(e.id.as_ref(), &e.error)).await;
+            }
             Ok(Incoming::Response) => {}
             Ok(Incoming::Notification(n)) => self.notification(&n.method, &n.params),
             Ok(Incoming::Batch(items)) => self.batch(items).await,
@@ -150,7 +135,9 @@ impl Session {
                     if let Some(r) = response
                         && !token.is_cancelled()
                     {
-                        session.send(r);
+                        // Waits for room in the connection's queue, still counted as in flight: a peer that does
+                        // not read stops being read once MAX_IN_FLIGHT answers wait for it.
+                        session.out.send(&r).await;
                     }
                     drop(permit);
                 });
@@ -165,7 +152,7 @@ impl Session {
                 jsonrpc::INVALID_REQUEST,
                 "invalid request: batches are only allowed in protocol 2025-03-26",
             );
-            self.send(jsonrpc::error(None, &e));
+            self.out.send(&jsonrpc::error(None, &e)).await;
             return;
         }
         let mut responses = Vec::new();
@@ -178,7 +165,7 @@ impl Session {
             }
         }
         if !responses.is_empty() {
-            self.send(Value::Array(responses));
+            self.out.send(&Value::Array(responses)).await;
         }
     }
 
@@ -246,7 +233,7 @@ impl Session {
             if let Some(t) = total {
                 params["total"] = json!(t);
             }
-            let _ = out.send(jsonrpc::notification("notifications/progress", params));
+            out.notify(&jsonrpc::notification("notifications/progress", params), None);
         })
     }
 
@@ -396,7 +383,7 @@ impl Session {
         let wanted = self.state.lock().ok().and_then(|s| s.log_level);
         let this = LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(0);
         if wanted.is_some_and(|w| this >= w) {
-            self.send(jsonrpc::notification(
+            self.notify(jsonrpc::notification(
                 "notifications/message",
                 json!({"level": level, "logger": SERVER_NAME, "data": data}),
             ));
@@ -418,7 +405,7 @@ impl Session {
                     _ = tick.tick(), if watch => {
                         let wanted = subs.lock().is_ok_and(|s| s.contains(fixtures::WATCHED_URI));
                         let msg = json!({"uri": fixtures::WATCHED_URI});
-                        if wanted && out.send(jsonrpc::notification("notifications/resources/updated", msg)).is_err() {
+                        if wanted && !out.notify(&jsonrpc::notification("notifications/resources/updated", msg), None) {
                             return;
                         }
                         continue;
@@ -432,10 +419,8 @@ impl Session {
                             Err(_) => return,
                         };
                         for uri in wanted {
-                            if out
-                                .send(jsonrpc::notification("notifications/resources/updated", json!({"uri": uri})))
-                                .is_err()
-                            {
+                            let msg = jsonrpc::notification("notifications/resources/updated", json!({"uri": uri}));
+                            if !out.notify(&msg, None) {
                                 return;
                             }
                         }
@@ -463,7 +448,7 @@ impl Session {
             honored["resourceSubscriptions"] = json!(uris.iter().collect::<Vec<_>>());
         }
         let mut events = self.app.bus.subscribe();
-        self.send(jsonrpc::notification(
+        self.notify(jsonrpc::notification(
             "notifications/subscriptions/acknowledged",
             json!({"notifications": honored, "_meta": {META_SUBSCRIPTION: sub_id}}),
         ));
@@ -473,7 +458,7 @@ impl Session {
                 _ = self.closed.cancelled() => break,
                 _ = self.out.closed() => break,
                 _ = tick.tick(), if watch => {
-                    self.send(jsonrpc::notification(
+                    self.notify(jsonrpc::notification(
                         "notifications/resources/updated",
                         json!({"uri": fixtures::WATCHED_URI, "_meta": {META_SUBSCRIPTION: sub_id}}),
                     ));
@@ -484,7 +469,7 @@ impl Session {
             match event {
                 Ok(e) => {
                     for uri in resources::affected(&e).into_iter().filter(|u| uris.contains(u)) {
-                        self.send(jsonrpc::notification(
+                        self.notify(jsonrpc::notification(
                             "notifications/resources/updated",
                             json!({"uri": uri, "_meta": {META_SUBSCRIPTION: sub_id}}),
                         ));
@@ -518,7 +503,7 @@ impl Session {
             let this = LOG_LEVELS.iter().position(|l| *l == level).unwrap_or(0);
             if wanted.is_some_and(|w| this >= w) {
                 let params = json!({"level": level, "logger": SERVER_NAME, "data": data});
-                self.send_related(&req.id, jsonrpc::notification("notifications/message", params));
+                self.out.notify(&jsonrpc::notification("notifications/message", params), Some(&req.id));
             }
         };
         let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
@@ -782,7 +767,7 @@ mod tests {
                 let input = std::fs::read(&path).unwrap();
                 let Some((&options, stream)) = input.split_first() else { continue };
                 let role = [Role::Viewer, Role::Operator, Role::Admin, Role::Admin][usize::from(options & 3)];
-                let (tx, mut rx) = mpsc::unbounded_channel();
+                let (tx, mut rx) = outgoing::queue();
                 let app = apps[usize::from(options & 4 != 0)].clone();
                 let session = Session::new(app, Principal { id: "uid:fuzz".into(), role }, tx);
                 for line in stream.split(|b| *b == b'\n') {
@@ -795,7 +780,8 @@ mod tests {
                 drop(session);
                 let mut sent = Vec::new();
                 let drained = tokio::time::timeout(Duration::from_secs(10), async {
-                    while let Some(msg) = rx.recv().await {
+                    while let Some(out) = rx.recv().await {
+                        let msg = out.to_value();
                         let items = msg.as_array().cloned().unwrap_or_else(|| vec![msg.clone()]);
                         assert!(items.iter().all(|m| m["jsonrpc"] == "2.0"), "{}: {msg}", path.display());
                         sent.push(msg);

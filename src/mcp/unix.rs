@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::Session;
-use super::{MAX_MESSAGE, jsonrpc};
+use super::{MAX_MESSAGE, jsonrpc, outgoing};
 use crate::config::Role;
 use crate::ops::{App, Principal};
+use crate::stall::StallGuard;
 
 pub const SOCKET_GROUP: &str = "xyte-edge";
 
@@ -117,17 +118,26 @@ pub async fn serve(
 }
 
 async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shutdown: CancellationToken) {
-    let (read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<serde_json::Value>();
+    let (read, write) = stream.into_split();
+    let (tx, mut rx) = outgoing::queue();
     let who = principal.id.clone();
-    let session = Session::new(app, principal, tx);
-    // One writer per connection: responses and notifications interleave as whole lines.
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let mut line = serde_json::to_vec(&msg).unwrap_or_default();
-            line.push(b'\n');
-            if write.write_all(&line).await.is_err() {
-                break;
+    let session = Session::new(app, principal, tx.clone());
+    // Set when the peer stopped reading: the reader stops too and the connection closes.
+    let stalled = CancellationToken::new();
+    // One writer per connection: responses and notifications interleave as whole lines. Each message's room in the
+    // queue is given back once it is written.
+    let writer = tokio::spawn({
+        let (stalled, who) = (stalled.clone(), who.clone());
+        async move {
+            let mut write = StallGuard::new(write);
+            while let Some(out) = rx.recv().await {
+                if let Err(e) = write.write_all(out.line()).await {
+                    if crate::stall::is_stall(&e) {
+                        tracing::warn!(peer = %who, "MCP client on the socket disconnected: {e} while answers waited");
+                        stalled.cancel();
+                    }
+                    break;
+                }
             }
         }
     });
@@ -135,9 +145,14 @@ async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shu
     let mut buf = Vec::with_capacity(4096);
     loop {
         buf.clear();
+        // Backpressure: while the answers already queued fill the connection's queue, its next request is not read.
         let read = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = read_line(&mut reader, &mut buf) => r,
+            _ = stalled.cancelled() => break,
+            r = async {
+                tx.room().await;
+                read_line(&mut reader, &mut buf).await
+            } => r,
         };
         match read {
             Ok(Line::Eof) => break,
@@ -146,17 +161,21 @@ async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shu
                     jsonrpc::INVALID_REQUEST,
                     format!("message larger than {MAX_MESSAGE} bytes"),
                 );
-                session.receive_error(e);
+                session.receive_error(e).await;
             }
             Ok(Line::Data) => {
                 let line = buf.strip_suffix(b"\r").unwrap_or(&buf);
                 if !line.iter().all(u8::is_ascii_whitespace) {
-                    session.receive(line).await;
+                    tokio::select! {
+                        _ = stalled.cancelled() => break,
+                        _ = session.receive(line) => {}
+                    }
                 }
             }
             Err(_) => break,
         }
     }
+    drop(tx);
     // The peer has gone: streams that end only when the client leaves (subscriptions/listen) must end now.
     session.close();
     drop(session);

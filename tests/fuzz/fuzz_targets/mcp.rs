@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
-use tokio::sync::mpsc;
 use xyte_edge::config::Role;
 use xyte_edge::mcp::MAX_MESSAGE;
 use xyte_edge::mcp::jsonrpc::{INVALID_REQUEST, RpcError};
+use xyte_edge::mcp::outgoing;
 use xyte_edge::mcp::session::Session;
 use xyte_edge::ops::Principal;
 
@@ -32,13 +32,13 @@ fuzz_target!(|data: &[u8]| {
     };
     let app = common::app(options & 4 != 0);
     common::runtime().block_on(async move {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = outgoing::queue();
         let session = Session::new(app, Principal { id: "uid:fuzz".into(), role }, tx);
         // The socket transport's framing (mcp::unix): `\n`-terminated lines, a trailing `\r` dropped, blank lines
         // skipped, a line longer than MAX_MESSAGE answered with an error and skipped.
         for line in stream.split(|b| *b == b'\n') {
             if line.len() > MAX_MESSAGE {
-                session.receive_error(RpcError::new(INVALID_REQUEST, "message too large"));
+                session.receive_error(RpcError::new(INVALID_REQUEST, "message too large")).await;
                 continue;
             }
             let line = line.strip_suffix(b"\r").unwrap_or(line);
@@ -49,8 +49,8 @@ fuzz_target!(|data: &[u8]| {
         session.close();
         drop(session);
         let drained = tokio::time::timeout(FINISH_WITHIN, async {
-            while let Some(msg) = rx.recv().await {
-                check_message(&msg);
+            while let Some(out) = rx.recv().await {
+                check_message(&out.to_value());
             }
         })
         .await;

@@ -1,0 +1,200 @@
+//! What one MCP session sends, on its way to the peer: a queue bounded in bytes per connection.
+//!
+//! Every message is serialised once, when it is sent, and takes as much room in its connection's queue as it has
+//! bytes; the room comes back when the transport has written it (the Unix socket) or handed it to the HTTP response.
+//! Responses wait for room, and while the queue is full the transport reads no further request from the peer — so a
+//! client that writes requests and never reads the answers stops being read, instead of growing the daemon (it grew
+//! to 2.5 GiB in ten seconds before this queue existed). Notifications (progress, log lines, resource updates) never
+//! wait: one that finds no room is dropped for that peer and the drop is logged. A peer that reads nothing at all is
+//! disconnected by [`crate::stall`] after [`crate::stall::STALL`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+
+/// Unsent bytes one connection may have queued before the daemon stops reading its requests (README).
+pub const QUEUE_BYTES: usize = 1024 * 1024;
+
+/// Room a message holds in its connection's queue until it is written; dropping it gives the room back.
+pub struct Room(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+impl Room {
+    /// For bytes that belong to no session's queue (a priming frame).
+    pub fn none() -> Room {
+        Room(None)
+    }
+}
+
+/// What the transport needs to know about a message without parsing it again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A response; `id` is the JSON text of its id (absent when the request's id could not be read).
+    Response { id: Option<String>, error_code: Option<i64> },
+    /// The response to a batch (protocol 2025-03-26).
+    Batch,
+    /// A notification: `progress` is the JSON text of its `progressToken`, `related` that of the request it belongs to
+    /// (a tool's log line), if any.
+    Notification { progress: Option<String>, related: Option<String> },
+}
+
+/// One serialised message: its JSON followed by `\n` (the socket's framing), and its kind.
+pub struct Outgoing {
+    line: Bytes,
+    pub kind: Kind,
+    room: Room,
+}
+
+impl Outgoing {
+    /// The JSON-RPC message followed by `\n`.
+    pub fn line(&self) -> &Bytes {
+        &self.line
+    }
+
+    /// The JSON-RPC message alone.
+    pub fn json(&self) -> Bytes {
+        self.line.slice(..self.line.len() - 1)
+    }
+
+    /// The message parsed back (tests, and the rare caller that needs a field: `initialize`'s agreed version).
+    pub fn to_value(&self) -> Value {
+        serde_json::from_slice(&self.line).unwrap_or(Value::Null)
+    }
+
+    /// The JSON and the room it holds, for a transport that passes the bytes on (an HTTP response stream).
+    pub fn into_parts(self) -> (Bytes, Kind, Room) {
+        let json = self.json();
+        (json, self.kind, self.room)
+    }
+
+    pub fn is_response(&self) -> bool {
+        !matches!(self.kind, Kind::Notification { .. })
+    }
+}
+
+/// The session's end of the queue.
+#[derive(Clone)]
+pub struct Sender {
+    tx: mpsc::UnboundedSender<Outgoing>,
+    room: Arc<Semaphore>,
+    /// Whether a notification has been dropped for this peer (logged once per connection).
+    dropped: Arc<AtomicBool>,
+}
+
+pub type Receiver = mpsc::UnboundedReceiver<Outgoing>;
+
+/// A queue for one connection's messages, bounded at [`QUEUE_BYTES`].
+pub fn queue() -> (Sender, Receiver) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sender = Sender { tx, room: Arc::new(Semaphore::new(QUEUE_BYTES)), dropped: Arc::default() };
+    (sender, rx)
+}
+
+/// A message needs as much room as it has bytes; one larger than the whole queue takes all of it (and so goes out
+/// alone).
+fn permits(line: &Bytes) -> u32 {
+    line.len().clamp(1, QUEUE_BYTES) as u32
+}
+
+impl Sender {
+    /// Queues a response (or any message that must not be lost), waiting for room. False when the peer has gone.
+    pub async fn send(&self, msg: &Value) -> bool {
+        let (line, kind) = serialise(msg, None);
+        let Ok(permit) = self.room.clone().acquire_many_owned(permits(&line)).await else { return false };
+        self.tx.send(Outgoing { line, kind, room: Room(Some(permit)) }).is_ok()
+    }
+
+    /// Queues a notification if there is room; drops it (logged once per connection) if the peer is not reading.
+    /// `related` is the request it belongs to. False when the peer has gone.
+    pub fn notify(&self, msg: &Value, related: Option<&super::jsonrpc::Id>) -> bool {
+        let (line, kind) = serialise(msg, related);
+        match self.room.clone().try_acquire_many_owned(permits(&line)) {
+            Ok(permit) => self.tx.send(Outgoing { line, kind, room: Room(Some(permit)) }).is_ok(),
+            Err(_) => {
+                if !self.dropped.swap(true, Ordering::Relaxed) {
+                    let method = msg.get("method").and_then(Value::as_str).unwrap_or_default();
+                    tracing::warn!(
+                        method,
+                        "MCP client is not reading: {QUEUE_BYTES} bytes wait for it; notifications are dropped \
+                         until it reads (logged once per connection)"
+                    );
+                }
+                !self.tx.is_closed()
+            }
+        }
+    }
+
+    /// Waits until the queue is below its bound: the transport calls this before reading the next request.
+    pub async fn room(&self) {
+        // A permit taken and given back at once: this waits in line behind responses waiting for room.
+        let _ = self.room.acquire().await;
+    }
+
+    /// Resolves when the transport has stopped taking messages.
+    pub async fn closed(&self) {
+        self.tx.closed().await
+    }
+}
+
+fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind) {
+    let text = |v: &Value| serde_json::to_string(v).unwrap_or_default();
+    let kind = match msg {
+        Value::Array(_) => Kind::Batch,
+        _ if msg.get("method").is_some() => Kind::Notification {
+            progress: msg.pointer("/params/progressToken").map(text),
+            related: related.map(|id| serde_json::to_string(id).unwrap_or_default()),
+        },
+        _ => Kind::Response {
+            id: msg.get("id").map(text),
+            error_code: msg.pointer("/error/code").and_then(Value::as_i64),
+        },
+    };
+    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    line.push(b'\n');
+    (Bytes::from(line), kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn responses_wait_for_room_and_notifications_are_dropped() {
+        let (tx, mut rx) = queue();
+        let big = json!({"jsonrpc": "2.0", "id": 1, "result": {"text": "x".repeat(QUEUE_BYTES - 100)}});
+        assert!(tx.send(&big).await);
+        // The queue is nearly full: a notification that does not fit is dropped, not queued.
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                          "params": {"progressToken": "t", "progress": 1, "message": "x".repeat(200)}});
+        assert!(tx.notify(&note, None));
+        // A response waits until the first message has been taken (and its room given back).
+        let second = json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "no"}});
+        let waiting = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(&second).await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.kind, Kind::Response { id: Some("1".into()), error_code: None });
+        assert_eq!(first.line().last(), Some(&b'\n'));
+        drop(first);
+        assert!(waiting.await.unwrap());
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.kind, Kind::Response { id: Some("2".into()), error_code: Some(-32602) });
+        assert_eq!(second.to_value()["error"]["message"], "no");
+        assert!(rx.try_recv().is_err(), "the dropped notification was queued");
+    }
+
+    #[test]
+    fn kinds_name_what_the_http_transport_routes_by() {
+        let (_, kind) = serialise(&json!([{"jsonrpc": "2.0", "id": 1, "result": {}}]), None);
+        assert_eq!(kind, Kind::Batch);
+        let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 7}});
+        let (_, kind) = serialise(&note, Some(&super::super::jsonrpc::Id::String("a".into())));
+        assert_eq!(kind, Kind::Notification { progress: Some("7".into()), related: Some("\"a\"".into()) });
+    }
+}
