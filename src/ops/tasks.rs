@@ -71,7 +71,10 @@ impl OutboxLimits {
 
     fn refusal(&self, why: String) -> Error {
         Error::over_limit(
-            format!("{why}. Nothing was queued or sent: commands are delivered to Xyte only as fast as XYTE_RATE_LIMIT allows"),
+            format!(
+                "{why}. Nothing was queued or sent: commands are delivered to Xyte only as fast as XYTE_RATE_LIMIT \
+                 allows"
+            ),
             self.retry_after_s,
         )
         .with_hint("retry after retry_after_s seconds, or once get_task_status shows earlier commands sent")
