@@ -82,6 +82,11 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         cache_ttl: config.cache_ttl,
         read_only: config.read_only,
         command_ttl: config.command_ttl,
+        outbox_limits: ops::OutboxLimits::new(
+            config.outbox_max,
+            config.outbox_max_per_device,
+            config.rate_limit_per_min,
+        ),
         env_label: config.env_label.clone(),
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),

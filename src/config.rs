@@ -137,6 +137,10 @@ pub struct Config {
     pub webhook_secret: Option<Secret<String>>,
     pub presets_file: PathBuf,
     pub command_ttl: Duration,
+    /// Commands the outbox holds undelivered at most, over all devices (`XYTE_OUTBOX_MAX`).
+    pub outbox_max: u64,
+    /// … and for one device (`XYTE_OUTBOX_MAX_PER_DEVICE`).
+    pub outbox_max_per_device: u64,
     pub event_retention_days: u32,
     pub event_retention_rows: u64,
     pub read_only: bool,
@@ -237,6 +241,9 @@ const KEYS: &[KeySpec] = &[
     key("XYTE_WEBHOOK_SECRET_FILE", ""),
     key("XYTE_PRESETS_FILE", "/etc/xyte-edge/presets.json"),
     key("XYTE_COMMAND_TTL", "600"),
+    // Empty: derived from XYTE_RATE_LIMIT and XYTE_COMMAND_TTL (see [`default_outbox_max`]).
+    key("XYTE_OUTBOX_MAX", ""),
+    key("XYTE_OUTBOX_MAX_PER_DEVICE", ""),
     key("XYTE_EVENT_RETENTION_DAYS", "14"),
     key("XYTE_EVENT_RETENTION_ROWS", "200000"),
     key("XYTE_READ_ONLY", "false"),
@@ -255,6 +262,8 @@ enum Source {
     Env,
     Demo,
     Machine,
+    /// Computed from the settings named (the outbox limits).
+    Derived(&'static str),
     Alias,
 }
 
@@ -266,6 +275,7 @@ impl fmt::Display for Source {
             Source::Env => f.write_str("environment"),
             Source::Demo => f.write_str("demo mode"),
             Source::Machine => f.write_str("default (this machine)"),
+            Source::Derived(from) => write!(f, "default (from {from})"),
             Source::Alias => f.write_str("MCP_INSPECTOR_HOST/PORT (deprecated)"),
         }
     }
@@ -300,6 +310,21 @@ impl Layers {
         let shown =
             if KEYS.iter().any(|k| k.name == key && k.secret) { "***".to_string() } else { self.get(key).to_string() };
         self.problem(key, format!("invalid value {shown:?}: {why}"));
+    }
+
+    /// A key whose default is computed `from` other settings: `default` (recorded, so `check-config` shows the value
+    /// in force and what it came from) when the key is not set, else the key parsed with `parse`.
+    fn derived<T: fmt::Display>(
+        &mut self,
+        key: &'static str,
+        (default, from): (T, &'static str),
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        if self.is_set(key) {
+            return self.typed(key, default, parse);
+        }
+        self.values.insert(key, (default.to_string(), Source::Derived(from)));
+        default
     }
 
     /// Parses one key with `parse`, recording a problem (and returning `fallback`) when it fails.
@@ -553,6 +578,26 @@ fn build(
     };
     let presets_file = layers.typed("XYTE_PRESETS_FILE", PathBuf::new(), |r| path(r, opts.demo));
     let command_ttl = layers.typed("XYTE_COMMAND_TTL", secs(600), |r| duration_in(r, secs(1), secs(7 * 86_400)));
+    let outbox_max = layers.derived(
+        "XYTE_OUTBOX_MAX",
+        (default_outbox_max(rate_limit_per_min, command_ttl), "XYTE_RATE_LIMIT and XYTE_COMMAND_TTL"),
+        |r| integer_in(r, 1, OUTBOX_MAX_LIMIT),
+    );
+    let outbox_max_per_device = layers.derived(
+        "XYTE_OUTBOX_MAX_PER_DEVICE",
+        (default_outbox_max_per_device(outbox_max), "XYTE_OUTBOX_MAX"),
+        |r| match integer_in(r, 1, OUTBOX_MAX_LIMIT)? {
+            n if n > outbox_max => Err(format!("must not be more than XYTE_OUTBOX_MAX ({outbox_max})")),
+            n => Ok(n),
+        },
+    );
+    let deliverable = u64::from(rate_limit_per_min) * command_ttl.as_secs() / 60;
+    if layers.is_set("XYTE_OUTBOX_MAX") && outbox_max > deliverable {
+        layers.warnings.push(format!(
+            "XYTE_OUTBOX_MAX={outbox_max} is more than XYTE_RATE_LIMIT can deliver within XYTE_COMMAND_TTL even with the \
+             whole budget ({deliverable}): commands acknowledged into a full outbox would expire undelivered"
+        ));
+    }
     let event_retention_days =
         layers.typed("XYTE_EVENT_RETENTION_DAYS", 14, |r| integer_in(r, 1, 3650).map(|n| n as u32));
     let event_retention_rows = layers.typed("XYTE_EVENT_RETENTION_ROWS", 200_000, |r| integer_in(r, 1000, 100_000_000));
@@ -594,6 +639,8 @@ fn build(
         webhook_secret,
         presets_file,
         command_ttl,
+        outbox_max,
+        outbox_max_per_device,
         event_retention_days,
         event_retention_rows,
         read_only,
@@ -603,6 +650,25 @@ fn build(
         effective,
         warnings: std::mem::take(&mut layers.warnings),
     }
+}
+
+/// The largest outbox limit accepted (and derived): the admission check counts the queue on every command.
+const OUTBOX_MAX_LIMIT: u64 = 1_000_000;
+
+/// The default `XYTE_OUTBOX_MAX`: what the upstream budget can deliver within the TTL at half the rate, at least 1.
+/// Half, because the same token bucket also serves the tracking of delivered commands, interactive reads and (when it
+/// waited long enough) polling; a full outbox must still drain before its last command expires. With the defaults
+/// (60/min, 600 s): 300.
+pub fn default_outbox_max(rate_limit_per_min: u32, command_ttl: Duration) -> u64 {
+    (u64::from(rate_limit_per_min) * command_ttl.as_secs() / 120).clamp(1, OUTBOX_MAX_LIMIT)
+}
+
+/// The default `XYTE_OUTBOX_MAX_PER_DEVICE`: a tenth of the outbox, so one flooded device leaves room for at least
+/// nine others; at least 10, enough for a room preset's worth of commands; never more than the outbox. A device
+/// runs its commands one after another, so a deeper queue for one device only delays the next command sent to it.
+/// With the defaults: 30.
+pub fn default_outbox_max_per_device(outbox_max: u64) -> u64 {
+    (outbox_max / 10).max(10).min(outbox_max)
 }
 
 /// Reads a secret from a file: trailing newlines trimmed, empty refused, the content never echoed.

@@ -106,11 +106,27 @@ pub struct Error {
     pub hint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_s: Option<u64>,
+    /// The caller asked for more than the gateway admits (see [`Error::over_limit`]); changes only the HTTP status.
+    #[serde(skip)]
+    pub over_limit: bool,
 }
 
 impl Error {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), hint: None, retry_after_s: None }
+        Error { code, message: message.into(), hint: None, retry_after_s: None, over_limit: false }
+    }
+
+    /// The gateway's own admission control refused the call (the command outbox is at its limit): `rate_limited`,
+    /// the code Xyte's 429s carry too, so agents handle both alike (wait `retry_after_s`, try again). But REST
+    /// answers 429 here — this caller sent too much — while an upstream 429 stays 503: there the gateway cannot
+    /// serve anyone for now, whatever the caller does.
+    pub fn over_limit(message: impl Into<String>, retry_after_s: u64) -> Self {
+        Error { over_limit: true, ..Error::new(ErrorCode::RateLimited, message).with_retry_after(retry_after_s) }
+    }
+
+    /// The HTTP status a REST caller sees.
+    pub fn http_status(&self) -> u16 {
+        if self.over_limit { 429 } else { self.code.http_status() }
     }
 
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
@@ -168,6 +184,12 @@ mod tests {
         assert_eq!(ErrorCode::Timeout.http_status(), 504);
         assert_eq!(ErrorCode::TooManyRequests.http_status(), 429);
         assert_eq!(ErrorCode::StorageFull.http_status(), 507);
+        let refused = Error::over_limit("the outbox is full", 3);
+        assert_eq!(
+            (refused.code, refused.http_status(), refused.retry_after_s),
+            (ErrorCode::RateLimited, 429, Some(3))
+        );
+        assert_eq!(Error::new(ErrorCode::RateLimited, "Xyte said 429").http_status(), 503);
     }
 
     #[test]

@@ -25,16 +25,20 @@ fn conf(dir: &Path, body: &str) -> String {
 #[test]
 fn check_config_reports_every_problem_and_exits_78() {
     let dir = tempfile::tempdir().unwrap();
-    let path = conf(dir.path(), "XYTE_RATE_LIMT=10\nXYTE_CACHE_TTL=soon\nXYTE_MAX_CONNECTIONS=0\n");
+    let path = conf(
+        dir.path(),
+        "XYTE_RATE_LIMT=10\nXYTE_CACHE_TTL=soon\nXYTE_MAX_CONNECTIONS=0\nXYTE_OUTBOX_MAX=20\nXYTE_OUTBOX_MAX_PER_DEVICE=25\n",
+    );
     let out = xyte_edge(&["check-config", "--config", &path], &[]);
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(78), "stdout: {stdout}\nstderr: {stderr}");
     for needle in [
-        "4 problems",
+        "5 problems",
         "XYTE_RATE_LIMT: unknown key",
         "did you mean XYTE_RATE_LIMIT?",
         "XYTE_CACHE_TTL: invalid value \"soon\"",
         "XYTE_MAX_CONNECTIONS: invalid value \"0\": must be a whole number from 1 to 65535",
+        "XYTE_OUTBOX_MAX_PER_DEVICE: invalid value \"25\": must not be more than XYTE_OUTBOX_MAX (20)",
         "XYTE_API_KEY: no Xyte credential",
     ] {
         assert!(stderr.contains(needle), "missing {needle:?} in:\n{stderr}");
@@ -61,6 +65,14 @@ fn check_config_prints_effective_values_with_secrets_masked_and_sources() {
     assert!(line("XYTE_ENV").contains("site-b") && line("XYTE_ENV").contains("environment"), "{stdout}");
     assert!(line("XYTE_WEBHOOK_SECRET").contains("***"), "{stdout}");
     assert!(line("XYTE_RATE_LIMIT").contains("60") && line("XYTE_RATE_LIMIT").contains("default"), "{stdout}");
+    // Derived defaults are shown with what they came from.
+    let outbox = line("XYTE_OUTBOX_MAX");
+    assert!(
+        outbox.contains("300") && outbox.contains("default (from XYTE_RATE_LIMIT and XYTE_COMMAND_TTL)"),
+        "{outbox}"
+    );
+    let per_device = line("XYTE_OUTBOX_MAX_PER_DEVICE");
+    assert!(per_device.contains("30") && per_device.contains("default (from XYTE_OUTBOX_MAX)"), "{per_device}");
     assert!(stdout.contains("configuration ok; Xyte credential: api key"), "{stdout}");
 }
 

@@ -1,7 +1,7 @@
 //! Operations of the catalogue called in-process against the simulator, as every front door calls them: the Xyte
 //! endpoint catalogue and `xyte_api_call` (roles, confirm, experimental entries), room presets (order, stop on
 //! failure, progress, fuzzy rooms, reload), admin device tools, the device list (name order, filters, counts, paging),
-//! the analytics report and dry-run existence checks.
+//! the analytics report, dry-run existence checks, and the outbox limits under concurrent callers.
 
 use std::sync::{Arc, Mutex};
 
@@ -415,4 +415,34 @@ async fn reads_that_miss_during_a_fetch_of_the_same_collection_wait_for_it_inste
     assert_eq!((listed["total"].as_u64(), listed["stale"].as_bool()), (Some(12), Some(false)), "{listed}");
     assert_eq!(sync.await.unwrap().unwrap(), 12);
     assert_eq!(device_listings(&rig), 1, "the read listed the fleet again");
+}
+
+/// The admission check shares the insert's write transaction, so callers racing for the last places of a device's
+/// queue cannot both take one: of 24 concurrent `send_command_async` calls exactly the limit is acknowledged (no
+/// forwarder runs, so nothing drains meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_callers_cannot_slip_past_the_outbox_limit() {
+    let mut rig = rig(false).await;
+    Arc::get_mut(&mut rig.app).expect("no other handle yet").outbox_limits = ops::OutboxLimits::new(100, 3, 60);
+    let device = rig.sim.sim.device_ids()[0].clone();
+    ok(&rig, Role::Operator, "send_command", json!({"device_id": device, "command": "reboot", "dry_run": true})).await;
+    let calls = (0..24).map(|_| {
+        let ctx = ctx(&rig, Role::Operator);
+        let args = json!({"device_id": device, "command": "reboot"});
+        tokio::spawn(async move { ops::call(&ctx, "send_command_async", args).await })
+    });
+    let mut acknowledged = 0;
+    for call in calls.collect::<Vec<_>>() {
+        match call.await.unwrap() {
+            Ok(task) => {
+                assert_eq!(task["state"], "queued", "{task}");
+                acknowledged += 1;
+            }
+            Err(e) => {
+                assert_eq!((e.code, e.http_status(), e.retry_after_s), (ErrorCode::RateLimited, 429, Some(2)), "{e}");
+                assert!(e.message.contains("XYTE_OUTBOX_MAX_PER_DEVICE=3"), "{e}");
+            }
+        }
+    }
+    assert_eq!(acknowledged, 3);
 }

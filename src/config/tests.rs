@@ -247,3 +247,48 @@ fn fuzz_inputs_still_load() {
     }
     assert!(seen >= 4, "only {seen} fuzz inputs for config found under {}", fuzz.display());
 }
+
+#[test]
+fn outbox_limits_derive_from_the_budget_and_bad_values_are_refused() {
+    let load = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("XYTE_API_KEY", "k")];
+        all.extend_from_slice(pairs);
+        Config::load_from(&LoadOptions { path: Some("/dev/null".into()), demo: false }, &env(&all))
+    };
+    let shown = |c: &Config, key: &str| {
+        let e = c.effective.iter().find(|e| e.key == key).unwrap();
+        (e.value.clone(), e.source.clone())
+    };
+    // 60/min for 600 s at half the budget; a tenth of that per device.
+    let c = load(&[]).unwrap();
+    assert_eq!((c.outbox_max, c.outbox_max_per_device), (300, 30));
+    assert_eq!(
+        shown(&c, "XYTE_OUTBOX_MAX"),
+        ("300".into(), "default (from XYTE_RATE_LIMIT and XYTE_COMMAND_TTL)".into())
+    );
+    assert_eq!(shown(&c, "XYTE_OUTBOX_MAX_PER_DEVICE"), ("30".into(), "default (from XYTE_OUTBOX_MAX)".into()));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    // A small budget: 10/min for a minute delivers 5 at half the rate, and a device may take all of them.
+    let c = load(&[("XYTE_RATE_LIMIT", "10"), ("XYTE_COMMAND_TTL", "1m")]).unwrap();
+    assert_eq!((c.outbox_max, c.outbox_max_per_device), (5, 5));
+    // The per-device default follows an explicit outbox size; explicit values are taken as they are.
+    let c = load(&[("XYTE_OUTBOX_MAX", "50")]).unwrap();
+    assert_eq!((c.outbox_max, c.outbox_max_per_device), (50, 10));
+    assert_eq!(shown(&c, "XYTE_OUTBOX_MAX"), ("50".into(), "environment".into()));
+    let c = load(&[("XYTE_OUTBOX_MAX", "40"), ("XYTE_OUTBOX_MAX_PER_DEVICE", "3")]).unwrap();
+    assert_eq!((c.outbox_max, c.outbox_max_per_device), (40, 3));
+    // More than even the whole budget delivers within the TTL (600) is allowed, with a warning.
+    let c = load(&[("XYTE_OUTBOX_MAX", "1000")]).unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("XYTE_OUTBOX_MAX=1000") && w.contains("expire")), "{:?}", c.warnings);
+
+    let got = problems(load(&[("XYTE_OUTBOX_MAX", "0"), ("XYTE_OUTBOX_MAX_PER_DEVICE", "lots")]).unwrap_err());
+    assert_eq!(
+        got,
+        [
+            "XYTE_OUTBOX_MAX: invalid value \"0\": must be a whole number from 1 to 1000000",
+            "XYTE_OUTBOX_MAX_PER_DEVICE: invalid value \"lots\": must be a whole number from 1 to 1000000",
+        ]
+    );
+    let got = problems(load(&[("XYTE_OUTBOX_MAX", "20"), ("XYTE_OUTBOX_MAX_PER_DEVICE", "21")]).unwrap_err());
+    assert_eq!(got, ["XYTE_OUTBOX_MAX_PER_DEVICE: invalid value \"21\": must not be more than XYTE_OUTBOX_MAX (20)"]);
+}

@@ -21,7 +21,12 @@ pub const ERRORS: &[(u16, &str, &str)] = &[
     (408, "RequestTimeout", "The body did not arrive within 30 s."),
     (413, "PayloadTooLarge", "The body is larger than allowed (1 MiB; 256 KiB for the webhook)."),
     (422, "UnprocessableEntity", "Xyte rejected the request; the message is Xyte's."),
-    (429, "TooManyRequests", "Too many requests from this client; retry after `Retry-After` seconds."),
+    (
+        429,
+        "TooManyRequests",
+        "Too many requests from this client: failed sign-ins, or (the command tools, code `rate_limited`) more commands \
+         than the outbox admits; retry after `Retry-After` seconds.",
+    ),
     (500, "InternalError", "An unexpected failure on the gateway."),
     (502, "BadGateway", "Xyte refused the gateway's credential, or failed."),
     (
@@ -223,6 +228,16 @@ fn tool_operation(op: &Op) -> Value {
     let input = (op.input)();
     let body_required = input["required"].as_array().is_some_and(|r| !r.is_empty());
     let example = example_arguments(&input, op.annotations()["readOnlyHint"] != json!(true));
+    let mut responses = with_errors(
+        json!({"200": {
+            "description": "The structured result (what an MCP client gets as `structuredContent`).",
+            "content": {"application/json": {"schema": (op.output)()}},
+        }}),
+        TOOL_ERRORS,
+    );
+    if crate::ops::OUTBOX_ADMITTED.contains(&op.name) {
+        responses["429"] = outbox_full();
+    }
     json!({
         "operationId": op.name,
         "summary": op.title,
@@ -235,10 +250,18 @@ fn tool_operation(op: &Op) -> Value {
             "description": "The tool's arguments (an empty body means no arguments).",
             "content": {"application/json": {"schema": input, "example": example}},
         },
-        "responses": with_errors(json!({"200": {
-            "description": "The structured result (what an MCP client gets as `structuredContent`).",
-            "content": {"application/json": {"schema": (op.output)()}},
-        }}), TOOL_ERRORS),
+        "responses": responses,
+    })
+}
+
+/// The 429 of a tool that the outbox limits admit (`ops::OUTBOX_ADMITTED`).
+fn outbox_full() -> Value {
+    json!({
+        "description": "The command outbox is at its limit (`XYTE_OUTBOX_MAX`, or `XYTE_OUTBOX_MAX_PER_DEVICE` for a \
+                        device); code `rate_limited`, nothing was queued or sent. Also answered after too many failed \
+                        sign-ins (`too_many_requests`). Retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}},
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
     })
 }
 
@@ -600,11 +623,22 @@ mod tests {
             assert!(o["description"].as_str().unwrap().contains(&format!("Requires role `{}`.", op.role)));
             assert_eq!(o["requestBody"]["content"]["application/json"]["schema"]["type"], "object");
             assert_eq!(o["responses"]["200"]["content"]["application/json"]["schema"], (op.output)());
-            for status in ["400", "401", "403", "404", "429", "502", "503", "504", "507"] {
+            for status in ["400", "401", "403", "404", "502", "503", "504", "507"] {
                 assert!(o["responses"][status]["$ref"].is_string(), "{} {status}", op.name);
+            }
+            let too_many = &o["responses"]["429"];
+            if crate::ops::OUTBOX_ADMITTED.contains(&op.name) {
+                let what = too_many["description"].as_str().unwrap();
+                assert!(what.contains("XYTE_OUTBOX_MAX") && what.contains("`rate_limited`"), "{}: {what}", op.name);
+                assert_eq!(too_many["headers"]["Retry-After"]["$ref"], "#/components/headers/RetryAfter");
+            } else {
+                assert!(too_many["$ref"].is_string(), "{} 429", op.name);
             }
             let tag = o["tags"][0].as_str().unwrap();
             assert!(["reads", "operate", "admin"].contains(&tag), "{}", op.name);
+        }
+        for name in crate::ops::OUTBOX_ADMITTED {
+            assert!(crate::ops::find(name).is_some(), "{name} is not in the catalogue");
         }
         assert_eq!(doc["paths"]["/v1/tools/list_devices"]["post"]["tags"][0], "reads");
         assert_eq!(doc["paths"]["/v1/tools/send_command"]["post"]["tags"][0], "operate");

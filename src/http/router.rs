@@ -64,7 +64,7 @@ pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
 }
 
 pub fn error_response(e: &Error) -> Response<Body> {
-    let status = StatusCode::from_u16(e.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut r = json_response(status, &e.to_body());
     if let Some(secs) = e.retry_after_s {
         r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));

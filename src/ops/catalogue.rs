@@ -347,7 +347,9 @@ pub static CATALOGUE: &[Op] = &[
         title: "Queue device command",
         description: "Queues a command in the gateway's durable outbox and answers at once with a task_id; the gateway \
                       delivers it when Xyte is reachable (in order per device, within XYTE_COMMAND_TTL) and follows it to \
-                      its final status. Survives restarts and power loss. Check progress with get_task_status.",
+                      its final status. Survives restarts and power loss. Check progress with get_task_status. Refused with \
+                      rate_limited (nothing queued; wait retry_after_s) when the device's or the gateway's outbox is \
+                      at its limit (XYTE_OUTBOX_MAX_PER_DEVICE, XYTE_OUTBOX_MAX).",
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
@@ -382,7 +384,8 @@ pub static CATALOGUE: &[Op] = &[
         description: "Runs a room's preset (default `start`) from the presets file: each step's command is validated, \
                       sent and followed to its final status, in order, with progress per step. A failed step stops the \
                       preset unless it is marked continue_on_error. Returns every step's result. Rooms match by name, \
-                      unique prefix or close spelling.",
+                      unique prefix or close spelling. Refused with rate_limited before any step is sent when the \
+                      outbox has no room for its steps (they share the upstream budget with queued commands).",
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
@@ -392,7 +395,8 @@ pub static CATALOGUE: &[Op] = &[
     Op {
         name: "shutdown_meeting_room",
         title: "Shut down a room",
-        description: "Runs the room's `shutdown` preset (powers the room's devices off), step by step with progress.",
+        description: "Runs the room's `shutdown` preset (powers the room's devices off), step by step with progress. \
+                      Refused with rate_limited, as start_meeting_room_preset, when the outbox has no room for it.",
         role: Role::Operator,
         kind: Kind::Destructive,
         open_world: true,

@@ -24,6 +24,10 @@ use serde_json::{Value, json};
 
 pub use catalogue::{CATALOGUE, Op, find};
 pub use reads::rfc3339;
+pub use tasks::OutboxLimits;
+
+/// The operations [`OutboxLimits`] admit: refused with `rate_limited` (HTTP 429) when the outbox is at its limit.
+pub const OUTBOX_ADMITTED: &[&str] = &["send_command_async", "start_meeting_room_preset", "shutdown_meeting_room"];
 
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
@@ -39,6 +43,8 @@ pub struct App {
     pub cache_ttl: Duration,
     pub read_only: bool,
     pub command_ttl: Duration,
+    /// `XYTE_OUTBOX_MAX`, `XYTE_OUTBOX_MAX_PER_DEVICE`: what `send_command_async` and presets admit.
+    pub outbox_limits: OutboxLimits,
     pub env_label: String,
     pub started: Instant,
     /// Wakes the forwarder when a task is queued.
@@ -58,11 +64,13 @@ pub struct App {
 }
 
 impl App {
-    /// An App with the settings of an empty configuration (`XYTE_CACHE_TTL=60`, `XYTE_COMMAND_TTL=600`,
-    /// `XYTE_ENV=prod`, not read-only, no experimental APIs, no presets) and its run-time state empty. Callers set
-    /// what differs with struct update syntax (`App { read_only: true, ..App::new(store, client) }`), so a new
-    /// field is added here once.
+    /// An App with the settings of an empty configuration (`XYTE_CACHE_TTL=60`, `XYTE_COMMAND_TTL=600`, the outbox
+    /// limits derived from it and `XYTE_RATE_LIMIT=60`, `XYTE_ENV=prod`, not read-only, no experimental APIs, no
+    /// presets) and its run-time state empty. Callers set what differs with struct update syntax
+    /// (`App { read_only: true, ..App::new(store, client) }`), so a new field is added here once.
     pub fn new(store: Store, client: XyteClient) -> App {
+        let (rate, command_ttl) = (60, Duration::from_secs(600));
+        let outbox_max = crate::config::default_outbox_max(rate, command_ttl);
         App {
             bus: crate::events::EventBus::new(store.clone()),
             store,
@@ -70,7 +78,12 @@ impl App {
             client,
             cache_ttl: Duration::from_secs(60),
             read_only: false,
-            command_ttl: Duration::from_secs(600),
+            command_ttl,
+            outbox_limits: OutboxLimits::new(
+                outbox_max,
+                crate::config::default_outbox_max_per_device(outbox_max),
+                rate,
+            ),
             env_label: "prod".into(),
             started: Instant::now(),
             outbox_wake: Default::default(),

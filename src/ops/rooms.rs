@@ -323,6 +323,7 @@ async fn run_preset(ctx: &Ctx, room: Option<String>, preset: String, dry_run: bo
     let total = steps.len();
     let space = room.space.as_ref().map(|s| id_text(&s["id"]));
     if !dry_run {
+        admit(ctx, steps).await?;
         let data = json!({"room": room.name, "preset": preset, "steps": total, "principal": ctx.principal.id});
         preset_event(ctx, "preset.started", data, space.clone()).await;
     }
@@ -358,6 +359,22 @@ async fn run_preset(ctx: &Ctx, room: Option<String>, preset: String, dry_run: bo
         preset_event(ctx, "preset.finished", data, space).await;
     }
     Ok(json!({"room": room.name, "preset": preset, "dry_run": dry_run, "ok": all_ok, "steps": results}))
+}
+
+/// A preset runs only if the outbox has room for its steps, as if they were queued there: they are sent at once at
+/// command priority, so they take the same upstream budget the queued commands wait for, and a preset started
+/// into a full outbox would delay those towards expiry. The check is all or nothing, before any step is sent: a
+/// half-run preset (the projector on, the display not) is worse than a refusal. Nothing is stored, so there is no
+/// write to share a transaction with; a concurrent `send_command_async` may take the room it saw, by at most the
+/// preset's few steps, which are never stored either.
+async fn admit(ctx: &Ctx, steps: &[Step]) -> Result<(), Error> {
+    let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
+    for step in steps {
+        *wanted.entry(step.device_id.0.clone()).or_default() += 1;
+    }
+    let wanted: Vec<(String, u64)> = wanted.into_iter().collect();
+    let limits = ctx.app.outbox_limits;
+    ctx.app.store.read(move |c| limits.admit(c, &wanted)).await?
 }
 
 /// `preset.started` / `preset.finished` (SPEC §8), so every dashboard and event consumer sees a room being operated.

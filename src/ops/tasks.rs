@@ -1,6 +1,7 @@
 //! Durable asynchronous commands: `send_command_async` (queued in the outbox, acknowledged after a FULL commit),
 //! `get_task_status`, and `cancel_command` (withdraws a queued task, or cancels at Xyte).
 
+use rusqlite::Connection;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -13,9 +14,72 @@ use super::schema::{Id, parse};
 use crate::error::{Error, ErrorCode};
 use crate::store::events::NewEvent;
 use crate::store::tasks::{self, Patch, Task};
-use crate::store::{Durability, now_ms};
+use crate::store::{Durability, StoreError, now_ms};
 use crate::sync::forwarder;
 use crate::xyte::{Priority, SendCommand};
+
+/// Admission control of the outbox (issue 23): acknowledging a command promises it is delivered once or explicitly
+/// expired, so the outbox takes no more than the upstream budget can deliver within `XYTE_COMMAND_TTL`.
+///
+/// Only commands not yet handed to Xyte count (`queued`, `sending`): they are the ones waiting for the budget, and
+/// the only ones that can expire. Once at Xyte a command's progress is the device's; counting it would let an
+/// offline device, whose commands stay pending at Xyte for hours, block its queue that long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// `XYTE_OUTBOX_MAX`: over all devices.
+    pub max: u64,
+    /// `XYTE_OUTBOX_MAX_PER_DEVICE`.
+    pub per_device: u64,
+    /// What a refusal suggests waiting: the time the commands' share of the budget (half of it, as the default
+    /// limits assume) takes to deliver one command, which frees a place.
+    pub retry_after_s: u64,
+}
+
+impl OutboxLimits {
+    pub fn new(max: u64, per_device: u64, rate_limit_per_min: u32) -> Self {
+        let retry_after_s = 120u64.div_ceil(u64::from(rate_limit_per_min.max(1)));
+        OutboxLimits { max, per_device, retry_after_s }
+    }
+
+    /// Refuses (`rate_limited`, nothing stored) when `wanted` more commands per device would take a device's queue
+    /// or the whole outbox past its limit. Run it in the write transaction that stores them, so two callers cannot
+    /// both take the last place.
+    pub fn admit(&self, conn: &Connection, wanted: &[(String, u64)]) -> Result<Result<(), Error>, StoreError> {
+        let more = |n: u64| if n == 1 { "another command".to_string() } else { format!("{n} more commands") };
+        for (device, n) in wanted {
+            let queued = tasks::device_outbox_depth(conn, device)? as u64;
+            if queued + n > self.per_device {
+                return Ok(Err(self.refusal(format!(
+                    "device {device} already has {queued} undelivered commands in the outbox; \
+                     XYTE_OUTBOX_MAX_PER_DEVICE={} leaves no room for {}",
+                    self.per_device,
+                    more(*n)
+                ))));
+            }
+        }
+        let total = wanted.iter().map(|(_, n)| n).sum();
+        let queued = tasks::outbox_depth(conn)? as u64;
+        if queued + total > self.max {
+            return Ok(Err(self.refusal(format!(
+                "the outbox already holds {queued} undelivered commands; XYTE_OUTBOX_MAX={} leaves no room for {}",
+                self.max,
+                more(total)
+            ))));
+        }
+        Ok(Ok(()))
+    }
+
+    fn refusal(&self, why: String) -> Error {
+        Error::over_limit(
+            format!(
+                "{why}. Nothing was queued or sent: commands are delivered to Xyte only as fast as XYTE_RATE_LIMIT \
+                 allows"
+            ),
+            self.retry_after_s,
+        )
+        .with_hint("retry after retry_after_s seconds, or once get_task_status shows earlier commands sent")
+    }
+}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -66,23 +130,26 @@ pub async fn send_command_async(ctx: &Ctx, args: Value) -> Result<Value, Error> 
                          "expires_in_s": ctx.app.command_ttl.as_secs()}));
     }
     let (who, ttl) = (ctx.principal.id.clone(), ctx.app.command_ttl.as_millis() as i64);
-    let (dev_id, name) = (id.clone(), cmd.command.clone());
+    let (dev_id, name, limits) = (id.clone(), cmd.command.clone(), ctx.app.outbox_limits);
     // FULL: once this returns, the command survives a crash or power loss (SPEC §9.3). Its `command.accepted` event
     // goes in the same transaction (as a webhook's receipt and event do): one commit per command instead of two,
     // which the benchmark (BENCHMARKS.md) showed halving acceptance under concurrent load, and the event is now
-    // exactly as durable as the task it announces.
+    // exactly as durable as the task it announces. The admission check shares the transaction (see OutboxLimits).
     let (task, stored) = ctx
         .app
         .store
         .write(Durability::Full, move |c| {
+            if let Err(refused) = limits.admit(c, &[(dev_id.clone(), 1)])? {
+                return Ok(Err(refused));
+            }
             let now = now_ms();
             let task = tasks::insert(c, &dev_id, &name, &body, &who, now, ttl)?;
             let accepted = NewEvent::new("command.accepted", json!({"task_id": task.task_id, "command": task.command}))
                 .device(&dev_id);
             let stored = crate::store::events::append(c, &[accepted], now)?;
-            Ok((task, stored))
+            Ok(Ok((task, stored)))
         })
-        .await?;
+        .await??;
     ctx.app.outbox_wake.notify_one();
     ctx.app.bus.broadcast(&stored);
     Ok(task_json(&task))

@@ -111,6 +111,13 @@ pub fn outbox_depth(conn: &Connection) -> Result<i64, StoreError> {
     Ok(conn.query_row("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'sending')", [], |r| r.get(0))?)
 }
 
+/// [`outbox_depth`] of one device (what `XYTE_OUTBOX_MAX_PER_DEVICE` limits).
+pub fn device_outbox_depth(conn: &Connection, device_id: &str) -> Result<i64, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE device_id = ?1 AND state IN ('queued', 'sending')")?;
+    Ok(stmt.query_row([device_id], |r| r.get(0))?)
+}
+
 pub fn in_states(conn: &Connection, states: &[&str]) -> Result<Vec<Task>, StoreError> {
     let list = serde_json::to_string(states)?;
     let mut stmt = conn.prepare_cached(&format!(

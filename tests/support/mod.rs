@@ -280,3 +280,59 @@ impl Gateway {
         format!("https://localhost:{}{path}", self.lan.rsplit(':').next().unwrap())
     }
 }
+
+/// A newline-delimited JSON-RPC client on a daemon's MCP Unix socket (the test's own uid, so the socket's role).
+pub struct Mcp {
+    writer: std::os::unix::net::UnixStream,
+    reader: BufReader<std::os::unix::net::UnixStream>,
+    next_id: u64,
+}
+
+impl Mcp {
+    /// Connects and initialises the session.
+    pub fn connect(path: &Path) -> Mcp {
+        let s = std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {path:?}: {e}"));
+        // Bounded so a wedged daemon fails the test instead of hanging it.
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut mcp = Mcp { reader: BufReader::new(s.try_clone().unwrap()), writer: s, next_id: 0 };
+        let init = mcp.request(
+            "initialize",
+            serde_json::json!({"protocolVersion": "2025-06-18", "capabilities": {},
+                               "clientInfo": {"name": "test", "version": "1"}}),
+        );
+        assert!(init["result"]["capabilities"]["tools"].is_object(), "{init}");
+        mcp.send(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        mcp
+    }
+
+    fn send(&mut self, msg: &serde_json::Value) {
+        use std::io::Write;
+        self.writer.write_all(format!("{msg}\n").as_bytes()).expect("write to the MCP socket");
+    }
+
+    /// The response to a new request (notifications in between are skipped).
+    pub fn request(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        self.send(&serde_json::json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        loop {
+            let mut line = String::new();
+            assert!(self.reader.read_line(&mut line).expect("read from the MCP socket") > 0, "the daemon hung up");
+            let msg: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if msg["id"] == id {
+                return msg;
+            }
+        }
+    }
+
+    /// A tool's structured result, or the error object of a tool error (`isError: true`).
+    pub fn call(&mut self, tool: &str, args: serde_json::Value) -> Result<serde_json::Value, serde_json::Value> {
+        let r = self.request("tools/call", serde_json::json!({"name": tool, "arguments": args}));
+        match r["result"]["isError"].as_bool() {
+            Some(false) => Ok(r["result"]["structuredContent"].clone()),
+            Some(true) => Err(r["result"]["structuredContent"]["error"].clone()),
+            None => panic!("{tool}: not a tool result: {r}"),
+        }
+    }
+}
