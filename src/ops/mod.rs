@@ -51,6 +51,8 @@ pub struct App {
     pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
     /// Whole-collection fetches from Xyte in flight (the poller's and reads'), one per collection at a time.
     pub fetches: reads::Fetches,
+    /// Refreshes from Xyte that reads started, one per collection or entry at a time.
+    pub refreshes: reads::Refreshes,
     /// The device collection in name order, for `list_devices`.
     pub device_order: devices::NameOrder,
     /// TEST-ONLY `XYTE_CONFORMANCE_FIXTURES=1`: MCP also serves the conformance suite's fixtures (`mcp::fixtures`).
@@ -78,6 +80,7 @@ impl App {
             experimental_apis: false,
             presets: Default::default(),
             fetches: Default::default(),
+            refreshes: Default::default(),
             device_order: Default::default(),
             conformance_fixtures: false,
         }
