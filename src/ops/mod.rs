@@ -126,7 +126,7 @@ impl Ctx {
 /// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome.
 pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-    let outcome = checked_call(ctx, name, args).await;
+    let outcome = reads::within_revalidate_wait(checked_call(ctx, name, args)).await;
     let label = match &outcome {
         Ok(_) if dry_run => "dry_run",
         Ok(_) => "ok",

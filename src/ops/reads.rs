@@ -1,6 +1,6 @@
 //! Cache-first reads (SPEC §9.1): answer from SQLite while fresh (`XYTE_CACHE_TTL`, or confirmed by the poller);
 //! past that, ask Xyte and store the answer. A read that has something cached waits for Xyte at most
-//! [`REVALIDATE_WAIT`] (not at all while Xyte is known unreachable): if Xyte fails, is rate-limited or is slow, it
+//! [`REVALIDATE_WAIT`] (all the reads of one operation together; not at all while Xyte is known unreachable): if Xyte fails, is rate-limited or is slow, it
 //! serves what is cached marked `stale` with its `fetched_at`, and the refresh goes on in the background and stores
 //! what it gets (stale-while-revalidate and stale-if-error, as in HTTP caches, RFC 5861). Only a read with nothing
 //! cached waits for Xyte's answer (within the client's request budget), and fails when there is none.
@@ -8,8 +8,9 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokio::sync::{OwnedMutexGuard, watch};
@@ -18,11 +19,38 @@ use super::{App, Ctx};
 use crate::error::{Error, ErrorCode};
 use crate::store::{CachedList, Compact, Keys, StoreError, now_ms};
 
-/// How long a read that has an answer cached waits for Xyte once that answer is past its TTL, before it serves the
-/// cached one marked stale while the refresh continues without it. A healthy Xyte answers well within this, so on a
-/// good link reads past the TTL stay fresh; a struggling one held such reads for its whole retry budget (9 to 25 s
-/// seen under a storm of 503s and 429s). Under a second, so that such a read answers within about a second.
+/// How long an operation waits for Xyte in reads that have an answer cached past its TTL, before such a read serves
+/// the cached answer marked stale while the refresh continues without it. A healthy Xyte answers well within this,
+/// so on a good link reads past the TTL stay fresh; a struggling one held such reads for its whole retry budget (9
+/// to 25 s seen under a storm of 503s and 429s). Under a second, so that such a read answers within about a second.
 pub const REVALIDATE_WAIT: Duration = Duration::from_millis(750);
+
+tokio::task_local! {
+    /// When the operation running on this task stops waiting for Xyte in reads that have a cached answer.
+    static REVALIDATE_BY: Instant;
+}
+
+/// Runs one operation with its reads sharing one [`REVALIDATE_WAIT`]: `get_device_status` reads a device, its
+/// commands and the active incidents, and must not wait three times as long when all three are past their TTL.
+/// An operation called from within another one shares the outer one's wait.
+pub(super) async fn within_revalidate_wait<T>(operation: impl Future<Output = T>) -> T {
+    if REVALIDATE_BY.try_with(|_| ()).is_ok() {
+        return operation.await;
+    }
+    REVALIDATE_BY.scope(Instant::now() + REVALIDATE_WAIT, operation).await
+}
+
+/// How much longer a read with a cached answer may wait for the refresh that `began` then: what is left of its
+/// operation's [`REVALIDATE_WAIT`] (reads outside any operation: all of it), and nothing once the refresh itself
+/// has waited that long, or while Xyte is struggling ([`Refreshes::struggling`]): a read then answers from the
+/// cache at once rather than spend its wait on a refresh that will most likely not make it.
+fn revalidate_wait(app: &App, began: Instant) -> Duration {
+    if app.refreshes.struggling.load(Ordering::Relaxed) {
+        return Duration::ZERO;
+    }
+    let by = REVALIDATE_BY.try_with(|by| *by).unwrap_or_else(|_| Instant::now() + REVALIDATE_WAIT);
+    by.min(began + REVALIDATE_WAIT).saturating_duration_since(Instant::now())
+}
 
 /// Items of a cached collection with their provenance.
 #[derive(Clone)]
@@ -96,10 +124,18 @@ impl Fetches {
 pub struct Refreshes {
     collections: InFlight<&'static str, Snapshot>,
     entries: InFlight<(&'static str, String), (Value, Value)>,
+    /// The last refresh that landed could not reach Xyte or took longer than [`REVALIDATE_WAIT`]: under a storm
+    /// of errors, 429s or latency, reads with a cached answer then serve it without waiting at all. Any refresh
+    /// that lands in time ends this (the refreshes go on while reads do not wait for them).
+    struggling: Arc<AtomicBool>,
 }
 
-/// What a refresh lands, once it has.
-type Landing<T> = watch::Receiver<Option<Result<T, Error>>>;
+/// What a refresh lands, once it has, and when it began.
+#[derive(Clone)]
+struct Landing<T> {
+    began: Instant,
+    result: watch::Receiver<Option<Result<T, Error>>>,
+}
 type Running<K, T> = Arc<Mutex<HashMap<K, Landing<T>>>>;
 
 struct InFlight<K, T>(Running<K, T>);
@@ -112,7 +148,7 @@ impl<K, T> Default for InFlight<K, T> {
 
 impl<K: Hash + Eq + Clone + Send + 'static, T: Clone + Send + Sync + 'static> InFlight<K, T> {
     /// The refresh of `key` that runs now, else the one `start` makes, spawned as a task of its own.
-    fn join<Fut>(&self, key: K, start: impl FnOnce() -> Fut) -> Landing<T>
+    fn join<Fut>(&self, key: K, start: impl FnOnce() -> Fut, struggling: &Arc<AtomicBool>) -> Landing<T>
     where
         Fut: Future<Output = Result<T, Error>> + Send + 'static,
     {
@@ -120,12 +156,16 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Clone + Send + Sync + 'static> In
         if let Some(landing) = running.get(&key) {
             return landing.clone();
         }
-        let (tell, landing) = watch::channel(None);
+        let (tell, result) = watch::channel(None);
+        let landing = Landing { began: Instant::now(), result };
         running.insert(key.clone(), landing.clone());
         let refresh = start();
         let done = Done(self.0.clone(), Some(key));
+        let (began, struggling) = (landing.began, struggling.clone());
         tokio::spawn(async move {
             let landed = refresh.await;
+            let failed = matches!(&landed, Err(e) if e.code.is_unreachable());
+            struggling.store(failed || began.elapsed() > REVALIDATE_WAIT, Ordering::Relaxed);
             // Forgotten before the readers are told: a read that comes later finds what was stored (or starts the
             // next refresh), never this finished one.
             drop(done);
@@ -148,9 +188,10 @@ impl<K: Hash + Eq, T> Drop for Done<K, T> {
 }
 
 /// The refresh's result, waiting at most `wait` (`None`: as long as it takes; the client's request budget bounds it).
-async fn landed<T: Clone>(mut landing: Landing<T>, wait: Option<Duration>) -> Result<T, Error> {
+async fn landed<T: Clone>(landing: Landing<T>, wait: Option<Duration>) -> Result<T, Error> {
+    let mut result = landing.result;
     let landed = async move {
-        match landing.wait_for(Option::is_some).await {
+        match result.wait_for(Option::is_some).await {
             Ok(result) => result.clone().unwrap_or_else(|| Err(Error::internal("a refresh landed empty"))),
             Err(_) => Err(Error::internal("the refresh from Xyte ended without an answer")),
         }
@@ -191,8 +232,10 @@ where
     {
         return Ok(stale.clone());
     }
-    let landing = app.refreshes.collections.join(resource, || refresh_collection(app.clone(), resource, fetch()));
-    match (landed(landing, stale.as_ref().map(|_| REVALIDATE_WAIT)).await, stale) {
+    let start = || refresh_collection(app.clone(), resource, fetch());
+    let landing = app.refreshes.collections.join(resource, start, &app.refreshes.struggling);
+    let wait = stale.as_ref().map(|_| revalidate_wait(app, landing.began));
+    match (landed(landing, wait).await, stale) {
         (Ok(snapshot), _) => Ok(snapshot),
         (Err(e), Some(stale)) if e.code.is_unreachable() => {
             tracing::debug!(resource, code = %e.code, "serving stale cache");
@@ -251,8 +294,9 @@ where
         return Ok(stale.clone());
     }
     let start = || refresh_entry(app.clone(), resource, key.to_string(), fetch());
-    let landing = app.refreshes.entries.join((resource, key.to_string()), start);
-    match (landed(landing, stale.as_ref().map(|_| REVALIDATE_WAIT)).await, stale) {
+    let landing = app.refreshes.entries.join((resource, key.to_string()), start, &app.refreshes.struggling);
+    let wait = stale.as_ref().map(|_| revalidate_wait(app, landing.began));
+    match (landed(landing, wait).await, stale) {
         (Ok(answer), _) => Ok(answer),
         (Err(e), Some(stale)) if e.code.is_unreachable() => {
             tracing::debug!(resource, code = %e.code, "serving stale cache");
@@ -340,8 +384,8 @@ mod tests {
     /// Waits for the refresh of a device that runs now.
     async fn refresh_of(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
         let key = ("device", id.to_string());
-        let landing =
-            ctx.app.refreshes.entries.join(key, || std::future::ready(Err(Error::internal("no refresh ran"))));
+        let none = || std::future::ready(Err(Error::internal("no refresh ran")));
+        let landing = ctx.app.refreshes.entries.join(key, none, &ctx.app.refreshes.struggling);
         landed(landing, None).await
     }
 
