@@ -1,9 +1,10 @@
 //! Cache-first reads (SPEC §9.1): answer from SQLite while fresh (`XYTE_CACHE_TTL`, or confirmed by the poller);
 //! past that, ask Xyte and store the answer. A read that has something cached waits for Xyte at most
-//! [`REVALIDATE_WAIT`] (all the reads of one operation together; not at all while Xyte is known unreachable): if Xyte fails, is rate-limited or is slow, it
-//! serves what is cached marked `stale` with its `fetched_at`, and the refresh goes on in the background and stores
-//! what it gets (stale-while-revalidate and stale-if-error, as in HTTP caches, RFC 5861). Only a read with nothing
-//! cached waits for Xyte's answer (within the client's request budget), and fails when there is none.
+//! [`REVALIDATE_WAIT`] (all the reads of one operation together; not at all while Xyte is known unreachable or
+//! struggling): if Xyte fails, is rate-limited or is slow, it serves what is cached marked `stale` with its
+//! `fetched_at`, and the refresh goes on in the background and stores what it gets (stale-while-revalidate and
+//! stale-if-error, as in HTTP caches, RFC 5861). Only a read with nothing cached waits for Xyte's answer (within the
+//! client's request budget), and fails when there is none.
 
 use std::collections::HashMap;
 use std::future::Future;
