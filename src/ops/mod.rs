@@ -57,6 +57,8 @@ pub struct App {
     pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
     /// Whole-collection fetches from Xyte in flight (the poller's and reads'), one per collection at a time.
     pub fetches: reads::Fetches,
+    /// Refreshes from Xyte that reads started, one per collection or entry at a time.
+    pub refreshes: reads::Refreshes,
     /// The device collection in name order, for `list_devices`.
     pub device_order: devices::NameOrder,
     /// TEST-ONLY `XYTE_CONFORMANCE_FIXTURES=1`: MCP also serves the conformance suite's fixtures (`mcp::fixtures`).
@@ -91,6 +93,7 @@ impl App {
             experimental_apis: false,
             presets: Default::default(),
             fetches: Default::default(),
+            refreshes: Default::default(),
             device_order: Default::default(),
             conformance_fixtures: false,
         }
@@ -136,7 +139,7 @@ impl Ctx {
 /// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome.
 pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-    let outcome = checked_call(ctx, name, args).await;
+    let outcome = reads::within_revalidate_wait(checked_call(ctx, name, args)).await;
     let label = match &outcome {
         Ok(_) if dry_run => "dry_run",
         Ok(_) => "ok",

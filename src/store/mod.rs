@@ -72,6 +72,10 @@ pub enum StoreError {
     DiskFull { dir: PathBuf, detail: String },
     #[error("the store is closed")]
     Closed,
+    /// A fetch's answer was not stored as fresh: a write through the daemon invalidated the resource after the fetch
+    /// began ([`Store::invalidations`]), so what Xyte said may predate the write.
+    #[error("not stored: the resource was invalidated after this was fetched")]
+    Invalidated,
 }
 
 impl From<serde_json::Error> for StoreError {
@@ -169,6 +173,8 @@ struct Inner {
     listed: Mutex<HashMap<&'static str, usize>>,
     /// Parsed copies of cache rows already read, dropped by every write of their resource ([`memo`]).
     memo: Mutex<memo::Memo>,
+    /// How often each resource was invalidated ([`Store::invalidations`]).
+    invalidated: Mutex<HashMap<&'static str, u64>>,
 }
 
 #[derive(Clone)]
@@ -226,6 +232,7 @@ impl Store {
                 volatile: Mutex::new(HashMap::new()),
                 listed: Mutex::new(HashMap::new()),
                 memo: Mutex::new(memo::Memo::default()),
+                invalidated: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -390,17 +397,26 @@ impl Store {
         }
     }
 
-    /// Stores a snapshot of `resource` (see [`cache::replace_set`]) and marks it confirmed.
+    /// Stores a snapshot of `resource` (see [`cache::replace_set`]) and marks it confirmed. With `since` (the
+    /// resource's [`Store::invalidations`] when the fetch began), fails with [`StoreError::Invalidated`] instead
+    /// when a write invalidated the resource meanwhile.
     pub async fn cache_replace_set(
         &self,
         resource: &'static str,
         entries: Vec<(String, serde_json::Value)>,
         at: time::OffsetDateTime,
+        since: Option<u64>,
     ) -> Result<cache::CacheDiff, StoreError> {
         let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
         let latest: HashMap<String, _> =
             entries.iter().filter_map(|(k, body)| Some((k.clone(), volatile_part(resource, body)?))).collect();
-        let diff = self.write(Durability::Normal, move |c| cache::replace_set(c, resource, &entries, at_ms)).await;
+        let store = self.clone();
+        let diff = self
+            .write(Durability::Normal, move |c| {
+                store.not_invalidated(resource, since)?;
+                cache::replace_set(c, resource, &entries, at_ms)
+            })
+            .await;
         if diff.is_ok()
             && let Ok(mut v) = self.inner.volatile.lock()
         {
@@ -408,21 +424,30 @@ impl Store {
         }
         self.forget(resource);
         let diff = diff?;
+        // An invalidation between the commit and here marked the rows stale: the snapshot must not be confirmed.
+        self.not_invalidated(resource, since)?;
         self.mark_confirmed(resource, at_ms);
         Ok(diff)
     }
 
-    /// Stores one entry fetched on its own (see [`cache::put`]).
+    /// Stores one entry fetched on its own (see [`cache::put`]); `since` as for [`Store::cache_replace_set`].
     pub async fn cache_put(
         &self,
         resource: &'static str,
         key: &str,
         body: serde_json::Value,
         at_ms: i64,
+        since: Option<u64>,
     ) -> Result<(), StoreError> {
         let latest = volatile_part(resource, &body);
         let k = key.to_string();
-        let written = self.write(Durability::Normal, move |c| cache::put(c, resource, &k, &body, at_ms)).await;
+        let store = self.clone();
+        let written = self
+            .write(Durability::Normal, move |c| {
+                store.not_invalidated(resource, since)?;
+                cache::put(c, resource, &k, &body, at_ms)
+            })
+            .await;
         if let (Ok(_), Some(latest), Ok(mut v)) = (&written, latest, self.inner.volatile.lock()) {
             v.entry(resource).or_default().insert(key.to_string(), latest);
         }
@@ -432,10 +457,29 @@ impl Store {
 
     /// Marks `resource`'s entries (or one of them) stale (see [`cache::invalidate`]).
     pub async fn cache_invalidate(&self, resource: &'static str, key: Option<&str>) -> Result<usize, StoreError> {
+        // Counted before the write is queued: a fetch's store that the writer runs after this count checks it and
+        // stores nothing, and one that ran before is overwritten by this invalidation.
+        if let Ok(mut n) = self.inner.invalidated.lock() {
+            *n.entry(resource).or_default() += 1;
+        }
         let key = key.map(String::from);
         let n = self.write(Durability::Normal, move |c| cache::invalidate(c, resource, key.as_deref())).await;
         self.forget(resource);
         n
+    }
+
+    /// How many times `resource` was invalidated so far. A fetch from Xyte notes it before it asks and hands it to
+    /// [`Store::cache_put`] or [`Store::cache_replace_set`]: an answer that left Xyte before a write through the
+    /// daemon must not be stored as fresh after that write invalidated the cache.
+    pub fn invalidations(&self, resource: &'static str) -> u64 {
+        self.inner.invalidated.lock().map(|n| n.get(resource).copied().unwrap_or(0)).unwrap_or(0)
+    }
+
+    fn not_invalidated(&self, resource: &'static str, since: Option<u64>) -> Result<(), StoreError> {
+        match since {
+            Some(since) if self.invalidations(resource) != since => Err(StoreError::Invalidated),
+            _ => Ok(()),
+        }
     }
 
     /// After a write of `resource`'s cache rows: parsed copies of them are not the truth any more.

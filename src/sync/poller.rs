@@ -206,7 +206,7 @@ impl Poller {
     ) -> Result<(Vec<T>, CacheDiff), Error> {
         let _fetching = self.app.fetches.start(resource).await;
         let items = fetch.await?;
-        let diff = self.app.store.cache_replace_set(resource, items.iter().map(entry).collect(), at).await?;
+        let diff = self.app.store.cache_replace_set(resource, items.iter().map(entry).collect(), at, None).await?;
         Ok((items, diff))
     }
 
