@@ -127,6 +127,7 @@ struct Metrics {
     events: Family<KindLabel, Counter>,
     sse_clients: Gauge,
     mcp_connections: Family<TransportLabel, Gauge>,
+    stalled_clients: Family<TransportLabel, Counter>,
     http_requests: Family<RouteStatusLabels, Counter>,
     http_duration: HistogramFamily<RouteLabel>,
     tool_calls: Family<ToolOutcomeLabels, Counter>,
@@ -147,6 +148,7 @@ impl Metrics {
             events: Family::default(),
             sse_clients: Gauge::default(),
             mcp_connections: Family::default(),
+            stalled_clients: Family::default(),
             http_requests: Family::default(),
             http_duration: Family::new_with_constructor(http_histogram),
             tool_calls: Family::default(),
@@ -158,6 +160,9 @@ impl Metrics {
         // Both transports are always exposed, so a dashboard shows 0 rather than "no data".
         for transport in ["unix", "http"] {
             let _ = m.mcp_connections.get_or_create_owned(&TransportLabel { transport });
+        }
+        for transport in STALL_TRANSPORTS {
+            let _ = m.stalled_clients.get_or_create_owned(&TransportLabel { transport });
         }
         let mut r = Registry::default();
         r.register_with_unit(
@@ -172,6 +177,11 @@ impl Metrics {
         r.register("xyte_edge_events", "Events published to the event log, by kind", m.events.clone());
         r.register("xyte_edge_sse_clients", "Open SSE streams", m.sse_clients.clone());
         r.register("xyte_edge_mcp_connections", "Open MCP connections, by transport", m.mcp_connections.clone());
+        r.register(
+            "xyte_edge_stalled_clients",
+            "Connections closed because the peer read nothing for the stall bound, by transport",
+            m.stalled_clients.clone(),
+        );
         r.register("xyte_edge_http_requests", "HTTP requests answered, by route and status", m.http_requests.clone());
         r.register_with_unit(
             "xyte_edge_http_request_duration",
@@ -285,6 +295,15 @@ pub fn event(kind: &str) {
 pub fn mcp_connection(transport: &'static str) -> Guard {
     let transport = if matches!(transport, "unix" | "http") { transport } else { "other" };
     Guard::new(METRICS.mcp_connections.get_or_create_owned(&TransportLabel { transport }))
+}
+
+/// Where a peer can stall: the MCP socket, an HTTP connection, a plugin's stdin.
+const STALL_TRANSPORTS: [&str; 3] = ["unix", "http", "plugin"];
+
+/// A connection closed because its peer read nothing for [`crate::stall::STALL`].
+pub fn stalled_client(transport: &'static str) {
+    let transport = if STALL_TRANSPORTS.contains(&transport) { transport } else { "other" };
+    METRICS.stalled_clients.get_or_create(&TransportLabel { transport }).inc();
 }
 
 /// An open SSE stream until the guard drops.

@@ -221,6 +221,9 @@ async fn feed(
             Err(broadcast::error::RecvError::Closed) => return "was stopped (the event bus closed)".into(),
         };
         if let Err(e) = stdin.write_all(line.as_bytes()).await {
+            if crate::stall::is_stall(&e) {
+                crate::metrics::stalled_client("plugin");
+            }
             return format!("stopped reading its input ({e})");
         }
     }

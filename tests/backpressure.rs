@@ -142,8 +142,9 @@ fn served_client(path: &Path, stop: Arc<AtomicBool>) -> JoinHandle<usize> {
 }
 
 /// Runs `flooder` against the gateway while a second client is served and RSS is sampled, until the daemon logs the
-/// disconnect `line`; checks the growth and that the second client kept being served.
-fn survive(gw: &mut Gateway, line: &str, flooder: JoinHandle<u64>) {
+/// disconnect `line`; checks the growth, that the second client kept being served, and that the disconnect was
+/// counted under `transport`.
+fn survive(gw: &mut Gateway, line: &str, transport: &str, flooder: JoinHandle<u64>) {
     let sock = gw._dir.path().join("mcp.sock");
     let stop = Arc::new(AtomicBool::new(false));
     let served = served_client(&sock, stop.clone());
@@ -164,6 +165,9 @@ fn survive(gw: &mut Gateway, line: &str, flooder: JoinHandle<u64>) {
     assert!(sent > 100, "the flooder sent only {sent} requests");
     assert!(served > 0);
     assert!(peak <= before + GROWTH_LIMIT_KIB, "RSS grew from {before} KiB to {peak} KiB while a client did not read");
+    let metrics = ureq::get(&format!("http://{}/v1/metrics", gw.local)).call().unwrap().body_mut().read_to_string();
+    let counted = format!("xyte_edge_stalled_clients_total{{transport=\"{transport}\"}} 1\n");
+    assert!(metrics.unwrap().contains(&counted), "no {counted:?} in the metrics");
     // And the daemon still serves new clients as before.
     let mut after = socket_client(&sock);
     after.send(&list_devices(1)).unwrap();
@@ -184,7 +188,7 @@ fn a_socket_client_that_never_reads_is_bounded_then_disconnected() {
     warm(&gw);
     let mut flooder = socket_client(&gw._dir.path().join("mcp.sock"));
     let flooding = std::thread::spawn(move || flood(&mut flooder.writer));
-    survive(&mut gw, "MCP client on the socket disconnected", flooding);
+    survive(&mut gw, "MCP client on the socket disconnected", "unix", flooding);
 }
 
 #[test]
@@ -204,7 +208,7 @@ fn a_bridge_client_that_never_reads_is_bounded_then_disconnected() {
     client.initialize();
     // The client's stdout reader stays open and unread, as an agent that stopped reading would leave it.
     let flooding = std::thread::spawn(move || flood(&mut client.writer));
-    survive(&mut gw, "MCP client on the socket disconnected", flooding);
+    survive(&mut gw, "MCP client on the socket disconnected", "unix", flooding);
     // The bridge leaves once the daemon has closed its connection, saying why.
     let status = bridge.wait().unwrap();
     let mut stderr = String::new();
@@ -221,7 +225,7 @@ fn an_https_client_that_pipelines_without_reading_is_bounded_then_disconnected()
     let port: u16 = gw.lan.rsplit(':').next().unwrap().parse().unwrap();
     let tls = https_stream(&gw.cert, port);
     let flooding = std::thread::spawn(move || pipeline(tls, port, &token));
-    survive(&mut gw, "HTTP client disconnected: it read nothing", flooding);
+    survive(&mut gw, "HTTP client disconnected: it read nothing", "http", flooding);
 }
 
 /// A TLS connection (HTTP/1.1, no ALPN) to the LAN listener that trusts the gateway's certificate.

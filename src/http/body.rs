@@ -125,7 +125,7 @@ pub fn channel(capacity: usize) -> (mpsc::Sender<Chunk>, Body) {
 /// One SSE frame carrying a JSON-RPC message (MCP's Streamable HTTP framing), with the room it held in its session's
 /// queue.
 pub fn sse_message(out: Outgoing) -> Chunk {
-    let (json, _, room) = out.into_parts();
+    let (json, room) = out.into_parts();
     let mut frame = Vec::with_capacity(json.len() + 24);
     frame.extend_from_slice(b"event: message\ndata: ");
     frame.extend_from_slice(&json);

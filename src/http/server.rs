@@ -309,6 +309,7 @@ where
                 Err(e) if crate::stall::is_stall(&*e) => {
                     tracing::warn!(peer = %peer.addr, "HTTP client disconnected: it read nothing for {}s while its \
                                    answer waited", crate::stall::STALL.as_secs());
+                    crate::metrics::stalled_client("http");
                 }
                 Err(e) => tracing::debug!(peer = %peer.addr, error = %e, "connection ended with an error"),
                 Ok(()) => {}

@@ -64,9 +64,8 @@ impl Outgoing {
     }
 
     /// The JSON and the room it holds, for a transport that passes the bytes on (an HTTP response stream).
-    pub fn into_parts(self) -> (Bytes, Kind, Room) {
-        let json = self.json();
-        (json, self.kind, self.room)
+    pub fn into_parts(self) -> (Bytes, Room) {
+        (self.json(), self.room)
     }
 
     pub fn is_response(&self) -> bool {

@@ -134,6 +134,7 @@ async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shu
                 if let Err(e) = write.write_all(out.line()).await {
                     if crate::stall::is_stall(&e) {
                         tracing::warn!(peer = %who, "MCP client on the socket disconnected: {e} while answers waited");
+                        crate::metrics::stalled_client("unix");
                         stalled.cancel();
                     }
                     break;
