@@ -35,7 +35,7 @@ use crate::systemd::Heartbeat;
 pub const DB_FILE: &str = "xyte-edge.db";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran. Append, never edit.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("outbox_depth.sql")];
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
 const MAX_BATCH: usize = 256;

@@ -106,16 +106,16 @@ pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Task>, Store
     rows.map(|r| finish(r?)).collect()
 }
 
-/// Commands not yet handed to Xyte: queued or being sent (`outbox_depth` in status and metrics).
+/// Commands not yet handed to Xyte: queued or being sent (`outbox_depth` in status and metrics). Kept by the
+/// database's triggers (outbox_depth.sql), so this is one row read however deep the outbox is.
 pub fn outbox_depth(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'sending')", [], |r| r.get(0))?)
+    device_outbox_depth(conn, "")
 }
 
-/// [`outbox_depth`] of one device (what `XYTE_OUTBOX_MAX_PER_DEVICE` limits).
+/// [`outbox_depth`] of one device (what `XYTE_OUTBOX_MAX_PER_DEVICE` limits); `""` is the total.
 pub fn device_outbox_depth(conn: &Connection, device_id: &str) -> Result<i64, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT COUNT(*) FROM tasks WHERE device_id = ?1 AND state IN ('queued', 'sending')")?;
-    Ok(stmt.query_row([device_id], |r| r.get(0))?)
+    let mut stmt = conn.prepare_cached("SELECT n FROM outbox_depth WHERE device_id = ?1")?;
+    Ok(stmt.query_row([device_id], |r| r.get(0)).optional()?.unwrap_or(0))
 }
 
 pub fn in_states(conn: &Connection, states: &[&str]) -> Result<Vec<Task>, StoreError> {

@@ -282,3 +282,53 @@ async fn a_fetch_that_began_before_an_invalidation_is_not_stored_as_fresh() {
     store.cache_put("device", "a", json!({"id":"a","status":"after"}), 3000, Some(since)).await.unwrap();
     assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().fetched_at, 3000);
 }
+
+/// The outbox depth kept by triggers (migration 2) starts from what a database of the first schema holds, and
+/// follows every insert, state change and delete, whoever writes them.
+#[test]
+fn the_outbox_depth_is_migrated_and_kept_by_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    c.execute_batch(MIGRATIONS[0]).unwrap();
+    c.pragma_update(None, "user_version", 1).unwrap();
+    let add = |c: &Connection, device: &str, state: &str| {
+        let t = tasks::insert(c, device, "reboot", &json!({"command": "reboot"}), "test", 0, 60_000).unwrap();
+        c.execute("UPDATE tasks SET state = ?1 WHERE task_id = ?2", [state, &t.task_id]).unwrap();
+        t.task_id
+    };
+    for (device, state) in [("a", "queued"), ("a", "queued"), ("a", "done"), ("b", "sending"), ("c", "pending")] {
+        add(&c, device, state);
+    }
+    drop(c);
+
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let depth = |store: &Store| {
+        store
+            .read_blocking(|c| {
+                let counted: i64 =
+                    c.query_row("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'sending')", [], |r| r.get(0))?;
+                let devices = ["a", "b", "c", "d"].map(|d| tasks::device_outbox_depth(c, d).unwrap());
+                Ok((tasks::outbox_depth(c)?, counted, devices))
+            })
+            .unwrap()
+    };
+    assert_eq!(depth(&store), (3, 3, [2, 1, 0, 0]), "migrated from the first schema");
+    let (sent, queued_d) = store
+        .write_blocking(Durability::Normal, move |c| {
+            let first: String =
+                c.query_row("SELECT task_id FROM tasks WHERE device_id = 'a' AND state = 'queued'", [], |r| r.get(0))?;
+            c.execute("UPDATE tasks SET state = 'sent' WHERE task_id = ?1", [&first])?;
+            Ok((first, add(c, "d", "queued")))
+        })
+        .unwrap();
+    assert_eq!(depth(&store), (3, 3, [1, 1, 0, 1]), "one left for Xyte, one came");
+    store
+        .write_blocking(Durability::Normal, move |c| {
+            c.execute("UPDATE tasks SET state = 'queued' WHERE task_id = ?1", [&sent])?;
+            c.execute("UPDATE tasks SET state = 'sending' WHERE state = 'queued' AND device_id = 'a'", [])?;
+            c.execute("DELETE FROM tasks WHERE task_id = ?1", [&queued_d])?;
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(depth(&store), (3, 3, [2, 1, 0, 0]), "requeued, moved between open states, deleted");
+}
