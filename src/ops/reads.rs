@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -147,12 +148,13 @@ impl<K, T> Default for InFlight<K, T> {
     }
 }
 
+/// A refresh, boxed: the task that runs it is then compiled once per kind of result, not once per read site (each
+/// of the twenty-odd callers of `entry` and `collection` had its own copy of the task's code: +150 KiB of binary).
+type Refresh<T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send>>;
+
 impl<K: Hash + Eq + Clone + Send + 'static, T: Clone + Send + Sync + 'static> InFlight<K, T> {
     /// The refresh of `key` that runs now, else the one `start` makes, spawned as a task of its own.
-    fn join<Fut>(&self, key: K, start: impl FnOnce() -> Fut, struggling: &Arc<AtomicBool>) -> Landing<T>
-    where
-        Fut: Future<Output = Result<T, Error>> + Send + 'static,
-    {
+    fn join(&self, key: K, start: impl FnOnce() -> Refresh<T>, struggling: &Arc<AtomicBool>) -> Landing<T> {
         let mut running = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(landing) = running.get(&key) {
             return landing.clone();
@@ -160,20 +162,27 @@ impl<K: Hash + Eq + Clone + Send + 'static, T: Clone + Send + Sync + 'static> In
         let (tell, result) = watch::channel(None);
         let landing = Landing { began: Instant::now(), result };
         running.insert(key.clone(), landing.clone());
-        let refresh = start();
         let done = Done(self.0.clone(), Some(key));
-        let (began, struggling) = (landing.began, struggling.clone());
-        tokio::spawn(async move {
-            let landed = refresh.await;
-            let failed = matches!(&landed, Err(e) if e.code.is_unreachable());
-            struggling.store(failed || began.elapsed() > REVALIDATE_WAIT, Ordering::Relaxed);
-            // Forgotten before the readers are told: a read that comes later finds what was stored (or starts the
-            // next refresh), never this finished one.
-            drop(done);
-            tell.send_replace(Some(landed));
-        });
+        tokio::spawn(run(start(), done, tell, landing.began, struggling.clone()));
         landing
     }
+}
+
+/// Runs one refresh to the end and tells its readers what landed.
+async fn run<K: Hash + Eq, T>(
+    refresh: Refresh<T>,
+    done: Done<K, T>,
+    tell: watch::Sender<Option<Result<T, Error>>>,
+    began: Instant,
+    struggling: Arc<AtomicBool>,
+) {
+    let landed = refresh.await;
+    let failed = matches!(&landed, Err(e) if e.code.is_unreachable());
+    struggling.store(failed || began.elapsed() > REVALIDATE_WAIT, Ordering::Relaxed);
+    // Forgotten before the readers are told: a read that comes later finds what was stored (or starts the next
+    // refresh), never this finished one.
+    drop(done);
+    tell.send_replace(Some(landed));
 }
 
 /// Forgets a refresh when its task ends, however it ends (a panic, the runtime shutting down): a refresh left in
@@ -213,12 +222,24 @@ async fn stored(app: &App, resource: &'static str) -> Result<(Arc<CachedList>, i
     Ok((list, known))
 }
 
+/// What a read asks Xyte for when the cache cannot answer; called at most once. Boxed, like [`Refresh`], so the code
+/// of a read is compiled once rather than once per caller: every caller's fetch is a type of its own.
+type Fetch<'a, T> = Box<dyn FnOnce() -> Refresh<T> + Send + 'a>;
+
 /// A whole collection (`device`, `incident`, `ticket`, `space`…), as the poller keeps it.
 pub async fn collection<F, Fut>(ctx: &Ctx, resource: &'static str, fetch: F) -> Result<Snapshot, Error>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<Vec<(String, Value)>, Error>> + Send + 'static,
 {
+    cached_collection(ctx, resource, Box::new(|| Box::pin(fetch()))).await
+}
+
+async fn cached_collection(
+    ctx: &Ctx,
+    resource: &'static str,
+    fetch: Fetch<'_, Vec<(String, Value)>>,
+) -> Result<Snapshot, Error> {
     let app = &ctx.app;
     let (list, known) = stored(app, resource).await?;
     // A complete snapshot may be empty (no active incidents): that is an answer too, not a miss.
@@ -233,7 +254,7 @@ where
     {
         return Ok(stale.clone());
     }
-    let start = || refresh_collection(app.clone(), resource, fetch());
+    let start = || Box::pin(refresh_collection(app.clone(), resource, fetch())) as Refresh<_>;
     let landing = app.refreshes.collections.join(resource, start, &app.refreshes.struggling);
     let wait = stale.as_ref().map(|_| revalidate_wait(app, landing.began));
     match (landed(landing, wait).await, stale) {
@@ -250,7 +271,7 @@ where
 async fn refresh_collection(
     app: Arc<App>,
     resource: &'static str,
-    fetch: impl Future<Output = Result<Vec<(String, Value)>, Error>>,
+    fetch: Refresh<Vec<(String, Value)>>,
 ) -> Result<Snapshot, Error> {
     let fetching = app.fetches.start(resource).await;
     if fetching.waited {
@@ -271,9 +292,18 @@ async fn refresh_collection(
 /// One cached object (`device/<id>`, `ticket_full/<id>`, `model/<id>`…).
 pub async fn entry<F, Fut>(ctx: &Ctx, resource: &'static str, key: &str, fetch: F) -> Result<(Value, Value), Error>
 where
-    F: FnOnce() -> Fut,
+    F: FnOnce() -> Fut + Send,
     Fut: Future<Output = Result<Value, Error>> + Send + 'static,
 {
+    cached_entry(ctx, resource, key, Box::new(|| Box::pin(fetch()))).await
+}
+
+async fn cached_entry(
+    ctx: &Ctx,
+    resource: &'static str,
+    key: &str,
+    fetch: Fetch<'_, Value>,
+) -> Result<(Value, Value), Error> {
     let app = &ctx.app;
     let store = &app.store;
     let mut cached = store.cache_get(resource, key).await?;
@@ -294,7 +324,7 @@ where
     {
         return Ok(stale.clone());
     }
-    let start = || refresh_entry(app.clone(), resource, key.to_string(), fetch());
+    let start = || Box::pin(refresh_entry(app.clone(), resource, key.to_string(), fetch())) as Refresh<_>;
     let landing = app.refreshes.entries.join((resource, key.to_string()), start, &app.refreshes.struggling);
     let wait = stale.as_ref().map(|_| revalidate_wait(app, landing.began));
     match (landed(landing, wait).await, stale) {
@@ -312,7 +342,7 @@ async fn refresh_entry(
     app: Arc<App>,
     resource: &'static str,
     key: String,
-    fetch: impl Future<Output = Result<Value, Error>>,
+    fetch: Refresh<Value>,
 ) -> Result<(Value, Value), Error> {
     let since = app.store.invalidations(resource);
     let v = fetch.await?;
@@ -385,7 +415,7 @@ mod tests {
     /// Waits for the refresh of a device that runs now.
     async fn refresh_of(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
         let key = ("device", id.to_string());
-        let none = || std::future::ready(Err(Error::internal("no refresh ran")));
+        let none = || Box::pin(std::future::ready(Err(Error::internal("no refresh ran")))) as Refresh<_>;
         let landing = ctx.app.refreshes.entries.join(key, none, &ctx.app.refreshes.struggling);
         landed(landing, None).await
     }
