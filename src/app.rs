@@ -10,8 +10,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::{self, exit};
+use crate::cli;
 use crate::config::{Config, LoadOptions, Secret, XyteCredential};
+use crate::exit;
 use crate::store::Store;
 use crate::sync::poller::Poller;
 use crate::systemd::{self, Heartbeat};
