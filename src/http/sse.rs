@@ -30,7 +30,8 @@ use tokio::sync::{Semaphore, TryAcquireError, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::query::Query;
-use super::router::{Body, Http, error_response};
+use super::response::{Body, error_response};
+use super::state::Http;
 use crate::error::Error;
 use crate::ops::Principal;
 use crate::store::events::{self, Event, EventFilter};
