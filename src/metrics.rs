@@ -457,7 +457,7 @@ mod tests {
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             for (key, allowed) in [
                 ("kind=\"", EVENT_KINDS.iter().copied().chain(["other"]).collect::<Vec<_>>()),
-                ("transport=\"", vec!["unix", "http", "other"]),
+                ("transport=\"", STALL_TRANSPORTS.iter().copied().chain(["other"]).collect()),
             ] {
                 if let Some(rest) = line.split(key).nth(1) {
                     let v = rest.split('"').next().unwrap();
