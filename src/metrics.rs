@@ -6,10 +6,10 @@
 //! so the names registered below are the SPEC's names without those suffixes.
 //!
 //! Label values are bounded by construction — never a raw path, id or caller-supplied string: routes are the
-//! router's pattern labels, tools are catalogue names (anything else is `unknown`, mapped by `ops::call`), Xyte
-//! endpoints are the first path segment of a catalogue path (anything else is `other`, mapped by the Xyte
-//! transport), so this module needs neither the operation nor the endpoint catalogue; event kinds are the SPEC §8 list (anything else is
-//! `other`), codes are [`ErrorCode::as_str`], resources and transports are constants in the code.
+//! router's pattern labels, tools are catalogue names (anything else is `unknown`; `ops::call` maps them), Xyte
+//! endpoints are the first path segment of a catalogue path (anything else is `other`; the transport maps them), event
+//! kinds are the SPEC §8 list (anything else is `other`), codes are [`ErrorCode::as_str`], resources and transports
+//! are constants in the code.
 
 use std::sync::LazyLock;
 

@@ -18,9 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::body::{BodyLimit, Chunk, channel, read_limited, sse_message};
-use super::mcp_sessions::{Legacy, Routes};
-use super::response::{Body, error_with_status, full, json_response};
-use super::state::{Http, Peer, require_token};
+use super::response::{Body, error_with_status, full, json_response, sse_response, wants_sse};
+use super::state::{Http, Legacy, Peer, Routes, require_token};
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::outgoing::{self, Kind, Outgoing, Room};
@@ -99,10 +98,6 @@ fn check_host_and_origin(http: &Http, uri: &hyper::Uri, headers: &HeaderMap) -> 
         }
     }
     Ok(())
-}
-
-fn wants_sse(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -297,14 +292,6 @@ fn stream_request(
         }
     });
     sse_response(body)
-}
-
-fn sse_response(body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
 }
 
 // ---- legacy (sessions) -----------------------------------------------------------------------------------------

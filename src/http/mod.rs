@@ -7,7 +7,6 @@ mod body;
 mod dashboard;
 mod docs;
 mod mcp;
-mod mcp_sessions;
 mod metrics;
 pub mod openapi;
 pub mod query;

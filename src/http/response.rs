@@ -1,11 +1,11 @@
-//! Responses: the body type every handler answers with, and the plain, JSON and error answers they share.
+//! Responses: the body type every handler answers with, and the plain, JSON, error and SSE answers they share.
 
 use std::convert::Infallible;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 
@@ -36,6 +36,20 @@ pub fn error_response(e: &Error) -> Response<Body> {
 /// An error answered with a status of the HTTP layer's (408, 413, 405…) rather than its code's.
 pub fn error_with_status(status: StatusCode, e: &Error) -> Response<Body> {
     json_response(status, &e.to_body())
+}
+
+/// Whether the client asked for a stream (`Accept: text/event-stream`) rather than one JSON answer.
+pub fn wants_sse(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// The head of an SSE stream (`/mcp` and `/v1/events`); proxies are told not to buffer it.
+pub fn sse_response(body: Body) -> Response<Body> {
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    r
 }
 
 pub fn unauthenticated(message: &str) -> Response<Body> {

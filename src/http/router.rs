@@ -10,7 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::body::{self, BodyLimit};
-use super::response::{Body, error_response, full, json_response};
+use super::response::{Body, error_response, error_with_status, full, json_response, wants_sse};
 use super::state::{Http, Peer, require_token};
 use super::{openapi, rest};
 use crate::config::Role;
@@ -29,8 +29,7 @@ fn not_found(path: &str) -> Response<Body> {
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let e = Error::invalid_params(format!("method not allowed here; use {allow}"));
-    let mut r = error_response(&e);
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let mut r = error_with_status(StatusCode::METHOD_NOT_ALLOWED, &e);
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
@@ -114,7 +113,7 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
 
     let (label, response) = match (segments.as_slice(), &method) {
         (["v1", "metrics"], &Method::GET) => ("/v1/metrics", super::metrics::render(http).await),
-        (["v1", "events"], &Method::GET) if super::sse::wants_stream(&req) => {
+        (["v1", "events"], &Method::GET) if wants_sse(req.headers()) => {
             ("/v1/events", super::sse::stream(http, &ctx.principal, req).await)
         }
         (["v1", "tools"], &Method::GET) => ("/v1/tools", json_response(StatusCode::OK, &tools_for(&ctx.principal))),
