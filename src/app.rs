@@ -10,13 +10,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::{self, exit};
 use crate::config::{Config, LoadOptions, Secret, XyteCredential};
 use crate::store::Store;
 use crate::sync::poller::Poller;
 use crate::systemd::{self, Heartbeat};
 use crate::xyte::{ClientConfig, XyteClient};
-use crate::{mcp, ops, sim, telemetry};
+use crate::{cli, exit, mcp, ops, sim, telemetry};
 
 /// How long in-flight work may take to finish after SIGTERM; below systemd's default `TimeoutStopSec` of 90 s and
 /// well below the 5 s an operator waits at a terminal.

@@ -9,16 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LoadOptions};
-
-/// sysexits(3) codes used across the binary.
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const USAGE: u8 = 64;
-    pub const UNAVAILABLE: u8 = 69;
-    pub const SOFTWARE: u8 = 70;
-    pub const NO_PERMISSION: u8 = 77;
-    pub const CONFIG: u8 = 78;
-}
+use crate::exit;
 
 #[derive(Debug, Parser)]
 #[command(

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod exit;
 pub mod heap;
 pub mod http;
 pub mod mcp;

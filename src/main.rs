@@ -2,8 +2,8 @@
 
 use std::process::ExitCode;
 
-use xyte_edge::cli::{self, Command, exit};
-use xyte_edge::{app, mcp, sim};
+use xyte_edge::cli::{self, Command};
+use xyte_edge::{app, exit, mcp, sim};
 
 fn main() -> ExitCode {
     // One crypto provider for every TLS user in the process (DESIGN §2); must precede any rustls use.

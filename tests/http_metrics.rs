@@ -150,6 +150,9 @@ fn metrics_on_both_listeners() {
         &json!({"device_id": device, "command": "reboot"}),
     );
     assert_eq!(status, 200, "{body}");
+    // A tool name a caller made up is counted as `unknown`, never under its own name.
+    let (status, body) = post(&agent, &gw.url("/v1/tools/tool-from-a-caller-7f3e"), &operator, &json!({}));
+    assert_eq!(status, 400, "{body}");
 
     // LAN: a viewer token is required.
     let (status, _, body) = get(&agent, &gw.url("/v1/metrics"), None);
@@ -177,6 +180,19 @@ fn metrics_on_both_listeners() {
     // Loopback scrapes were counted under the route label, never a raw path; no id reached a label.
     at_least_one("xyte_edge_http_requests_total{route=\"/v1/metrics\",status=\"200\"}");
     assert!(!text.contains("no-such-device") && !text.contains(&device), "an id leaked into a label");
+    at_least_one("xyte_edge_tool_calls_total{tool=\"unknown\",outcome=\"invalid_params\"}");
+    assert!(!text.contains("7f3e"), "a made-up tool name leaked into a label");
+    // Every tool label is a catalogue name or `unknown`.
+    let (_, _, tools) = get(&agent, &gw.url("/v1/tools"), Some(&viewer));
+    let tools: Value = serde_json::from_str(&tools).unwrap();
+    let names: Vec<&str> =
+        tools["tools"].as_array().unwrap().iter().filter_map(|t| t["name"].as_str()).chain(["unknown"]).collect();
+    for (series, _) in &samples {
+        if let Some(rest) = series.split("tool=\"").nth(1) {
+            let v = rest.split('"').next().unwrap();
+            assert!(names.contains(&v), "tool=\"{v}\" is not a bounded value: {series}");
+        }
+    }
 
     // Every metric the dashboard queries is exposed.
     let exposed: BTreeSet<String> = samples.iter().map(|(s, _)| base_name(s)).collect();

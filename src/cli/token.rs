@@ -12,8 +12,8 @@ use std::time::Duration;
 use clap::Subcommand;
 use clap::builder::PossibleValue;
 
-use super::exit;
 use crate::config::{Config, LoadOptions, Role, values};
+use crate::exit;
 use crate::store::{self, Durability, Store, StoreError, StoreOptions, tokens};
 
 #[derive(Debug, Subcommand)]

@@ -15,7 +15,7 @@ use hyper::StatusCode;
 use hyper::body::{Body as _, Frame, Incoming};
 use tokio::sync::mpsc;
 
-use super::router::{Body, error_with_status};
+use super::response::{Body, error_with_status};
 use crate::error::Error;
 use crate::mcp::outgoing::{Outgoing, Room};
 

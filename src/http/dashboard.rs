@@ -7,7 +7,7 @@
 use hyper::StatusCode;
 use hyper::header::{self, HeaderValue};
 
-use super::router::{Body, full};
+use super::response::{Body, full};
 
 const PAGE: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/dashboard.js");

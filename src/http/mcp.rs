@@ -7,9 +7,8 @@
 //! `Mcp-Name` / `MCP-Protocol-Version` headers must agree with the body; closing the response stream cancels.
 //! Every request needs a bearer token, a `Host` on the allow-list and, when present, an allowed `Origin`.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -19,7 +18,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::body::{BodyLimit, Chunk, channel, read_limited, sse_message};
-use super::router::{Body, Http, Peer, error_with_status, full, json_response, require_token};
+use super::response::{Body, error_with_status, full, json_response, sse_response, wants_sse};
+use super::state::{Http, Legacy, Peer, Routes, require_token};
 use crate::error::Error;
 use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::outgoing::{self, Kind, Outgoing, Room};
@@ -30,70 +30,8 @@ use crate::ops::Principal;
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-/// Legacy sessions kept at once, and how long an unused one lives.
-const MAX_SESSIONS: usize = 256;
-const SESSION_IDLE: Duration = Duration::from_secs(30 * 60);
 /// Frames an SSE response may have waiting for a slow client (their bytes also count against the session's queue).
 const STREAM_BUFFER: usize = 32;
-
-/// Where the messages a legacy session sends go: a POST waiting for its response, that POST's stream (progress),
-/// or the session's GET stream (everything not tied to a request).
-#[derive(Default)]
-struct Routes {
-    waiters: HashMap<String, mpsc::UnboundedSender<Outgoing>>,
-    /// progressToken → request key
-    progress: HashMap<String, String>,
-    stream: Option<mpsc::Sender<Chunk>>,
-}
-
-struct Legacy {
-    session: Arc<Session>,
-    principal: String,
-    /// The revision `initialize` agreed on; later requests must say the same in `MCP-Protocol-Version`.
-    version: Mutex<Option<String>>,
-    routes: Arc<Mutex<Routes>>,
-    last_used: Mutex<Instant>,
-    /// Counts the session in `xyte_edge_mcp_connections{transport="http"}` while it exists.
-    _gauge: crate::metrics::Guard,
-}
-
-/// The legacy sessions of all HTTP clients.
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Arc<Legacy>>>,
-}
-
-impl Sessions {
-    fn get(&self, id: &str) -> Option<Arc<Legacy>> {
-        let found = self.map.lock().ok()?.get(id).cloned();
-        if let Some(s) = &found
-            && let Ok(mut t) = s.last_used.lock()
-        {
-            *t = Instant::now();
-        }
-        found
-    }
-
-    fn insert(&self, id: String, session: Arc<Legacy>) {
-        let Ok(mut map) = self.map.lock() else { return };
-        map.retain(|_, s| s.last_used.lock().map(|t| t.elapsed() < SESSION_IDLE).unwrap_or(false));
-        if map.len() >= MAX_SESSIONS {
-            // Full: the least recently used session goes (its client re-initializes on 404).
-            let oldest = map
-                .iter()
-                .min_by_key(|(_, s)| s.last_used.lock().map(|t| *t).unwrap_or_else(|_| Instant::now()))
-                .map(|(k, _)| k.clone());
-            if let Some(k) = oldest {
-                map.remove(&k);
-            }
-        }
-        map.insert(id, session);
-    }
-
-    fn remove(&self, id: &str) -> Option<Arc<Legacy>> {
-        self.map.lock().ok()?.remove(id)
-    }
-}
 
 fn key(id: &Value) -> String {
     id.to_string()
@@ -160,10 +98,6 @@ fn check_host_and_origin(http: &Http, uri: &hyper::Uri, headers: &HeaderMap) -> 
         }
     }
     Ok(())
-}
-
-fn wants_sse(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/event-stream"))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -358,14 +292,6 @@ fn stream_request(
         }
     });
     sse_response(body)
-}
-
-fn sse_response(body: Body) -> Response<Body> {
-    let mut r = Response::new(body);
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
 }
 
 // ---- legacy (sessions) -----------------------------------------------------------------------------------------

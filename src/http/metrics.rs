@@ -4,7 +4,8 @@
 
 use hyper::{Response, StatusCode};
 
-use super::router::{Body, Http, error_response, full};
+use super::response::{Body, error_response, full};
+use super::state::Http;
 use crate::error::Error;
 use crate::metrics::{CONTENT_TYPE, Sampled, render as exposition};
 

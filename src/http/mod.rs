@@ -10,10 +10,12 @@ mod mcp;
 mod metrics;
 pub mod openapi;
 pub mod query;
+mod response;
 mod rest;
 pub mod router;
 mod server;
 mod sse;
+mod state;
 pub mod tls;
 pub mod webhook;
 
@@ -90,7 +92,7 @@ pub async fn start(
     };
     let acceptor =
         certificate.as_ref().map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.resolver.clone())));
-    let http = Arc::new(router::Http {
+    let http = Arc::new(state::Http {
         app,
         limiter: Default::default(),
         heartbeats,

@@ -1,89 +1,25 @@
 //! One request: authenticate, route, call the catalogue, answer with the right status and headers, log one line.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::auth::{Caller, FailureLimiter, Rejection, authenticate};
 use super::body::{self, BodyLimit};
+use super::response::{Body, error_response, error_with_status, full, json_response, wants_sse};
+use super::state::{Http, Peer, require_token};
 use super::{openapi, rest};
-use crate::config::{Role, Secret};
+use crate::config::Role;
 use crate::error::{Error, ErrorCode};
-use crate::ops::{self, App, Ctx, Principal};
-use crate::systemd::Heartbeat;
-use tokio_util::sync::CancellationToken;
-
-pub type Body = BoxBody<Bytes, Infallible>;
+use crate::ops::{self, Ctx, Principal};
 
 /// Largest request body accepted (SPEC §7.1).
 pub const MAX_BODY: usize = 1024 * 1024;
 const BODY_LIMIT: BodyLimit = BodyLimit { bytes: MAX_BODY, what: "the body", hint: None };
-
-/// What every request handler shares.
-pub struct Http {
-    pub app: Arc<App>,
-    pub limiter: FailureLimiter,
-    /// Store writer and forwarder: `/healthz` is 200 only while they beat.
-    pub heartbeats: Vec<Heartbeat>,
-    /// `XYTE_WEBHOOK_SECRET`: HMAC key for `POST /v1/webhook`.
-    pub webhook_secret: Option<Secret<String>>,
-    /// `XYTE_ALLOWED_HOSTS`: Host header allow-list for `/mcp` (DNS-rebinding defence).
-    pub allowed_hosts: Vec<String>,
-    /// Cancelled at shutdown: ends SSE streams so connections can close.
-    pub shutdown: CancellationToken,
-    /// Legacy-era MCP sessions of `/mcp` clients.
-    pub(crate) mcp_sessions: super::mcp::Sessions,
-}
-
-/// The connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    /// The LAN TLS listener (true) or the loopback plain listener (false).
-    pub tls: bool,
-}
-
-pub fn full(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
-    let mut r = Response::new(Full::new(body.into()).boxed());
-    *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    full(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
-}
-
-pub fn error_response(e: &Error) -> Response<Body> {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut r = json_response(status, &e.to_body());
-    if let Some(secs) = e.retry_after_s {
-        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    r
-}
-
-/// An error answered with a status of the HTTP layer's (408, 413, 405…) rather than its code's.
-pub fn error_with_status(status: StatusCode, e: &Error) -> Response<Body> {
-    json_response(status, &e.to_body())
-}
-
-pub fn unauthenticated(message: &str) -> Response<Body> {
-    let body = json!({"error": {"code": "permission_denied", "message": message,
-                                "hint": "send Authorization: Bearer <token> (create one with `xyte-edge token create`)"}});
-    let mut r = json_response(StatusCode::UNAUTHORIZED, &body);
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"xyte-edge\""));
-    r
-}
 
 fn not_found(path: &str) -> Response<Body> {
     error_response(
@@ -93,8 +29,7 @@ fn not_found(path: &str) -> Response<Body> {
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
     let e = Error::invalid_params(format!("method not allowed here; use {allow}"));
-    let mut r = error_response(&e);
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    let mut r = error_with_status(StatusCode::METHOD_NOT_ALLOWED, &e);
     r.headers_mut().insert(header::ALLOW, HeaderValue::from_static(allow));
     r
 }
@@ -178,7 +113,7 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
 
     let (label, response) = match (segments.as_slice(), &method) {
         (["v1", "metrics"], &Method::GET) => ("/v1/metrics", super::metrics::render(http).await),
-        (["v1", "events"], &Method::GET) if super::sse::wants_stream(&req) => {
+        (["v1", "events"], &Method::GET) if wants_sse(req.headers()) => {
             ("/v1/events", super::sse::stream(http, &ctx.principal, req).await)
         }
         (["v1", "tools"], &Method::GET) => ("/v1/tools", json_response(StatusCode::OK, &tools_for(&ctx.principal))),
@@ -203,22 +138,6 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
         },
     };
     (label, who, response)
-}
-
-/// The caller's token principal, or the answer for a request without a valid one (401, or 429 when the address
-/// failed too often). Boxed: a response is large, and this is the uncommon path.
-pub async fn require_token(
-    http: &Http,
-    peer: Peer,
-    headers: &hyper::HeaderMap,
-) -> Result<Principal, Box<Response<Body>>> {
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match authenticate(&http.app, &http.limiter, peer.addr.ip(), auth).await {
-        Ok(Caller::Token(p)) => Ok(p),
-        Ok(Caller::Anonymous) => Err(Box::new(unauthenticated("a bearer token is required"))),
-        Err(Rejection::Unauthenticated(m)) => Err(Box::new(unauthenticated(&m))),
-        Err(Rejection::Refused(e)) => Err(Box::new(error_response(&e))),
-    }
 }
 
 fn answer(outcome: Result<Value, Error>) -> Response<Body> {

@@ -27,7 +27,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::router::{Body, Http, Peer, handle};
+use super::response::Body;
+use super::router::handle;
+use super::state::{Http, Peer};
 use crate::stall::StallGuard;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -21,8 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
-use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri};
+use hyper::header::HeaderMap;
+use hyper::{Request, Response, Uri};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -30,7 +30,8 @@ use tokio::sync::{Semaphore, TryAcquireError, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::query::Query;
-use super::router::{Body, Http, error_response};
+use super::response::{Body, error_response, sse_response};
+use super::state::Http;
 use crate::error::Error;
 use crate::ops::Principal;
 use crate::store::events::{self, Event, EventFilter};
@@ -53,14 +54,6 @@ const SLOW_CLIENT: Duration = if cfg!(test) { Duration::from_millis(100) } else 
 /// The reconnection delay suggested to clients.
 const RETRY_MS: u32 = 3000;
 
-/// Whether the client asked for a stream (`Accept: text/event-stream`) rather than the JSON list.
-pub fn wants_stream(req: &Request<Incoming>) -> bool {
-    req.headers()
-        .get(hyper::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("text/event-stream"))
-}
-
 pub async fn stream(http: &Http, principal: &Principal, req: Request<Incoming>) -> Response<Body> {
     let (filter, resume) = match parameters(req.uri(), req.headers()) {
         Ok(p) => p,
@@ -73,13 +66,7 @@ pub async fn stream(http: &Http, principal: &Principal, req: Request<Incoming>) 
     let (feed, body) = Feed::new(http.app.store.clone(), filter, http.shutdown.clone());
     tokio::spawn(feed.run(live, resume, principal.id.clone()));
 
-    let mut r = Response::new(body.boxed());
-    *r.status_mut() = StatusCode::OK;
-    let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    r
+    sse_response(body.boxed())
 }
 
 /// The filter and the id to resume after (`Last-Event-ID` wins over `after_id`, as a reconnecting browser sends
@@ -514,7 +501,7 @@ mod tests {
         let parse = |uri: &str, last: Option<&str>| {
             let mut headers = HeaderMap::new();
             if let Some(v) = last {
-                headers.insert("last-event-id", HeaderValue::from_str(v).unwrap());
+                headers.insert("last-event-id", hyper::header::HeaderValue::from_str(v).unwrap());
             }
             parameters(&uri.parse().unwrap(), &headers)
         };

@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 
 use super::auth::{Caller, Rejection, authenticate};
 use super::body::{BodyLimit, read_limited};
-use super::router::{Body, Http, Peer, error_response, json_response, unauthenticated};
+use super::response::{Body, error_response, json_response, unauthenticated};
+use super::state::{Http, Peer};
 use crate::config::{Role, Secret};
 use crate::error::{Error, ErrorCode};
 use crate::ops::App;

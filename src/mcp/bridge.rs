@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::ExitCode;
 
-use crate::cli::exit;
+use crate::exit;
 
 pub const DEFAULT_SOCKET: &str = "/run/xyte-edge/mcp.sock";
 

@@ -145,7 +145,8 @@ pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
-    crate::metrics::tool_call(name, label);
+    // The metric's tool label is bounded: the catalogue's name, or `unknown` for a name a caller made up.
+    crate::metrics::tool_call(find(name).map_or("unknown", |op| op.name), label);
     outcome
 }
 

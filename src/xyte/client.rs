@@ -8,9 +8,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+use super::endpoints::segment;
 use super::limiter::Priority;
 use super::model::*;
-use super::transport::{Call, Transport, segment};
+use super::transport::{Call, Transport};
 use crate::config::{Secret, XyteCredential};
 use crate::error::{Error, ErrorCode};
 

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::transport::segment;
 use crate::error::Error;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -58,6 +57,30 @@ pub fn all() -> &'static [Endpoint] {
 
 pub fn find(key: &str) -> Option<&'static Endpoint> {
     all().iter().find(|e| e.key == key)
+}
+
+/// The first path segment (`devices`, `tickets`, …): 429 pauses apply per class, not per id.
+pub fn class_of(path: &str) -> &str {
+    path.trim_start_matches('/').split(['/', '?']).next().unwrap_or("")
+}
+
+/// The metrics label for an endpoint class: the class itself if a catalogue path has it (every path the client builds
+/// does), else `other`.
+pub fn class_label(class: &str) -> &'static str {
+    all().iter().map(|e| class_of(&e.path)).find(|c| !c.is_empty() && *c == class).unwrap_or("other")
+}
+
+/// Percent-encodes an id for use as one path segment, so an id can never change the path.
+pub fn segment(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// A request ready for [`super::XyteClient::request`].
@@ -239,6 +262,21 @@ mod tests {
         let routes: std::collections::HashSet<(String, String)> =
             all.iter().map(|e| (e.method.clone(), e.path.clone())).collect();
         assert_eq!(routes.len(), all.len(), "two entries share a route");
+    }
+
+    #[test]
+    fn ids_cannot_escape_their_segment_and_classes_are_bounded() {
+        assert_eq!(segment("c66308c8-1d12"), "c66308c8-1d12");
+        assert_eq!(segment("../tickets"), "%2E%2E%2Ftickets");
+        assert_eq!(segment("a b?c"), "a%20b%3Fc");
+        assert_eq!(class_of("devices/abc/commands"), "devices");
+        assert_eq!(class_of("/tickets"), "tickets");
+        // Metrics labels are bounded.
+        assert_eq!(class_label(class_of("devices/3f2a-secret-id/commands")), "devices");
+        assert_eq!(class_label(class_of("incidents?from=1")), "incidents");
+        assert_eq!(class_label("tickets"), "tickets");
+        assert_eq!(class_label("no-such-class"), "other");
+        assert_eq!(class_label(""), "other");
     }
 
     #[test]

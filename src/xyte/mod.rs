@@ -10,6 +10,7 @@ mod transport;
 pub use client::{
     ClientConfig, Credential, HistoryQuery, IncidentQuery, SendCommand, XyteClient, has_more, history_windows,
 };
+pub use endpoints::segment;
 pub use limiter::Priority;
 pub use model::*;
-pub use transport::{map_status, parse_retry_after, segment};
+pub use transport::{map_status, parse_retry_after};

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
+use super::endpoints;
 use super::limiter::{Limiter, Priority};
 use crate::config::Secret;
 use crate::error::{Error, ErrorCode};
@@ -31,7 +32,7 @@ pub struct Transport {
 /// What a caller hands to [`Transport::call`].
 pub struct Call<'a> {
     pub method: &'a str,
-    /// Relative to the base URL, ids already percent-encoded (see [`segment`]).
+    /// Relative to the base URL, ids already percent-encoded (see [`endpoints::segment`]).
     pub path: &'a str,
     pub query: &'a [(String, String)],
     pub body: Option<&'a Value>,
@@ -70,19 +71,21 @@ impl Transport {
         let started = Instant::now();
         let deadline = started + self.budget();
         let idempotent = matches!(call.method, "GET" | "PUT" | "DELETE");
-        let class = endpoint_class(call.path);
+        // 429 pauses apply per class; the metrics label is the catalogue's class, so no id becomes a label.
+        let class = endpoints::class_of(call.path).to_string();
+        let label = endpoints::class_label(&class);
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Err(e) = self.clear_to_send(&class, call.prio, deadline) {
-                crate::metrics::xyte_error(&class, e.code);
+                crate::metrics::xyte_error(label, e.code);
                 return Err(e);
             }
             let left = deadline.saturating_duration_since(Instant::now()).min(self.request_timeout);
             let sent = Instant::now();
             let outcome = self.attempt(call, left);
             let latency_ms = sent.elapsed().as_millis() as u64;
-            crate::metrics::xyte_request(&class, sent.elapsed().as_secs_f64());
+            crate::metrics::xyte_request(label, sent.elapsed().as_secs_f64());
             let status = outcome.as_ref().map(|(s, _, _)| *s).unwrap_or(0);
             tracing::debug!(method = call.method, path = call.path, status, latency_ms, attempt, "xyte call");
             let error = match outcome {
@@ -90,7 +93,7 @@ impl Transport {
                     // An unreadable 2xx body is an error, but not a retryable one (the request was accepted).
                     let parsed = parse_body(&body);
                     if let Err(e) = &parsed {
-                        crate::metrics::xyte_error(&class, e.code);
+                        crate::metrics::xyte_error(label, e.code);
                     }
                     return parsed;
                 }
@@ -102,7 +105,7 @@ impl Transport {
                 Ok((status, _, body)) => map_status(status, &body),
                 Err(e) => e,
             };
-            crate::metrics::xyte_error(&class, error.code);
+            crate::metrics::xyte_error(label, error.code);
             let retryable = idempotent
                 && attempt < MAX_ATTEMPTS
                 && matches!(
@@ -210,24 +213,6 @@ impl Transport {
         std::thread::sleep(until - now);
         Ok(())
     }
-}
-
-/// The first path segment (`devices`, `tickets`, …): 429 pauses apply per class, not per id.
-fn endpoint_class(path: &str) -> String {
-    path.trim_start_matches('/').split(['/', '?']).next().unwrap_or("").to_string()
-}
-
-/// Percent-encodes an id for use as one path segment, so an id can never change the path.
-pub fn segment(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -388,15 +373,6 @@ mod tests {
         for _ in 0..100 {
             assert!(jitter(Duration::from_secs(1)) <= Duration::from_secs(1));
         }
-    }
-
-    #[test]
-    fn ids_cannot_escape_their_segment() {
-        assert_eq!(segment("c66308c8-1d12"), "c66308c8-1d12");
-        assert_eq!(segment("../tickets"), "%2E%2E%2Ftickets");
-        assert_eq!(segment("a b?c"), "a%20b%3Fc");
-        assert_eq!(endpoint_class("devices/abc/commands"), "devices");
-        assert_eq!(endpoint_class("/tickets"), "tickets");
     }
 
     /// A call that waits for a token while another call meets a 429 must not send during the pause that follows.

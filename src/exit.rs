@@ -1,0 +1,8 @@
+//! sysexits(3) codes used across the binary.
+
+pub const OK: u8 = 0;
+pub const USAGE: u8 = 64;
+pub const UNAVAILABLE: u8 = 69;
+pub const SOFTWARE: u8 = 70;
+pub const NO_PERMISSION: u8 = 77;
+pub const CONFIG: u8 = 78;
