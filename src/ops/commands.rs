@@ -124,7 +124,7 @@ pub async fn send_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     };
     if a.dry_run == Some(true) {
         return Ok(json!({"dry_run": true, "device_id": id, "device": dev["name"], "validated": spec.is_some(),
-                         "would_send": {"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd.body()}}));
+                         "would_send": {"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd}}));
     }
     let sent = ctx.app.client.send_command(&id, cmd.clone(), Priority::Command).await.map_err(|e| {
         if e.code.is_unreachable() {

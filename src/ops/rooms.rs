@@ -421,7 +421,7 @@ async fn run_step(ctx: &Ctx, step: &Step, dry_run: bool) -> Value {
     if dry_run {
         out["status"] = json!("validated");
         out["ok"] = json!(true);
-        out["would_send"] = json!({"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd.body()});
+        out["would_send"] = json!({"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd});
         return out;
     }
     let sent = match ctx.app.client.send_command(&id, cmd, Priority::Command).await {

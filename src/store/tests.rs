@@ -282,3 +282,60 @@ async fn a_fetch_that_began_before_an_invalidation_is_not_stored_as_fresh() {
     store.cache_put("device", "a", json!({"id":"a","status":"after"}), 3000, Some(since)).await.unwrap();
     assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().fetched_at, 3000);
 }
+
+/// A database of the release before `outcome_unknown` (schema version 1, the sentinel text in `last_error`) opens
+/// migrated: every column as it was, the mark moved into the column for the queued task it meant something for,
+/// and each body read back as the command it was queued as, still the same stored text.
+#[test]
+fn the_unknown_outcome_migration_keeps_every_task_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    c.execute_batch(MIGRATIONS[0]).unwrap();
+    c.pragma_update(None, "user_version", 1).unwrap();
+    let reboot = r#"{"command":"reboot","extra_params":{},"name":"reboot"}"#;
+    let full = r#"{"command":"set_input","extra_params":{"input":"hdmi2","level":3},"file_id":"f1","friendly_name":"Set input","name":"set_input"}"#;
+    let rows = [
+        ("tsk_unknown", "queued", "reboot", reboot, Some("unknown outcome")),
+        ("tsk_queued", "queued", "set_input", full, None),
+        ("tsk_reconciled", "in_progress", "reboot", reboot, Some("unknown outcome")),
+        ("tsk_refused", "queued", "reboot", reboot, Some("connection refused")),
+        ("tsk_done", "done", "set_input", full, None),
+    ];
+    for (seq, (id, state, command, body, err)) in rows.into_iter().enumerate() {
+        let sent = (state != "queued").then_some(format!("cmd_{seq}"));
+        c.execute(
+            "INSERT INTO tasks VALUES (?1, ?2, 'd1', ?3, ?4, ?5, ?6, 1, 10, 20, 30, 40, ?7, 'admin')",
+            rusqlite::params![id, seq as i64, command, body, state, sent, err],
+        )
+        .unwrap();
+    }
+    let all = |c: &Connection| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut s = c.prepare("SELECT * FROM tasks ORDER BY seq").unwrap();
+        let n = s.column_count();
+        s.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().map(Result::unwrap).collect()
+    };
+    let before = all(&c);
+    drop(c);
+
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let (after, tasks) = store
+        .read_blocking(|c| Ok((all(c), rows.iter().map(|r| tasks::get(c, r.0).unwrap().unwrap()).collect::<Vec<_>>())))
+        .unwrap();
+    let (kept, flag): (Vec<_>, Vec<_>) = after.into_iter().map(|mut r| (r.drain(..14).collect::<Vec<_>>(), r)).unzip();
+    assert_eq!(kept, before, "the old columns unchanged");
+    use rusqlite::types::Value::Integer;
+    assert_eq!(flag, [[Integer(1)], [Integer(0)], [Integer(0)], [Integer(0)], [Integer(0)]].map(Vec::from));
+    let unknown: Vec<bool> = tasks.iter().map(|t| t.outcome_unknown).collect();
+    assert_eq!(unknown, [true, false, false, false, false]);
+    let states: Vec<&str> = tasks.iter().map(|t| t.state.as_str()).collect();
+    assert_eq!(states, ["queued", "queued", "in_progress", "queued", "done"]);
+    assert_eq!(tasks[0].last_error.as_deref(), Some("unknown outcome"), "still shown to people");
+    let b = &tasks[1].body;
+    assert_eq!(
+        (b.command.as_str(), b.friendly_name.as_deref(), b.file_id.as_deref(), b.extra_params.clone()),
+        ("set_input", Some("Set input"), Some("f1"), Some(json!({"input": "hdmi2", "level": 3})))
+    );
+    for (t, (.., stored, _)) in tasks.iter().zip(rows) {
+        assert_eq!(serde_json::to_string(&t.body).unwrap(), stored, "{} is stored as it was", t.task_id);
+    }
+}
