@@ -7,15 +7,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use super::commands::validate;
-use super::devices::{device, device_or_context};
+use super::commands::{command_for, validate};
+use super::devices::{device_or_context, existing_device};
 use super::reads::rfc3339;
 use super::schema::{Id, parse};
 use crate::error::{Error, ErrorCode};
 use crate::store::events::NewEvent;
 use crate::store::tasks::{self, Patch, Task, TaskState};
 use crate::store::{Durability, StoreError, now_ms};
-use crate::xyte::{Priority, SendCommand};
+use crate::xyte::Priority;
 
 /// Admission control of the outbox (issue 23): acknowledging a command promises it is delivered once or explicitly
 /// expired, so the outbox takes no more than the upstream budget can deliver within `XYTE_COMMAND_TTL`.
@@ -108,21 +108,10 @@ pub async fn send_command_async(ctx: &Ctx, args: Value) -> Result<Value, Error> 
     let a: SendAsync = parse(args)?;
     let id = device_or_context(ctx, a.device_id).await?;
     // Validation uses the cache, so commands can be queued while Xyte is unreachable.
-    let dev = match device(ctx, &id).await {
-        Ok((d, _)) => d,
-        Err(e) if e.code == ErrorCode::NotFound => return Err(Error::invalid_params(format!("no device {id}"))),
-        Err(e) => return Err(e),
-    };
+    let dev = existing_device(ctx, &id).await?;
     let params = a.extra_params.unwrap_or_default();
     let spec = validate(ctx, &dev, &a.command, &params, a.file_id.as_deref()).await?;
-    let cmd = SendCommand {
-        command: spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&a.command).to_string(),
-        friendly_name: a
-            .friendly_name
-            .or_else(|| spec.as_ref().and_then(|s| s["friendly_name"].as_str().map(String::from))),
-        extra_params: Some(Value::Object(params)),
-        file_id: a.file_id,
-    };
+    let cmd = command_for(spec.as_ref(), &a.command, a.friendly_name, params, a.file_id);
     if a.dry_run == Some(true) {
         return Ok(json!({"dry_run": true, "device_id": id, "validated": spec.is_some(), "would_queue": cmd,
                          "expires_in_s": ctx.app.command_ttl.as_secs()}));
