@@ -161,8 +161,8 @@ fn inspect(db: &Path) -> (String, i64) {
 fn open_tasks(db: &Path) -> usize {
     let c = rusqlite::Connection::open(db).unwrap();
     let mut s = c.prepare("SELECT state FROM tasks").unwrap();
-    let states: Vec<String> = s.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
-    states.iter().filter(|st| tasks::OPEN.contains(&st.as_str())).count()
+    let states: Vec<tasks::TaskState> = s.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap();
+    states.iter().filter(|st| st.is_open()).count()
 }
 
 /// Most rounds are calm; the others slow Xyte so the kill lands during a POST, or fail half its answers so the

@@ -131,7 +131,7 @@ async fn a_delivery_whose_answer_was_lost_is_reconciled_not_resent() {
     // The second POST reaches Xyte, but its answer trickles so slowly that the client times out: outcome unknown.
     rig.sim.sim.set_faults(xyte_edge::sim::Faults { slow_body: Duration::from_secs(2), ..Default::default() });
     let second = call(&ctx, "send_command_async", send("second")).await;
-    wait_for_row(&rig, "SELECT 1 FROM tasks WHERE last_error = 'unknown outcome'", "the unknown outcome").await;
+    wait_for_row(&rig, "SELECT 1 FROM tasks WHERE outcome_unknown = 1", "the unknown outcome").await;
     rig.sim.sim.set_faults(Default::default());
 
     let deadline = Instant::now() + Duration::from_secs(90);

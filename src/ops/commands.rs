@@ -103,6 +103,22 @@ pub async fn validate(
     Ok(Some(spec))
 }
 
+/// The command to send: named, and described unless the caller did, as the model's definition `spec` says.
+pub fn command_for(
+    spec: Option<&Value>,
+    name: &str,
+    friendly_name: Option<String>,
+    params: Map<String, Value>,
+    file_id: Option<String>,
+) -> SendCommand {
+    SendCommand {
+        command: spec.and_then(|s| s["name"].as_str()).unwrap_or(name).to_string(),
+        friendly_name: friendly_name.or_else(|| spec.and_then(|s| s["friendly_name"].as_str().map(String::from))),
+        extra_params: Some(Value::Object(params)),
+        file_id,
+    }
+}
+
 fn options_hint(field: &Value) -> String {
     field["options"].as_array().map(|o| format!(" (one of {})", Value::Array(o.clone()))).unwrap_or_default()
 }
@@ -113,18 +129,10 @@ pub async fn send_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let dev = existing_device(ctx, &id).await?;
     let params = a.extra_params.unwrap_or_default();
     let spec = validate(ctx, &dev, &a.command, &params, a.file_id.as_deref()).await?;
-    let command = spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&a.command).to_string();
-    let cmd = SendCommand {
-        friendly_name: a
-            .friendly_name
-            .or_else(|| spec.as_ref().and_then(|s| s["friendly_name"].as_str().map(String::from))),
-        command,
-        extra_params: Some(Value::Object(params)),
-        file_id: a.file_id,
-    };
+    let cmd = command_for(spec.as_ref(), &a.command, a.friendly_name, params, a.file_id);
     if a.dry_run == Some(true) {
         return Ok(json!({"dry_run": true, "device_id": id, "device": dev["name"], "validated": spec.is_some(),
-                         "would_send": {"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd.body()}}));
+                         "would_send": {"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd}}));
     }
     let sent = ctx.app.client.send_command(&id, cmd.clone(), Priority::Command).await.map_err(|e| {
         if e.code.is_unreachable() {

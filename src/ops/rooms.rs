@@ -10,14 +10,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::commands::{device_model, follow, validate};
+use super::commands::{command_for, device_model, follow, validate};
 use super::devices::{all_devices, device, stored_context};
 use super::fleet::all_spaces;
 use super::schema::{Id, id_text, parse};
 use super::{App, Ctx, reads};
 use crate::error::{Error, ErrorCode};
 use crate::store::Compact;
-use crate::xyte::{Priority, SendCommand};
+use crate::xyte::Priority;
 
 /// One step of a preset: a command for a device.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -407,21 +407,13 @@ async fn run_step(ctx: &Ctx, step: &Step, dry_run: bool) -> Value {
         Ok(s) => s,
         Err(e) => return fail("invalid", e.message),
     };
-    let cmd = SendCommand {
-        command: spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&step.command).to_string(),
-        friendly_name: step
-            .friendly_name
-            .clone()
-            .or_else(|| spec.as_ref().and_then(|s| s["friendly_name"].as_str().map(String::from))),
-        extra_params: Some(Value::Object(params)),
-        file_id: None,
-    };
+    let cmd = command_for(spec.as_ref(), &step.command, step.friendly_name.clone(), params, None);
     let mut out = base.clone();
     out["device"] = dev["name"].clone();
     if dry_run {
         out["status"] = json!("validated");
         out["ok"] = json!(true);
-        out["would_send"] = json!({"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd.body()});
+        out["would_send"] = json!({"method": "POST", "path": format!("devices/{id}/commands"), "body": cmd});
         return out;
     }
     let sent = match ctx.app.client.send_command(&id, cmd, Priority::Command).await {

@@ -7,16 +7,15 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::Ctx;
-use super::commands::validate;
-use super::devices::{device, device_or_context};
+use super::commands::{command_for, validate};
+use super::devices::{device_or_context, existing_device};
 use super::reads::rfc3339;
 use super::schema::{Id, parse};
 use crate::error::{Error, ErrorCode};
 use crate::store::events::NewEvent;
-use crate::store::tasks::{self, Patch, Task};
+use crate::store::tasks::{self, Patch, Task, TaskState};
 use crate::store::{Durability, StoreError, now_ms};
-use crate::sync::forwarder;
-use crate::xyte::{Priority, SendCommand};
+use crate::xyte::Priority;
 
 /// Admission control of the outbox (issue 23): acknowledging a command promises it is delivered once or explicitly
 /// expired, so the outbox takes no more than the upstream budget can deliver within `XYTE_COMMAND_TTL`.
@@ -101,7 +100,7 @@ pub fn task_json(t: &Task) -> Value {
         "task_id": t.task_id, "device_id": t.device_id, "command": t.command, "state": t.state,
         "xyte_command_id": t.xyte_command_id, "attempts": t.attempts, "created_at": rfc3339(t.created_at),
         "expires_at": rfc3339(t.expires_at), "updated_at": rfc3339(t.updated_at), "last_error": t.last_error,
-        "final": !tasks::OPEN.contains(&t.state.as_str()),
+        "final": !t.state.is_open(),
     })
 }
 
@@ -109,28 +108,16 @@ pub async fn send_command_async(ctx: &Ctx, args: Value) -> Result<Value, Error> 
     let a: SendAsync = parse(args)?;
     let id = device_or_context(ctx, a.device_id).await?;
     // Validation uses the cache, so commands can be queued while Xyte is unreachable.
-    let dev = match device(ctx, &id).await {
-        Ok((d, _)) => d,
-        Err(e) if e.code == ErrorCode::NotFound => return Err(Error::invalid_params(format!("no device {id}"))),
-        Err(e) => return Err(e),
-    };
+    let dev = existing_device(ctx, &id).await?;
     let params = a.extra_params.unwrap_or_default();
     let spec = validate(ctx, &dev, &a.command, &params, a.file_id.as_deref()).await?;
-    let cmd = SendCommand {
-        command: spec.as_ref().and_then(|s| s["name"].as_str()).unwrap_or(&a.command).to_string(),
-        friendly_name: a
-            .friendly_name
-            .or_else(|| spec.as_ref().and_then(|s| s["friendly_name"].as_str().map(String::from))),
-        extra_params: Some(Value::Object(params)),
-        file_id: a.file_id,
-    };
-    let body = cmd.body();
+    let cmd = command_for(spec.as_ref(), &a.command, a.friendly_name, params, a.file_id);
     if a.dry_run == Some(true) {
-        return Ok(json!({"dry_run": true, "device_id": id, "validated": spec.is_some(), "would_queue": body,
+        return Ok(json!({"dry_run": true, "device_id": id, "validated": spec.is_some(), "would_queue": cmd,
                          "expires_in_s": ctx.app.command_ttl.as_secs()}));
     }
     let (who, ttl) = (ctx.principal.id.clone(), ctx.app.command_ttl.as_millis() as i64);
-    let (dev_id, name, limits) = (id.clone(), cmd.command.clone(), ctx.app.outbox_limits);
+    let (dev_id, limits) = (id.clone(), ctx.app.outbox_limits);
     // FULL: once this returns, the command survives a crash or power loss (SPEC §9.3). Its `command.accepted` event
     // goes in the same transaction (as a webhook's receipt and event do): one commit per command instead of two,
     // which the benchmark (BENCHMARKS.md) showed halving acceptance under concurrent load, and the event is now
@@ -143,7 +130,7 @@ pub async fn send_command_async(ctx: &Ctx, args: Value) -> Result<Value, Error> 
                 return Ok(Err(refused));
             }
             let now = now_ms();
-            let task = tasks::insert(c, &dev_id, &name, &body, &who, now, ttl)?;
+            let task = tasks::insert(c, &dev_id, &cmd, &who, now, ttl)?;
             let accepted = NewEvent::new("command.accepted", json!({"task_id": task.task_id, "command": task.command}))
                 .device(&dev_id);
             let stored = crate::store::events::append(c, &[accepted], now)?;
@@ -195,7 +182,7 @@ pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         if task.device_id != device_id {
             return Err(Error::invalid_params(format!("task {} belongs to device {}", task.task_id, task.device_id)));
         }
-        if task.state == "queued" {
+        if task.state == TaskState::Queued {
             if a.dry_run == Some(true) {
                 return Ok(json!({"dry_run": true, "would": "withdraw the queued task", "task": task_json(&task)}));
             }
@@ -208,12 +195,10 @@ pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
                 .app
                 .store
                 .write(Durability::Full, move |c| {
-                    let unknown = tasks::get(c, &tid)?
-                        .is_some_and(|t| t.last_error.as_deref() == Some(forwarder::UNKNOWN_OUTCOME));
-                    if unknown {
+                    if tasks::get(c, &tid)?.is_some_and(|t| t.outcome_unknown) {
                         return Ok(None);
                     }
-                    Ok(Some(tasks::transition(c, &tid, &["queued"], "cancelled", &patch, now_ms())?))
+                    Ok(Some(tasks::transition(c, &tid, &[TaskState::Queued], TaskState::Cancelled, &patch, now_ms())?))
                 })
                 .await?;
             let Some(moved) = moved else {
@@ -230,7 +215,7 @@ pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
                     .publish(vec![
                         NewEvent::new(
                             "command.status_changed",
-                            json!({"task_id": task.task_id, "from": "queued", "to": "cancelled"}),
+                            json!({"task_id": task.task_id, "from": TaskState::Queued, "to": TaskState::Cancelled}),
                         )
                         .device(&device_id),
                     ])
@@ -241,11 +226,12 @@ pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         let tid = task.task_id.clone();
         let task = ctx.app.store.read(move |c| tasks::get(c, &tid)).await?.unwrap_or(task);
         match task.xyte_command_id {
-            Some(x) if tasks::AT_XYTE.contains(&task.state.as_str()) => xyte_id = x,
+            Some(x) if tasks::AT_XYTE.contains(&task.state) => xyte_id = x,
             _ => {
                 return Err(Error::invalid_params(format!(
                     "task {} is {}; it cannot be cancelled now",
-                    task.task_id, task.state
+                    task.task_id,
+                    task.state.as_str()
                 )));
             }
         }

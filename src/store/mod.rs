@@ -35,7 +35,15 @@ use crate::systemd::Heartbeat;
 pub const DB_FILE: &str = "xyte-edge.db";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many ran. Append, never edit.
-const MIGRATIONS: &[&str] = &[include_str!("schema.sql"), include_str!("outbox_depth.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("schema.sql"),
+    include_str!("outbox_depth.sql"),
+    // 3: a task whose last POST may have reached Xyte unseen was marked by the text 'unknown outcome' in
+    // `last_error`, which any error message could have spelt; now a column (the text stays, for people). Only a queued
+    // task's mark meant anything: on a task past `queued` it was left over from an attempt already reconciled.
+    "ALTER TABLE tasks ADD COLUMN outcome_unknown INTEGER NOT NULL DEFAULT 0;
+     UPDATE tasks SET outcome_unknown = 1 WHERE state = 'queued' AND last_error = 'unknown outcome';",
+];
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
 const MAX_BATCH: usize = 256;

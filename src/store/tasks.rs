@@ -1,24 +1,102 @@
 //! The command outbox (SPEC §9.2): a task per acknowledged async command, delivered in order per device.
 //! States: queued → sending → sent → pending / in_progress → done | failed | aborted; or rejected, expired, cancelled.
 
+use std::collections::HashSet;
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use serde::Serialize;
-use serde_json::Value;
+use serde::{Serialize, Serializer};
 
 use super::StoreError;
+use crate::xyte::SendCommand;
 
-/// States a task can still move out of.
-pub const OPEN: &[&str] = &["queued", "sending", "sent", "pending", "in_progress", "scheduled"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    Queued,
+    Sending,
+    Sent,
+    Pending,
+    InProgress,
+    Scheduled,
+    Done,
+    Failed,
+    Aborted,
+    Rejected,
+    Expired,
+    Cancelled,
+}
+
+use TaskState::*;
+
 /// States in which the command is at Xyte and its status is tracked.
-pub const AT_XYTE: &[&str] = &["sent", "pending", "in_progress", "scheduled"];
+pub const AT_XYTE: &[TaskState] = &[Sent, Pending, InProgress, Scheduled];
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+impl TaskState {
+    const ALL: [TaskState; 12] =
+        [Queued, Sending, Sent, Pending, InProgress, Scheduled, Done, Failed, Aborted, Rejected, Expired, Cancelled];
+
+    /// The one text of a state: in the database, and in every answer and event that shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Queued => "queued",
+            Sending => "sending",
+            Sent => "sent",
+            Pending => "pending",
+            InProgress => "in_progress",
+            Scheduled => "scheduled",
+            Done => "done",
+            Failed => "failed",
+            Aborted => "aborted",
+            Rejected => "rejected",
+            Expired => "expired",
+            Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<TaskState> {
+        Self::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// What a command status read from Xyte moves a task at Xyte to; Xyte's statuses share our names.
+    pub fn from_xyte(status: &str) -> Option<TaskState> {
+        Self::parse(status).filter(|s| matches!(s, Pending | InProgress | Scheduled | Done | Failed | Aborted))
+    }
+
+    /// Whether the task can still move out of this state.
+    pub fn is_open(self) -> bool {
+        matches!(self, Queued | Sending | Sent | Pending | InProgress | Scheduled)
+    }
+}
+
+impl Serialize for TaskState {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl ToSql for TaskState {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl FromSql for TaskState {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        let text = value.as_str()?;
+        TaskState::parse(text).ok_or_else(|| FromSqlError::Other(format!("unknown task state {text:?}").into()))
+    }
+}
+
+/// What `last_error` says while a task's outcome is unknown, for people; code reads `Task::outcome_unknown`.
+const UNKNOWN_OUTCOME: &str = "unknown outcome";
+
+#[derive(Debug, Clone)]
 pub struct Task {
     pub task_id: String,
     pub device_id: String,
     pub command: String,
-    pub body: Value,
-    pub state: String,
+    pub body: SendCommand,
+    pub state: TaskState,
     pub xyte_command_id: Option<String>,
     pub attempts: i64,
     pub next_attempt_at: i64,
@@ -26,37 +104,34 @@ pub struct Task {
     pub expires_at: i64,
     pub updated_at: i64,
     pub last_error: Option<String>,
+    /// The last POST may have reached Xyte without our knowing (timeout, 5xx, crash mid-POST): Xyte has no
+    /// idempotency keys, so the task must be reconciled against the device's command list before anything else.
+    pub outcome_unknown: bool,
     pub principal: String,
 }
 
 const COLUMNS: &str = "task_id, device_id, command, body, state, xyte_command_id, attempts, next_attempt_at, created_at, \
-                       expires_at, updated_at, last_error, principal";
+                       expires_at, updated_at, last_error, outcome_unknown, principal";
 
-fn row(r: &Row<'_>) -> rusqlite::Result<(Task, String)> {
+fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let body: String = r.get(3)?;
-    Ok((
-        Task {
-            task_id: r.get(0)?,
-            device_id: r.get(1)?,
-            command: r.get(2)?,
-            body: Value::Null,
-            state: r.get(4)?,
-            xyte_command_id: r.get(5)?,
-            attempts: r.get(6)?,
-            next_attempt_at: r.get(7)?,
-            created_at: r.get(8)?,
-            expires_at: r.get(9)?,
-            updated_at: r.get(10)?,
-            last_error: r.get(11)?,
-            principal: r.get(12)?,
-        },
-        body,
-    ))
-}
-
-fn finish((mut t, body): (Task, String)) -> Result<Task, StoreError> {
-    t.body = serde_json::from_str(&body)?;
-    Ok(t)
+    Ok(Task {
+        task_id: r.get(0)?,
+        device_id: r.get(1)?,
+        command: r.get(2)?,
+        body: serde_json::from_str(&body)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, Type::Text, e.into()))?,
+        state: r.get(4)?,
+        xyte_command_id: r.get(5)?,
+        attempts: r.get(6)?,
+        next_attempt_at: r.get(7)?,
+        created_at: r.get(8)?,
+        expires_at: r.get(9)?,
+        updated_at: r.get(10)?,
+        last_error: r.get(11)?,
+        outcome_unknown: r.get(12)?,
+        principal: r.get(13)?,
+    })
 }
 
 pub fn new_id() -> String {
@@ -69,8 +144,7 @@ pub fn new_id() -> String {
 pub fn insert(
     conn: &Connection,
     device_id: &str,
-    command: &str,
-    body: &Value,
+    cmd: &SendCommand,
     principal: &str,
     now: i64,
     ttl_ms: i64,
@@ -80,17 +154,14 @@ pub fn insert(
     conn.execute(
         "INSERT INTO tasks (task_id, seq, device_id, command, body, state, attempts, next_attempt_at, created_at, expires_at,
                             updated_at, principal)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', 0, ?6, ?6, ?7, ?6, ?8)",
-        params![id, seq, device_id, command, serde_json::to_string(body)?, now, now + ttl_ms, principal],
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?8, ?7, ?9)",
+        params![id, seq, device_id, cmd.command, serde_json::to_string(cmd)?, Queued, now, now + ttl_ms, principal],
     )?;
     get(conn, &id)?.ok_or_else(|| StoreError::Data("inserted task vanished".into()))
 }
 
 pub fn get(conn: &Connection, task_id: &str) -> Result<Option<Task>, StoreError> {
-    conn.query_row(&format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ?1"), [task_id], row)
-        .optional()?
-        .map(finish)
-        .transpose()
+    Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM tasks WHERE task_id = ?1"), [task_id], row).optional()?)
 }
 
 /// Queued tasks whose turn has come: the oldest open task of each device, if it is queued and due.
@@ -103,7 +174,7 @@ pub fn due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Task>, Store
          ORDER BY seq LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![now, limit as i64], row)?;
-    rows.map(|r| finish(r?)).collect()
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// Commands not yet handed to Xyte: queued or being sent (`outbox_depth` in status and metrics). Kept by the
@@ -118,13 +189,35 @@ pub fn device_outbox_depth(conn: &Connection, device_id: &str) -> Result<i64, St
     Ok(stmt.query_row([device_id], |r| r.get(0)).optional()?.unwrap_or(0))
 }
 
-pub fn in_states(conn: &Connection, states: &[&str]) -> Result<Vec<Task>, StoreError> {
+pub fn in_states(conn: &Connection, states: &[TaskState]) -> Result<Vec<Task>, StoreError> {
     let list = serde_json::to_string(states)?;
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM tasks WHERE state IN (SELECT value FROM json_each(?1)) ORDER BY seq"
     ))?;
     let rows = stmt.query_map([list], row)?;
-    rows.map(|r| finish(r?)).collect()
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Xyte command ids already known to belong to tasks of `device_id`.
+pub fn claimed_command_ids(conn: &Connection, device_id: &str) -> Result<HashSet<String>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT xyte_command_id FROM tasks WHERE device_id = ?1 AND xyte_command_id IS NOT NULL")?;
+    let ids = stmt.query_map([device_id], |r| r.get(0))?;
+    Ok(ids.collect::<Result<_, _>>()?)
+}
+
+/// Queues again, with an unknown outcome and not before `due`, every task a previous process left `sending`.
+pub fn requeue_interrupted(conn: &Connection, now: i64, due: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute(
+        "UPDATE tasks SET state = ?1, outcome_unknown = 1, last_error = ?2, updated_at = ?3, next_attempt_at = ?4
+         WHERE state = ?5",
+        params![Queued, UNKNOWN_OUTCOME, now, due, Sending],
+    )?)
+}
+
+/// Makes every queued task due now.
+pub fn retry_queued_now(conn: &Connection, now: i64) -> Result<usize, StoreError> {
+    Ok(conn.execute("UPDATE tasks SET next_attempt_at = ?1 WHERE state = ?2", params![now, Queued])?)
 }
 
 /// What a transition changes besides the state.
@@ -134,24 +227,29 @@ pub struct Patch {
     pub last_error: Option<String>,
     pub next_attempt_at: Option<i64>,
     pub count_attempt: bool,
+    /// The task's outcome after this transition: unknown only while a transition says so (`last_error` then says
+    /// "unknown outcome" in place of this patch's).
+    pub outcome_unknown: bool,
 }
 
 /// Compare-and-set: moves the task to `to` only if it is in one of `from`. Returns whether it moved.
 pub fn transition(
     conn: &Connection,
     task_id: &str,
-    from: &[&str],
-    to: &str,
+    from: &[TaskState],
+    to: TaskState,
     patch: &Patch,
     now: i64,
 ) -> Result<bool, StoreError> {
     let from = serde_json::to_string(from)?;
+    let last_error = if patch.outcome_unknown { Some(UNKNOWN_OUTCOME) } else { patch.last_error.as_deref() };
     let n = conn.execute(
         "UPDATE tasks SET state = ?3, updated_at = ?4,
              xyte_command_id = COALESCE(?5, xyte_command_id),
              last_error = COALESCE(?6, last_error),
              next_attempt_at = COALESCE(?7, next_attempt_at),
-             attempts = attempts + ?8
+             attempts = attempts + ?8,
+             outcome_unknown = ?9
          WHERE task_id = ?1 AND state IN (SELECT value FROM json_each(?2))",
         params![
             task_id,
@@ -159,9 +257,10 @@ pub fn transition(
             to,
             now,
             patch.xyte_command_id,
-            patch.last_error,
+            last_error,
             patch.next_attempt_at,
-            i64::from(patch.count_attempt)
+            i64::from(patch.count_attempt),
+            patch.outcome_unknown
         ],
     )?;
     Ok(n == 1)

@@ -291,10 +291,17 @@ fn the_outbox_depth_is_migrated_and_kept_by_the_database() {
     let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
     c.execute_batch(MIGRATIONS[0]).unwrap();
     c.pragma_update(None, "user_version", 1).unwrap();
+    // Plain SQL, as any writer (or a migration) could: the counts must not depend on going through store::tasks.
     let add = |c: &Connection, device: &str, state: &str| {
-        let t = tasks::insert(c, device, "reboot", &json!({"command": "reboot"}), "test", 0, 60_000).unwrap();
-        c.execute("UPDATE tasks SET state = ?1 WHERE task_id = ?2", [state, &t.task_id]).unwrap();
-        t.task_id
+        let id = tasks::new_id();
+        c.execute(
+            "INSERT INTO tasks (task_id, seq, device_id, command, body, state, next_attempt_at, created_at, expires_at,
+                                updated_at, principal)
+             VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM tasks), ?2, 'reboot', '{}', ?3, 0, 0, 60000, 0, 'test')",
+            [&id, device, state],
+        )
+        .unwrap();
+        id
     };
     for (device, state) in [("a", "queued"), ("a", "queued"), ("a", "done"), ("b", "sending"), ("c", "pending")] {
         add(&c, device, state);
@@ -331,4 +338,60 @@ fn the_outbox_depth_is_migrated_and_kept_by_the_database() {
         })
         .unwrap();
     assert_eq!(depth(&store), (3, 3, [2, 1, 0, 0]), "requeued, moved between open states, deleted");
+}
+
+/// A database of the release before `outcome_unknown` (schema version 1, the sentinel text in `last_error`) opens
+/// migrated: every column as it was, the mark moved into the column for the queued task it meant something for,
+/// and each body read back as the command it was queued as, still the same stored text.
+#[test]
+fn the_unknown_outcome_migration_keeps_every_task_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    c.execute_batch(MIGRATIONS[0]).unwrap();
+    c.pragma_update(None, "user_version", 1).unwrap();
+    let reboot = r#"{"command":"reboot","extra_params":{},"name":"reboot"}"#;
+    let full = r#"{"command":"set_input","extra_params":{"input":"hdmi2","level":3},"file_id":"f1","friendly_name":"Set input","name":"set_input"}"#;
+    let rows = [
+        ("tsk_unknown", "queued", "reboot", reboot, Some("unknown outcome")),
+        ("tsk_queued", "queued", "set_input", full, None),
+        ("tsk_reconciled", "in_progress", "reboot", reboot, Some("unknown outcome")),
+        ("tsk_refused", "queued", "reboot", reboot, Some("connection refused")),
+        ("tsk_done", "done", "set_input", full, None),
+    ];
+    for (seq, (id, state, command, body, err)) in rows.into_iter().enumerate() {
+        let sent = (state != "queued").then_some(format!("cmd_{seq}"));
+        c.execute(
+            "INSERT INTO tasks VALUES (?1, ?2, 'd1', ?3, ?4, ?5, ?6, 1, 10, 20, 30, 40, ?7, 'admin')",
+            rusqlite::params![id, seq as i64, command, body, state, sent, err],
+        )
+        .unwrap();
+    }
+    let all = |c: &Connection| -> Vec<Vec<rusqlite::types::Value>> {
+        let mut s = c.prepare("SELECT * FROM tasks ORDER BY seq").unwrap();
+        let n = s.column_count();
+        s.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().map(Result::unwrap).collect()
+    };
+    let before = all(&c);
+    drop(c);
+
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let (mut after, tasks) = store
+        .read_blocking(|c| Ok((all(c), rows.iter().map(|r| tasks::get(c, r.0).unwrap().unwrap()).collect::<Vec<_>>())))
+        .unwrap();
+    after.iter_mut().for_each(|r| r.truncate(before[0].len()));
+    assert_eq!(after, before, "every old column as it was");
+    let typed: Vec<_> = tasks.iter().map(|t| (t.state.as_str(), t.outcome_unknown)).collect();
+    assert_eq!(
+        typed,
+        [("queued", true), ("queued", false), ("in_progress", false), ("queued", false), ("done", false)]
+    );
+    assert_eq!(tasks[0].last_error.as_deref(), Some("unknown outcome"), "still shown to people");
+    let b = &tasks[1].body;
+    assert_eq!(
+        (b.command.as_str(), b.friendly_name.as_deref(), b.file_id.as_deref(), b.extra_params.clone()),
+        ("set_input", Some("Set input"), Some("f1"), Some(json!({"input": "hdmi2", "level": 3})))
+    );
+    for (t, (.., stored, _)) in tasks.iter().zip(rows) {
+        assert_eq!(serde_json::to_string(&t.body).unwrap(), stored, "{} is stored as it was", t.task_id);
+    }
 }

@@ -12,17 +12,21 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ErrorCode;
 use crate::ops::App;
 use crate::store::events::NewEvent;
-use crate::store::tasks::{self, AT_XYTE, Patch, Task};
+use crate::store::tasks::{self, AT_XYTE, Patch, Task, TaskState};
 use crate::store::{Durability, now_ms};
 use crate::systemd::Heartbeat;
-use crate::xyte::{Priority, SendCommand};
+use crate::xyte::Priority;
 
-/// Marks a task whose last POST may or may not have reached Xyte.
-pub const UNKNOWN_OUTCOME: &str = "unknown outcome";
+const EXPIRED: &str = "not delivered within XYTE_COMMAND_TTL";
 const TRACK_EVERY: Duration = Duration::from_secs(2);
 /// Commands read per device when reconciling or tracking: what real clients ask for (reference §6), so a busy
 /// device's task is not pushed out of view by the 100 newest.
 const COMMAND_LIST: usize = 500;
+
+/// How long a task waits before its next attempt, after `attempts` so far: 1 s doubling up to about a minute.
+fn backoff_ms(attempts: i64) -> i64 {
+    1000 * 2i64.pow((attempts as u32).min(6))
+}
 
 /// What Xyte's command list says about a delivery whose outcome was unknown.
 enum Reconciled {
@@ -49,18 +53,7 @@ impl Forwarder {
         // a whole call budget, that POST has either landed or never will.
         let now = now_ms();
         let settle = now + self.app.client.call_budget().as_millis() as i64;
-        let _ = self
-            .app
-            .store
-            .write(Durability::Full, move |c| {
-                c.execute(
-                    "UPDATE tasks SET state = 'queued', last_error = ?1, updated_at = ?2, next_attempt_at = ?3
-                     WHERE state = 'sending'",
-                    rusqlite::params![UNKNOWN_OUTCOME, now, settle],
-                )?;
-                Ok(())
-            })
-            .await;
+        let _ = self.app.store.write(Durability::Full, move |c| tasks::requeue_interrupted(c, now, settle)).await;
         // Following delivered commands runs beside delivery, not between deliveries: it reads one command list per
         // device, and with a slow Xyte that took seconds during which new commands waited in the outbox.
         let tracker = Forwarder { app: self.app.clone(), heartbeat: self.heartbeat.clone() };
@@ -89,14 +82,7 @@ impl Forwarder {
 
     async fn retry_now(&self) {
         let now = now_ms();
-        let _ = self
-            .app
-            .store
-            .write(Durability::Normal, move |c| {
-                c.execute("UPDATE tasks SET next_attempt_at = ?1 WHERE state = 'queued'", [now])?;
-                Ok(())
-            })
-            .await;
+        let _ = self.app.store.write(Durability::Normal, move |c| tasks::retry_queued_now(c, now)).await;
     }
 
     async fn event(&self, kind: &str, t: &Task, data: Value) {
@@ -106,7 +92,7 @@ impl Forwarder {
         let _ = self.app.bus.publish(vec![NewEvent::new(kind, data).device(&t.device_id)]).await;
     }
 
-    async fn set(&self, t: &Task, from: &'static [&'static str], to: &'static str, patch: Patch) -> bool {
+    async fn set(&self, t: &Task, from: &'static [TaskState], to: TaskState, patch: Patch) -> bool {
         let id = t.task_id.clone();
         self.app
             .store
@@ -117,16 +103,18 @@ impl Forwarder {
 
     async fn expire(&self) {
         let now = now_ms();
-        let Ok(queued) = self.app.store.read(|c| tasks::in_states(c, &["queued"])).await else { return };
+        let Ok(queued) = self.app.store.read(|c| tasks::in_states(c, &[TaskState::Queued])).await else { return };
         // A task whose last POST has an unknown outcome may already be at Xyte: calling it expired (and never
         // delivered) could be a lie. `deliver` expires it once reconciliation shows it never arrived.
-        let unknown = |t: &Task| t.last_error.as_deref() == Some(UNKNOWN_OUTCOME);
-        for t in queued.into_iter().filter(|t| t.expires_at <= now && !unknown(t)) {
-            let patch =
-                Patch { last_error: Some("not delivered within XYTE_COMMAND_TTL".into()), ..Default::default() };
-            if self.set(&t, &["queued"], "expired", patch).await {
-                self.event("command.expired", &t, json!({"reason": "not delivered within XYTE_COMMAND_TTL"})).await;
-            }
+        for t in queued.into_iter().filter(|t| t.expires_at <= now && !t.outcome_unknown) {
+            self.expire_one(&t).await;
+        }
+    }
+
+    async fn expire_one(&self, t: &Task) {
+        let patch = Patch { last_error: Some(EXPIRED.into()), ..Default::default() };
+        if self.set(t, &[TaskState::Queued], TaskState::Expired, patch).await {
+            self.event("command.expired", t, json!({"reason": EXPIRED})).await;
         }
     }
 
@@ -136,69 +124,63 @@ impl Forwarder {
         for t in due {
             // Deliveries run one at a time, right here, so a task still `sending` now is one whose outcome could not
             // be recorded (the disk was full when Xyte answered). Like one a crash left behind: reconcile, never resend.
-            if t.state == "sending" {
-                let patch = Patch { last_error: Some(UNKNOWN_OUTCOME.to_string()), ..Default::default() };
-                self.set(&t, &["sending"], "queued", patch).await;
+            if t.state == TaskState::Sending {
+                let patch = Patch { outcome_unknown: true, ..Default::default() };
+                self.set(&t, &[TaskState::Sending], TaskState::Queued, patch).await;
                 continue;
             }
-            if t.last_error.as_deref() == Some(UNKNOWN_OUTCOME) {
+            if t.outcome_unknown {
                 match self.reconcile(&t).await {
                     Reconciled::Delivered(found) => {
                         let patch = Patch { xyte_command_id: Some(found.clone()), ..Default::default() };
-                        if self.set(&t, &["queued"], "sent", patch).await {
+                        if self.set(&t, &[TaskState::Queued], TaskState::Sent, patch).await {
                             self.event("command.sent", &t, json!({"xyte_command_id": found, "reconciled": true})).await;
                         }
                         continue;
                     }
                     Reconciled::NotDelivered if t.expires_at <= now_ms() => {
-                        let reason = "not delivered within XYTE_COMMAND_TTL";
-                        let patch = Patch { last_error: Some(reason.into()), ..Default::default() };
-                        if self.set(&t, &["queued"], "expired", patch).await {
-                            self.event("command.expired", &t, json!({"reason": reason})).await;
-                        }
+                        self.expire_one(&t).await;
                         continue;
                     }
                     Reconciled::NotDelivered => {}
                     Reconciled::Unknown => {
                         // Sending without knowing could deliver it twice (a 5xx on the list says nothing about the
                         // earlier POST): keep the outcome unknown and ask again after a backoff.
-                        let backoff = 1000 * 2i64.pow((t.attempts as u32).min(6));
-                        let patch = Patch { next_attempt_at: Some(now_ms() + backoff), ..Default::default() };
-                        self.set(&t, &["queued"], "queued", patch).await;
+                        let patch = Patch {
+                            next_attempt_at: Some(now_ms() + backoff_ms(t.attempts)),
+                            outcome_unknown: true,
+                            ..Default::default()
+                        };
+                        self.set(&t, &[TaskState::Queued], TaskState::Queued, patch).await;
                         continue;
                     }
                 }
             }
-            if !self.set(&t, &["queued"], "sending", Patch { count_attempt: true, ..Default::default() }).await {
+            // `sending` clears an unknown outcome: reconciliation just found that POST never arrived; this one's counts.
+            let sending = Patch { count_attempt: true, ..Default::default() };
+            if !self.set(&t, &[TaskState::Queued], TaskState::Sending, sending).await {
                 continue;
             }
-            let cmd = SendCommand {
-                command: t.command.clone(),
-                friendly_name: t.body["friendly_name"].as_str().map(String::from),
-                extra_params: t.body.get("extra_params").cloned(),
-                file_id: t.body["file_id"].as_str().map(String::from),
-            };
-            match self.app.client.send_command(&t.device_id, cmd, Priority::Command).await {
+            match self.app.client.send_command(&t.device_id, t.body.clone(), Priority::Command).await {
                 Ok(sent) => {
                     let patch = Patch { xyte_command_id: Some(sent.id.clone()), ..Default::default() };
-                    if self.set(&t, &["sending"], "sent", patch).await {
+                    if self.set(&t, &[TaskState::Sending], TaskState::Sent, patch).await {
                         self.event("command.sent", &t, json!({"xyte_command_id": sent.id})).await;
                     }
                 }
                 Err(e) if e.code.is_unreachable() => {
                     // A timeout may have delivered it; a refused connection certainly did not.
-                    let unknown = matches!(e.code, ErrorCode::Timeout | ErrorCode::XyteServerError);
-                    let backoff = 1000 * 2i64.pow((t.attempts as u32).min(6));
                     let patch = Patch {
-                        last_error: Some(if unknown { UNKNOWN_OUTCOME.to_string() } else { e.message.clone() }),
-                        next_attempt_at: Some(now_ms() + backoff),
+                        last_error: Some(e.message.clone()),
+                        next_attempt_at: Some(now_ms() + backoff_ms(t.attempts)),
+                        outcome_unknown: matches!(e.code, ErrorCode::Timeout | ErrorCode::XyteServerError),
                         ..Default::default()
                     };
-                    self.set(&t, &["sending"], "queued", patch).await;
+                    self.set(&t, &[TaskState::Sending], TaskState::Queued, patch).await;
                 }
                 Err(e) => {
                     let patch = Patch { last_error: Some(e.to_string()), ..Default::default() };
-                    if self.set(&t, &["sending"], "rejected", patch).await {
+                    if self.set(&t, &[TaskState::Sending], TaskState::Rejected, patch).await {
                         self.event("command.failed", &t, json!({"reason": e.message, "code": e.code})).await;
                     }
                 }
@@ -215,18 +197,7 @@ impl Forwarder {
             return Reconciled::Unknown;
         };
         let device = t.device_id.clone();
-        let Ok(claimed): Result<std::collections::HashSet<String>, _> = self
-            .app
-            .store
-            .read(move |c| {
-                let mut stmt = c.prepare_cached(
-                    "SELECT xyte_command_id FROM tasks WHERE device_id = ?1 AND xyte_command_id IS NOT NULL",
-                )?;
-                let ids = stmt.query_map([device], |r| r.get::<_, String>(0))?;
-                Ok(ids.collect::<Result<_, _>>()?)
-            })
-            .await
-        else {
+        let Ok(claimed) = self.app.store.read(move |c| tasks::claimed_command_ids(c, &device)).await else {
             return Reconciled::Unknown;
         };
         // Clocks differ a little between the gateway and Xyte; allow a few seconds.
@@ -274,16 +245,7 @@ impl Forwarder {
             };
             for t in list {
                 let Some(row) = rows.iter().find(|r| Some(&r.id) == t.xyte_command_id.as_ref()) else { continue };
-                let status = row.status.clone().unwrap_or_default();
-                let to: &'static str = match status.as_str() {
-                    "pending" => "pending",
-                    "in_progress" => "in_progress",
-                    "scheduled" => "scheduled",
-                    "done" => "done",
-                    "failed" => "failed",
-                    "aborted" => "aborted",
-                    _ => continue,
-                };
+                let Some(to) = row.status.as_deref().and_then(TaskState::from_xyte) else { continue };
                 if to != t.state && self.set(&t, AT_XYTE, to, Patch::default()).await {
                     self.event(
                         "command.status_changed",

@@ -62,8 +62,8 @@ pub struct IncidentQuery {
     pub to: Option<OffsetDateTime>,
 }
 
-/// The body of `POST /devices/:id/commands`.
-#[derive(Debug, Clone, Default)]
+/// The body of `POST /devices/:id/commands`, and what the outbox stores of a queued command.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
 pub struct SendCommand {
     pub command: String,
     pub friendly_name: Option<String>,
@@ -71,21 +71,22 @@ pub struct SendCommand {
     pub file_id: Option<String>,
 }
 
-impl SendCommand {
-    /// `command` is what current Xyte reads; `name` (the same value) is what older servers read.
-    pub fn body(&self) -> Value {
-        let mut body = json!({
-            "command": self.command,
-            "name": self.command,
-            "extra_params": self.extra_params.clone().unwrap_or_else(|| json!({})),
-        });
-        if let Some(f) = &self.friendly_name {
-            body["friendly_name"] = json!(f);
-        }
+/// `command` is what current Xyte reads; `name` (the same value) is what older servers read. Keys in sorted order,
+/// as serde_json wrote the `Value` this replaced: outbox rows stored before keep the same text.
+impl serde::Serialize for SendCommand {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("command", &self.command)?;
+        m.serialize_entry("extra_params", self.extra_params.as_ref().unwrap_or(&json!({})))?;
         if let Some(f) = &self.file_id {
-            body["file_id"] = json!(f);
+            m.serialize_entry("file_id", f)?;
         }
-        body
+        if let Some(f) = &self.friendly_name {
+            m.serialize_entry("friendly_name", f)?;
+        }
+        m.serialize_entry("name", &self.command)?;
+        m.end()
     }
 }
 
@@ -305,7 +306,7 @@ impl XyteClient {
 
     pub async fn send_command(&self, device_id: &str, cmd: SendCommand, prio: Priority) -> Result<Command, Error> {
         let v = self
-            .request("POST", &format!("devices/{}/commands", segment(device_id)), &[], Some(cmd.body()), prio)
+            .request("POST", &format!("devices/{}/commands", segment(device_id)), &[], Some(json!(cmd)), prio)
             .await?;
         let sent: Command = decode(v)?;
         if sent.id.is_empty() {
@@ -432,7 +433,7 @@ mod tests {
 
     #[test]
     fn command_body_carries_both_keys() {
-        let body = SendCommand { command: "reboot".into(), ..Default::default() }.body();
+        let body = json!(SendCommand { command: "reboot".into(), ..Default::default() });
         assert_eq!(body, json!({"command":"reboot","name":"reboot","extra_params":{}}));
     }
 }
