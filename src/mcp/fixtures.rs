@@ -3,10 +3,8 @@
 //! (`test_simple_text`, `test://static-text`, `test_prompt_with_arguments`, the MRTR tools …), shaped exactly as the
 //! suite's reference "everything server" shapes them.
 //!
-//! Compiled only with the cargo feature `conformance-fixtures` (test builds; never the release binary or the
-//! packages), and served only when such a daemon was started with `XYTE_CONFORMANCE_FIXTURES=1`: then [`Fixtures`] is
-//! the app's MCP [`Extension`], and its entries follow the catalogue's own. Otherwise nothing here is listed,
-//! callable or readable.
+//! Compiled only with the cargo feature `conformance-fixtures` (never in the release binary or the packages), and
+//! served, after the catalogue's own entries, only by such a daemon started with `XYTE_CONFORMANCE_FIXTURES=1`.
 //!
 //! Not served, because they need client features this daemon does not implement (server-to-client requests in the
 //! legacy era): `test_sampling`, `test_elicitation`, `test_elicitation_sep1034_defaults`,
@@ -29,33 +27,6 @@ const AUDIO_WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQI
 /// The resource whose subscribers are told it changed every [`WATCH_PERIOD`].
 const WATCHED_URI: &str = "test://watched-resource";
 const WATCH_PERIOD: Duration = Duration::from_secs(3);
-
-/// The fixtures as an MCP [`Extension`].
-pub struct Fixtures;
-
-impl Extension for Fixtures {
-    fn list(&self, kind: &str, modern: bool) -> Vec<Value> {
-        match kind {
-            "tools" => tools(modern),
-            "resources" => resources(),
-            "resourceTemplates" => templates(),
-            "prompts" => prompts(modern),
-            _ => Vec::new(),
-        }
-    }
-    fn read(&self, uri: &str) -> Option<Value> {
-        read(uri, crate::store::now_ms() / WATCH_PERIOD.as_millis() as i64)
-    }
-    fn run<'a>(&'a self, method: &'a str, name: &'a str, call: &'a Call<'a>) -> Running<'a> {
-        match method {
-            "tools/call" => Box::pin(call_tool(name, call)),
-            _ => Box::pin(std::future::ready(get_prompt(name, call))),
-        }
-    }
-    fn watched(&self) -> Option<(&'static str, Duration)> {
-        Some((WATCHED_URI, WATCH_PERIOD))
-    }
-}
 
 fn no_args() -> Value {
     json!({"type": "object", "properties": {}, "additionalProperties": false})
@@ -353,41 +324,58 @@ const RESOURCES: &[(&str, &str, &str, &str, &str)] = &[
     (WATCHED_URI, "watched-resource", "Watched Resource", "A resource that changes every 3 seconds", "text/plain"),
 ];
 
-fn resources() -> Vec<Value> {
-    RESOURCES
-        .iter()
-        .map(|(uri, name, title, d, mime)| {
-            json!({"uri": uri, "name": name, "title": title, "description": d, "mimeType": mime})
-        })
-        .collect()
-}
+/// The fixtures as an MCP [`Extension`].
+pub struct Fixtures;
 
-fn templates() -> Vec<Value> {
-    vec![json!({
-        "uriTemplate": "test://template/{id}/data",
-        "name": "template",
-        "title": "Resource Template",
-        "description": "A resource template with parameter substitution",
-        "mimeType": "application/json",
-    })]
-}
-
-/// The `contents` of a fixture resource, or `None` if `uri` is not one. `revision` numbers the watched resource's
-/// changes.
-fn read(uri: &str, revision: i64) -> Option<Value> {
-    let one = |mime: &str, field: &str, value: String| Some(json!([{"uri": uri, "mimeType": mime, field: value}]));
-    match uri {
-        "test://static-text" => one("text/plain", "text", "This is the content of the static text resource.".into()),
-        "test://static-binary" => one("image/png", "blob", IMAGE_PNG.into()),
-        WATCHED_URI => one("text/plain", "text", format!("Watched resource content (revision {revision})")),
-        _ => {
-            let id = uri.strip_prefix("test://template/")?.strip_suffix("/data")?;
-            if id.is_empty() || id.contains('/') {
-                return None;
-            }
-            let body = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
-            one("application/json", "text", body.to_string())
+impl Extension for Fixtures {
+    fn list(&self, kind: &str, modern: bool) -> Vec<Value> {
+        match kind {
+            "tools" => tools(modern),
+            "resources" => RESOURCES
+                .iter()
+                .map(|(uri, name, title, d, mime)| {
+                    json!({"uri": uri, "name": name, "title": title, "description": d, "mimeType": mime})
+                })
+                .collect(),
+            "resourceTemplates" => vec![json!({
+                "uriTemplate": "test://template/{id}/data",
+                "name": "template",
+                "title": "Resource Template",
+                "description": "A resource template with parameter substitution",
+                "mimeType": "application/json",
+            })],
+            "prompts" => prompts(modern),
+            _ => Vec::new(),
         }
+    }
+    fn read(&self, uri: &str) -> Option<Value> {
+        // Numbers the watched resource's changes.
+        let revision = crate::store::now_ms() / WATCH_PERIOD.as_millis() as i64;
+        let one = |mime: &str, field: &str, value: String| Some(json!([{"uri": uri, "mimeType": mime, field: value}]));
+        match uri {
+            "test://static-text" => {
+                one("text/plain", "text", "This is the content of the static text resource.".into())
+            }
+            "test://static-binary" => one("image/png", "blob", IMAGE_PNG.into()),
+            WATCHED_URI => one("text/plain", "text", format!("Watched resource content (revision {revision})")),
+            _ => {
+                let id = uri.strip_prefix("test://template/")?.strip_suffix("/data")?;
+                if id.is_empty() || id.contains('/') {
+                    return None;
+                }
+                let body = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
+                one("application/json", "text", body.to_string())
+            }
+        }
+    }
+    fn run<'a>(&'a self, method: &'a str, name: &'a str, call: &'a Call<'a>) -> Running<'a> {
+        match method {
+            "tools/call" => Box::pin(call_tool(name, call)),
+            _ => Box::pin(std::future::ready(get_prompt(name, call))),
+        }
+    }
+    fn watched(&self) -> Option<(&'static str, Duration)> {
+        Some((WATCHED_URI, WATCH_PERIOD))
     }
 }
 
@@ -508,11 +496,11 @@ mod tests {
             }
         }
         assert!(!tools(false).iter().any(|t| t["name"] == "test_input_required_result_elicitation"), "modern only");
-        for r in resources() {
-            assert!(read(r["uri"].as_str().unwrap(), 0).is_some(), "{r}");
+        for r in Fixtures.list("resources", false) {
+            assert!(Fixtures.read(r["uri"].as_str().unwrap()).is_some(), "{r}");
         }
-        assert_eq!(read("test://template/123/data", 0).unwrap()[0]["uri"], "test://template/123/data");
-        assert!(read("test://template//data", 0).is_none());
-        assert!(read("devices://", 0).is_none());
+        assert_eq!(Fixtures.read("test://template/123/data").unwrap()[0]["uri"], "test://template/123/data");
+        assert!(Fixtures.read("test://template//data").is_none());
+        assert!(Fixtures.read("devices://").is_none());
     }
 }

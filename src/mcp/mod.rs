@@ -1,12 +1,8 @@
 //! MCP for local agents (SPEC §6): the protocol of both eras, independent of the transport ([`session`]), the Unix
-//! socket transport ([`unix`]) and the stdio bridge ([`bridge`]). Beside the catalogue, a session serves what the
-//! app's [`Extension`] adds: nothing in a normal build; the conformance suite's test fixtures (`fixtures`) in a build
-//! with the cargo feature `conformance-fixtures`, when switched on.
+//! socket transport ([`unix`]) and the stdio bridge ([`bridge`]). A session also serves the app's [`Extension`]:
+//! nothing, or the conformance suite's test fixtures (`fixtures`, only with the cargo feature `conformance-fixtures`).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 
@@ -29,9 +25,8 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// does not read can make the daemon hold.
 pub const MAX_IN_FLIGHT: usize = 16;
 
-/// Tools, resources and prompts served after the catalogue's own (`App::extension`). Every method has an empty
-/// default, which `()` keeps: the extension of a normal build. Its tools and prompts are the ones it lists; a session
-/// runs them through [`Extension::run`], with MRTR input and sealed state in the modern era.
+/// Tools, resources and prompts served after the catalogue's own (`App::extension`); every method defaults to none,
+/// as `()` keeps. A session runs the tools and prompts it lists through [`Extension::run`], with MRTR in 2026-07-28.
 pub trait Extension: Send + Sync {
     /// Its entries of a `kind` of list: `tools`, `resources`, `resourceTemplates` or `prompts`.
     fn list(&self, _kind: &str, _modern: bool) -> Vec<Value> {
@@ -46,14 +41,15 @@ pub trait Extension: Send + Sync {
         Box::pin(std::future::ready(Err(jsonrpc::RpcError::new(jsonrpc::INVALID_PARAMS, format!("unknown: {name}")))))
     }
     /// A resource of its own that changes by itself, and how often: subscribers are told at that pace.
-    fn watched(&self) -> Option<(&'static str, Duration)> {
+    fn watched(&self) -> Option<(&'static str, std::time::Duration)> {
         None
     }
 }
 
 impl Extension for () {}
 
-pub type Running<'a> = Pin<Box<dyn Future<Output = Result<Outcome, jsonrpc::RpcError>> + Send + 'a>>;
+/// What [`Extension::run`] returns.
+pub type Running<'a> = std::pin::Pin<Box<dyn Future<Output = Result<Outcome, jsonrpc::RpcError>> + Send + 'a>>;
 
 /// What an extension's tool or prompt answers: a result, or (modern era only) a request for input from the client.
 pub enum Outcome {
@@ -81,11 +77,7 @@ pub struct Call<'a> {
 pub fn extension(on: bool) -> Arc<dyn Extension> {
     #[cfg(feature = "conformance-fixtures")]
     if on {
-        tracing::warn!(
-            "XYTE_CONFORMANCE_FIXTURES=1: MCP also serves the conformance suite's TEST fixtures (test_* tools, \
-             test:// resources, test_* prompts); a test switch read at start, not a configuration setting; never \
-             set it on a production gateway"
-        );
+        tracing::warn!("XYTE_CONFORMANCE_FIXTURES=1: MCP also serves the conformance suite's TEST fixtures (test_*)");
         return Arc::new(fixtures::Fixtures);
     }
     if on {

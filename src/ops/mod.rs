@@ -61,8 +61,7 @@ pub struct App {
     pub refreshes: reads::Refreshes,
     /// The device collection in name order, for `list_devices`.
     pub device_order: devices::NameOrder,
-    /// What MCP serves beside the catalogue: nothing (`()`), or with `XYTE_CONFORMANCE_FIXTURES=1` in a test build the
-    /// conformance suite's fixtures (`mcp::extension`).
+    /// What MCP serves beside the catalogue: nothing, or the conformance suite's test fixtures (`mcp::extension`).
     pub extension: Arc<dyn crate::mcp::Extension>,
 }
 
