@@ -89,7 +89,8 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         env_label: config.env_label.clone(),
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),
-        conformance_fixtures: conformance_fixtures(),
+        // A test switch read straight from the environment (exactly `1`), deliberately not a configuration key.
+        extension: mcp::extension(std::env::var("XYTE_CONFORMANCE_FIXTURES").is_ok_and(|v| v == "1")),
         ..ops::App::new(store.clone(), client.clone())
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
@@ -204,23 +205,6 @@ async fn report_status(app: Arc<ops::App>, shutdown: CancellationToken) {
             last = line;
         }
     }
-}
-
-/// `XYTE_CONFORMANCE_FIXTURES=1` (exactly `1`) makes MCP also serve the official conformance suite's fixtures
-/// (`mcp::fixtures`: `test_*` tools, `test://` resources, `test_*` prompts) for `tests/interop/conformance.sh`.
-/// Test-only, so deliberately not a configuration key: it is read once here, straight from the environment, and is
-/// unknown to the config file and `check-config` (the config loader's usual notice about a stray `XYTE_` variable
-/// names it too). Off unless set; a warning is logged at start when it is on.
-fn conformance_fixtures() -> bool {
-    let on = std::env::var("XYTE_CONFORMANCE_FIXTURES").is_ok_and(|v| v == "1");
-    if on {
-        tracing::warn!(
-            "XYTE_CONFORMANCE_FIXTURES=1: MCP also serves the conformance suite's TEST fixtures (test_* tools, \
-             test:// resources, test_* prompts); a test switch read at start, not a configuration setting; never \
-             set it on a production gateway"
-        );
-    }
-    on
 }
 
 fn client_config(config: &Config) -> Result<ClientConfig, Fatal> {

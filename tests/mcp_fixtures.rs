@@ -1,5 +1,6 @@
 //! The conformance suite's test-only fixtures (`XYTE_CONFORMANCE_FIXTURES=1`, src/mcp/fixtures.rs): with the switch
-//! off (the default) nothing of them is listed, callable or readable in either era; with it on they are, including
+//! off (the default) or without the cargo feature `conformance-fixtures` nothing of them is listed, callable or
+//! readable in either era; with both on (the tests below that need the feature) they are, including
 //! the MRTR flow's sealed `requestState` (tampering and replay by another principal refused) and request-scoped log
 //! lines on the request's own SSE stream over HTTP. The full suite runs in tests/interop/conformance.sh.
 
@@ -13,7 +14,9 @@ use xyte_edge::mcp::session::Session;
 use xyte_edge::ops::Principal;
 
 mod support;
-use support::{Gateway, Rig, rig};
+#[cfg(feature = "conformance-fixtures")]
+use support::Gateway;
+use support::{Rig, rig};
 
 struct Peer {
     session: Arc<Session>,
@@ -96,7 +99,7 @@ fn is_fixture(name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_are_invisible_when_the_switch_is_off() {
     let rig = rig(false).await;
-    assert!(!rig.app.conformance_fixtures, "off by default");
+    assert!(rig.app.extension.list("tools", true).is_empty(), "off by default");
     let mut legacy = Peer::legacy(&rig).await;
     let mut stateless = Peer::new(&rig, "test:modern");
 
@@ -127,10 +130,11 @@ async fn fixtures_are_invisible_when_the_switch_is_off() {
     assert!(r.get("error").is_some(), "{r}");
 }
 
+#[cfg(feature = "conformance-fixtures")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
     let mut rig = rig(false).await;
-    Arc::get_mut(&mut rig.app).expect("no other handle yet").conformance_fixtures = true;
+    Arc::get_mut(&mut rig.app).expect("no other handle yet").extension = xyte_edge::mcp::extension(true);
     let mut legacy = Peer::legacy(&rig).await;
     let seen = inventory(&mut legacy, |p| p).await;
     for want in
@@ -178,10 +182,11 @@ async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
     assert_eq!(notes.len(), 1, "{notes:?}");
 }
 
+#[cfg(feature = "conformance-fixtures")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mrtr_state_is_sealed_and_bound_and_capabilities_are_respected() {
     let mut rig = rig(false).await;
-    Arc::get_mut(&mut rig.app).expect("no other handle yet").conformance_fixtures = true;
+    Arc::get_mut(&mut rig.app).expect("no other handle yet").extension = xyte_edge::mcp::extension(true);
     let mut alice = Peer::new(&rig, "token:alice");
     let mut bob = Peer::new(&rig, "token:bob");
     let tool = "test_input_required_result_tampered_state";
@@ -227,6 +232,7 @@ async fn mrtr_state_is_sealed_and_bound_and_capabilities_are_respected() {
 
 /// Over HTTP (legacy era), a tool's log lines travel on the tools/call's own SSE stream, before its response; and
 /// the switch is read from the daemon's environment.
+#[cfg(feature = "conformance-fixtures")]
 #[test]
 fn http_switch_and_log_lines_on_the_call_stream() {
     let mut gw = Gateway::start(&[("XYTE_CONFORMANCE_FIXTURES", "1")]);

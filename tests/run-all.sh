@@ -10,6 +10,9 @@ export CARGO_TERM_COLOR=never
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
 step() { printf '\n==> %s\n' "$*"; }
+# The tests' builds (the debug binary included) have the MCP conformance suite's fixtures, which the conformance step
+# and tests/mcp_fixtures.rs need; the release binary and the packages are built without them.
+FIXTURES=(--features conformance-fixtures)
 started=$(date +%s)
 
 step "toolchain components"
@@ -21,15 +24,16 @@ cargo --version
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy --all-targets -- -D warnings"
+step "cargo clippy --all-targets -- -D warnings (without and with the feature conformance-fixtures)"
 cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --all-targets --locked "${FIXTURES[@]}" -- -D warnings
 
-step "cargo build (debug, all targets)"
-cargo build --all-targets --locked
+step "cargo build (debug, all targets, feature conformance-fixtures)"
+cargo build --all-targets --locked "${FIXTURES[@]}"
 
 step "idle writes: the 10-minute measurement starts in the background (its result is checked at the end)"
 # It mostly waits, so it runs beside the rest of the suite instead of adding ten minutes to it.
-idle_bin=$(cargo test --locked --no-run --test idle_writes --message-format=json 2>/dev/null |
+idle_bin=$(cargo test --locked "${FIXTURES[@]}" --no-run --test idle_writes --message-format=json 2>/dev/null |
   python3 -c 'import json, sys; [print(m["executable"]) for m in map(json.loads, sys.stdin)
     if m.get("executable") and m["target"]["name"] == "idle_writes"]')
 [ -x "$idle_bin" ] || { echo "idle writes: the test binary was not found (got: $idle_bin)" >&2; exit 1; }
@@ -38,9 +42,9 @@ idle_log="$CARGO_TARGET_DIR/idle-writes.log"
 idle_pid=$!
 trap 'kill "$idle_pid" 2>/dev/null || true' EXIT
 
-step "cargo test"
+step "cargo test (feature conformance-fixtures)"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
-cargo test --locked -- --test-threads=2
+cargo test --locked "${FIXTURES[@]}" -- --test-threads=2
 
 step "packaging: the amd64 .deb (cargo-deb), lintian, then install / upgrade / remove / purge on this machine"
 missing=()
@@ -65,7 +69,7 @@ VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
 "$VENV/bin/python" tests/interop/mcp_python.py "$CARGO_TARGET_DIR/debug/xyte-edge"
 
 step "OpenAPI 3.1: the generated document passes openapi-spec-validator 0.9.0"
-XYTE_WRITE_OPENAPI=1 cargo test --locked --lib http::openapi::tests::write_document_when_asked -- --quiet
+XYTE_WRITE_OPENAPI=1 cargo test --locked "${FIXTURES[@]}" --lib http::openapi::tests::write_document_when_asked -- --quiet
 "$VENV/bin/python" tests/interop/openapi_check.py "$CARGO_TARGET_DIR/openapi.json"
 
 step "interop: the MCP Inspector CLI 2.12.0 (Node 22 from npm), stdio bridge and HTTPS, legacy and modern eras"

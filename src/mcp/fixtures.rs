@@ -3,10 +3,8 @@
 //! (`test_simple_text`, `test://static-text`, `test_prompt_with_arguments`, the MRTR tools …), shaped exactly as the
 //! suite's reference "everything server" shapes them.
 //!
-//! They are served only when the daemon was started with `XYTE_CONFORMANCE_FIXTURES=1` (`App::conformance_fixtures`),
-//! which is never on by default. With the switch off the session never consults this module: nothing here is
-//! listed, callable or readable, and the normal catalogue is unchanged. With it on, they are added after the
-//! catalogue's own entries.
+//! Compiled only with the cargo feature `conformance-fixtures` (never in the release binary or the packages), and
+//! served, after the catalogue's own entries, only by such a daemon started with `XYTE_CONFORMANCE_FIXTURES=1`.
 //!
 //! Not served, because they need client features this daemon does not implement (server-to-client requests in the
 //! legacy era): `test_sampling`, `test_elicitation`, `test_elicitation_sep1034_defaults`,
@@ -18,8 +16,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 
 use super::jsonrpc::{self, RpcError};
-use super::mrtr;
-use crate::ops::Progress;
+use super::{Call, Extension, Outcome, Running, mrtr};
 
 /// A 1×1 red PNG.
 const IMAGE_PNG: &str =
@@ -28,31 +25,8 @@ const IMAGE_PNG: &str =
 const AUDIO_WAV: &str = "UklGRiYAAABXQVZFZm10IBAAAAABAAEAQB8AAAB9AAACABAAZGF0YQIAAAA=";
 
 /// The resource whose subscribers are told it changed every [`WATCH_PERIOD`].
-pub const WATCHED_URI: &str = "test://watched-resource";
-pub const WATCH_PERIOD: Duration = Duration::from_secs(3);
-
-/// What a fixture answers: a result, or (modern era only) a request for input from the client.
-pub enum Outcome {
-    Complete(Value),
-    InputRequired { requests: Map<String, Value>, state: Option<Value> },
-}
-
-/// One call of a fixture tool or prompt, with what the session knows about the request.
-pub struct Call<'a> {
-    /// The request is in the modern (2026-07-28) era.
-    pub modern: bool,
-    pub args: &'a Map<String, Value>,
-    /// MRTR `inputResponses` (already checked to be objects); empty on a first call and in the legacy era.
-    pub responses: &'a Map<String, Value>,
-    /// The opened MRTR `requestState`, if the client echoed a valid one.
-    pub state: Option<&'a Value>,
-    /// The modern era's declared client capabilities (`{}` in the legacy era).
-    pub caps: &'a Value,
-    /// Set when the request carried a progress token.
-    pub progress: Option<Progress>,
-    /// Sends a `notifications/message` tied to this request, if the client's log level lets it through.
-    pub log: &'a (dyn Fn(&str, Value) + Send + Sync),
-}
+const WATCHED_URI: &str = "test://watched-resource";
+const WATCH_PERIOD: Duration = Duration::from_secs(3);
 
 fn no_args() -> Value {
     json!({"type": "object", "properties": {}, "additionalProperties": false})
@@ -117,7 +91,7 @@ const MODERN_TOOLS: &[(&str, &str)] = &[
 
 const JSON_SCHEMA_TOOL: &str = "json_schema_2020_12_tool";
 
-pub fn tools(modern: bool) -> Vec<Value> {
+fn tools(modern: bool) -> Vec<Value> {
     let mut list: Vec<Value> = LEGACY_AND_MODERN_TOOLS.iter().map(|(n, d)| tool(n, d)).collect();
     list.push(json!({
         "name": JSON_SCHEMA_TOOL,
@@ -128,12 +102,6 @@ pub fn tools(modern: bool) -> Vec<Value> {
         list.extend(MODERN_TOOLS.iter().map(|(n, d)| tool(n, d)));
     }
     list
-}
-
-pub fn is_tool(name: &str, modern: bool) -> bool {
-    name == JSON_SCHEMA_TOOL
-        || LEGACY_AND_MODERN_TOOLS.iter().any(|(n, _)| *n == name)
-        || (modern && MODERN_TOOLS.iter().any(|(n, _)| *n == name))
 }
 
 fn text(t: impl Into<String>) -> Value {
@@ -180,7 +148,7 @@ async fn pause() {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-pub async fn call_tool(name: &str, call: &Call<'_>) -> Result<Outcome, RpcError> {
+async fn call_tool(name: &str, call: &Call<'_>) -> Result<Outcome, RpcError> {
     let caps_has = |c: &str| call.caps.get(c).is_some_and(Value::is_object);
     Ok(match name {
         "test_simple_text" => content(vec![text("This is a simple text response for testing.")]),
@@ -356,41 +324,58 @@ const RESOURCES: &[(&str, &str, &str, &str, &str)] = &[
     (WATCHED_URI, "watched-resource", "Watched Resource", "A resource that changes every 3 seconds", "text/plain"),
 ];
 
-pub fn resources() -> Vec<Value> {
-    RESOURCES
-        .iter()
-        .map(|(uri, name, title, d, mime)| {
-            json!({"uri": uri, "name": name, "title": title, "description": d, "mimeType": mime})
-        })
-        .collect()
-}
+/// The fixtures as an MCP [`Extension`].
+pub struct Fixtures;
 
-pub fn templates() -> Vec<Value> {
-    vec![json!({
-        "uriTemplate": "test://template/{id}/data",
-        "name": "template",
-        "title": "Resource Template",
-        "description": "A resource template with parameter substitution",
-        "mimeType": "application/json",
-    })]
-}
-
-/// The `contents` of a fixture resource, or `None` if `uri` is not one. `revision` numbers the watched resource's
-/// changes.
-pub fn read(uri: &str, revision: u64) -> Option<Value> {
-    let one = |mime: &str, field: &str, value: String| Some(json!([{"uri": uri, "mimeType": mime, field: value}]));
-    match uri {
-        "test://static-text" => one("text/plain", "text", "This is the content of the static text resource.".into()),
-        "test://static-binary" => one("image/png", "blob", IMAGE_PNG.into()),
-        WATCHED_URI => one("text/plain", "text", format!("Watched resource content (revision {revision})")),
-        _ => {
-            let id = uri.strip_prefix("test://template/")?.strip_suffix("/data")?;
-            if id.is_empty() || id.contains('/') {
-                return None;
-            }
-            let body = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
-            one("application/json", "text", body.to_string())
+impl Extension for Fixtures {
+    fn list(&self, kind: &str, modern: bool) -> Vec<Value> {
+        match kind {
+            "tools" => tools(modern),
+            "resources" => RESOURCES
+                .iter()
+                .map(|(uri, name, title, d, mime)| {
+                    json!({"uri": uri, "name": name, "title": title, "description": d, "mimeType": mime})
+                })
+                .collect(),
+            "resourceTemplates" => vec![json!({
+                "uriTemplate": "test://template/{id}/data",
+                "name": "template",
+                "title": "Resource Template",
+                "description": "A resource template with parameter substitution",
+                "mimeType": "application/json",
+            })],
+            "prompts" => prompts(modern),
+            _ => Vec::new(),
         }
+    }
+    fn read(&self, uri: &str) -> Option<Value> {
+        // Numbers the watched resource's changes.
+        let revision = crate::store::now_ms() / WATCH_PERIOD.as_millis() as i64;
+        let one = |mime: &str, field: &str, value: String| Some(json!([{"uri": uri, "mimeType": mime, field: value}]));
+        match uri {
+            "test://static-text" => {
+                one("text/plain", "text", "This is the content of the static text resource.".into())
+            }
+            "test://static-binary" => one("image/png", "blob", IMAGE_PNG.into()),
+            WATCHED_URI => one("text/plain", "text", format!("Watched resource content (revision {revision})")),
+            _ => {
+                let id = uri.strip_prefix("test://template/")?.strip_suffix("/data")?;
+                if id.is_empty() || id.contains('/') {
+                    return None;
+                }
+                let body = json!({"id": id, "templateTest": true, "data": format!("Data for ID: {id}")});
+                one("application/json", "text", body.to_string())
+            }
+        }
+    }
+    fn run<'a>(&'a self, method: &'a str, name: &'a str, call: &'a Call<'a>) -> Running<'a> {
+        match method {
+            "tools/call" => Box::pin(call_tool(name, call)),
+            _ => Box::pin(std::future::ready(get_prompt(name, call))),
+        }
+    }
+    fn watched(&self) -> Option<(&'static str, Duration)> {
+        Some((WATCHED_URI, WATCH_PERIOD))
     }
 }
 
@@ -431,7 +416,7 @@ const PROMPTS: &[Prompt] = &[
 /// Modern only, like the MRTR tools.
 const MRTR_PROMPT: &str = "test_input_required_result_prompt";
 
-pub fn prompts(modern: bool) -> Vec<Value> {
+fn prompts(modern: bool) -> Vec<Value> {
     let mut list: Vec<Value> = PROMPTS
         .iter()
         .map(|p| {
@@ -446,15 +431,11 @@ pub fn prompts(modern: bool) -> Vec<Value> {
     list
 }
 
-pub fn is_prompt(name: &str, modern: bool) -> bool {
-    PROMPTS.iter().any(|p| p.name == name) || (modern && name == MRTR_PROMPT)
-}
-
 fn user(content: Value) -> Value {
     json!({"role": "user", "content": content})
 }
 
-pub fn get_prompt(name: &str, call: &Call<'_>) -> Result<Outcome, RpcError> {
+fn get_prompt(name: &str, call: &Call<'_>) -> Result<Outcome, RpcError> {
     if let Some(p) = PROMPTS.iter().find(|p| p.name == name) {
         for (arg, _) in p.arguments {
             if !call.args.get(*arg).is_some_and(Value::is_string) {
@@ -481,7 +462,7 @@ pub fn get_prompt(name: &str, call: &Call<'_>) -> Result<Outcome, RpcError> {
             user(json!({"type": "image", "data": IMAGE_PNG, "mimeType": "image/png"})),
             user(text("Please analyze the image above.")),
         ],
-        MRTR_PROMPT if call.modern => match answer(call, "user_context", "context") {
+        MRTR_PROMPT => match answer(call, "user_context", "context") {
             Some(context) => vec![user(text(format!("Prompt with context: {context}")))],
             None => {
                 let ask_context = elicit("What context should the prompt use?", "context", "string");
@@ -498,23 +479,28 @@ pub fn get_prompt(name: &str, call: &Call<'_>) -> Result<Outcome, RpcError> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn listed_fixtures_are_the_callable_ones() {
+    /// A session runs the tools and prompts an extension lists, so each listed one must have its arm.
+    #[tokio::test]
+    async fn listed_fixtures_are_the_callable_ones() {
+        let (args, responses, caps) = (Map::new(), Map::new(), json!({}));
         for modern in [false, true] {
-            for t in tools(modern) {
-                assert!(is_tool(t["name"].as_str().unwrap(), modern), "{t}");
-            }
-            for p in prompts(modern) {
-                assert!(is_prompt(p["name"].as_str().unwrap(), modern), "{p}");
+            let log = |_: &str, _| {};
+            let call = Call { args: &args, responses: &responses, state: None, caps: &caps, progress: None, log: &log };
+            for (method, list) in [("tools/call", tools(modern)), ("prompts/get", prompts(modern))] {
+                for entry in list {
+                    let name = entry["name"].as_str().unwrap();
+                    let unknown =
+                        Fixtures.run(method, name, &call).await.is_err_and(|e| e.message.starts_with("unknown"));
+                    assert!(!unknown, "{method} {name}");
+                }
             }
         }
-        assert!(!is_tool("test_input_required_result_elicitation", false), "MRTR tools are modern only");
-        assert!(!is_tool("list_devices", true));
-        for r in resources() {
-            assert!(read(r["uri"].as_str().unwrap(), 0).is_some(), "{r}");
+        assert!(!tools(false).iter().any(|t| t["name"] == "test_input_required_result_elicitation"), "modern only");
+        for r in Fixtures.list("resources", false) {
+            assert!(Fixtures.read(r["uri"].as_str().unwrap()).is_some(), "{r}");
         }
-        assert_eq!(read("test://template/123/data", 0).unwrap()[0]["uri"], "test://template/123/data");
-        assert!(read("test://template//data", 0).is_none());
-        assert!(read("devices://", 0).is_none());
+        assert_eq!(Fixtures.read("test://template/123/data").unwrap()[0]["uri"], "test://template/123/data");
+        assert!(Fixtures.read("test://template//data").is_none());
+        assert!(Fixtures.read("devices://").is_none());
     }
 }

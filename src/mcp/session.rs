@@ -12,9 +12,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::fixtures::{self, Outcome};
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
-use super::{LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, SERVER_NAME, mrtr, outgoing};
+use super::{Call, LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, Outcome, SERVER_NAME, mrtr, outgoing};
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, App, Ctx, Principal, Progress, prompts, resources};
 
@@ -245,10 +244,9 @@ impl Session {
         progress: Option<Progress>,
     ) -> Result<Value, RpcError> {
         let p = &req.params;
-        let fixtures = self.app.conformance_fixtures;
-        let modern = era == Era::Modern;
-        let named = |is: fn(&str, bool) -> bool| {
-            fixtures && p.get("name").and_then(Value::as_str).is_some_and(|n| is(n, modern))
+        let (ext, modern) = (&self.app.extension, era == Era::Modern);
+        let listed = |list: Vec<Value>| {
+            p.get("name").and_then(Value::as_str).is_some_and(|n| list.iter().any(|e| e["name"] == n))
         };
         match (era, req.method.as_str()) {
             (Era::Legacy, "initialize") => Ok(self.initialize(p)),
@@ -260,30 +258,24 @@ impl Session {
             })),
             (_, "tools/list") => {
                 let mut tools = tool_list();
-                if fixtures {
-                    tools.extend(fixtures::tools(modern));
-                }
+                tools.extend(ext.list("tools", modern));
                 Ok(json!({"tools": tools}))
             }
-            (_, "tools/call") if named(fixtures::is_tool) => self.fixture(era, req, meta, progress).await,
+            (_, "tools/call") if listed(ext.list("tools", modern)) => self.extension(era, req, meta, progress).await,
             (_, "tools/call") => self.call_tool(p, progress).await,
             (_, "resources/list") => {
                 let mut list = resources::list();
-                if fixtures {
-                    list.extend(fixtures::resources());
-                }
+                list.extend(ext.list("resources", modern));
                 Ok(json!({"resources": list}))
             }
             (_, "resources/templates/list") => {
                 let mut list = resources::templates();
-                if fixtures {
-                    list.extend(fixtures::templates());
-                }
+                list.extend(ext.list("resourceTemplates", modern));
                 Ok(json!({"resourceTemplates": list}))
             }
             (_, "resources/read") => {
                 let uri = string_param(p, "uri")?;
-                if fixtures && let Some(contents) = fixtures::read(&uri, self.watched_revision()) {
+                if let Some(contents) = ext.read(&uri) {
                     return Ok(json!({"contents": contents}));
                 }
                 let ctx = self.ctx(progress);
@@ -312,12 +304,10 @@ impl Session {
             (Era::Modern, "subscriptions/listen") => self.listen(&req.id, p).await,
             (_, "prompts/list") => {
                 let mut list = prompts::list();
-                if fixtures {
-                    list.extend(fixtures::prompts(modern));
-                }
+                list.extend(ext.list("prompts", modern));
                 Ok(json!({"prompts": list}))
             }
-            (_, "prompts/get") if named(fixtures::is_prompt) => self.fixture(era, req, meta, None).await,
+            (_, "prompts/get") if listed(ext.list("prompts", modern)) => self.extension(era, req, meta, None).await,
             (_, "prompts/get") => {
                 let name = string_param(p, "name")?;
                 let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
@@ -397,14 +387,14 @@ impl Session {
         }
         let (subs, out, closed) = (self.subscriptions.clone(), self.out.clone(), self.closed.clone());
         let mut events = self.app.bus.subscribe();
-        let (watch, mut tick) = (self.app.conformance_fixtures, watch_ticker());
+        let (watched, mut tick) = watch_ticker(&self.app);
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
                     _ = closed.cancelled() => return,
-                    _ = tick.tick(), if watch => {
-                        let wanted = subs.lock().is_ok_and(|s| s.contains(fixtures::WATCHED_URI));
-                        let msg = json!({"uri": fixtures::WATCHED_URI});
+                    _ = tick.tick(), if watched.is_some() => {
+                        let wanted = subs.lock().is_ok_and(|s| watched.is_some_and(|u| s.contains(u)));
+                        let msg = json!({"uri": watched});
                         if wanted && !out.notify(&jsonrpc::notification("notifications/resources/updated", msg), None) {
                             return;
                         }
@@ -452,15 +442,16 @@ impl Session {
             "notifications/subscriptions/acknowledged",
             json!({"notifications": honored, "_meta": {META_SUBSCRIPTION: sub_id}}),
         ));
-        let (watch, mut tick) = (self.app.conformance_fixtures && uris.contains(fixtures::WATCHED_URI), watch_ticker());
+        let (watched, mut tick) = watch_ticker(&self.app);
+        let watched = watched.filter(|u| uris.contains(*u));
         loop {
             let event = tokio::select! {
                 _ = self.closed.cancelled() => break,
                 _ = self.out.closed() => break,
-                _ = tick.tick(), if watch => {
+                _ = tick.tick(), if watched.is_some() => {
                     self.notify(jsonrpc::notification(
                         "notifications/resources/updated",
-                        json!({"uri": fixtures::WATCHED_URI, "_meta": {META_SUBSCRIPTION: sub_id}}),
+                        json!({"uri": watched, "_meta": {META_SUBSCRIPTION: sub_id}}),
                     ));
                     continue;
                 }
@@ -482,10 +473,10 @@ impl Session {
         Ok(json!({}))
     }
 
-    /// A conformance-suite fixture (only with `App::conformance_fixtures`): runs it with what it may use from the
-    /// request (log level, progress, and in the modern era MRTR input), then turns an MRTR outcome into the wire
-    /// result: `resultType: "input_required"`, the input requests, and a sealed `requestState`.
-    async fn fixture(
+    /// A tool or prompt of the app's extension: runs it with what it may use from the request (log level, progress,
+    /// and in the modern era MRTR input), then turns an MRTR outcome into the wire result:
+    /// `resultType: "input_required"`, the input requests, and a sealed `requestState`.
+    async fn extension(
         &self,
         era: Era,
         req: &Request,
@@ -507,21 +498,8 @@ impl Session {
             }
         };
         let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
-        let call = fixtures::Call {
-            modern,
-            args: &args,
-            responses: &responses,
-            state: state.as_ref(),
-            caps: &caps,
-            progress,
-            log: &log,
-        };
-        let outcome = if req.method == "tools/call" {
-            fixtures::call_tool(&name, &call).await?
-        } else {
-            fixtures::get_prompt(&name, &call)?
-        };
-        let (requests, state) = match outcome {
+        let call = Call { args: &args, responses: &responses, state: state.as_ref(), caps: &caps, progress, log: &log };
+        let (requests, state) = match self.app.extension.run(&req.method, &name, &call).await? {
             Outcome::Complete(v) => return Ok(v),
             Outcome::InputRequired { .. } if !modern => {
                 return Err(RpcError::new(jsonrpc::INTERNAL_ERROR, "input requests exist only in the modern era"));
@@ -564,11 +542,6 @@ impl Session {
                 LOG_LEVELS.iter().position(|l| *l == level)
             }
         }
-    }
-
-    /// Numbers the changes of the fixture resource [`fixtures::WATCHED_URI`].
-    fn watched_revision(&self) -> u64 {
-        self.app.started.elapsed().as_secs() / fixtures::WATCH_PERIOD.as_secs()
     }
 
     async fn call_tool(&self, p: &Map<String, Value>, progress: Option<Progress>) -> Result<Value, RpcError> {
@@ -644,10 +617,11 @@ fn server_info() -> Value {
     json!({"name": SERVER_NAME, "title": "Xyte Edge gateway", "version": env!("CARGO_PKG_VERSION")})
 }
 
-/// Ticks when the fixture resource [`fixtures::WATCHED_URI`] changes (only polled with the fixtures switched on).
-fn watch_ticker() -> tokio::time::Interval {
-    let start = tokio::time::Instant::now() + fixtures::WATCH_PERIOD;
-    tokio::time::interval_at(start, fixtures::WATCH_PERIOD)
+/// The extension's resource that changes by itself, if any, and a ticker for its changes (polled only if there is one).
+fn watch_ticker(app: &App) -> (Option<&'static str>, tokio::time::Interval) {
+    let (uri, period) = app.extension.watched().unzip();
+    let period = period.unwrap_or(std::time::Duration::from_secs(3600));
+    (uri, tokio::time::interval_at(tokio::time::Instant::now() + period, period))
 }
 
 fn capabilities(era: Era) -> Value {
@@ -746,7 +720,7 @@ mod tests {
             read_only: true,
             env_label: "fuzz".into(),
             experimental_apis: true,
-            conformance_fixtures,
+            extension: crate::mcp::extension(conformance_fixtures),
             ..App::new(store, client)
         })
     }

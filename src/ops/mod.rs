@@ -61,8 +61,8 @@ pub struct App {
     pub refreshes: reads::Refreshes,
     /// The device collection in name order, for `list_devices`.
     pub device_order: devices::NameOrder,
-    /// TEST-ONLY `XYTE_CONFORMANCE_FIXTURES=1`: MCP also serves the conformance suite's fixtures (`mcp::fixtures`).
-    pub conformance_fixtures: bool,
+    /// What MCP serves beside the catalogue: nothing, or the conformance suite's test fixtures (`mcp::extension`).
+    pub extension: Arc<dyn crate::mcp::Extension>,
 }
 
 impl App {
@@ -95,7 +95,7 @@ impl App {
             fetches: Default::default(),
             refreshes: Default::default(),
             device_order: Default::default(),
-            conformance_fixtures: false,
+            extension: Arc::new(()),
         }
     }
 

@@ -9,7 +9,7 @@
 # both with --expected-failures tests/interop/conformance-expected-failures.yml (scenarios that need client
 # features xyte-edge does not implement, each with its reason).
 #
-# Usage: tests/interop/conformance.sh path/to/xyte-edge
+# Usage: tests/interop/conformance.sh path/to/xyte-edge   (built with --features conformance-fixtures)
 # Installs Node 22 + the suite into tests/interop/node_modules on first use (npm registry only, no browsers).
 # Prints each run's summary; exits non-zero if a run has an unexpected failure or a stale expected-failure entry
 # (the suite's own exit code), listing the failed checks.
@@ -84,6 +84,8 @@ until grep -q '^synced ' "$log" 2>/dev/null; do
   [ "$SECONDS" -lt "$deadline" ] || fail "no 'synced ' line from xyte-edge serve --demo within 30 s"
   sleep 0.2
 done
+grep -q 'XYTE_CONFORMANCE_FIXTURES=1 ignored' "$log" &&
+  fail "$BIN has no fixtures: build it with the cargo feature conformance-fixtures (as tests/run-all.sh does)"
 grep -q 'XYTE_CONFORMANCE_FIXTURES=1: MCP also serves' "$log" || fail "the daemon did not report the fixtures switch as on"
 local_addr=$(sed -n 's#.*loopback HTTP:[[:space:]]*http://\([^/ ]*\)/.*#\1#p' "$log" | head -n1)
 token=$(sed -n 's/.*admin token:[[:space:]]*\([^ ]*\).*/\1/p' "$log" | head -n1)

@@ -45,7 +45,7 @@ fn build(conformance_fixtures: bool) -> Arc<App> {
         read_only: true,
         env_label: "fuzz".into(),
         experimental_apis: true,
-        conformance_fixtures,
+        extension: xyte_edge::mcp::extension(conformance_fixtures),
         ..App::new(store, client)
     })
 }
