@@ -1,4 +1,4 @@
-//! xyte-edge: an edge daemon for Xyte organizations. See README.md and DESIGN.md for the map.
+//! xyte-edge: an edge daemon for Xyte organizations. README.md says what it does; docs/architecture.md is the map.
 // No unsafe code, except the one audited call into the C library in `heap` (it says why).
 #![deny(unsafe_code)]
 
