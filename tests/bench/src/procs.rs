@@ -325,6 +325,11 @@ impl Layout {
         for (k, v) in unit_environment() {
             cmd.env(k, v);
         }
+        // Command acceptance is measured by queueing tens of thousands of commands in seconds, far more than the
+        // outbox admits by default (XYTE_RATE_LIMIT x TTL minutes / 2: 30,000 here), so its limits are raised to their
+        // maximum. In the environment, not the file: a daemon from before the outbox limits warns about an unknown
+        // variable but refuses an unknown key in its file, and old and new code are measured alike.
+        cmd.env("XYTE_OUTBOX_MAX", "1000000").env("XYTE_OUTBOX_MAX_PER_DEVICE", "1000000");
         // For experiments (e.g. XYTE_BENCH_DAEMON_ENV=MALLOC_ARENA_MAX=2): extra environment for the daemon.
         for kv in std::env::var("XYTE_BENCH_DAEMON_ENV").unwrap_or_default().split_whitespace() {
             if let Some((k, v)) = kv.split_once('=') {
