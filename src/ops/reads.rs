@@ -256,15 +256,7 @@ async fn cached_collection(
     }
     let start = || Box::pin(refresh_collection(app.clone(), resource, fetch())) as Refresh<_>;
     let landing = app.refreshes.collections.join(resource, start, &app.refreshes.struggling);
-    let wait = stale.as_ref().map(|_| revalidate_wait(app, landing.began));
-    match (landed(landing, wait).await, stale) {
-        (Ok(snapshot), _) => Ok(snapshot),
-        (Err(e), Some(stale)) if e.code.is_unreachable() => {
-            tracing::debug!(resource, code = %e.code, "serving stale cache");
-            Ok(stale)
-        }
-        (Err(e), _) => Err(e),
-    }
+    revalidated(app, resource, landing, stale).await
 }
 
 /// Fetches a collection and stores it, as the only fetch of it in flight (the poller's included, see [`Fetches`]).
@@ -326,9 +318,16 @@ async fn cached_entry(
     }
     let start = || Box::pin(refresh_entry(app.clone(), resource, key.to_string(), fetch())) as Refresh<_>;
     let landing = app.refreshes.entries.join((resource, key.to_string()), start, &app.refreshes.struggling);
+    revalidated(app, resource, landing, stale).await
+}
+
+/// What a read that missed answers: the refresh's result, waited for at most what is left of the operation's
+/// [`REVALIDATE_WAIT`] when there is a `stale` answer to fall back on (as long as it takes when there is none), and
+/// the stale answer when the refresh could not reach Xyte in that time.
+async fn revalidated<T: Clone>(app: &App, resource: &str, landing: Landing<T>, stale: Option<T>) -> Result<T, Error> {
     let wait = stale.as_ref().map(|_| revalidate_wait(app, landing.began));
     match (landed(landing, wait).await, stale) {
-        (Ok(answer), _) => Ok(answer),
+        (Ok(fresh), _) => Ok(fresh),
         (Err(e), Some(stale)) if e.code.is_unreachable() => {
             tracing::debug!(resource, code = %e.code, "serving stale cache");
             Ok(stale)
