@@ -89,8 +89,6 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         env_label: config.env_label.clone(),
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),
-        // A test switch read straight from the environment (exactly `1`), deliberately not a configuration key.
-        extension: mcp::extension(std::env::var("XYTE_CONFORMANCE_FIXTURES").is_ok_and(|v| v == "1")),
         ..ops::App::new(store.clone(), client.clone())
     });
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
@@ -101,10 +99,13 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         Fatal::new(code, format!("cannot serve MCP on {}: {e}", config.mcp_socket.display()))
     })?;
     tracing::info!(socket = %config.mcp_socket.display(), "MCP socket ready");
+    // A test switch read straight from the environment (exactly `1`), deliberately not a configuration key.
+    let mcp_extension = mcp::extension(std::env::var("XYTE_CONFORMANCE_FIXTURES").is_ok_and(|v| v == "1"));
     tasks.spawn(mcp::unix::serve(
         socket,
         config.mcp_socket.clone(),
         app.clone(),
+        mcp_extension.clone(),
         config.mcp_socket_role,
         connections.clone(),
         shutdown.clone(),
@@ -113,6 +114,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     let http = crate::http::start(
         &config,
         app.clone(),
+        mcp_extension,
         vec![store.heartbeat(), forward_beat.clone()],
         connections,
         &tasks,

@@ -34,7 +34,8 @@ fn post_raw(
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    let mut resp = req.send(body).unwrap_or_else(|e| panic!("POST /v1/webhook: {e}"));
+    let mut resp =
+        req.send(body).unwrap_or_else(|e| panic!("POST /v1/webhook ({} bytes, {headers:?}): {e}", body.len()));
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let text = resp.body_mut().read_to_string().unwrap_or_default();

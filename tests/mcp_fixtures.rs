@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use xyte_edge::config::Role;
-use xyte_edge::mcp::outgoing;
 use xyte_edge::mcp::session::Session;
+use xyte_edge::mcp::{Extension, outgoing};
 use xyte_edge::ops::Principal;
 
 mod support;
@@ -25,10 +25,10 @@ struct Peer {
 }
 
 impl Peer {
-    fn new(rig: &Rig, principal: &str) -> Peer {
+    fn new(rig: &Rig, extension: &Arc<dyn Extension>, principal: &str) -> Peer {
         let (tx, rx) = outgoing::queue();
         let principal = Principal { id: principal.into(), role: Role::Admin };
-        Peer { session: Session::new(rig.app.clone(), principal, tx), rx, next_id: 0 }
+        Peer { session: Session::new(rig.app.clone(), extension.clone(), principal, tx), rx, next_id: 0 }
     }
 
     /// Sends a request; returns the notifications that came before its response, and the response.
@@ -51,8 +51,8 @@ impl Peer {
         }
     }
 
-    async fn legacy(rig: &Rig) -> Peer {
-        let mut p = Peer::new(rig, "test:legacy");
+    async fn legacy(rig: &Rig, extension: &Arc<dyn Extension>) -> Peer {
+        let mut p = Peer::new(rig, extension, "test:legacy");
         let init =
             json!({"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}});
         let (_, r) = p.request("initialize", init).await;
@@ -99,9 +99,10 @@ fn is_fixture(name: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fixtures_are_invisible_when_the_switch_is_off() {
     let rig = rig(false).await;
-    assert!(rig.app.extension.list("tools", true).is_empty(), "off by default");
-    let mut legacy = Peer::legacy(&rig).await;
-    let mut stateless = Peer::new(&rig, "test:modern");
+    let ext = xyte_edge::mcp::extension(false);
+    assert!(ext.list("tools", true).is_empty(), "off by default");
+    let mut legacy = Peer::legacy(&rig, &ext).await;
+    let mut stateless = Peer::new(&rig, &ext, "test:modern");
 
     let seen = inventory(&mut legacy, |p| p).await;
     assert!(seen.iter().any(|n| n == "list_devices"), "{seen:?}");
@@ -133,9 +134,9 @@ async fn fixtures_are_invisible_when_the_switch_is_off() {
 #[cfg(feature = "conformance-fixtures")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
-    let mut rig = rig(false).await;
-    Arc::get_mut(&mut rig.app).expect("no other handle yet").extension = xyte_edge::mcp::extension(true);
-    let mut legacy = Peer::legacy(&rig).await;
+    let rig = rig(false).await;
+    let ext = xyte_edge::mcp::extension(true);
+    let mut legacy = Peer::legacy(&rig, &ext).await;
     let seen = inventory(&mut legacy, |p| p).await;
     for want in
         ["list_devices", "test_simple_text", "test://static-text", "test://template/{id}/data", "test_simple_prompt"]
@@ -173,7 +174,7 @@ async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
     assert_eq!(updated["params"]["uri"], "test://watched-resource");
 
     // Modern: per-request log level; without one, no log lines.
-    let mut m = Peer::new(&rig, "test:modern");
+    let mut m = Peer::new(&rig, &ext, "test:modern");
     let (notes, _) = m.request("tools/call", modern(json!({"name": "test_logging_tool"}), json!({}))).await;
     assert!(notes.is_empty(), "{notes:?}");
     let mut params = modern(json!({"name": "test_logging_tool"}), json!({}));
@@ -185,10 +186,10 @@ async fn with_the_switch_on_fixtures_are_served_in_both_eras() {
 #[cfg(feature = "conformance-fixtures")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mrtr_state_is_sealed_and_bound_and_capabilities_are_respected() {
-    let mut rig = rig(false).await;
-    Arc::get_mut(&mut rig.app).expect("no other handle yet").extension = xyte_edge::mcp::extension(true);
-    let mut alice = Peer::new(&rig, "token:alice");
-    let mut bob = Peer::new(&rig, "token:bob");
+    let rig = rig(false).await;
+    let ext = xyte_edge::mcp::extension(true);
+    let mut alice = Peer::new(&rig, &ext, "token:alice");
+    let mut bob = Peer::new(&rig, &ext, "token:bob");
     let tool = "test_input_required_result_tampered_state";
     let call = |extra: Value| {
         let mut p = json!({"name": tool, "arguments": {}});

@@ -21,7 +21,10 @@ struct Peer {
 impl Peer {
     fn new(rig: &Rig, role: Role) -> Peer {
         let (tx, rx) = outgoing::queue();
-        Peer { session: Session::new(rig.app.clone(), Principal { id: format!("test:{role}"), role }, tx), rx }
+        Peer {
+            session: Session::new(rig.app.clone(), Arc::new(()), Principal { id: format!("test:{role}"), role }, tx),
+            rx,
+        }
     }
 
     async fn send(&self, raw: &str) {

@@ -299,7 +299,7 @@ mod tests {
             assert!(!page.contains(forbidden), "{forbidden}");
         }
         assert!(!page.contains("<!--TOC-->") && !page.contains("<!--BODY-->"));
-        for op in CATALOGUE {
+        for op in CATALOGUE.iter() {
             assert!(page.contains(&format!("id=\"{}\"", op.name)), "{}", op.name);
             assert!(page.contains(&format!("{BASE_URL}/v1/tools/{}&quot;", op.name)), "{}", op.name);
         }

@@ -232,7 +232,7 @@ async fn modern(http: &Http, principal: Principal, headers: &HeaderMap, msg: Val
         return full(StatusCode::ACCEPTED, "application/json", Bytes::new());
     };
     let (tx, mut rx) = outgoing::queue();
-    let session = Session::new(http.app.clone(), principal, tx);
+    let session = Session::new(http.app.clone(), http.mcp_extension.clone(), principal, tx);
     session.receive(&bytes).await;
     let streaming = wants_sse(headers)
         && (msg.pointer("/params/_meta/progressToken").is_some()
@@ -357,7 +357,7 @@ async fn legacy(http: &Http, principal: Principal, headers: &HeaderMap, msg: Val
         let (tx, rx) = outgoing::queue();
         let routes = Arc::new(Mutex::new(Routes::default()));
         dispatch(rx, routes.clone());
-        let session = Session::new(http.app.clone(), principal.clone(), tx);
+        let session = Session::new(http.app.clone(), http.mcp_extension.clone(), principal.clone(), tx);
         let legacy = Arc::new(Legacy {
             session,
             principal: principal.id.clone(),

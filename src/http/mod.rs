@@ -64,6 +64,7 @@ pub struct Started {
 pub async fn start(
     config: &Config,
     app: Arc<App>,
+    mcp_extension: Arc<dyn crate::mcp::Extension>,
     heartbeats: Vec<Heartbeat>,
     connections: Arc<Semaphore>,
     tasks: &TaskTracker,
@@ -94,6 +95,7 @@ pub async fn start(
         certificate.as_ref().map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.resolver.clone())));
     let http = Arc::new(state::Http {
         app,
+        mcp_extension,
         limiter: Default::default(),
         heartbeats,
         webhook_secret: config.webhook_secret.clone(),

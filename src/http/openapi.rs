@@ -1,6 +1,6 @@
 //! OpenAPI 3.1 document generated from the operation catalogue (SPEC §7.2); `docs.rs` renders it as HTML.
 //!
-//! Both are derived from `ops::CATALOGUE` on every call, so neither can drift from what the daemon accepts: tool
+//! Both are derived from `ops::CATALOGUE` (once, when first asked for), so neither can drift from what the daemon accepts: tool
 //! schemas are used as they are, and the REST read routes take their query parameters and result schema from the
 //! tool they map onto.
 
@@ -61,7 +61,7 @@ pub fn document(version: &str) -> Value {
     let mut add = |path: &str, method: &str, op: Value| {
         paths.entry(path.to_string()).or_default().insert(method.to_string(), op);
     };
-    for op in CATALOGUE {
+    for op in CATALOGUE.iter() {
         add(&format!("/v1/tools/{}", op.name), "post", tool_operation(op));
     }
     for route in super::rest::ROUTES {
@@ -219,23 +219,23 @@ fn with_errors(mut responses: Value, statuses: &[u16]) -> Value {
 fn family(op: &Op) -> &'static str {
     match op.role {
         Role::Admin => "admin",
-        _ if op.annotations()["readOnlyHint"] == json!(true) => "reads",
+        _ if op.annotations["readOnlyHint"] == json!(true) => "reads",
         _ => "operate",
     }
 }
 
 fn tool_operation(op: &Op) -> Value {
-    let input = (op.input)();
+    let input = op.input.clone();
     let body_required = input["required"].as_array().is_some_and(|r| !r.is_empty());
-    let example = example_arguments(&input, op.annotations()["readOnlyHint"] != json!(true));
+    let example = example_arguments(&input, op.annotations["readOnlyHint"] != json!(true));
     let mut responses = with_errors(
         json!({"200": {
             "description": "The structured result (what an MCP client gets as `structuredContent`).",
-            "content": {"application/json": {"schema": (op.output)()}},
+            "content": {"application/json": {"schema": op.output.clone()}},
         }}),
         TOOL_ERRORS,
     );
-    if crate::ops::OUTBOX_ADMITTED.contains(&op.name) {
+    if op.outbox_admitted {
         responses["429"] = outbox_full();
     }
     json!({
@@ -244,7 +244,7 @@ fn tool_operation(op: &Op) -> Value {
         "description": format!("{}\n\nRequires role `{}`.", op.description, op.role),
         "tags": [family(op)],
         "x-required-role": op.role.as_str(),
-        "x-mcp-annotations": op.annotations(),
+        "x-mcp-annotations": op.annotations,
         "requestBody": {
             "required": body_required,
             "description": "The tool's arguments (an empty body means no arguments).",
@@ -319,7 +319,7 @@ fn example_value(name: &str, prop: &Value) -> Value {
 /// A REST read: query parameters and result schema taken from the tool it maps onto.
 fn read_operation(path: &str, tool: &str, path_arg: Option<&str>) -> Value {
     let op = crate::ops::find(tool);
-    let input = op.map(|o| (o.input)()).unwrap_or_else(|| json!({"properties": {}}));
+    let input = op.map(|o| o.input.clone()).unwrap_or_else(|| json!({"properties": {}}));
     let required: Vec<&str> = input["required"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     let mut parameters = Vec::new();
     if let Some(arg) = path_arg {
@@ -335,7 +335,7 @@ fn read_operation(path: &str, tool: &str, path_arg: Option<&str>) -> Value {
             parameters.push(parameter(name, "query", prop, required.contains(&name.as_str())));
         }
     }
-    let output = op.map(|o| (o.output)()).unwrap_or_else(|| json!({"type": "object"}));
+    let output = op.map(|o| o.output.clone()).unwrap_or_else(|| json!({"type": "object"}));
     let role = op.map_or(Role::Viewer, |o| o.role);
     let title = op.map_or(tool, |o| o.title);
     let mut content = json!({"application/json": {"schema": output}});
@@ -614,20 +614,20 @@ mod tests {
         let doc = document("1.2.3");
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["info"]["version"], "1.2.3");
-        for op in CATALOGUE {
+        for op in CATALOGUE.iter() {
             let o = &doc["paths"][format!("/v1/tools/{}", op.name)]["post"];
             assert_eq!(o["operationId"], op.name, "{}", op.name);
             assert_eq!(o["summary"], op.title);
             assert_eq!(o["x-required-role"], op.role.as_str());
-            assert_eq!(o["x-mcp-annotations"], op.annotations());
+            assert_eq!(o["x-mcp-annotations"], op.annotations);
             assert!(o["description"].as_str().unwrap().contains(&format!("Requires role `{}`.", op.role)));
             assert_eq!(o["requestBody"]["content"]["application/json"]["schema"]["type"], "object");
-            assert_eq!(o["responses"]["200"]["content"]["application/json"]["schema"], (op.output)());
+            assert_eq!(o["responses"]["200"]["content"]["application/json"]["schema"], op.output);
             for status in ["400", "401", "403", "404", "502", "503", "504", "507"] {
                 assert!(o["responses"][status]["$ref"].is_string(), "{} {status}", op.name);
             }
             let too_many = &o["responses"]["429"];
-            if crate::ops::OUTBOX_ADMITTED.contains(&op.name) {
+            if op.outbox_admitted {
                 let what = too_many["description"].as_str().unwrap();
                 assert!(what.contains("XYTE_OUTBOX_MAX") && what.contains("`rate_limited`"), "{}: {what}", op.name);
                 assert_eq!(too_many["headers"]["Retry-After"]["$ref"], "#/components/headers/RetryAfter");
@@ -636,9 +636,6 @@ mod tests {
             }
             let tag = o["tags"][0].as_str().unwrap();
             assert!(["reads", "operate", "admin"].contains(&tag), "{}", op.name);
-        }
-        for name in crate::ops::OUTBOX_ADMITTED {
-            assert!(crate::ops::find(name).is_some(), "{name} is not in the catalogue");
         }
         assert_eq!(doc["paths"]["/v1/tools/list_devices"]["post"]["tags"][0], "reads");
         assert_eq!(doc["paths"]["/v1/tools/send_command"]["post"]["tags"][0], "operate");
@@ -684,8 +681,8 @@ mod tests {
             let (path, tool, arg) = (route.label, route.tool, route.path_arg);
             let op = crate::ops::find(tool).unwrap_or_else(|| panic!("{path} maps onto unknown tool {tool}"));
             let get = &doc["paths"][path]["get"];
-            assert_eq!(get["responses"]["200"]["content"]["application/json"]["schema"], (op.output)(), "{path}");
-            let input = (op.input)();
+            assert_eq!(get["responses"]["200"]["content"]["application/json"]["schema"], op.output, "{path}");
+            let input = op.input.clone();
             if let Some(arg) = arg {
                 assert!(input["properties"].get(arg).is_some(), "{tool} has no {arg}");
             }
@@ -810,8 +807,8 @@ mod tests {
 
     #[test]
     fn example_arguments_satisfy_the_required_keys() {
-        for op in CATALOGUE {
-            let input = (op.input)();
+        for op in CATALOGUE.iter() {
+            let input = op.input.clone();
             let example = example_arguments(&input, true);
             for key in input["required"].as_array().into_iter().flatten() {
                 assert!(example.get(key.as_str().unwrap()).is_some(), "{}: {key}", op.name);

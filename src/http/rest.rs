@@ -88,8 +88,8 @@ pub fn resolve(segments: &[&str], query: Option<&str>) -> Option<Resolved> {
 /// Adds query parameters to `args`, converting each by the tool's input schema (integers, booleans, strings), and
 /// refusing names the tool does not take — the same rule as the tool itself.
 fn typed_query(tool: &str, mut args: Map<String, Value>, raw: Option<&str>) -> Result<Value, Error> {
-    let schema = crate::ops::find(tool).map(|op| (op.input)()).unwrap_or_default();
-    let props = schema["properties"].as_object().cloned().unwrap_or_default();
+    let empty = Map::new();
+    let props = crate::ops::find(tool).and_then(|op| op.input["properties"].as_object()).unwrap_or(&empty);
     for (name, value) in Query::parse(raw).0 {
         if args.contains_key(&name) {
             continue;

@@ -1,7 +1,7 @@
 //! One request: authenticate, route, call the catalogue, answer with the right status and headers, log one line.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -13,7 +13,6 @@ use super::body::{self, BodyLimit};
 use super::response::{Body, error_response, error_with_status, full, json_response, wants_sse};
 use super::state::{Http, Peer, require_token};
 use super::{openapi, rest};
-use crate::config::Role;
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, Ctx, Principal};
 
@@ -83,11 +82,11 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
         ["healthz"] | ["v1", "healthz"] => return ("/healthz", None, healthz(http)),
         ["readyz"] | ["v1", "readyz"] => return ("/readyz", None, readyz(http).await),
         ["v1", "openapi.json"] => {
-            let doc = openapi::document(env!("CARGO_PKG_VERSION"));
-            return ("/v1/openapi.json", None, json_response(StatusCode::OK, &doc));
+            let doc: &'static [u8] = &OPENAPI;
+            return ("/v1/openapi.json", None, full(StatusCode::OK, "application/json", doc));
         }
         ["v1", "docs"] => {
-            let page = super::docs::docs_page(env!("CARGO_PKG_VERSION"));
+            let page: &'static str = &DOCS_PAGE;
             let mut r = full(StatusCode::OK, "text/html; charset=utf-8", page);
             r.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
@@ -160,14 +159,19 @@ async fn read_json(req: Request<Incoming>) -> Result<Value, Response<Body>> {
     }
 }
 
+/// The OpenAPI document and its HTML page, built from the catalogue once: neither changes while the daemon runs.
+static OPENAPI: LazyLock<Vec<u8>> =
+    LazyLock::new(|| serde_json::to_vec(&openapi::document(env!("CARGO_PKG_VERSION"))).unwrap_or_default());
+static DOCS_PAGE: LazyLock<String> = LazyLock::new(|| super::docs::docs_page(env!("CARGO_PKG_VERSION")));
+
 /// The catalogue as REST clients see it, with what the caller's role allows.
 fn tools_for(principal: &Principal) -> Value {
     let tools: Vec<Value> = ops::CATALOGUE
         .iter()
         .map(|op| {
             json!({"name": op.name, "title": op.title, "description": op.description, "role": op.role.to_string(),
-                   "allowed": principal.role >= op.role || (op.name == "xyte_api_call" && principal.role >= Role::Viewer),
-                   "inputSchema": (op.input)(), "outputSchema": (op.output)(), "annotations": op.annotations()})
+                   "allowed": principal.role >= op.least.role,
+                   "inputSchema": op.input, "outputSchema": op.output, "annotations": op.annotations})
         })
         .collect();
     json!({"tools": tools, "role": principal.role.to_string()})

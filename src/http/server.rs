@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::body::Frame;
+use hyper::body::{Body as _, Frame};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -295,11 +295,20 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let evict = activity.evict.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let busy = Busy::new(activity.clone(), tracker.clone());
         let http = http.clone();
+        // An error answered before the request's body was read (no token, wrong role, too large) makes hyper close an
+        // HTTP/1.1 connection after the response. Saying so in the response keeps the client from sending its next
+        // request into that closing connection (a POST is not retried: it would fail with "peer disconnected").
+        let body_sent = req.version() < hyper::Version::HTTP_2 && !req.body().is_end_stream();
         async move {
-            let response = handle(http, peer, req).await?;
+            let mut response = handle(http, peer, req).await?;
+            if body_sent && response.status().is_client_error() {
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, hyper::header::HeaderValue::from_static("close"));
+            }
             Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _busy: busy }.boxed()))
         }
     });

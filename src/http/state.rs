@@ -22,6 +22,8 @@ use crate::systemd::Heartbeat;
 /// What every request handler shares.
 pub struct Http {
     pub app: Arc<App>,
+    /// What `/mcp` sessions serve beside the catalogue.
+    pub mcp_extension: Arc<dyn crate::mcp::Extension>,
     pub limiter: FailureLimiter,
     /// Store writer and forwarder: `/healthz` is 200 only while they beat.
     pub heartbeats: Vec<Heartbeat>,

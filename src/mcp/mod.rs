@@ -25,7 +25,7 @@ pub const MAX_MESSAGE: usize = 1024 * 1024;
 /// does not read can make the daemon hold.
 pub const MAX_IN_FLIGHT: usize = 16;
 
-/// Tools, resources and prompts served after the catalogue's own (`App::extension`); every method defaults to none,
+/// Tools, resources and prompts served after the catalogue's own (given to each `Session`); every method defaults to none,
 /// as `()` keeps. A session runs the tools and prompts it lists through [`Extension::run`], with MRTR in 2026-07-28.
 pub trait Extension: Send + Sync {
     /// Its entries of a `kind` of list: `tools`, `resources`, `resourceTemplates` or `prompts`.

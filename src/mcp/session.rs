@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
-use super::{Call, LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, Outcome, SERVER_NAME, mrtr, outgoing};
+use super::{Call, Extension, LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, Outcome, SERVER_NAME, mrtr, outgoing};
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, App, Ctx, Principal, Progress, prompts, resources};
 
@@ -49,6 +49,8 @@ enum Era {
 
 pub struct Session {
     app: Arc<App>,
+    /// What the session serves beside the catalogue ([`Extension`]).
+    extension: Arc<dyn Extension>,
     principal: Principal,
     out: outgoing::Sender,
     state: Mutex<State>,
@@ -69,9 +71,15 @@ impl Drop for Session {
 
 impl Session {
     /// `out` receives every message to send, serialised; the transport writes it.
-    pub fn new(app: Arc<App>, principal: Principal, out: outgoing::Sender) -> Arc<Session> {
+    pub fn new(
+        app: Arc<App>,
+        extension: Arc<dyn Extension>,
+        principal: Principal,
+        out: outgoing::Sender,
+    ) -> Arc<Session> {
         Arc::new(Session {
             app,
+            extension,
             principal,
             out,
             state: Mutex::new(State::default()),
@@ -244,7 +252,7 @@ impl Session {
         progress: Option<Progress>,
     ) -> Result<Value, RpcError> {
         let p = &req.params;
-        let (ext, modern) = (&self.app.extension, era == Era::Modern);
+        let (ext, modern) = (&self.extension, era == Era::Modern);
         let listed = |list: Vec<Value>| {
             p.get("name").and_then(Value::as_str).is_some_and(|n| list.iter().any(|e| e["name"] == n))
         };
@@ -387,7 +395,7 @@ impl Session {
         }
         let (subs, out, closed) = (self.subscriptions.clone(), self.out.clone(), self.closed.clone());
         let mut events = self.app.bus.subscribe();
-        let (watched, mut tick) = watch_ticker(&self.app);
+        let (watched, mut tick) = watch_ticker(self.extension.as_ref());
         tokio::spawn(async move {
             loop {
                 let event = tokio::select! {
@@ -442,7 +450,7 @@ impl Session {
             "notifications/subscriptions/acknowledged",
             json!({"notifications": honored, "_meta": {META_SUBSCRIPTION: sub_id}}),
         ));
-        let (watched, mut tick) = watch_ticker(&self.app);
+        let (watched, mut tick) = watch_ticker(self.extension.as_ref());
         let watched = watched.filter(|u| uris.contains(*u));
         loop {
             let event = tokio::select! {
@@ -499,7 +507,7 @@ impl Session {
         };
         let args = p.get("arguments").and_then(Value::as_object).cloned().unwrap_or_default();
         let call = Call { args: &args, responses: &responses, state: state.as_ref(), caps: &caps, progress, log: &log };
-        let (requests, state) = match self.app.extension.run(&req.method, &name, &call).await? {
+        let (requests, state) = match self.extension.run(&req.method, &name, &call).await? {
             Outcome::Complete(v) => return Ok(v),
             Outcome::InputRequired { .. } if !modern => {
                 return Err(RpcError::new(jsonrpc::INTERNAL_ERROR, "input requests exist only in the modern era"));
@@ -618,8 +626,8 @@ fn server_info() -> Value {
 }
 
 /// The extension's resource that changes by itself, if any, and a ticker for its changes (polled only if there is one).
-fn watch_ticker(app: &App) -> (Option<&'static str>, tokio::time::Interval) {
-    let (uri, period) = app.extension.watched().unzip();
+fn watch_ticker(extension: &dyn Extension) -> (Option<&'static str>, tokio::time::Interval) {
+    let (uri, period) = extension.watched().unzip();
     let period = period.unwrap_or(std::time::Duration::from_secs(3600));
     (uri, tokio::time::interval_at(tokio::time::Instant::now() + period, period))
 }
@@ -665,8 +673,8 @@ pub fn tool_list() -> Vec<Value> {
     ops::CATALOGUE
         .iter()
         .map(|op| {
-            json!({"name": op.name, "title": op.title, "description": op.description, "inputSchema": (op.input)(),
-                   "outputSchema": (op.output)(), "annotations": op.annotations()})
+            json!({"name": op.name, "title": op.title, "description": op.description, "inputSchema": op.input,
+                   "outputSchema": op.output, "annotations": op.annotations})
         })
         .collect()
 }
@@ -707,7 +715,7 @@ mod tests {
     use crate::xyte::{ClientConfig, XyteClient};
 
     /// As the fuzz target `mcp` builds it: read-only, Xyte a closed loopback port.
-    fn app(dir: &std::path::Path, conformance_fixtures: bool) -> Arc<App> {
+    fn app(dir: &std::path::Path) -> Arc<App> {
         let store = crate::store::Store::open(dir, Default::default()).unwrap();
         let client = XyteClient::new(ClientConfig {
             base_url: "http://127.0.0.1:1".into(),
@@ -716,13 +724,7 @@ mod tests {
             rate_limit_per_min: 6000,
         })
         .unwrap();
-        Arc::new(App {
-            read_only: true,
-            env_label: "fuzz".into(),
-            experimental_apis: true,
-            extension: crate::mcp::extension(conformance_fixtures),
-            ..App::new(store, client)
-        })
+        Arc::new(App { read_only: true, env_label: "fuzz".into(), experimental_apis: true, ..App::new(store, client) })
     }
 
     /// The inputs the fuzz target `mcp` keeps (tests/fuzz: `regressions/` once failed it, `corpus/` are its seeds),
@@ -732,7 +734,8 @@ mod tests {
     async fn fuzz_inputs_finish_after_the_peer_leaves() {
         let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz");
         let dir = tempfile::tempdir().unwrap();
-        let apps = [app(&dir.path().join("plain"), false), app(&dir.path().join("fixtures"), true)];
+        let app = app(dir.path());
+        let extensions = [crate::mcp::extension(false), crate::mcp::extension(true)];
         let mut seen = 0;
         for kind in ["regressions", "corpus"] {
             // An empty `regressions/<target>` is not in git, hence not there at all.
@@ -742,8 +745,8 @@ mod tests {
                 let Some((&options, stream)) = input.split_first() else { continue };
                 let role = [Role::Viewer, Role::Operator, Role::Admin, Role::Admin][usize::from(options & 3)];
                 let (tx, mut rx) = outgoing::queue();
-                let app = apps[usize::from(options & 4 != 0)].clone();
-                let session = Session::new(app, Principal { id: "uid:fuzz".into(), role }, tx);
+                let extension = extensions[usize::from(options & 4 != 0)].clone();
+                let session = Session::new(app.clone(), extension, Principal { id: "uid:fuzz".into(), role }, tx);
                 for line in stream.split(|b| *b == b'\n') {
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     if !line.iter().all(u8::is_ascii_whitespace) {

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::session::Session;
-use super::{MAX_MESSAGE, jsonrpc, outgoing};
+use super::{Extension, MAX_MESSAGE, jsonrpc, outgoing};
 use crate::config::Role;
 use crate::ops::{App, Principal};
 use crate::stall::StallGuard;
@@ -70,6 +70,7 @@ pub async fn serve(
     listener: UnixListener,
     path: PathBuf,
     app: Arc<App>,
+    extension: Arc<dyn Extension>,
     peer_role: Role,
     limit: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -103,11 +104,11 @@ pub async fn serve(
             }
         };
         tracing::info!(peer = %principal.id, gid = pid.0, pid = ?pid.1, role = %principal.role, "MCP client connected on the socket");
-        let (app, stop) = (app.clone(), shutdown.clone());
+        let (app, extension, stop) = (app.clone(), extension.clone(), shutdown.clone());
         connections.spawn(async move {
             let _open = crate::metrics::mcp_connection("unix");
             app.mcp_clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            connection(stream, app.clone(), principal, stop).await;
+            connection(stream, app.clone(), extension, principal, stop).await;
             app.mcp_clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             drop(permit);
         });
@@ -117,11 +118,17 @@ pub async fn serve(
     let _ = std::fs::remove_file(&path);
 }
 
-async fn connection(stream: UnixStream, app: Arc<App>, principal: Principal, shutdown: CancellationToken) {
+async fn connection(
+    stream: UnixStream,
+    app: Arc<App>,
+    extension: Arc<dyn Extension>,
+    principal: Principal,
+    shutdown: CancellationToken,
+) {
     let (read, write) = stream.into_split();
     let (tx, mut rx) = outgoing::queue();
     let who = principal.id.clone();
-    let session = Session::new(app, principal, tx.clone());
+    let session = Session::new(app, extension, principal, tx.clone());
     // Set when the peer stopped reading: the reader stops too and the connection closes.
     let stalled = CancellationToken::new();
     // One writer per connection: responses and notifications interleave as whole lines. Each message's room in the

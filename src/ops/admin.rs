@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 
 use super::devices::existing_device;
 use super::fleet::all_spaces;
-use super::schema::{Id, id_text, parse};
+use super::schema::{Id, id_text};
 use super::{Ctx, reads};
 use crate::error::Error;
 use crate::xyte::Priority;
@@ -33,8 +33,7 @@ pub struct ClaimDevice {
     pub dry_run: Option<bool>,
 }
 
-pub async fn claim_device(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ClaimDevice = parse(args)?;
+pub async fn claim_device(ctx: &Ctx, a: ClaimDevice) -> Result<Value, Error> {
     if a.name.trim().is_empty() {
         return Err(Error::invalid_params("name must not be empty"));
     }
@@ -69,8 +68,7 @@ pub struct UpdateDevice {
     pub dry_run: Option<bool>,
 }
 
-pub async fn update_device(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: UpdateDevice = parse(args)?;
+pub async fn update_device(ctx: &Ctx, a: UpdateDevice) -> Result<Value, Error> {
     if a.name.is_none() && a.configuration.is_none() && a.custom_parameters.is_none() {
         return Err(Error::invalid_params("give at least one of name, configuration, custom_parameters"));
     }
@@ -115,8 +113,7 @@ pub struct DeleteDevice {
     pub dry_run: Option<bool>,
 }
 
-pub async fn delete_device(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: DeleteDevice = parse(args)?;
+pub async fn delete_device(ctx: &Ctx, a: DeleteDevice) -> Result<Value, Error> {
     let id = a.device_id.0;
     if a.confirm.trim() != id {
         return Err(Error::invalid_params(format!("confirm must equal the device_id ({id}) to delete it")));

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::devices::{commands_of, device_or_context, existing_device};
-use super::schema::{Id, parse};
+use super::schema::Id;
 use super::tickets::active_incidents;
 use super::{Ctx, reads};
 use crate::error::Error;
@@ -104,8 +104,7 @@ pub fn availability(timeline: &Timeline, start: i64, end: i64) -> Value {
     })
 }
 
-pub async fn get_device_analytics_report(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: AnalyticsArgs = parse(args)?;
+pub async fn get_device_analytics_report(ctx: &Ctx, a: AnalyticsArgs) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let period = a.period.unwrap_or_default();
     let dev = existing_device(ctx, &id).await?;

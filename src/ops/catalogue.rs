@@ -1,6 +1,15 @@
-//! The list of operations and the dispatch from name to handler. Adding an operation = one entry here + its
-//! handler in the module of its family.
+//! The list of operations. Each entry carries its handler, built from the handler's argument type by one typed
+//! constructor ([`Entry::handler`]): the input schema and the parsing come from that type, the arguments are parsed
+//! once, and the schemas are computed once, when the catalogue is first used. Adding an operation = one entry here
+//! + its handler (`async fn(&Ctx, Args) -> Result<Value, Error>`) in the module of its family.
 
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::LazyLock;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::schema::{input, output};
@@ -20,43 +29,149 @@ pub enum Kind {
     Context,
 }
 
+/// What a call needs: a role, and whether it changes something (then read-only mode refuses it and it is audited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub role: Role,
+    pub mutating: bool,
+}
+
+/// An entry as written in the catalogue, before its handler makes it an [`Op`].
+struct Entry {
+    name: &'static str,
+    title: &'static str,
+    description: &'static str,
+    role: Role,
+    kind: Kind,
+    open_world: bool,
+    output: Value,
+}
+
 pub struct Op {
     pub name: &'static str,
     pub title: &'static str,
     pub description: &'static str,
+    /// The role a call needs; for an operation whose access depends on its arguments, the most it may need.
     pub role: Role,
     pub kind: Kind,
-    /// Whether it talks to Xyte (SPEC §5.3: `openWorldHint`).
+    /// Whether it talks to Xyte (the `openWorldHint` annotation).
     pub open_world: bool,
-    pub input: fn() -> Value,
-    pub output: fn() -> Value,
+    /// Refused with `rate_limited` (HTTP 429) when the outbox is at its limit ([`super::OutboxLimits`]).
+    pub outbox_admitted: bool,
+    pub input: Value,
+    pub output: Value,
+    /// MCP tool annotations: hints that are true of every call.
+    pub annotations: Value,
+    /// What every call needs, checked before the arguments are parsed (the least, when access depends on them).
+    pub least: Access,
+    handler: Box<dyn Erased>,
+}
+
+/// A call whose arguments were parsed: what it needs, and the handler's future.
+pub struct Prepared<'a> {
+    pub access: Access,
+    pub run: Pin<Box<dyn Future<Output = Result<Value, Error>> + Send + 'a>>,
 }
 
 impl Op {
-    /// The role this call needs. Only `xyte_api_call` varies: a GET through it is a read any viewer may make.
-    pub fn required_role(&self, args: &Value) -> Role {
-        match self.name {
-            "xyte_api_call" => endpoints::access(args).0,
-            _ => self.role,
-        }
+    /// Parses `args` into the handler's argument type and says what this call needs; running it is up to the caller.
+    pub fn prepare<'a>(&self, ctx: &'a Ctx, args: &Value) -> Result<Prepared<'a>, Error> {
+        self.handler.prepare(ctx, args, self.least)
+    }
+}
+
+/// A handler: an `async fn(&Ctx, A) -> Result<Value, Error>`. (A trait, because the future borrows the context.)
+pub trait Handler<'a, A>: Copy + Send + Sync + 'static {
+    type Future: Future<Output = Result<Value, Error>> + Send + 'a;
+    fn call(self, ctx: &'a Ctx, args: A) -> Self::Future;
+}
+
+impl<'a, A, F, Fut> Handler<'a, A> for F
+where
+    F: Fn(&'a Ctx, A) -> Fut + Copy + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, Error>> + Send + 'a,
+{
+    type Future = Fut;
+    fn call(self, ctx: &'a Ctx, args: A) -> Fut {
+        self(ctx, args)
+    }
+}
+
+/// A handler with its argument type, behind one object-safe face.
+trait Erased: Send + Sync {
+    fn prepare<'a>(&self, ctx: &'a Ctx, args: &Value, least: Access) -> Result<Prepared<'a>, Error>;
+}
+
+struct Typed<A, H> {
+    handler: H,
+    /// For operations whose access depends on the arguments (`xyte_api_call`: a GET is a read).
+    access: Option<fn(&A) -> Access>,
+    args: PhantomData<fn(A)>,
+}
+
+impl<A, H> Erased for Typed<A, H>
+where
+    A: DeserializeOwned + Send + 'static,
+    H: for<'a> Handler<'a, A>,
+{
+    fn prepare<'a>(&self, ctx: &'a Ctx, args: &Value, least: Access) -> Result<Prepared<'a>, Error> {
+        let args = A::deserialize(args).map_err(|e| Error::invalid_params(format!("invalid arguments: {e}")))?;
+        let access = self.access.map_or(least, |rule| rule(&args));
+        Ok(Prepared { access, run: Box::pin(self.handler.call(ctx, args)) })
+    }
+}
+
+impl Entry {
+    fn handler<A, H>(self, handler: H) -> Op
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        H: for<'a> Handler<'a, A>,
+    {
+        let least = Access { role: self.role, mutating: self.kind != Kind::Read };
+        self.build(least, Typed { handler, access: None, args: PhantomData })
     }
 
-    pub fn is_mutating(&self, args: &Value) -> bool {
-        match self.name {
-            "xyte_api_call" => endpoints::access(args).1,
-            _ => self.kind != Kind::Read,
-        }
+    /// An operation whose role and mutation follow from its arguments by `rule`; `least` is what any call needs.
+    fn handler_with_access<A, H>(self, least: Access, rule: fn(&A) -> Access, handler: H) -> Op
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        H: for<'a> Handler<'a, A>,
+    {
+        self.build(least, Typed { handler, access: Some(rule), args: PhantomData })
     }
 
-    /// MCP tool annotations, honest per SPEC §5.3.
-    pub fn annotations(&self) -> Value {
+    fn build<A: JsonSchema + 'static, H>(self, least: Access, typed: Typed<A, H>) -> Op
+    where
+        Typed<A, H>: Erased + 'static,
+    {
         let read_only = self.kind == Kind::Read;
-        let mut a = json!({"title": self.title, "readOnlyHint": read_only, "openWorldHint": self.open_world});
+        let mut annotations = json!({"title": self.title, "readOnlyHint": read_only, "openWorldHint": self.open_world});
         if !read_only {
-            a["destructiveHint"] = json!(self.kind == Kind::Destructive);
-            a["idempotentHint"] = json!(self.kind == Kind::Context);
+            annotations["destructiveHint"] = json!(self.kind == Kind::Destructive);
+            annotations["idempotentHint"] = json!(self.kind == Kind::Context);
         }
-        a
+        Op {
+            name: self.name,
+            title: self.title,
+            description: self.description,
+            role: self.role,
+            kind: self.kind,
+            open_world: self.open_world,
+            outbox_admitted: false,
+            input: input::<A>(),
+            output: self.output,
+            annotations,
+            least,
+            handler: Box::new(typed),
+        }
+    }
+}
+
+impl Op {
+    /// Marks an operation that queues commands in the outbox, and so is subject to its limits.
+    fn admitted_by_outbox(mut self) -> Op {
+        self.outbox_admitted = true;
+        self
     }
 }
 
@@ -100,8 +215,9 @@ fn write_out() -> Value {
     output(json!({"dry_run": {"type": "boolean"}, "would_send": {"type": "object"}}), &[])
 }
 
-pub static CATALOGUE: &[Op] = &[
-    Op {
+pub static CATALOGUE: LazyLock<Vec<Op>> = LazyLock::new(|| {
+    vec![
+    Entry {
         name: "list_devices",
         title: "List devices",
         description: "Devices of the organization with status, model and space, filtered by space (and everything below \
@@ -110,10 +226,10 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<devices::ListDevices>,
-        output: || list_out("devices"),
-    },
-    Op {
+        output: list_out("devices"),
+    }
+    .handler(devices::list_devices),
+    Entry {
         name: "get_device_status",
         title: "Get device status",
         description: "Everything about one device: status, reported state, last seen, open incidents, its five most \
@@ -121,20 +237,20 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<devices::DeviceRef>,
-        output: || obj_out("device"),
-    },
-    Op {
+        output: obj_out("device"),
+    }
+    .handler(devices::get_device_status),
+    Entry {
         name: "list_device_commands",
         title: "List device commands",
         description: "Commands sent to a device, newest first, with their status (pending, in_progress, done, failed, aborted).",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<devices::ListCommands>,
-        output: || list_out("commands"),
-    },
-    Op {
+        output: list_out("commands"),
+    }
+    .handler(devices::list_device_commands),
+    Entry {
         name: "search_device_histories",
         title: "Search device histories",
         description: "Status history rows of devices over a time range (ISO-8601 or epoch seconds). Ranges longer than \
@@ -142,10 +258,10 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<devices::SearchHistories>,
-        output: || list_out("rows"),
-    },
-    Op {
+        output: list_out("rows"),
+    }
+    .handler(devices::search_device_histories),
+    Entry {
         name: "list_incidents",
         title: "List incidents",
         description: "Incidents (a device offline or in error). Active ones come from the cache; closed ones or a time \
@@ -153,50 +269,50 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<tickets::ListIncidents>,
-        output: || list_out("incidents"),
-    },
-    Op {
+        output: list_out("incidents"),
+    }
+    .handler(tickets::list_incidents),
+    Entry {
         name: "list_tickets",
         title: "List tickets",
         description: "Open support tickets of the organization.",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<tickets::ListTickets>,
-        output: || list_out("tickets"),
-    },
-    Op {
+        output: list_out("tickets"),
+    }
+    .handler(tickets::list_tickets),
+    Entry {
         name: "get_ticket",
         title: "Get ticket",
         description: "One ticket with its conversation (comments).",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<tickets::TicketRef>,
-        output: || obj_out("ticket"),
-    },
-    Op {
+        output: obj_out("ticket"),
+    }
+    .handler(tickets::get_ticket),
+    Entry {
         name: "list_spaces",
         title: "List spaces",
         description: "Spaces (sites, floors, rooms) with their path and how many devices each holds.",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<fleet::ListSpaces>,
-        output: || list_out("spaces"),
-    },
-    Op {
+        output: list_out("spaces"),
+    }
+    .handler(fleet::list_spaces),
+    Entry {
         name: "get_organization_info",
         title: "Get organization info",
         description: "The Xyte organization this gateway serves: name, plan, contacts and statistics.",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<fleet::NoArgs>,
-        output: || obj_out("organization"),
-    },
-    Op {
+        output: obj_out("organization"),
+    }
+    .handler(fleet::get_organization_info),
+    Entry {
         name: "get_fleet_health",
         title: "Get fleet health",
         description: "Health of the fleet (or one space and below), computed on the gateway so it works offline: online \
@@ -206,17 +322,15 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: false,
-        input: input::<fleet::FleetHealth>,
-        output: || {
-            output(
-                json!({"devices": {"type": "object"}, "active_incidents": {"type": "object"}, "open_tickets": {"type": "integer"},
-                       "top_offline_spaces": {"type": "array"}, "most_incident_prone_devices": {"type": "array"},
-                       "healthy": {"type": "boolean"}, "stale": {"type": "boolean"}}),
-                &["devices", "healthy"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"devices": {"type": "object"}, "active_incidents": {"type": "object"}, "open_tickets": {"type": "integer"},
+                   "top_offline_spaces": {"type": "array"}, "most_incident_prone_devices": {"type": "array"},
+                   "healthy": {"type": "boolean"}, "stale": {"type": "boolean"}}),
+            &["devices", "healthy"],
+        ),
+    }
+    .handler(fleet::get_fleet_health),
+    Entry {
         name: "list_rooms",
         title: "List rooms",
         description: "Meeting rooms known to the gateway — from the presets file and from Xyte's spaces of type room — \
@@ -224,10 +338,10 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<rooms::ListRooms>,
-        output: || list_out("rooms"),
-    },
-    Op {
+        output: list_out("rooms"),
+    }
+    .handler(rooms::list_rooms),
+    Entry {
         name: "get_device_analytics_report",
         title: "Device analytics report",
         description: "Availability %, offline episodes (count, longest, recent), command success rate and incidents of \
@@ -236,18 +350,16 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<analytics::AnalyticsArgs>,
-        output: || {
-            output(
-                json!({"device_id": {"type": "string"}, "period": {"type": "string"},
-                       "availability_pct": {"type": ["number", "null"]}, "offline_episodes": {"type": "integer"},
-                       "longest_offline_s": {"type": "integer"}, "commands": {"type": "object"},
-                       "incidents": {"type": "object"}, "sources": {"type": "array"}}),
-                &["device_id", "period", "commands", "incidents"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"device_id": {"type": "string"}, "period": {"type": "string"},
+                   "availability_pct": {"type": ["number", "null"]}, "offline_episodes": {"type": "integer"},
+                   "longest_offline_s": {"type": "integer"}, "commands": {"type": "object"},
+                   "incidents": {"type": "object"}, "sources": {"type": "array"}}),
+            &["device_id", "period", "commands", "incidents"],
+        ),
+    }
+    .handler(analytics::get_device_analytics_report),
+    Entry {
         name: "xyte_endpoints_list",
         title: "List Xyte API endpoints",
         description: "The catalogue of every documented Xyte Organization API endpoint (key, method, path, summary), \
@@ -256,16 +368,14 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: false,
-        input: input::<endpoints::ListEndpoints>,
-        output: || {
-            output(
-                json!({"endpoints": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
-                       "groups": {"type": "array", "items": {"type": "string"}}}),
-                &["endpoints", "total"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"endpoints": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"},
+                   "groups": {"type": "array", "items": {"type": "string"}}}),
+            &["endpoints", "total"],
+        ),
+    }
+    .handler(endpoints::xyte_endpoints_list),
+    Entry {
         name: "xyte_endpoint_describe",
         title: "Describe a Xyte API endpoint",
         description: "One catalogue entry in full: path parameters, query parameters and body fields with types and \
@@ -273,10 +383,10 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: false,
-        input: input::<endpoints::DescribeEndpoint>,
-        output: || obj_out("endpoint"),
-    },
-    Op {
+        output: obj_out("endpoint"),
+    }
+    .handler(endpoints::xyte_endpoint_describe),
+    Entry {
         name: "list_events",
         title: "List events",
         description: "The gateway's local event log: device status changes, incidents, tickets, commands, audit records. \
@@ -284,15 +394,13 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: false,
-        input: input::<fleet::ListEvents>,
-        output: || {
-            output(
-                json!({"events": {"type": "array", "items": {"type": "object"}}, "last_id": {"type": ["integer", "null"]}}),
-                &["events"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"events": {"type": "array", "items": {"type": "object"}}, "last_id": {"type": ["integer", "null"]}}),
+            &["events"],
+        ),
+    }
+    .handler(fleet::list_events),
+    Entry {
         name: "search",
         title: "Search",
         description: "Finds devices, tickets, incidents and spaces whose names or descriptions contain all the words of \
@@ -300,30 +408,26 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: false,
-        input: input::<fleet::Search>,
-        output: || {
-            output(
-                json!({"results": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"}}),
-                &["results"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"results": {"type": "array", "items": {"type": "object"}}, "total": {"type": "integer"}}),
+            &["results"],
+        ),
+    }
+    .handler(fleet::search),
+    Entry {
         name: "fetch",
         title: "Fetch",
         description: "The full object behind an id returned by search.",
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: true,
-        input: input::<fleet::Fetch>,
-        output: || {
-            output(
-                json!({"id": {"type": "string"}, "title": {}, "text": {"type": "string"}, "metadata": {"type": "object"}}),
-                &["id", "text"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"id": {"type": "string"}, "title": {}, "text": {"type": "string"}, "metadata": {"type": "object"}}),
+            &["id", "text"],
+        ),
+    }
+    .handler(fleet::fetch),
+    Entry {
         name: "send_command",
         title: "Send device command",
         description: "Sends a command to a device now, after checking it against the device model's command list and \
@@ -332,17 +436,15 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<commands::SendCommandArgs>,
-        output: || {
-            output(
-                json!({"device_id": {"type": "string"}, "command": {"type": "string"}, "xyte_command_id": {"type": "string"},
-                       "status": {}, "message": {}, "timed_out": {"type": "boolean"}, "dry_run": {"type": "boolean"},
-                       "would_send": {"type": "object"}}),
-                &["device_id"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"device_id": {"type": "string"}, "command": {"type": "string"}, "xyte_command_id": {"type": "string"},
+                   "status": {}, "message": {}, "timed_out": {"type": "boolean"}, "dry_run": {"type": "boolean"},
+                   "would_send": {"type": "object"}}),
+            &["device_id"],
+        ),
+    }
+    .handler(commands::send_command),
+    Entry {
         name: "send_command_async",
         title: "Queue device command",
         description: "Queues a command in the gateway's durable outbox and answers at once with a task_id; the gateway \
@@ -353,10 +455,11 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<tasks::SendAsync>,
-        output: task_out,
-    },
-    Op {
+        output: task_out(),
+    }
+    .handler(tasks::send_command_async)
+    .admitted_by_outbox(),
+    Entry {
         name: "get_task_status",
         title: "Get task status",
         description: "State of an async command: queued, sending, sent, then Xyte's pending/in_progress/done/failed/aborted, \
@@ -364,10 +467,10 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Viewer,
         kind: Kind::Read,
         open_world: false,
-        input: input::<tasks::TaskRef>,
-        output: task_out,
-    },
-    Op {
+        output: task_out(),
+    }
+    .handler(tasks::get_task_status),
+    Entry {
         name: "cancel_command",
         title: "Cancel command",
         description: "Cancels a command at Xyte (by its Xyte command id), or withdraws a queued async task (by task_id) \
@@ -375,10 +478,10 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Operator,
         kind: Kind::Destructive,
         open_world: true,
-        input: input::<tasks::Cancel>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(tasks::cancel_command),
+    Entry {
         name: "start_meeting_room_preset",
         title: "Run a room preset",
         description: "Runs a room's preset (default `start`) from the presets file: each step's command is validated, \
@@ -389,10 +492,11 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<rooms::RunPreset>,
-        output: preset_out,
-    },
-    Op {
+        output: preset_out(),
+    }
+    .handler(rooms::start_meeting_room_preset)
+    .admitted_by_outbox(),
+    Entry {
         name: "shutdown_meeting_room",
         title: "Shut down a room",
         description: "Runs the room's `shutdown` preset (powers the room's devices off), step by step with progress. \
@@ -400,60 +504,61 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Operator,
         kind: Kind::Destructive,
         open_world: true,
-        input: input::<rooms::ShutdownRoom>,
-        output: preset_out,
-    },
-    Op {
+        output: preset_out(),
+    }
+    .handler(rooms::shutdown_meeting_room)
+    .admitted_by_outbox(),
+    Entry {
         name: "update_ticket",
         title: "Update ticket",
         description: "Changes a ticket's title and/or description.",
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<tickets::UpdateTicket>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(tickets::update_ticket),
+    Entry {
         name: "mark_ticket_resolved",
         title: "Resolve ticket",
         description: "Marks a ticket as resolved.",
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<tickets::TicketAction>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(tickets::mark_ticket_resolved),
+    Entry {
         name: "send_ticket_message",
         title: "Message ticket",
         description: "Adds a message to a ticket's conversation.",
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<tickets::TicketMessage>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(tickets::send_ticket_message),
+    Entry {
         name: "close_incident",
         title: "Close incident",
         description: "Closes an active incident.",
         role: Role::Operator,
         kind: Kind::Write,
         open_world: true,
-        input: input::<tickets::CloseIncident>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(tickets::close_incident),
+    Entry {
         name: "claim_device",
         title: "Claim device",
         description: "Adds a device to the organization in a space, identified by cloud_id or by mac and sn.",
         role: Role::Admin,
         kind: Kind::Write,
         open_world: true,
-        input: input::<admin::ClaimDevice>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(admin::claim_device),
+    Entry {
         name: "update_device",
         title: "Update device",
         description: "Renames a device or changes its configuration or (edge devices) its complete set of custom \
@@ -461,20 +566,20 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Admin,
         kind: Kind::Write,
         open_world: true,
-        input: input::<admin::UpdateDevice>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(admin::update_device),
+    Entry {
         name: "delete_device",
         title: "Delete device",
         description: "Removes a device from the organization. confirm must repeat the device_id.",
         role: Role::Admin,
         kind: Kind::Destructive,
         open_world: true,
-        input: input::<admin::DeleteDevice>,
-        output: write_out,
-    },
-    Op {
+        output: write_out(),
+    }
+    .handler(admin::delete_device),
+    Entry {
         name: "xyte_api_call",
         title: "Call a Xyte API endpoint",
         description: "Runs any entry of the Xyte endpoint catalogue (see xyte_endpoints_list) with path_params, query \
@@ -483,16 +588,18 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Admin,
         kind: Kind::Destructive,
         open_world: true,
-        input: input::<endpoints::ApiCall>,
-        output: || {
-            output(
-                json!({"key": {"type": "string"}, "method": {"type": "string"}, "path": {"type": "string"}, "result": {},
-                       "dry_run": {"type": "boolean"}, "would_send": {"type": "object"}}),
-                &["key"],
-            )
-        },
-    },
-    Op {
+        output: output(
+            json!({"key": {"type": "string"}, "method": {"type": "string"}, "path": {"type": "string"}, "result": {},
+                   "dry_run": {"type": "boolean"}, "would_send": {"type": "object"}}),
+            &["key"],
+        ),
+    }
+    .handler_with_access(
+        Access { role: Role::Viewer, mutating: false },
+        endpoints::access,
+        endpoints::xyte_api_call,
+    ),
+    Entry {
         name: "set_context",
         title: "Set context",
         description: "Remembers a default device, space and/or room for you (kept across connections); tools that take \
@@ -500,48 +607,11 @@ pub static CATALOGUE: &[Op] = &[
         role: Role::Operator,
         kind: Kind::Context,
         open_world: false,
-        input: input::<devices::SetContext>,
-        output: || output(json!({"principal": {"type": "string"}, "context": {"type": "object"}}), &["context"]),
-    },
-];
-
-pub async fn dispatch(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
-    match name {
-        "list_devices" => devices::list_devices(ctx, args).await,
-        "get_device_status" => devices::get_device_status(ctx, args).await,
-        "list_device_commands" => devices::list_device_commands(ctx, args).await,
-        "search_device_histories" => devices::search_device_histories(ctx, args).await,
-        "list_incidents" => tickets::list_incidents(ctx, args).await,
-        "list_tickets" => tickets::list_tickets(ctx, args).await,
-        "get_ticket" => tickets::get_ticket(ctx, args).await,
-        "list_spaces" => fleet::list_spaces(ctx, args).await,
-        "get_organization_info" => fleet::get_organization_info(ctx, args).await,
-        "get_fleet_health" => fleet::get_fleet_health(ctx, args).await,
-        "list_events" => fleet::list_events(ctx, args).await,
-        "search" => fleet::search(ctx, args).await,
-        "fetch" => fleet::fetch(ctx, args).await,
-        "send_command" => commands::send_command(ctx, args).await,
-        "send_command_async" => tasks::send_command_async(ctx, args).await,
-        "get_task_status" => tasks::get_task_status(ctx, args).await,
-        "cancel_command" => tasks::cancel_command(ctx, args).await,
-        "update_ticket" => tickets::update_ticket(ctx, args).await,
-        "mark_ticket_resolved" => tickets::mark_ticket_resolved(ctx, args).await,
-        "send_ticket_message" => tickets::send_ticket_message(ctx, args).await,
-        "close_incident" => tickets::close_incident(ctx, args).await,
-        "set_context" => devices::set_context(ctx, args).await,
-        "list_rooms" => rooms::list_rooms(ctx, args).await,
-        "get_device_analytics_report" => analytics::get_device_analytics_report(ctx, args).await,
-        "xyte_endpoints_list" => endpoints::xyte_endpoints_list(ctx, args).await,
-        "xyte_endpoint_describe" => endpoints::xyte_endpoint_describe(ctx, args).await,
-        "xyte_api_call" => endpoints::xyte_api_call(ctx, args).await,
-        "start_meeting_room_preset" => rooms::start_meeting_room_preset(ctx, args).await,
-        "shutdown_meeting_room" => rooms::shutdown_meeting_room(ctx, args).await,
-        "claim_device" => admin::claim_device(ctx, args).await,
-        "update_device" => admin::update_device(ctx, args).await,
-        "delete_device" => admin::delete_device(ctx, args).await,
-        other => Err(Error::invalid_params(format!("unknown tool {other:?}"))),
+        output: output(json!({"principal": {"type": "string"}, "context": {"type": "object"}}), &["context"]),
     }
-}
+    .handler(devices::set_context),
+    ]
+});
 
 #[cfg(test)]
 mod tests {
@@ -555,10 +625,10 @@ mod tests {
                 && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
         };
         let mut names = std::collections::HashSet::new();
-        for op in CATALOGUE {
+        for op in CATALOGUE.iter() {
             assert!(re_ok(op.name), "{}", op.name);
             assert!(names.insert(op.name), "duplicate {}", op.name);
-            let schema = (op.input)();
+            let schema = &op.input;
             let text = schema.to_string();
             assert_eq!(schema["type"], "object", "{}", op.name);
             assert_eq!(schema["additionalProperties"], false, "{}", op.name);
@@ -570,9 +640,10 @@ mod tests {
             if op.kind != Kind::Read && op.kind != Kind::Context {
                 assert!(schema["properties"].get("dry_run").is_some(), "{} must accept dry_run", op.name);
             }
-            assert_eq!((op.output)()["type"], "object");
-            let a = op.annotations();
-            assert_eq!(a["readOnlyHint"], op.kind == Kind::Read);
+            assert_eq!(op.output["type"], "object");
+            assert_eq!(op.annotations["readOnlyHint"], op.kind == Kind::Read);
         }
+        let admitted: Vec<&str> = CATALOGUE.iter().filter(|op| op.outbox_admitted).map(|op| op.name).collect();
+        assert_eq!(admitted, ["send_command_async", "start_meeting_room_preset", "shutdown_meeting_room"]);
     }
 }

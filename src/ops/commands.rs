@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::Ctx;
 use super::devices::{device_or_context, existing_device};
 use super::reads;
-use super::schema::{Id, parse};
+use super::schema::Id;
 use crate::error::{Error, ErrorCode};
 use crate::xyte::{Priority, SendCommand};
 
@@ -123,8 +123,7 @@ fn options_hint(field: &Value) -> String {
     field["options"].as_array().map(|o| format!(" (one of {})", Value::Array(o.clone()))).unwrap_or_default()
 }
 
-pub async fn send_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: SendCommandArgs = parse(args)?;
+pub async fn send_command(ctx: &Ctx, a: SendCommandArgs) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let dev = existing_device(ctx, &id).await?;
     let params = a.extra_params.unwrap_or_default();

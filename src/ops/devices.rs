@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::reads::{self, Snapshot};
-use super::schema::{Id, parse};
+use super::schema::Id;
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
 use crate::store::{Compact, Durability, context, now_ms};
@@ -148,8 +148,7 @@ fn in_space(d: &Compact, space_id: &str, spaces: &[Compact]) -> bool {
     false
 }
 
-pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListDevices = parse(args)?;
+pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
     let snap = all_devices(ctx).await?;
     let space = match a.space_id {
         Some(s) => Some(s.0),
@@ -239,8 +238,7 @@ pub async fn commands_of(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
     .await
 }
 
-pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: DeviceRef = parse(args)?;
+pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let (device, provenance) = device(ctx, &id).await?;
     let incidents = super::tickets::active_incidents(ctx).await.map(|s| s.items).unwrap_or_default();
@@ -286,8 +284,7 @@ pub struct ListCommands {
     pub limit: Option<u32>,
 }
 
-pub async fn list_device_commands(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListCommands = parse(args)?;
+pub async fn list_device_commands(ctx: &Ctx, a: ListCommands) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let (list, provenance) = commands_of(ctx, &id).await?;
     let all: Vec<Value> = list
@@ -353,8 +350,7 @@ impl JsonSchema for TimeArg {
     }
 }
 
-pub async fn search_device_histories(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: SearchHistories = parse(args)?;
+pub async fn search_device_histories(ctx: &Ctx, a: SearchHistories) -> Result<Value, Error> {
     let to = a.to.map(|t| t.0).unwrap_or_else(time::OffsetDateTime::now_utc);
     let from = a.from.map(|t| t.0).unwrap_or(to - time::Duration::days(7));
     if from > to {
@@ -396,8 +392,7 @@ pub struct SetContext {
     pub room: Option<String>,
 }
 
-pub async fn set_context(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: SetContext = parse(args)?;
+pub async fn set_context(ctx: &Ctx, a: SetContext) -> Result<Value, Error> {
     let mut current = stored_context(ctx).await?;
     if let Some(d) = a.device_id {
         existing_device(ctx, &d.0).await?;

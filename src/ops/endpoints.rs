@@ -6,8 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::schema::parse;
-use super::{Ctx, reads};
+use super::{Access, Ctx, reads};
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
 use crate::xyte::Priority;
@@ -36,8 +35,7 @@ fn enabled(ctx: &Ctx, e: &Endpoint) -> bool {
     !e.experimental || ctx.app.experimental_apis
 }
 
-pub async fn xyte_endpoints_list(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListEndpoints = parse(args)?;
+pub async fn xyte_endpoints_list(ctx: &Ctx, a: ListEndpoints) -> Result<Value, Error> {
     let words: Vec<String> = a.search.as_deref().unwrap_or("").split_whitespace().map(str::to_lowercase).collect();
     let matches: Vec<Value> = endpoints::all()
         .iter()
@@ -86,8 +84,7 @@ fn lookup(key: &str) -> Result<&'static Endpoint, Error> {
     })
 }
 
-pub async fn xyte_endpoint_describe(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: DescribeEndpoint = parse(args)?;
+pub async fn xyte_endpoint_describe(ctx: &Ctx, a: DescribeEndpoint) -> Result<Value, Error> {
     let e = lookup(&a.key)?;
     let mut out = e.describe();
     out["enabled"] = json!(enabled(ctx, e));
@@ -115,15 +112,14 @@ pub struct ApiCall {
 
 /// Role and mutation depend on the entry: GETs are reads any viewer may make; everything else is an admin write.
 /// An unknown key is treated as a read here so the handler can answer with its "did you mean" error.
-pub fn access(args: &Value) -> (Role, bool) {
-    match args.get("key").and_then(Value::as_str).and_then(endpoints::find) {
-        Some(e) if !e.is_read() => (Role::Admin, true),
-        _ => (Role::Viewer, false),
+pub fn access(a: &ApiCall) -> Access {
+    match endpoints::find(&a.key) {
+        Some(e) if !e.is_read() => Access { role: Role::Admin, mutating: true },
+        _ => Access { role: Role::Viewer, mutating: false },
     }
 }
 
-pub async fn xyte_api_call(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ApiCall = parse(args)?;
+pub async fn xyte_api_call(ctx: &Ctx, a: ApiCall) -> Result<Value, Error> {
     let e = lookup(&a.key)?;
     if !enabled(ctx, e) {
         return Err(Error::invalid_params(format!(

@@ -35,8 +35,7 @@ pub struct ListSpaces {
     pub limit: Option<u32>,
 }
 
-pub async fn list_spaces(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListSpaces = parse(args)?;
+pub async fn list_spaces(ctx: &Ctx, a: ListSpaces) -> Result<Value, Error> {
     let spaces = all_spaces(ctx).await?;
     let devices = all_devices(ctx).await?;
     let mut per_space: HashMap<String, usize> = HashMap::new();
@@ -68,8 +67,7 @@ pub async fn list_spaces(ctx: &Ctx, args: Value) -> Result<Value, Error> {
 #[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
-pub async fn get_organization_info(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let _: NoArgs = parse(args)?;
+pub async fn get_organization_info(ctx: &Ctx, _: NoArgs) -> Result<Value, Error> {
     let client = ctx.app.client.clone();
     let (info, provenance) = reads::entry(ctx, "organization", "info", || async move {
         Ok(serde_json::to_value(client.info(P).await?).unwrap_or_default())
@@ -93,8 +91,7 @@ fn age_hours(created: &Compact, now: time::OffsetDateTime) -> Option<f64> {
 }
 
 /// Fleet health from the local store only, so it answers during a WAN outage.
-pub async fn get_fleet_health(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: FleetHealth = parse(args)?;
+pub async fn get_fleet_health(ctx: &Ctx, a: FleetHealth) -> Result<Value, Error> {
     let devices = all_devices(ctx).await?;
     let incidents = active_incidents(ctx).await?;
     let tickets = open_tickets(ctx).await?;
@@ -171,8 +168,7 @@ pub struct ListEvents {
     pub limit: Option<u32>,
 }
 
-pub async fn list_events(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListEvents = parse(args)?;
+pub async fn list_events(ctx: &Ctx, a: ListEvents) -> Result<Value, Error> {
     let limit = a.limit.unwrap_or(50).clamp(1, 500) as usize;
     let filter = events::EventFilter { kinds: a.kind.into_iter().collect(), device_id: a.device_id.map(|d| d.0) };
     let after = a.after_id.unwrap_or(0);
@@ -206,8 +202,7 @@ fn matches(words: &[String], fields: &[&Compact]) -> bool {
     words.iter().all(|w| text.contains(w.as_str()))
 }
 
-pub async fn search(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: Search = parse(args)?;
+pub async fn search(ctx: &Ctx, a: Search) -> Result<Value, Error> {
     let words: Vec<String> = a.query.to_lowercase().split_whitespace().map(String::from).collect();
     if words.is_empty() {
         return Err(Error::invalid_params("query must contain a word"));
@@ -260,15 +255,14 @@ pub struct Fetch {
     pub id: String,
 }
 
-pub async fn fetch(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: Fetch = parse(args)?;
+pub async fn fetch(ctx: &Ctx, a: Fetch) -> Result<Value, Error> {
     let (kind, id) = a.id.split_once(':').ok_or_else(|| {
         Error::invalid_params("id must look like device:<id>, ticket:<id>, incident:<id> or space:<id>")
     })?;
     let not_found = || Error::new(ErrorCode::NotFound, format!("nothing known as {}", a.id));
     let found = match kind {
-        "device" => super::devices::get_device_status(ctx, json!({"device_id": id})).await?,
-        "ticket" => super::tickets::get_ticket(ctx, json!({"ticket_id": id})).await?,
+        "device" => super::devices::get_device_status(ctx, parse(json!({"device_id": id}))?).await?,
+        "ticket" => super::tickets::get_ticket(ctx, parse(json!({"ticket_id": id}))?).await?,
         "incident" => {
             let item = active_incidents(ctx)
                 .await?

@@ -22,12 +22,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-pub use catalogue::{CATALOGUE, Op, find};
+pub use catalogue::{Access, CATALOGUE, Kind, Op, find};
 pub use reads::rfc3339;
 pub use tasks::OutboxLimits;
-
-/// The operations [`OutboxLimits`] admit: refused with `rate_limited` (HTTP 429) when the outbox is at its limit.
-pub const OUTBOX_ADMITTED: &[&str] = &["send_command_async", "start_meeting_room_preset", "shutdown_meeting_room"];
 
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
@@ -61,8 +58,6 @@ pub struct App {
     pub refreshes: reads::Refreshes,
     /// The device collection in name order, for `list_devices`.
     pub device_order: devices::NameOrder,
-    /// What MCP serves beside the catalogue: nothing, or the conformance suite's test fixtures (`mcp::extension`).
-    pub extension: Arc<dyn crate::mcp::Extension>,
 }
 
 impl App {
@@ -95,7 +90,6 @@ impl App {
             fetches: Default::default(),
             refreshes: Default::default(),
             device_order: Default::default(),
-            extension: Arc::new(()),
         }
     }
 
@@ -153,23 +147,34 @@ pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
 async fn checked_call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
     let op = find(name).ok_or_else(|| Error::invalid_params(format!("unknown tool {name:?}")))?;
     let args = if args.is_null() { json!({}) } else { args };
-    let required = op.required_role(&args);
-    if ctx.principal.role < required {
-        return Err(Error::new(
-            ErrorCode::PermissionDenied,
-            format!("{name} needs the {required} role; {} has {}", ctx.principal.id, ctx.principal.role),
-        ));
-    }
-    let mutating = op.is_mutating(&args);
-    if mutating && ctx.app.read_only {
-        return Err(Error::new(ErrorCode::ReadOnly, format!("{name} is refused: XYTE_READ_ONLY=true on this gateway")));
-    }
-    let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-    let outcome = catalogue::dispatch(ctx, name, args.clone()).await;
+    // What every call of `op` needs is checked before its arguments are parsed, what this one needs after.
+    admit(ctx, name, op.least)?;
+    let (mutating, outcome) = match op.prepare(ctx, &args) {
+        Ok(call) => {
+            admit(ctx, name, call.access)?;
+            (call.access.mutating, call.run.await)
+        }
+        Err(e) => (op.least.mutating, Err(e)),
+    };
     if mutating {
+        let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
         audit(ctx, name, &args, dry_run, &outcome).await;
     }
     outcome
+}
+
+/// Refuses a call the caller's role does not allow, or a mutating call on a read-only gateway.
+fn admit(ctx: &Ctx, name: &str, needs: Access) -> Result<(), Error> {
+    if ctx.principal.role < needs.role {
+        return Err(Error::new(
+            ErrorCode::PermissionDenied,
+            format!("{name} needs the {} role; {} has {}", needs.role, ctx.principal.id, ctx.principal.role),
+        ));
+    }
+    if needs.mutating && ctx.app.read_only {
+        return Err(Error::new(ErrorCode::ReadOnly, format!("{name} is refused: XYTE_READ_ONLY=true on this gateway")));
+    }
+    Ok(())
 }
 
 async fn audit(ctx: &Ctx, tool: &str, args: &Value, dry_run: bool, outcome: &Result<Value, Error>) {

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use super::commands::{command_for, device_model, follow, validate};
 use super::devices::{all_devices, device, stored_context};
 use super::fleet::all_spaces;
-use super::schema::{Id, id_text, parse};
+use super::schema::{Id, id_text};
 use super::{App, Ctx, reads};
 use crate::error::{Error, ErrorCode};
 use crate::store::Compact;
@@ -243,8 +243,7 @@ async fn model_commands(ctx: &Ctx, model: &Value) -> Vec<Value> {
 #[serde(deny_unknown_fields)]
 pub struct ListRooms {}
 
-pub async fn list_rooms(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let _: ListRooms = parse(args)?;
+pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<Value, Error> {
     let devices = all_devices(ctx).await.map(|s| s.items).unwrap_or_default();
     let presets = ctx.app.presets();
     let list: Vec<Value> = rooms(ctx)
@@ -284,13 +283,11 @@ pub struct ShutdownRoom {
     pub dry_run: Option<bool>,
 }
 
-pub async fn start_meeting_room_preset(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: RunPreset = parse(args)?;
+pub async fn start_meeting_room_preset(ctx: &Ctx, a: RunPreset) -> Result<Value, Error> {
     run_preset(ctx, a.room, a.preset.unwrap_or_else(|| "start".into()), a.dry_run == Some(true)).await
 }
 
-pub async fn shutdown_meeting_room(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ShutdownRoom = parse(args)?;
+pub async fn shutdown_meeting_room(ctx: &Ctx, a: ShutdownRoom) -> Result<Value, Error> {
     run_preset(ctx, a.room, "shutdown".into(), a.dry_run == Some(true)).await
 }
 

@@ -10,7 +10,7 @@ use super::Ctx;
 use super::commands::{command_for, validate};
 use super::devices::{device_or_context, existing_device};
 use super::reads::rfc3339;
-use super::schema::{Id, parse};
+use super::schema::Id;
 use crate::error::{Error, ErrorCode};
 use crate::store::events::NewEvent;
 use crate::store::tasks::{self, Patch, Task, TaskState};
@@ -104,8 +104,7 @@ pub fn task_json(t: &Task) -> Value {
     })
 }
 
-pub async fn send_command_async(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: SendAsync = parse(args)?;
+pub async fn send_command_async(ctx: &Ctx, a: SendAsync) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     // Validation uses the cache, so commands can be queued while Xyte is unreachable.
     let dev = existing_device(ctx, &id).await?;
@@ -149,8 +148,7 @@ pub struct TaskRef {
     pub task_id: String,
 }
 
-pub async fn get_task_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: TaskRef = parse(args)?;
+pub async fn get_task_status(ctx: &Ctx, a: TaskRef) -> Result<Value, Error> {
     let id = a.task_id.clone();
     match ctx.app.store.read(move |c| tasks::get(c, &id)).await? {
         Some(t) => Ok(task_json(&t)),
@@ -167,8 +165,7 @@ pub struct Cancel {
     pub dry_run: Option<bool>,
 }
 
-pub async fn cancel_command(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: Cancel = parse(args)?;
+pub async fn cancel_command(ctx: &Ctx, a: Cancel) -> Result<Value, Error> {
     let device_id = a.device_id.0.clone();
     let mut xyte_id = a.command_id.clone();
     if a.command_id.starts_with("tsk_") {

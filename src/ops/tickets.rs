@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use super::devices::merge;
 use super::reads::{self, Snapshot};
-use super::schema::{Id, id_text, parse};
+use super::schema::{Id, id_text};
 use super::{Ctx, page};
 use crate::error::{Error, ErrorCode};
 use crate::store::{Compact, Keys};
@@ -55,8 +55,7 @@ pub struct ListIncidents {
     pub limit: Option<u32>,
 }
 
-pub async fn list_incidents(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListIncidents = parse(args)?;
+pub async fn list_incidents(ctx: &Ctx, a: ListIncidents) -> Result<Value, Error> {
     let (items, provenance) = if a.status == Some(IncidentStatus::Closed) || a.from.is_some() || a.to.is_some() {
         let q = IncidentQuery {
             status: a.status.map(|s| if s == IncidentStatus::Active { "active".into() } else { "closed".into() }),
@@ -96,8 +95,7 @@ pub struct ListTickets {
     pub limit: Option<u32>,
 }
 
-pub async fn list_tickets(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: ListTickets = parse(args)?;
+pub async fn list_tickets(ctx: &Ctx, a: ListTickets) -> Result<Value, Error> {
     let snap = open_tickets(ctx).await?;
     let all: Vec<&Compact> =
         snap.items.iter().filter(|t| a.status.as_deref().is_none_or(|s| t["status"] == s)).collect();
@@ -131,8 +129,7 @@ async fn existing_ticket(ctx: &Ctx, id: &str) -> Result<Value, Error> {
     })
 }
 
-pub async fn get_ticket(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: TicketRef = parse(args)?;
+pub async fn get_ticket(ctx: &Ctx, a: TicketRef) -> Result<Value, Error> {
     let (ticket, provenance) = ticket(ctx, &a.ticket_id.0).await?;
     let mut out = json!({"ticket": ticket});
     merge(&mut out, provenance);
@@ -154,8 +151,7 @@ async fn after_ticket_write(ctx: &Ctx, id: &str) {
     reads::invalidate(ctx, "ticket", None).await;
 }
 
-pub async fn update_ticket(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: UpdateTicket = parse(args)?;
+pub async fn update_ticket(ctx: &Ctx, a: UpdateTicket) -> Result<Value, Error> {
     if a.title.is_none() && a.description.is_none() {
         return Err(Error::invalid_params("give a title, a description, or both"));
     }
@@ -182,8 +178,7 @@ pub struct TicketAction {
     pub dry_run: Option<bool>,
 }
 
-pub async fn mark_ticket_resolved(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: TicketAction = parse(args)?;
+pub async fn mark_ticket_resolved(ctx: &Ctx, a: TicketAction) -> Result<Value, Error> {
     if a.dry_run == Some(true) {
         let t = existing_ticket(ctx, &a.ticket_id.0).await?;
         if t["status"] == "resolved" {
@@ -207,8 +202,7 @@ pub struct TicketMessage {
     pub dry_run: Option<bool>,
 }
 
-pub async fn send_ticket_message(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: TicketMessage = parse(args)?;
+pub async fn send_ticket_message(ctx: &Ctx, a: TicketMessage) -> Result<Value, Error> {
     if a.message.trim().is_empty() {
         return Err(Error::invalid_params("message must not be empty"));
     }
@@ -230,8 +224,7 @@ pub struct CloseIncident {
     pub dry_run: Option<bool>,
 }
 
-pub async fn close_incident(ctx: &Ctx, args: Value) -> Result<Value, Error> {
-    let a: CloseIncident = parse(args)?;
+pub async fn close_incident(ctx: &Ctx, a: CloseIncident) -> Result<Value, Error> {
     if a.dry_run == Some(true) {
         let active = active_incidents(ctx).await?;
         if !active.items.iter().any(|i| id_text(&i["id"]) == a.incident_id.0) {

@@ -30,10 +30,13 @@ fuzz_target!(|data: &[u8]| {
         1 => Role::Operator,
         _ => Role::Admin,
     };
-    let app = common::app(options & 4 != 0);
+    let app = common::app();
+    // With bit 2 the session also serves the conformance suite's test fixtures (they reach more session code: MRTR
+    // request state, progress, log levels).
+    let extension = xyte_edge::mcp::extension(options & 4 != 0);
     common::runtime().block_on(async move {
         let (tx, mut rx) = outgoing::queue();
-        let session = Session::new(app, Principal { id: "uid:fuzz".into(), role }, tx);
+        let session = Session::new(app, extension, Principal { id: "uid:fuzz".into(), role }, tx);
         // The socket transport's framing (mcp::unix): `\n`-terminated lines, a trailing `\r` dropped, blank lines
         // skipped, a line longer than MAX_MESSAGE answered with an error and skipped.
         for line in stream.split(|b| *b == b'\n') {

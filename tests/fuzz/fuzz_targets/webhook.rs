@@ -31,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         (header, rest.get(split + 1..).unwrap_or_default())
     };
     let secret = (options & 2 == 0).then(|| Secret::new(SECRET.to_string()));
-    let app = common::app(false);
+    let app = common::app();
     common::runtime().block_on(async move {
         let (status, answer) = post(&app, secret.as_ref(), &signature, body).await;
         assert!(

@@ -21,15 +21,13 @@ pub fn runtime() -> &'static tokio::runtime::Runtime {
     &RT
 }
 
-/// The daemon core; `fixtures` also serves the conformance suite's test fixtures (they reach more session code:
-/// MRTR request state, progress, log levels).
-pub fn app(fixtures: bool) -> Arc<App> {
-    static PLAIN: LazyLock<Arc<App>> = LazyLock::new(|| build(false));
-    static FIXTURES: LazyLock<Arc<App>> = LazyLock::new(|| build(true));
-    if fixtures { FIXTURES.clone() } else { PLAIN.clone() }
+/// The daemon core.
+pub fn app() -> Arc<App> {
+    static APP: LazyLock<Arc<App>> = LazyLock::new(build);
+    APP.clone()
 }
 
-fn build(conformance_fixtures: bool) -> Arc<App> {
+fn build() -> Arc<App> {
     // Kept for the life of the process: the store's files must outlive every input.
     let dir = tempfile::Builder::new().prefix("xyte-edge-fuzz-").tempdir().expect("state dir").keep();
     let store = Store::open(&dir, Default::default()).expect("store");
@@ -45,7 +43,6 @@ fn build(conformance_fixtures: bool) -> Arc<App> {
         read_only: true,
         env_label: "fuzz".into(),
         experimental_apis: true,
-        extension: xyte_edge::mcp::extension(conformance_fixtures),
         ..App::new(store, client)
     })
 }
