@@ -1,4 +1,4 @@
-//! Configuration (SPEC §3): built-in defaults → config file → environment, plus secret files and systemd
+//! Configuration (README, Configure): built-in defaults → config file → environment, plus secret files and systemd
 //! credentials. Everything is validated at once and every problem is reported together (exit 78), so an admin fixes
 //! the file in one pass. Secrets live in [`Secret`] and are masked wherever a value is shown.
 
@@ -43,7 +43,7 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
-/// Who may do what (SPEC §7.3); ordered so `role >= Role::Operator` reads naturally.
+/// Who may do what (docs/architecture.md, Invariants: Roles); ordered so `role >= Role::Operator` reads naturally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -80,7 +80,7 @@ impl fmt::Display for Role {
     }
 }
 
-/// The credential used towards Xyte. Precedence (SPEC §3): user token, then OAuth token, then API key.
+/// The credential used towards Xyte. Precedence: user token, then OAuth token, then API key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XyteCredential {
     ApiKey(Secret<String>),
@@ -213,7 +213,8 @@ const fn secret(name: &'static str) -> KeySpec {
     KeySpec { name, default: "", secret: true }
 }
 
-/// Every key the daemon understands (SPEC §3). Defaults that depend on the machine or mode are filled in later.
+/// Every key the daemon understands and its default (the only place a default is written). Defaults that depend on
+/// the machine or mode are filled in later.
 const KEYS: &[KeySpec] = &[
     secret("XYTE_API_KEY"),
     key("XYTE_API_KEY_FILE", ""),
@@ -417,7 +418,7 @@ impl Config {
     }
 }
 
-/// Per-user places for `serve --demo`, so it needs no root (SPEC §2).
+/// Per-user places for `serve --demo`, so it needs no root.
 fn apply_demo_defaults(layers: &mut Layers, env: &HashMap<String, String>) {
     let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let local = PathBuf::from(".xyte-edge");
@@ -877,7 +878,7 @@ fn is_loopback_url(url: &str) -> bool {
     host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The default Host allow-list: this machine's name, `localhost` and every local address (SPEC §3).
+/// The default Host allow-list: this machine's name, `localhost` and every local address.
 pub fn machine_hosts() -> Vec<String> {
     let mut hosts = vec!["localhost".to_string()];
     if let Ok(name) = nix::unistd::gethostname()

@@ -26,7 +26,7 @@ pub struct Op {
     pub description: &'static str,
     pub role: Role,
     pub kind: Kind,
-    /// Whether it talks to Xyte (SPEC §5.3: `openWorldHint`).
+    /// Whether it talks to Xyte (`openWorldHint`).
     pub open_world: bool,
     pub input: fn() -> Value,
     pub output: fn() -> Value,
@@ -48,7 +48,7 @@ impl Op {
         }
     }
 
-    /// MCP tool annotations, honest per SPEC §5.3.
+    /// MCP tool annotations; what each means: docs/architecture.md, "What every operation promises".
     pub fn annotations(&self) -> Value {
         let read_only = self.kind == Kind::Read;
         let mut a = json!({"title": self.title, "readOnlyHint": read_only, "openWorldHint": self.open_world});

@@ -1,4 +1,4 @@
-//! THE catalogue (DESIGN §1): every operation the daemon offers, defined once — name, description, input and output
+//! THE catalogue: every operation the daemon offers, defined once — name, description, input and output
 //! schemas, annotations, required role, handler — and served identically over MCP, REST and OpenAPI. Front doors
 //! authenticate a [`Principal`], build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
 
@@ -210,7 +210,8 @@ fn redact(args: &Value) -> Value {
     }
 }
 
-/// Results are capped (SPEC §5: default 50, at most 500) with an opaque cursor to continue.
+/// Results are capped (default 50, at most 500) with an opaque cursor to continue; why: docs/architecture.md,
+/// "What every operation promises".
 pub fn page<T: Clone>(
     items: &[T],
     limit: Option<u32>,
