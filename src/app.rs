@@ -21,7 +21,7 @@ use crate::{cli, exit, mcp, ops, sim, telemetry};
 /// well below the 5 s an operator waits at a terminal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
-/// The tokio runtime, built by hand: two workers suit the small boxes this runs on (DESIGN §3).
+/// The tokio runtime, built by hand: two workers suit the small boxes this runs on.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("xyte-edge").enable_all().build()
 }
@@ -270,7 +270,7 @@ fn print_demo_http(http: &crate::http::Started) {
     }
 }
 
-/// A fresh admin token for the demo's dashboard and API, replacing the previous run's (SPEC §2).
+/// A fresh admin token for the demo's dashboard and API, replacing the previous run's.
 async fn print_demo_token(store: &crate::store::Store) {
     let now = crate::store::now_ms();
     let created = store

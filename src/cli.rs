@@ -1,4 +1,4 @@
-//! The command line (SPEC §2): subcommands, their flags, and the small commands that need no daemon.
+//! The command line: subcommands, their flags, and the small commands that need no daemon.
 
 pub mod token;
 

@@ -1,4 +1,4 @@
-//! Configuration (SPEC §3): built-in defaults → config file → environment, plus secret files and systemd
+//! Configuration (README, Configure): built-in defaults → config file → environment, plus secret files and systemd
 //! credentials. Everything is validated at once and every problem is reported together (exit 78), so an admin fixes
 //! the file in one pass. Secrets live in [`Secret`] and are masked wherever a value is shown.
 
@@ -43,7 +43,7 @@ impl<T> fmt::Display for Secret<T> {
     }
 }
 
-/// Who may do what (SPEC §7.3); ordered so `role >= Role::Operator` reads naturally.
+/// Who may do what (docs/architecture.md, Invariants: Roles); ordered so `role >= Role::Operator` reads naturally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -80,7 +80,7 @@ impl fmt::Display for Role {
     }
 }
 
-/// The credential used towards Xyte. Precedence (SPEC §3): user token, then OAuth token, then API key.
+/// The credential used towards Xyte. Precedence: user token, then OAuth token, then API key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum XyteCredential {
     ApiKey(Secret<String>),
@@ -213,7 +213,8 @@ const fn secret(name: &'static str) -> KeySpec {
     KeySpec { name, default: "", secret: true }
 }
 
-/// Every key the daemon understands (SPEC §3). Defaults that depend on the machine or mode are filled in later.
+/// Every key the daemon understands and its default (the only place a default is written). Defaults that depend on
+/// the machine or mode are filled in later.
 const KEYS: &[KeySpec] = &[
     secret("XYTE_API_KEY"),
     key("XYTE_API_KEY_FILE", ""),
@@ -289,6 +290,12 @@ struct Layers {
 }
 
 impl Layers {
+    /// Every key at its built-in default.
+    fn defaults() -> Layers {
+        let values = KEYS.iter().map(|k| (k.name, (k.default.to_string(), Source::Default))).collect();
+        Layers { values, problems: Vec::new(), warnings: Vec::new() }
+    }
+
     fn get(&self, key: &str) -> &str {
         self.values.get(key).map(|(v, _)| v.as_str()).unwrap_or("")
     }
@@ -320,24 +327,32 @@ impl Layers {
         (default, from): (T, &'static str),
         parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> T {
-        if self.is_set(key) {
-            return self.typed(key, default, parse);
+        if !self.is_set(key) {
+            self.values.insert(key, (default.to_string(), Source::Derived(from)));
+            return default;
         }
-        self.values.insert(key, (default.to_string(), Source::Derived(from)));
-        default
+        let raw = self.get(key).to_string();
+        parse(&raw).unwrap_or_else(|why| {
+            self.bad_value(key, why);
+            default
+        })
     }
 
-    /// Parses one key with `parse`, recording a problem (and returning `fallback`) when it fails.
-    fn typed<T>(&mut self, key: &'static str, fallback: T, parse: impl FnOnce(&str) -> Result<T, String>) -> T {
+    /// Parses one key with `parse`. When that fails a problem is recorded (so the configuration is refused) and the
+    /// key's built-in default from [`KEYS`] stands in, so that the keys validated after it still see a sane value.
+    fn typed<T>(&mut self, key: &'static str, parse: impl Fn(&str) -> Result<T, String>) -> T {
         let raw = self.get(key).to_string();
-        match parse(&raw) {
-            Ok(v) => v,
-            Err(why) => {
-                self.bad_value(key, why);
-                fallback
-            }
-        }
+        parse(&raw).unwrap_or_else(|why| {
+            self.bad_value(key, why);
+            // Every built-in default parses: `every_default_is_what_an_empty_configuration_holds` checks it.
+            parse(default_of(key)).expect("built-in defaults are valid")
+        })
     }
+}
+
+/// The built-in default of `key`, as [`KEYS`] lists it.
+fn default_of(key: &str) -> &'static str {
+    KEYS.iter().find(|k| k.name == key).map_or("", |k| k.default)
 }
 
 impl Config {
@@ -365,10 +380,7 @@ impl Config {
         env: &HashMap<String, String>,
         need_credential: bool,
     ) -> Result<Config, ConfigError> {
-        let mut layers = Layers { values: BTreeMap::new(), problems: Vec::new(), warnings: Vec::new() };
-        for k in KEYS {
-            layers.values.insert(k.name, (k.default.to_string(), Source::Default));
-        }
+        let mut layers = Layers::defaults();
         if opts.demo {
             apply_demo_defaults(&mut layers, env);
         }
@@ -389,6 +401,12 @@ impl Config {
         if layers.problems.is_empty() { Ok(config) } else { Err(ConfigError { problems: layers.problems }) }
     }
 
+    /// The configuration of an empty file and environment: every key at its built-in default, no credential.
+    /// What [`crate::ops::App::new`] starts from, so no default is written twice.
+    pub fn defaults() -> Config {
+        build(&mut Layers::defaults(), &LoadOptions::default(), &HashMap::new(), None, false)
+    }
+
     /// The label of the configured credential kind, for status output.
     pub fn credential_kind(&self) -> &'static str {
         match &self.credential {
@@ -400,7 +418,7 @@ impl Config {
     }
 }
 
-/// Per-user places for `serve --demo`, so it needs no root (SPEC §2).
+/// Per-user places for `serve --demo`, so it needs no root.
 fn apply_demo_defaults(layers: &mut Layers, env: &HashMap<String, String>) {
     let non_empty = |k: &str| env.get(k).filter(|v| !v.is_empty()).map(PathBuf::from);
     let local = PathBuf::from(".xyte-edge");
@@ -491,7 +509,8 @@ fn apply_aliases(layers: &mut Layers, alias: &BTreeMap<&'static str, String>) {
         return;
     }
     let current = layers.get("XYTE_HTTP_LOCAL_LISTEN").to_string();
-    let (cur_host, cur_port) = current.rsplit_once(':').unwrap_or(("127.0.0.1", "8080"));
+    let default = default_of("XYTE_HTTP_LOCAL_LISTEN");
+    let (cur_host, cur_port) = current.rsplit_once(':').or(default.rsplit_once(':')).unwrap_or_default();
     let host = alias.get("MCP_INSPECTOR_HOST").map(String::as_str).unwrap_or(cur_host);
     let port = alias.get("MCP_INSPECTOR_PORT").map(String::as_str).unwrap_or(cur_port);
     let host = if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_string() };
@@ -515,7 +534,7 @@ fn build(
     let credential = credential(layers, need_credential && !opts.demo, credentials_dir.as_deref());
     let webhook_secret = webhook_secret(layers, credentials_dir.as_deref());
 
-    let base_url = layers.typed("XYTE_BASE_URL", String::new(), |raw| {
+    let base_url: String = layers.typed("XYTE_BASE_URL", |raw| {
         let url = raw.trim().trim_end_matches('/');
         match url.split_once("://") {
             Some(("https" | "http", rest)) if !rest.is_empty() && !rest.contains(char::is_whitespace) => Ok(url.into()),
@@ -527,15 +546,15 @@ fn build(
             "XYTE_BASE_URL {base_url} is plain http: the Xyte credential would cross the network unencrypted"
         ));
     }
-    let cache_ttl = layers.typed("XYTE_CACHE_TTL", secs(60), |r| duration_in(r, secs(1), secs(86_400)));
-    let poll_interval = layers.typed("XYTE_POLL_INTERVAL", Some(secs(30)), |r| match duration(r)? {
+    let cache_ttl = layers.typed("XYTE_CACHE_TTL", |r| duration_in(r, secs(1), secs(86_400)));
+    let poll_interval = layers.typed("XYTE_POLL_INTERVAL", |r| match duration(r)? {
         d if d.is_zero() => Ok(None),
         d if d < secs(1) || d > secs(86_400) => Err("must be 0 (disabled) or between 1s and 1d".into()),
         d => Ok(Some(d)),
     });
-    let rate_limit_per_min = layers.typed("XYTE_RATE_LIMIT", 60, |r| integer_in(r, 1, 6000).map(|n| n as u32));
-    let request_timeout = layers.typed("XYTE_REQUEST_TIMEOUT", secs(15), |r| duration_in(r, secs(1), secs(300)));
-    let env_label = layers.typed("XYTE_ENV", String::new(), |r| {
+    let rate_limit_per_min = layers.typed("XYTE_RATE_LIMIT", |r| integer_in(r, 1, 6000).map(|n| n as u32));
+    let request_timeout = layers.typed("XYTE_REQUEST_TIMEOUT", |r| duration_in(r, secs(1), secs(300)));
+    let env_label = layers.typed("XYTE_ENV", |r| {
         let r = r.trim();
         if r.is_empty() || r.len() > 64 || r.chars().any(char::is_control) {
             Err("must be 1 to 64 printable characters".into())
@@ -543,23 +562,21 @@ fn build(
             Ok(r.to_string())
         }
     });
-    let log_filter = layers.typed("XYTE_LOG_LEVEL", "info".to_string(), log_filter);
-    let log_format =
-        layers.typed("XYTE_LOG_FORMAT", LogFormat::Auto, |r| match r.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(LogFormat::Auto),
-            "journald" => Ok(LogFormat::Journald),
-            "json" => Ok(LogFormat::Json),
-            "text" => Ok(LogFormat::Text),
-            _ => Err("must be auto, journald, json or text".into()),
-        });
-    let syslog = layers.typed("XYTE_SYSLOG", None, syslog_target);
-    let state_dir = layers.typed("XYTE_STATE_DIR", PathBuf::new(), |r| path(r, opts.demo));
-    let mcp_socket = layers.typed("XYTE_MCP_SOCKET", PathBuf::new(), |r| path(r, opts.demo));
-    let mcp_socket_role = layers.typed("XYTE_MCP_SOCKET_ROLE", Role::Operator, |r| r.parse());
-    let allow_plaintext_lan = layers.typed("XYTE_ALLOW_PLAINTEXT_LAN", false, boolean);
-    let http_listen =
-        layers.typed("XYTE_HTTP_LISTEN", Vec::new(), |r| list(r).iter().map(|a| socket_addr(a)).collect());
-    let http_local_listen = layers.typed("XYTE_HTTP_LOCAL_LISTEN", Vec::new(), |r| {
+    let log_filter = layers.typed("XYTE_LOG_LEVEL", log_filter);
+    let log_format = layers.typed("XYTE_LOG_FORMAT", |r| match r.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(LogFormat::Auto),
+        "journald" => Ok(LogFormat::Journald),
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err("must be auto, journald, json or text".into()),
+    });
+    let syslog = layers.typed("XYTE_SYSLOG", syslog_target);
+    let state_dir = layers.typed("XYTE_STATE_DIR", |r| path(r, opts.demo));
+    let mcp_socket = layers.typed("XYTE_MCP_SOCKET", |r| path(r, opts.demo));
+    let mcp_socket_role = layers.typed("XYTE_MCP_SOCKET_ROLE", |r| r.parse());
+    let allow_plaintext_lan = layers.typed("XYTE_ALLOW_PLAINTEXT_LAN", boolean);
+    let http_listen = layers.typed("XYTE_HTTP_LISTEN", |r| list(r).iter().map(|a| socket_addr(a)).collect());
+    let http_local_listen = layers.typed("XYTE_HTTP_LOCAL_LISTEN", |r| {
         let addrs: Vec<SocketAddr> = list(r).iter().map(|a| socket_addr(a)).collect::<Result<_, _>>()?;
         match addrs.iter().find(|a| !a.ip().is_loopback()) {
             Some(a) if !allow_plaintext_lan => {
@@ -576,8 +593,8 @@ fn build(
         layers.values.insert("XYTE_ALLOWED_HOSTS", (hosts.join(","), Source::Machine));
         hosts
     };
-    let presets_file = layers.typed("XYTE_PRESETS_FILE", PathBuf::new(), |r| path(r, opts.demo));
-    let command_ttl = layers.typed("XYTE_COMMAND_TTL", secs(600), |r| duration_in(r, secs(1), secs(7 * 86_400)));
+    let presets_file = layers.typed("XYTE_PRESETS_FILE", |r| path(r, opts.demo));
+    let command_ttl = layers.typed("XYTE_COMMAND_TTL", |r| duration_in(r, secs(1), secs(7 * 86_400)));
     let outbox_max = layers.derived(
         "XYTE_OUTBOX_MAX",
         (default_outbox_max(rate_limit_per_min, command_ttl), "XYTE_RATE_LIMIT and XYTE_COMMAND_TTL"),
@@ -598,13 +615,12 @@ fn build(
              whole budget ({deliverable}): commands acknowledged into a full outbox would expire undelivered"
         ));
     }
-    let event_retention_days =
-        layers.typed("XYTE_EVENT_RETENTION_DAYS", 14, |r| integer_in(r, 1, 3650).map(|n| n as u32));
-    let event_retention_rows = layers.typed("XYTE_EVENT_RETENTION_ROWS", 200_000, |r| integer_in(r, 1000, 100_000_000));
-    let read_only = layers.typed("XYTE_READ_ONLY", false, boolean);
-    let plugins = layers.typed("XYTE_PLUGINS", Vec::new(), |r| list(r).iter().map(|p| plugin(p)).collect());
-    let experimental_apis = layers.typed("XYTE_EXPERIMENTAL_APIS", false, boolean);
-    let max_connections = layers.typed("XYTE_MAX_CONNECTIONS", 1024, |r| integer_in(r, 1, 65_535).map(|n| n as usize));
+    let event_retention_days = layers.typed("XYTE_EVENT_RETENTION_DAYS", |r| integer_in(r, 1, 3650).map(|n| n as u32));
+    let event_retention_rows = layers.typed("XYTE_EVENT_RETENTION_ROWS", |r| integer_in(r, 1000, 100_000_000));
+    let read_only = layers.typed("XYTE_READ_ONLY", boolean);
+    let plugins = layers.typed("XYTE_PLUGINS", |r| list(r).iter().map(|p| plugin(p)).collect());
+    let experimental_apis = layers.typed("XYTE_EXPERIMENTAL_APIS", boolean);
+    let max_connections = layers.typed("XYTE_MAX_CONNECTIONS", |r| integer_in(r, 1, 65_535).map(|n| n as usize));
 
     let effective = KEYS
         .iter()
@@ -862,7 +878,7 @@ fn is_loopback_url(url: &str) -> bool {
     host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// The default Host allow-list: this machine's name, `localhost` and every local address (SPEC §3).
+/// The default Host allow-list: this machine's name, `localhost` and every local address.
 pub fn machine_hosts() -> Vec<String> {
     let mut hosts = vec!["localhost".to_string()];
     if let Ok(name) = nix::unistd::gethostname()

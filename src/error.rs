@@ -1,4 +1,4 @@
-//! The one error taxonomy of SPEC §4.3.
+//! The one error taxonomy (docs/architecture.md, Errors).
 //!
 //! Every failure anywhere in the daemon ends up as an [`Error`] carrying one stable [`ErrorCode`]; MCP results,
 //! REST bodies, logs and metrics all speak these codes, so the mapping lives here and nowhere else.
@@ -6,7 +6,7 @@
 use serde::Serialize;
 use std::fmt;
 
-/// Stable error codes (SPEC §4.3). The string form is part of the public API: never rename one.
+/// Stable error codes. The string form is part of the public API: never rename one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {

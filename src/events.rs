@@ -1,4 +1,4 @@
-//! The event bus (SPEC §8): every event is appended to the SQLite log first (so it has its id and survives a
+//! The event bus: every event is appended to the SQLite log first (so it has its id and survives a
 //! restart), then broadcast to live listeners — MCP subscriptions now, SSE and plugins later. A slow listener that
 //! falls behind the broadcast buffer is told it lagged and resumes from the log.
 

@@ -6,7 +6,8 @@ use xyte_edge::cli::{self, Command};
 use xyte_edge::{app, exit, mcp, sim};
 
 fn main() -> ExitCode {
-    // One crypto provider for every TLS user in the process (DESIGN §2); must precede any rustls use.
+    // One crypto provider (ring) for every TLS user in the process, installed before any rustls use: with two
+    // providers compiled in, rustls panics at run time unless one is the process default.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = match cli::parse() {
         Ok(cli) => cli,

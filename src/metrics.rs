@@ -1,14 +1,14 @@
-//! Prometheus metrics (SPEC §11): one process-wide registry, small typed recording functions, and the OpenMetrics
+//! Prometheus metrics: one process-wide registry, small typed recording functions, and the OpenMetrics
 //! text served at `GET /v1/metrics`.
 //!
 //! Names are part of the public contract (dashboards and alerts use them): never rename one. prometheus-client adds
 //! `_total` to counters, the unit to names registered with one (`_seconds`, `_bytes`) and `_info` to info metrics,
-//! so the names registered below are the SPEC's names without those suffixes.
+//! so the names registered below are the exposed names without those suffixes.
 //!
 //! Label values are bounded by construction — never a raw path, id or caller-supplied string: routes are the
 //! router's pattern labels, tools are catalogue names (anything else is `unknown`; `ops::call` maps them), Xyte
 //! endpoints are the first path segment of a catalogue path (anything else is `other`; the transport maps them), event
-//! kinds are the SPEC §8 list (anything else is `other`), codes are [`ErrorCode::as_str`], resources and transports
+//! kinds are [`EVENT_KINDS`] (anything else is `other`), codes are [`ErrorCode::as_str`], resources and transports
 //! are constants in the code.
 
 use std::sync::LazyLock;
@@ -26,7 +26,7 @@ use crate::error::ErrorCode;
 /// The `Content-Type` of what [`render`] produces.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Event kinds of SPEC §8; the only values `xyte_edge_events_total{kind}` takes besides `other`.
+/// Every event kind the daemon publishes; the only values `xyte_edge_events_total{kind}` takes besides `other`.
 pub const EVENT_KINDS: &[&str] = &[
     "device.status_changed",
     "device.updated",

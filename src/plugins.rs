@@ -1,4 +1,4 @@
-//! Plugins (SPEC §8.4): executables that receive every event and every `warn`-or-worse log record as JSON lines on
+//! Plugins: executables that receive every event and every `warn`-or-worse log record as JSON lines on
 //! their stdin. A plugin can never block or crash the daemon:
 //! - it reads from its own bounded queue (a broadcast receiver of [`QUEUE`] lines): when it falls behind, the
 //!   oldest lines are dropped for it alone and counted (`xyte_edge_plugin_dropped_total`); one that reads nothing at

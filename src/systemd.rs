@@ -1,4 +1,4 @@
-//! systemd integration (SPEC §11): `READY=1` once the daemon is serving, `STATUS=` summaries, `WATCHDOG=1` only while
+//! systemd integration: `READY=1` once the daemon is serving, `STATUS=` summaries, `WATCHDOG=1` only while
 //! every registered heartbeat is fresh (a wedged store writer must get the service restarted), `STOPPING=1`.
 //! Every call is a no-op without `NOTIFY_SOCKET`, so the same code runs from a terminal.
 

@@ -1,4 +1,4 @@
-//! Admission control of the outbox (issue 23), counted at the simulator. The real daemon runs with small limits
+//! Admission control of the outbox, counted at the simulator. The real daemon runs with small limits
 //! (`XYTE_OUTBOX_MAX_PER_DEVICE=5`, `XYTE_OUTBOX_MAX=12`) and Xyte down, so nothing drains and the counts are exact:
 //! a flood of 200 async commands for one device over REST is acknowledged 5 times and refused with 429 + Retry-After
 //! after that; over MCP a refusal is a `rate_limited` tool error; the global limit refuses further devices and a room

@@ -1,4 +1,4 @@
-//! Backpressure on the front doors (issue 23): a client that writes requests as fast as it can and never reads an
+//! Backpressure on the front doors: a client that writes requests as fast as it can and never reads an
 //! answer — on the MCP Unix socket, through the `xyte-edge mcp` stdio bridge, and pipelined on `/mcp` over HTTPS —
 //! must leave the daemon within a few MiB of where it started, be disconnected once it has read nothing for the
 //! stall bound (logged), and never slow down a second client, which is served throughout.

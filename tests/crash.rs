@@ -6,7 +6,7 @@
 //!
 //! Some rounds slow Xyte down so kills land during the POST: with `latency` the kill comes before the simulator has
 //! taken the command, with `slow_body` after it took it but before the daemon read the answer. Both leave a task whose
-//! outcome is unknown, which the restarted daemon must reconcile (SPEC §9.2) rather than blindly resend.
+//! outcome is unknown, which the restarted daemon must reconcile (README, Guarantees) rather than blindly resend.
 //!
 //! The simulator runs in this process for the whole test, so its world (and every command it received) outlives the
 //! daemons. `CRASH_SEED=<n>` replays a run's kill moments.

@@ -1,5 +1,5 @@
-//! `GET /v1/metrics` on the running demo (SPEC §11, §7.2): no token on the loopback listener, a `viewer` token on
-//! the LAN listener; the exposition parses, carries the SPEC's names, counts the requests and tool calls made, and
+//! `GET /v1/metrics` on the running demo: no token on the loopback listener, a `viewer` token on
+//! the LAN listener; the exposition parses, carries the documented names, counts the requests and tool calls made, and
 //! every metric the packaged Grafana dashboard queries exists in it.
 
 use std::collections::BTreeSet;

@@ -1,4 +1,4 @@
-//! Plugins (SPEC §8.4, issue: edge resilience): one plugin that crashes at start, one that hangs, one that answers
+//! Plugins (edge resilience): one plugin that crashes at start, one that hangs, one that answers
 //! the hello with garbage, one that speaks another plugin API, one that reads slowly, and one that works. The
 //! daemon keeps serving throughout, the working plugin gets every event and the warn+ log records, the slow one's
 //! drops and the others' restarts show in the metrics, and shutdown stops them all.

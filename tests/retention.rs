@@ -1,4 +1,4 @@
-//! Retention (SPEC §8.3) on a real SQLite file: 500,000 events are brought back within the row bound, events older
+//! Retention on a real SQLite file: 500,000 events are brought back within the row bound, events older
 //! than the age bound go, audit records are never dropped for room (only for age), old webhook receipts go, and the
 //! database file stops growing once retention runs (freed pages are reused).
 

@@ -4,7 +4,7 @@
 //! (a) cached reads over the MCP Unix socket keep their p99 under 50 ms,
 //! (b) the simulator never sees more than `XYTE_RATE_LIMIT` requests in any sliding 60 s window, and
 //! (c) after a 429 with `Retry-After: N`, nothing of that endpoint class reaches the simulator for N seconds
-//!     (SPEC §4.2: "the whole client pauses for that endpoint class").
+//!     (a 429 pauses its whole endpoint class: docs/architecture.md, Invariants).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;

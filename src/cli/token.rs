@@ -1,4 +1,4 @@
-//! `xyte-edge token create|list|revoke` (SPEC §2, §7.3): manage LAN bearer tokens directly in the store.
+//! `xyte-edge token create|list|revoke`: manage LAN bearer tokens directly in the store.
 //!
 //! The commands open the same SQLite file as the daemon. WAL mode and the store's busy timeout let them run while
 //! the daemon does; the daemon looks tokens up on every request, so a new or revoked token counts at once, with no

@@ -43,6 +43,33 @@ fn defaults_with_only_a_key() {
     assert_eq!(c.credential, Some(XyteCredential::ApiKey(Secret::new("abc123".into()))));
 }
 
+/// The `KEYS` table is the one place defaults are written: an empty configuration shows each of them as in force,
+/// `Config::defaults` (what `App::new` starts from) equals a loaded empty configuration, and a value that fails to
+/// parse is replaced by the table's default while the problem refuses the configuration.
+#[test]
+fn every_default_is_what_an_empty_configuration_holds() {
+    let mut layers = Layers::defaults();
+    let defaults = build(&mut layers, &LoadOptions::default(), &HashMap::new(), None, false);
+    assert!(layers.problems.is_empty() && layers.warnings.is_empty(), "{:?} {:?}", layers.problems, layers.warnings);
+    let (_d, opts) = with_file("XYTE_API_KEY=k\n");
+    let loaded = Config::load_from(&opts, &env(&[])).unwrap();
+    for k in KEYS.iter().filter(|k| !k.default.is_empty()) {
+        for c in [&defaults, &loaded] {
+            let e = c.effective.iter().find(|e| e.key == k.name).unwrap();
+            assert_eq!((e.value.as_str(), e.source.as_str()), (k.default, "default"), "{}", k.name);
+        }
+    }
+    let typed = |c: Config| {
+        format!("{:?}", Config { config_file: None, credential: None, effective: vec![], warnings: vec![], ..c })
+    };
+    assert_eq!(typed(Config::defaults()), typed(loaded));
+
+    let mut layers = Layers::defaults();
+    layers.values.insert("XYTE_RATE_LIMIT", ("lots".into(), Source::Env));
+    let c = build(&mut layers, &LoadOptions::default(), &HashMap::new(), None, false);
+    assert_eq!((c.rate_limit_per_min, c.outbox_max, layers.problems.len()), (60, 300, 1));
+}
+
 #[test]
 fn environment_overrides_file_which_overrides_defaults() {
     let (_d, opts) = with_file("XYTE_API_KEY=from-file\nXYTE_CACHE_TTL=120\nXYTE_ENV=staging\n");

@@ -1,4 +1,4 @@
-//! Who is calling over HTTP (SPEC §7.3): a bearer token looked up by its hash, or nobody. Repeated failures from
+//! Who is calling over HTTP: a bearer token looked up by its hash, or nobody. Repeated failures from
 //! one address are slowed down and then refused for a while, so guessing tokens over the LAN is hopeless.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The facility dashboard (SPEC §12): one page and its script, style sheet and icon, compiled into the binary.
+//! The facility dashboard: one page and its script, style sheet and icon, compiled into the binary.
 //!
 //! The page needs no token; every data call it makes does (the token is kept in the browser's session storage and
 //! sent as a bearer header, so there is no cookie to ride on and no CSRF surface). The strict policy below allows

@@ -1,4 +1,4 @@
-//! `/mcp` and `/v1/mcp`: MCP over Streamable HTTP (SPEC §6.1), on the same protocol sessions as the Unix socket.
+//! `/mcp` and `/v1/mcp`: MCP over Streamable HTTP, on the same protocol sessions as the Unix socket.
 //!
 //! Legacy era (2025-03-26 … 2025-11-25): `initialize` creates a session named by `Mcp-Session-Id`; each POSTed
 //! request is answered as JSON, or as an SSE stream when it asked for progress; GET opens the session's stream for

@@ -1,4 +1,4 @@
-//! `GET /v1/metrics` (SPEC §11): the process-wide registry of [`crate::metrics`] plus what is sampled per scrape
+//! `GET /v1/metrics`: the process-wide registry of [`crate::metrics`] plus what is sampled per scrape
 //! (the outbox depth, read through the store). Served without a token on the loopback listener and to `viewer`s on
 //! the LAN listener (the router decides).
 

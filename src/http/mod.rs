@@ -1,4 +1,4 @@
-//! LAN HTTP (SPEC §7): TLS and loopback listeners, bearer-token principals, REST mapped onto the operation
+//! LAN HTTP: TLS and loopback listeners, bearer-token principals, REST mapped onto the operation
 //! catalogue, health and the OpenAPI document. Nothing here reaches Xyte or SQL except through `ops` and the
 //! store's typed functions.
 
@@ -124,7 +124,7 @@ pub async fn start(
     Ok(started)
 }
 
-/// Subject alternative names for the generated certificate: this host's names and addresses (SPEC §3).
+/// Subject alternative names for the generated certificate: this host's names and addresses.
 fn certificate_names(config: &Config) -> Vec<String> {
     let mut names: Vec<String> =
         crate::config::machine_hosts().into_iter().map(|h| h.trim_matches(['[', ']']).to_string()).collect();

@@ -1,4 +1,4 @@
-//! OpenAPI 3.1 document generated from the operation catalogue (SPEC §7.2); `docs.rs` renders it as HTML.
+//! OpenAPI 3.1 document generated from the operation catalogue; `docs.rs` renders it as HTML.
 //!
 //! Both are derived from `ops::CATALOGUE` (once, when first asked for), so neither can drift from what the daemon accepts: tool
 //! schemas are used as they are, and the REST read routes take their query parameters and result schema from the
@@ -12,7 +12,8 @@ use crate::config::Role;
 use crate::error::ErrorCode;
 use crate::ops::{CATALOGUE, Op};
 
-/// Error responses: status, component name, what it means. The codes of SPEC §4.3 are added from `ErrorCode`.
+/// Error responses: status, component name, what it means. The taxonomy's codes (docs/architecture.md, Errors) are
+/// added from `ErrorCode`.
 pub const ERRORS: &[(u16, &str, &str)] = &[
     (400, "BadRequest", "The request or its arguments are invalid."),
     (401, "Unauthorized", "No bearer token, or an unknown, revoked or expired one."),
@@ -120,7 +121,7 @@ pub fn document(version: &str) -> Value {
     })
 }
 
-/// The error body of SPEC §4.3, exactly as `crate::error::Error::to_body` serializes it.
+/// The error body (docs/architecture.md, Errors), exactly as `crate::error::Error::to_body` serializes it.
 fn error_schema() -> Value {
     let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     json!({
@@ -344,7 +345,7 @@ fn read_operation(path: &str, tool: &str, path_arg: Option<&str>) -> Value {
         path_arg.map(|a| format!(" (`{{id}}` is `{a}`)")).unwrap_or_default()
     );
     if path == "/v1/events" {
-        // SSE when asked for (SPEC §8.1), else the JSON list.
+        // SSE when asked for (`Accept: text/event-stream`), else the JSON list.
         parameters.push(json!({"name": "Last-Event-ID", "in": "header", "required": false,
             "description": "Resume an event stream after this id (replayed from the event log, then live).",
             "schema": {"type": "string", "pattern": "^[0-9]+$"}}));

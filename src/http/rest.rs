@@ -1,4 +1,4 @@
-//! REST routes (SPEC §7.2) as a table onto catalogue operations: a path names a tool and some of its arguments;
+//! REST routes as a table onto catalogue operations: a path names a tool and some of its arguments;
 //! query parameters become the rest, typed by the tool's own input schema. No operation logic lives here.
 
 use serde_json::{Map, Value, json};

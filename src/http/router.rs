@@ -16,7 +16,7 @@ use super::{openapi, rest};
 use crate::error::{Error, ErrorCode};
 use crate::ops::{self, Ctx, Principal};
 
-/// Largest request body accepted (SPEC §7.1).
+/// Largest request body accepted (README, The LAN API: Limits).
 pub const MAX_BODY: usize = 1024 * 1024;
 const BODY_LIMIT: BodyLimit = BodyLimit { bytes: MAX_BODY, what: "the body", hint: None };
 
@@ -33,7 +33,7 @@ fn method_not_allowed(allow: &'static str) -> Response<Body> {
     r
 }
 
-/// Security and caching headers every answer carries (SPEC §7.1).
+/// Security and caching headers every answer carries.
 fn finish(r: &mut Response<Body>, tls: bool) {
     let h = r.headers_mut();
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));

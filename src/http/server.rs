@@ -1,4 +1,4 @@
-//! The HTTP listeners (SPEC §7.1): LAN TLS (HTTP/1.1 and HTTP/2 by ALPN) and loopback plain HTTP. Every connection
+//! The HTTP listeners: LAN TLS (HTTP/1.1 and HTTP/2 by ALPN) and loopback plain HTTP. Every connection
 //! takes a slot from the daemon-wide connection limit, does its TLS handshake inside its own task under a timeout,
 //! and must send its headers in time; on shutdown, connections finish their current request and close.
 //!

@@ -1,4 +1,4 @@
-//! `GET /v1/events` as Server-Sent Events (SPEC §8.1): the event log after `Last-Event-ID` (or `?after_id=`), then
+//! `GET /v1/events` as Server-Sent Events: the event log after `Last-Event-ID` (or `?after_id=`), then
 //! live events, filtered by `kind` (repeatable or comma-separated) and `device_id`.
 //!
 //! The stream subscribes to the bus *before* it reads the log, so an event committed while the log is being

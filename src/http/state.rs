@@ -1,4 +1,4 @@
-//! What every request handler shares (among it the legacy-era MCP sessions of `/mcp` clients, SPEC §6.1), the
+//! What every request handler shares (among it the legacy-era MCP sessions of `/mcp` clients), the
 //! connection a request arrived on, and the bearer-token gate.
 
 use std::collections::HashMap;

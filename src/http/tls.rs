@@ -1,4 +1,4 @@
-//! TLS for the LAN listener (SPEC §7.1): the configured PEM pair, or a self-signed certificate generated once in the
+//! TLS for the LAN listener: the configured PEM pair, or a self-signed certificate generated once in the
 //! state directory. The certificate sits behind a resolver that SIGHUP can swap, so a renewed certificate is used by
 //! new handshakes while open connections carry on undisturbed.
 

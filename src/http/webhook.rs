@@ -1,4 +1,4 @@
-//! `POST /v1/webhook` (SPEC §8.2): an external system (Xyte, a building system, a script) pushes an event.
+//! `POST /v1/webhook`: an external system (Xyte, a building system, a script) pushes an event.
 //!
 //! Authenticated by `X-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>` keyed with `XYTE_WEBHOOK_SECRET`
 //! (checked in constant time), or by an `operator` bearer token. The delivery is committed with full durability —
@@ -22,7 +22,7 @@ use crate::ops::App;
 use crate::store::events::NewEvent;
 use crate::store::{Durability, now_ms, webhooks};
 
-/// Largest webhook body accepted (SPEC §7.1).
+/// Largest webhook body accepted (README, The LAN API: Limits).
 const MAX_BODY: usize = 256 * 1024;
 /// Longest `type` and `id` accepted: they are labels, not payload.
 const MAX_LABEL: usize = 256;
@@ -152,7 +152,7 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
     read_limited(req.into_body(), &LIMIT).await
 }
 
-/// A delivery as SPEC §8.2 defines it: `{ "type": "...", "data": {...}, "id"?: "..." }`.
+/// A delivery (README, The LAN API: Webhook): `{ "type": "...", "data": {...}, "id"?: "..." }`.
 #[derive(Debug, PartialEq)]
 struct Delivery {
     kind: String,

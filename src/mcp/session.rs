@@ -1,4 +1,4 @@
-//! One MCP connection, whatever carries it (SPEC §6.2). Dual-era: `initialize` selects legacy semantics for the
+//! One MCP connection, whatever carries it. Dual-era: `initialize` selects legacy semantics for the
 //! connection (2024-11-05 … 2025-11-25); a request whose `_meta` carries `io.modelcontextprotocol/protocolVersion`
 //! is served statelessly in the modern era (2026-07-28). Requests run concurrently (at most [`MAX_IN_FLIGHT`]);
 //! responses go out through the connection's bounded queue ([`outgoing`]), in completion order; a cancelled request

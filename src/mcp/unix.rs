@@ -1,4 +1,4 @@
-//! The MCP Unix socket (SPEC §6.1): newline-delimited JSON-RPC, one independent session per connection, mode 0660
+//! The MCP Unix socket: newline-delimited JSON-RPC, one independent session per connection, mode 0660
 //! with the `xyte-edge` group, a stale socket replaced, anything else at the path refused. Each peer's uid/gid/pid
 //! (SO_PEERCRED) is logged and decides its role: root and the daemon's own uid are admin, others get
 //! `XYTE_MCP_SOCKET_ROLE`.

@@ -1,4 +1,4 @@
-//! Admin tools (SPEC §5.3): claim, update and delete devices. Each validates against what the gateway knows (the
+//! Admin tools: claim, update and delete devices. Each validates against what the gateway knows (the
 //! space exists, the device exists, the deletion is confirmed) before anything is sent.
 
 use schemars::JsonSchema;

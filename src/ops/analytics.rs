@@ -1,5 +1,5 @@
 //! `get_device_analytics_report`: availability, offline episodes, command success and incidents for one device over
-//! a period, computed on the gateway (Xyte has no analytics endpoint — reference §6.2). The status timeline comes
+//! a period, computed on the gateway (Xyte has no analytics endpoint). The status timeline comes
 //! from Xyte's history rows merged with the status changes the poller logged locally, so the report still works
 //! (from local data, and says so) while Xyte is unreachable.
 

@@ -140,6 +140,7 @@ impl Entry {
         self.build(least, Typed { handler, access: Some(rule), args: PhantomData })
     }
 
+    /// Builds the entry's annotations too; what each means: docs/architecture.md, "What every operation promises".
     fn build<A: JsonSchema + 'static, H>(self, least: Access, typed: Typed<A, H>) -> Op
     where
         Typed<A, H>: Erased + 'static,

@@ -65,7 +65,7 @@ pub async fn validate(
     let model = match device_model(ctx, &device["model"]).await {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(None),
-        // Unknown model definition (Xyte unreachable, nothing cached): send unvalidated, as SPEC §5.2 allows.
+        // Unknown model definition (Xyte unreachable, nothing cached): send unvalidated; Xyte still checks it.
         Err(e) if e.code.is_unreachable() || e.code == ErrorCode::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };

@@ -1,4 +1,4 @@
-//! The Xyte endpoint catalogue as tools (SPEC §5.5): list and describe entries, and `xyte_api_call` to run any of
+//! The Xyte endpoint catalogue as tools: list and describe entries, and `xyte_api_call` to run any of
 //! them with arguments validated against the entry first. Reads need `viewer`; writes need `admin`; DELETEs also
 //! need `confirm` equal to the entry's key.
 

@@ -1,4 +1,4 @@
-//! THE catalogue (DESIGN §1): every operation the daemon offers, defined once — name, description, input and output
+//! THE catalogue: every operation the daemon offers, defined once — name, description, input and output
 //! schemas, annotations, required role, handler — and served identically over MCP, REST and OpenAPI. Front doors
 //! authenticate a [`Principal`], build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
 
@@ -61,31 +61,29 @@ pub struct App {
 }
 
 impl App {
-    /// An App with the settings of an empty configuration (`XYTE_CACHE_TTL=60`, `XYTE_COMMAND_TTL=600`, the outbox
-    /// limits derived from it and `XYTE_RATE_LIMIT=60`, `XYTE_ENV=prod`, not read-only, no experimental APIs, no
-    /// presets) and its run-time state empty. Callers set what differs with struct update syntax
+    /// An App with the settings of an empty configuration ([`crate::config::Config::defaults`]), no presets, and its
+    /// run-time state empty. Callers set what differs with struct update syntax
     /// (`App { read_only: true, ..App::new(store, client) }`), so a new field is added here once.
     pub fn new(store: Store, client: XyteClient) -> App {
-        let (rate, command_ttl) = (60, Duration::from_secs(600));
-        let outbox_max = crate::config::default_outbox_max(rate, command_ttl);
+        let defaults = crate::config::Config::defaults();
         App {
             bus: crate::events::EventBus::new(store.clone()),
             store,
             sync: Arc::default(),
             client,
-            cache_ttl: Duration::from_secs(60),
-            read_only: false,
-            command_ttl,
+            cache_ttl: defaults.cache_ttl,
+            read_only: defaults.read_only,
+            command_ttl: defaults.command_ttl,
             outbox_limits: OutboxLimits::new(
-                outbox_max,
-                crate::config::default_outbox_max_per_device(outbox_max),
-                rate,
+                defaults.outbox_max,
+                defaults.outbox_max_per_device,
+                defaults.rate_limit_per_min,
             ),
-            env_label: "prod".into(),
+            env_label: defaults.env_label,
             started: Instant::now(),
             outbox_wake: Default::default(),
             mcp_clients: Default::default(),
-            experimental_apis: false,
+            experimental_apis: defaults.experimental_apis,
             presets: Default::default(),
             fetches: Default::default(),
             refreshes: Default::default(),
@@ -217,7 +215,8 @@ fn redact(args: &Value) -> Value {
     }
 }
 
-/// Results are capped (SPEC §5: default 50, at most 500) with an opaque cursor to continue.
+/// Results are capped (default 50, at most 500) with an opaque cursor to continue; why: docs/architecture.md,
+/// "What every operation promises".
 pub fn page<T: Clone>(
     items: &[T],
     limit: Option<u32>,

@@ -1,4 +1,4 @@
-//! MCP prompts (SPEC §5.4): ready-made workflows that tell an agent which tools to use, filled with what the gateway
+//! MCP prompts: ready-made workflows that tell an agent which tools to use, filled with what the gateway
 //! knows; and `completion/complete` for their arguments and the resource templates.
 
 use serde_json::{Map, Value, json};

@@ -1,4 +1,4 @@
-//! Cache-first reads (SPEC §9.1): answer from SQLite while fresh (`XYTE_CACHE_TTL`, or confirmed by the poller);
+//! Cache-first reads: answer from SQLite while fresh (`XYTE_CACHE_TTL`, or confirmed by the poller);
 //! past that, ask Xyte and store the answer. A read that has something cached waits for Xyte at most
 //! [`REVALIDATE_WAIT`] (all the reads of one operation together; not at all while Xyte is known unreachable or
 //! struggling): if Xyte fails, is rate-limited or is slow, it serves what is cached marked `stale` with its

@@ -1,4 +1,4 @@
-//! MCP resources (SPEC §5.4): read-only JSON views, each answered by the same operations the tools use, plus the
+//! MCP resources: read-only JSON views, each answered by the same operations the tools use, plus the
 //! mapping from events to the resource URIs they change (for `resources/subscribe` and `subscriptions/listen`).
 
 use serde_json::{Value, json};

@@ -1,4 +1,4 @@
-//! Rooms and room presets (SPEC §5.6): the presets file, room-name matching (exact, unique prefix, fuzzy with a
+//! Rooms and room presets: the presets file, room-name matching (exact, unique prefix, fuzzy with a
 //! "did you mean" list), `list_rooms`, and running a preset's steps in order with per-step progress and results.
 
 use std::collections::BTreeMap;
@@ -374,7 +374,7 @@ async fn admit(ctx: &Ctx, steps: &[Step]) -> Result<(), Error> {
     ctx.app.store.read(move |c| limits.admit(c, &wanted)).await?
 }
 
-/// `preset.started` / `preset.finished` (SPEC §8), so every dashboard and event consumer sees a room being operated.
+/// `preset.started` / `preset.finished` events, so every dashboard and event consumer sees a room being operated.
 /// Best effort: the preset's own result is what the caller relies on, and a full disk must not fail a running preset.
 async fn preset_event(ctx: &Ctx, kind: &str, data: Value, space: Option<String>) {
     if let Err(e) = ctx.app.bus.publish(vec![crate::store::events::NewEvent::new(kind, data).space(space)]).await {

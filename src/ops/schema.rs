@@ -1,6 +1,7 @@
 //! JSON Schemas for operation arguments, generated from the same structs serde parses them into, so the schema a
 //! client sees can never drift from what the daemon accepts. Inlined (no `$ref`/`$defs`), no `null` for optional
-//! keys, `additionalProperties: false` (from `deny_unknown_fields`), as SPEC §5 asks.
+//! keys, `additionalProperties: false` (from `deny_unknown_fields`): see docs/architecture.md, "What every operation
+//! promises".
 
 use crate::store::Compact;
 use schemars::JsonSchema;

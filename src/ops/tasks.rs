@@ -17,7 +17,7 @@ use crate::store::tasks::{self, Patch, Task, TaskState};
 use crate::store::{Durability, StoreError, now_ms};
 use crate::xyte::Priority;
 
-/// Admission control of the outbox (issue 23): acknowledging a command promises it is delivered once or explicitly
+/// Admission control of the outbox (README, Outbox limits): acknowledging a command promises it is delivered once or explicitly
 /// expired, so the outbox takes no more than the upstream budget can deliver within `XYTE_COMMAND_TTL`.
 ///
 /// Only commands not yet handed to Xyte count (`queued`, `sending`): they are the ones waiting for the budget, and
@@ -117,7 +117,7 @@ pub async fn send_command_async(ctx: &Ctx, a: SendAsync) -> Result<Value, Error>
     }
     let (who, ttl) = (ctx.principal.id.clone(), ctx.app.command_ttl.as_millis() as i64);
     let (dev_id, limits) = (id.clone(), ctx.app.outbox_limits);
-    // FULL: once this returns, the command survives a crash or power loss (SPEC §9.3). Its `command.accepted` event
+    // FULL: once this returns, the command survives a crash or power loss (README). Its `command.accepted` event
     // goes in the same transaction (as a webhook's receipt and event do): one commit per command instead of two,
     // which the benchmark (BENCHMARKS.md) showed halving acceptance under concurrent load, and the event is now
     // exactly as durable as the task it announces. The admission check shares the transaction (see OutboxLimits).

@@ -1,5 +1,5 @@
 //! The static material the simulated organization is built from: device models with their command lists (shaped as
-//! `GET /models/:id` returns them, reference §6.8) and names for buildings and rooms.
+//! `GET /models/:id` returns them) and names for buildings and rooms.
 
 use serde_json::{Value, json};
 

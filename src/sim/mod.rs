@@ -1,4 +1,4 @@
-//! The Xyte Organization API simulator (SPEC §10), used by `xyte-edge sim`, `serve --demo` and the tests.
+//! The Xyte Organization API simulator, used by `xyte-edge sim`, `serve --demo` and the tests.
 //!
 //! [`Simulator`] owns the seeded world and survives any number of [`Simulator::serve`] calls, so a test can take the
 //! "WAN" down and bring it back on the same port while the world (and its clock) goes on.

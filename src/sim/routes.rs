@@ -1,4 +1,4 @@
-//! The organization API routes of the simulator (reference §6), answering from [`World`]. Pure request → reply:
+//! The organization API routes of the simulator, answering from [`World`]. Pure request → reply:
 //! faults, timing and the wire are handled in `server.rs`.
 
 use serde_json::{Value, json};
@@ -75,7 +75,7 @@ fn list_style(f: &Faults) -> Style {
     }
 }
 
-/// Epoch seconds or ISO-8601, as real clients send either (reference §6.3).
+/// Epoch seconds or ISO-8601, as real clients send either.
 fn time_param(q: &Query, key: &str) -> Result<Option<i64>, Reply> {
     let Some(v) = q.get(key) else { return Ok(None) };
     if let Ok(n) = v.parse::<i64>() {
@@ -497,7 +497,7 @@ fn histories(w: &World, q: &Query, now: OffsetDateTime) -> Reply {
         .filter(|r| device.is_none_or(|d| r["device_id"] == d))
         .filter(|r| space.is_none_or(|s| r["space_id"] == s))
         .filter(|r| name.as_ref().is_none_or(|n| r["name"].as_str().is_some_and(|x| x.to_lowercase().contains(n))))
-        // `status` filters on the device's current status, not the row's (reference §6.3).
+        // `status` filters on the device's current status, not the row's, as Xyte does.
         .filter(|r| {
             status.is_none_or(|s| r["device_id"].as_str().and_then(|d| w.device(d)).is_some_and(|d| d.status == s))
         })

@@ -104,7 +104,7 @@ async fn api_route(sim: &Simulator, method: &str, path: &str, req: Request<Incom
     Ok(reply)
 }
 
-/// Raw org key, or `Bearer xoat_…` for an OAuth access token (reference §2.5).
+/// Raw org key, or `Bearer xoat_…` for an OAuth access token, as Xyte accepts them.
 fn authorize(sim: &Simulator, header: Option<&str>) -> Result<(), Reply> {
     match header.map(str::trim) {
         Some(h) if h == sim.opts.api_key => Ok(()),

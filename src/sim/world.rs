@@ -498,7 +498,7 @@ impl World {
         true
     }
 
-    /// A presets file (SPEC §5.6) for the first `rooms` meeting rooms, built from what their devices' models accept:
+    /// A presets file for the first `rooms` meeting rooms, built from what their devices' models accept:
     /// `start` powers on (or wakes), selects HDMI 1 and unmutes; `shutdown` powers off (or sleeps). The demo writes
     /// it so presets work out of the box; every step may fail on its own without stopping the room.
     pub fn demo_presets(&self, rooms: usize) -> Value {

@@ -1,4 +1,4 @@
-//! The read cache (SPEC §9.1): the last body Xyte sent for each (resource, key), with the time it was fetched.
+//! The read cache: the last body Xyte sent for each (resource, key), with the time it was fetched.
 //!
 //! Unchanged data is never rewritten: a row's `hash` is compared first, and a poll that finds nothing new writes
 //! nothing to disk. Fields that move on every poll without meaning anything ([`volatile_fields`]) are left out of the

@@ -1,4 +1,4 @@
-//! Per-principal defaults set by `set_context` (SPEC §5.2), and the audit trail of mutating calls (SPEC §7.3).
+//! Per-principal defaults set by `set_context`, and the audit trail of mutating calls.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;

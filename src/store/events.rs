@@ -1,4 +1,4 @@
-//! The local event log (SPEC §8): append-only rows with monotonic ids, read back by id for SSE replay and
+//! The local event log: append-only rows with monotonic ids, read back by id for SSE replay and
 //! `list_events`, pruned in small batches by age and count.
 
 use rusqlite::{Connection, params};

@@ -1,4 +1,4 @@
-//! The SQLite store (DESIGN §3): one file in `XYTE_STATE_DIR`, WAL mode, one writer thread that owns the write
+//! The SQLite store: one file in `XYTE_STATE_DIR`, WAL mode, one writer thread that owns the write
 //! connection, and a small pool of read-only connections.
 //!
 //! Writers send closures to the writer thread and await the reply. The thread drains whatever is queued into one
@@ -129,7 +129,7 @@ pub fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     Ok(s.blocks_available() as u64 * s.fragment_size() as u64)
 }
 
-/// How hard a commit must be flushed: `Full` for acknowledged commands (SPEC §9.2), `Normal` for the rest (WAL with
+/// How hard a commit must be flushed: `Full` for acknowledged commands (never lost), `Normal` for the rest (WAL with
 /// `synchronous=NORMAL` survives a process crash; a power loss may drop the last transactions, never corrupt).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -623,7 +623,7 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The longest a `Normal` commit stays unflushed: after a power loss at most this much is missing (SPEC §9.3).
+/// The longest a `Normal` commit stays unflushed: after a power loss at most this much is missing (README, Guarantees).
 const FLUSH_WITHIN: Duration = Duration::from_secs(1);
 
 fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Job>, heartbeat: Heartbeat, full: Arc<AtomicBool>) {

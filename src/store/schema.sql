@@ -1,4 +1,4 @@
--- Schema version 1: the tables of the whole product (DESIGN §3). Later versions append migrations; never edit this.
+-- Schema version 1: the tables of the whole product. Later versions append migrations; never edit this.
 
 -- Last known answer for every read, keyed by resource kind and id. `hash` lets a snapshot skip unchanged rows.
 CREATE TABLE cache (
@@ -10,7 +10,7 @@ CREATE TABLE cache (
     PRIMARY KEY (resource, key)
 ) WITHOUT ROWID;
 
--- The local event log (SPEC §8). AUTOINCREMENT: ids are never reused after pruning, so SSE resume ids stay valid.
+-- The local event log. AUTOINCREMENT: ids are never reused after pruning, so SSE resume ids stay valid.
 CREATE TABLE events (
     id        INTEGER PRIMARY KEY AUTOINCREMENT,
     ts        INTEGER NOT NULL,    -- ms since the epoch
@@ -23,7 +23,7 @@ CREATE INDEX events_kind_id ON events (kind, id);
 CREATE INDEX events_device_id ON events (device_id, id) WHERE device_id IS NOT NULL;
 CREATE INDEX events_ts ON events (ts);
 
--- The command outbox and async tasks (SPEC §9.2). `seq` orders tasks per device.
+-- The command outbox and async tasks. `seq` orders tasks per device.
 CREATE TABLE tasks (
     task_id         TEXT    PRIMARY KEY,
     seq             INTEGER NOT NULL UNIQUE,
@@ -44,7 +44,7 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_state_due ON tasks (state, next_attempt_at);
 CREATE INDEX tasks_device_seq ON tasks (device_id, seq);
 
--- LAN bearer tokens (SPEC §7.3): only the SHA-256 of the secret is stored.
+-- LAN bearer tokens: only the SHA-256 of the secret is stored.
 CREATE TABLE tokens (
     name         TEXT    PRIMARY KEY,
     hash         BLOB    NOT NULL UNIQUE,
@@ -55,14 +55,14 @@ CREATE TABLE tokens (
     revoked_at   INTEGER
 );
 
--- Per-principal defaults set by `set_context` (SPEC §5.2).
+-- Per-principal defaults set by `set_context`.
 CREATE TABLE context (
     principal  TEXT    PRIMARY KEY,
     data       TEXT    NOT NULL,   -- JSON object
     updated_at INTEGER NOT NULL
 );
 
--- Every mutating call (SPEC §7.3); kept at least as long as events.
+-- Every mutating call; kept at least as long as events.
 CREATE TABLE audit (
     id         INTEGER PRIMARY KEY AUTOINCREMENT,
     ts         INTEGER NOT NULL,
@@ -74,7 +74,7 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_ts ON audit (ts);
 
--- Webhook ids already accepted, for idempotency (SPEC §8.2).
+-- Webhook ids already accepted, for idempotency.
 CREATE TABLE webhook_receipts (
     id          TEXT    PRIMARY KEY,
     received_at INTEGER NOT NULL

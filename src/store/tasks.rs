@@ -1,4 +1,4 @@
-//! The command outbox (SPEC §9.2): a task per acknowledged async command, delivered in order per device.
+//! The command outbox: a task per acknowledged async command, delivered in order per device.
 //! States: queued → sending → sent → pending / in_progress → done | failed | aborted; or rejected, expired, cancelled.
 
 use std::collections::HashSet;

@@ -1,4 +1,4 @@
-//! LAN bearer tokens (SPEC §7.3): 256-bit random secrets, shown once, stored only as their SHA-256.
+//! LAN bearer tokens: 256-bit random secrets, shown once, stored only as their SHA-256.
 //!
 //! The database never holds a secret, so a copied state directory (a backup, a support bundle) grants nothing.
 //! A SHA-256 without salt or stretching is enough here because the secrets are 256 random bits, not passwords:
@@ -15,7 +15,7 @@ use crate::config::Role;
 /// Prefix of every secret, so a token pasted into a chat, a log or a repository is recognisable (and greppable by
 /// secret scanners) as a xyte-edge credential.
 pub const PREFIX: &str = "xe_";
-/// Random bytes per secret (SPEC §7.3: 256 bits).
+/// Random bytes per secret: 256 bits, beyond guessing.
 const SECRET_BYTES: usize = 32;
 /// `last_used_at` is kept to this precision, so a busy client costs at most one write per minute, not one per request.
 pub const TOUCH_INTERVAL_MS: i64 = 60_000;

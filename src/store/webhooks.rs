@@ -1,4 +1,4 @@
-//! Webhook receipts (SPEC §8.2): the ids of deliveries already accepted, so a repeated delivery is stored once.
+//! Webhook receipts: the ids of deliveries already accepted, so a repeated delivery is stored once.
 //! The receipt and its `webhook.received` event are written in the same transaction, so a delivery is either
 //! fully recorded or not at all.
 

@@ -19,7 +19,7 @@ use crate::xyte::Priority;
 
 const EXPIRED: &str = "not delivered within XYTE_COMMAND_TTL";
 const TRACK_EVERY: Duration = Duration::from_secs(2);
-/// Commands read per device when reconciling or tracking: what real clients ask for (reference §6), so a busy
+/// Commands read per device when reconciling or tracking: what real clients ask for, so a busy
 /// device's task is not pushed out of view by the 100 newest.
 const COMMAND_LIST: usize = 500;
 

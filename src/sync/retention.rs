@@ -1,4 +1,4 @@
-//! Retention (SPEC §8.3): the event log is bounded by age (`XYTE_EVENT_RETENTION_DAYS`) and by count
+//! Retention: the event log is bounded by age (`XYTE_EVENT_RETENTION_DAYS`) and by count
 //! (`XYTE_EVENT_RETENTION_ROWS`), webhook receipts and audit records by age only — audit records are never dropped to
 //! make room, so they are kept at least as long as events. Deletion runs in small batches, each its own short write,
 //! so the writer is never held long and readers never wait; SQLite reuses the freed pages, so the file stops growing.

@@ -1,4 +1,4 @@
-//! The typed Xyte Organization API client (SPEC §4.1). Each method runs its HTTP work on a blocking thread through
+//! The typed Xyte Organization API client. Each method runs its HTTP work on a blocking thread through
 //! [`Transport`], follows pagination to the end, and returns models or a stable [`Error`].
 
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use super::transport::{Call, Transport};
 use crate::config::{Secret, XyteCredential};
 use crate::error::{Error, ErrorCode};
 
-/// The credential kinds of SPEC §3 (user token, OAuth token, API key).
+/// The credential kinds Xyte accepts (user token, OAuth token, API key).
 pub type Credential = XyteCredential;
 
 #[derive(Debug, Clone)]
@@ -96,8 +96,8 @@ fn decode<T: DeserializeOwned>(v: Value) -> Result<T, Error> {
     })
 }
 
-/// Decides whether another page follows (reference §4): `next_page` (number or null) or `has_next_page` (bool),
-/// and a short page always ends the walk.
+/// Decides whether another page follows (Xyte's list endpoints use either form): `next_page` (number or null) or
+/// `has_next_page` (bool), and a short page always ends the walk.
 pub fn has_more(body: &Value, got: usize, per_page: usize) -> bool {
     if got < per_page {
         return false;
@@ -160,7 +160,7 @@ impl XyteClient {
         self.transport.budget()
     }
 
-    /// Takes an upstream token only if one is free now (see SPEC §4.4: serve the cache instead of waiting).
+    /// Takes an upstream token only if one is free now, for a caller that can answer from the cache instead.
     pub fn try_reserve(&self, prio: Priority) -> bool {
         self.transport.limiter.try_acquire(prio)
     }
@@ -329,7 +329,7 @@ impl XyteClient {
     }
 
     pub async fn list_incidents(&self, q: IncidentQuery, prio: Priority) -> Result<Vec<Incident>, Error> {
-        // Explicit bounds: some Xyte environments return nothing when they are omitted (reference §6.6).
+        // Explicit bounds: some Xyte environments return nothing when they are omitted.
         let to = q.to.unwrap_or_else(OffsetDateTime::now_utc);
         let mut query =
             vec![("from".to_string(), q.from.map(epoch).unwrap_or_else(|| "0".into())), ("to".to_string(), epoch(to))];

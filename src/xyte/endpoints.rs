@@ -1,4 +1,4 @@
-//! The Xyte endpoint catalogue (SPEC §5.5): every documented organization endpoint, compiled in from
+//! The Xyte endpoint catalogue: every documented organization endpoint, compiled in from
 //! `endpoints.json` so the list is data a reviewer can check against the API reference line by line. Turns a
 //! catalogue entry plus caller arguments into a validated request, so nothing malformed ever reaches Xyte.
 
@@ -241,7 +241,7 @@ mod tests {
     #[test]
     fn the_catalogue_covers_the_reference_and_is_consistent() {
         let all = all();
-        // reference/xyte-api.md §6: the official catalog's 64 organization endpoints, plus the experimental aliases.
+        // Xyte's published catalog has 64 organization endpoints; the experimental aliases come on top.
         assert_eq!(all.iter().filter(|e| !e.experimental).count(), 64);
         let mut keys = std::collections::HashSet::new();
         for e in all {

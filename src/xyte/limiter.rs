@@ -1,4 +1,4 @@
-//! One token bucket for every upstream request of the daemon (SPEC §4.4): `rate`/min, burst = max(5, 10 % of rate).
+//! One token bucket for every upstream request of the daemon: `rate`/min, burst = max(5, 10 % of rate).
 //! Waiters are served by priority (commands, then interactive, then background), and background work only takes a
 //! token while the bucket holds more than a reserve, so polling yields before interactive callers feel it.
 //!

@@ -1,5 +1,6 @@
-//! The Xyte Organization API client (SPEC §4): typed models, endpoints with pagination and 31-day history windows,
-//! retries for idempotent calls only, 429 handling, one priority token bucket, and the error mapping of §4.3.
+//! The Xyte Organization API client: typed models, endpoints with pagination and 31-day history windows,
+//! retries for idempotent calls only, 429 handling, one priority token bucket, and the error mapping
+//! (docs/architecture.md, Errors).
 
 mod client;
 pub mod endpoints;

@@ -1,4 +1,4 @@
-//! Typed views of Xyte objects (reference/xyte-api.md §5). Every field is optional and unknown fields are kept in
+//! Typed views of Xyte objects. Every field is optional and unknown fields are kept in
 //! `extra`, because sources disagree and Xyte adds fields: re-serialising a model loses nothing Xyte sent.
 //! Ids are read from strings or numbers alike (device ids are UUID strings, space ids integers — mostly).
 

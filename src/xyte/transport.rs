@@ -1,4 +1,4 @@
-//! One upstream call, done right (SPEC §4.2–4.3): rate-limited, paused per endpoint class after a 429, timed out per
+//! One upstream call, done right: rate-limited, paused per endpoint class after a 429, timed out per
 //! attempt and overall, retried only when the method is idempotent, and mapped onto the stable error codes.
 //! Runs on a blocking thread; never logs or echoes the credential.
 
@@ -279,7 +279,7 @@ fn rate_limited(body: &[u8], wait: Duration) -> Error {
         .with_retry_after(wait.as_secs_f64().ceil() as u64)
 }
 
-/// The one mapping of Xyte HTTP statuses onto error codes (SPEC §4.3).
+/// The one mapping of Xyte HTTP statuses onto error codes (docs/architecture.md, Errors).
 pub fn map_status(status: u16, body: &[u8]) -> Error {
     let said = xyte_message(body).map(clip);
     let with = |base: &str| match &said {

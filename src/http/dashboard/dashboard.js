@@ -7,7 +7,7 @@
   const TOKEN_KEY = 'xyte-edge.token';
   const FEED_MAX = 100;
   const MCP_VERSION = '2026-07-28';
-  // Task states after which nothing more happens (SPEC §9.2).
+  // Task states after which nothing more happens (see store/tasks.rs).
   const FINAL = new Set(['done', 'failed', 'aborted', 'expired', 'rejected', 'cancelled']);
   const GOOD = new Set(['online', 'done', 'ok', 'validated']);
   const BAD = new Set(['offline', 'error', 'failed', 'aborted', 'expired', 'rejected', 'cancelled', 'invalid',
