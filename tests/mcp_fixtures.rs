@@ -1,4 +1,4 @@
-//! The conformance suite's test-only fixtures (`XYTE_CONFORMANCE_FIXTURES=1`, src/mcp/fixtures.rs): with the switch
+//! The conformance suite's test-only fixtures (`XYTE_CONFORMANCE_FIXTURES=1`, tests/interop/conformance_fixtures.rs): with the switch
 //! off (the default) or without the cargo feature `conformance-fixtures` nothing of them is listed, callable or
 //! readable in either era; with both on (the tests below that need the feature) they are, including
 //! the MRTR flow's sealed `requestState` (tampering and replay by another principal refused) and request-scoped log

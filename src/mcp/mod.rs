@@ -7,7 +7,9 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 
 pub mod bridge;
+/// Test code, kept beside the conformance run that needs it rather than in the daemon's source.
 #[cfg(feature = "conformance-fixtures")]
+#[path = "../../tests/interop/conformance_fixtures.rs"]
 pub mod fixtures;
 pub mod jsonrpc;
 pub mod mrtr;
