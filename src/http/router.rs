@@ -15,7 +15,8 @@ use super::state::{Http, Peer, require_token};
 use super::{openapi, rest};
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
-use crate::ops::{self, Ctx, Principal};
+use crate::ops;
+use crate::runtime::{Ctx, Principal};
 
 /// Largest request body accepted (SPEC §7.1).
 pub const MAX_BODY: usize = 1024 * 1024;
