@@ -7,30 +7,32 @@
 //! for Xyte's answer (within the client's request budget), and fails when there is none.
 //!
 //! Below the operations and the poller, above the store (which only persists the rows) and the Xyte client: the
-//! freshness rules, the coalescing of fetches ([`refresh`]), the rows' in-memory companions ([`rows`]: confirmed
-//! snapshots, volatile fields, parsed copies) and the accessors of what the organization has ([`xyte`]).
+//! freshness rules, the coalescing of fetches ([`refresh`]), what is kept in memory beside the rows ([`Kept`]) and
+//! the accessors of what the organization has ([`xyte`]).
 
 mod compact;
 mod memo;
 mod refresh;
-mod rows;
 mod xyte;
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use rusqlite::Connection;
 use serde_json::{Value, json};
 
 pub use compact::{Compact, Keys};
-pub use memo::CachedList;
+use memo::{CachedList, Memo};
 pub use refresh::{REVALIDATE_WAIT, within_revalidate_wait};
 pub use xyte::{DeviceStatus, Ordered, model_id};
 
 use crate::error::Error;
-use crate::store::cache::CacheDiff;
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::cache::{self, CacheDiff, CacheEntry};
+use crate::store::{Durability, Store, StoreError, now_ms};
 use crate::xyte::XyteClient;
-use refresh::{Fetches, Refresh, Refreshes};
+use refresh::{Fetches, InFlight, Refresh, Refreshes};
 
 /// A collection as Xyte sends it, each item with its key.
 type Keyed = Vec<(String, Value)>;
@@ -48,10 +50,11 @@ pub struct Cached<T> {
 }
 
 impl<T> Cached<T> {
-    /// Adds `stale` and `fetched_at`, as every read result carries them, to the object `out`.
-    pub fn stamp(&self, out: &mut Value) {
+    /// The object `out` with `stale` and `fetched_at`, as every read result carries them.
+    pub fn stamp(&self, mut out: Value) -> Value {
         out["stale"] = json!(self.stale);
         out["fetched_at"] = json!(rfc3339(self.fetched_at));
+        out
     }
 }
 
@@ -111,7 +114,7 @@ struct State {
     fetches: Fetches,
     /// Refreshes from Xyte that reads started, one per collection or entry at a time.
     refreshes: Refreshes,
-    kept: rows::Kept,
+    kept: Mutex<Kept>,
     /// The device collection in name order, for `list_devices`.
     device_order: xyte::NameOrder,
 }
@@ -135,31 +138,31 @@ impl Cache {
 
     /// Whether a whole-collection fetch of `resource` is running now.
     pub fn fetching(&self, resource: &'static str) -> bool {
-        self.state.fetches.running(resource)
+        let turn = self.state.fetches.0.lock().unwrap_or_else(PoisonError::into_inner).get(resource).cloned();
+        turn.is_some_and(|t| t.try_lock().is_err())
     }
 
     /// The poller's fetch of a whole collection, stored whole, as the only fetch of it in flight: a read that misses
     /// meanwhile waits and answers from what this stored.
-    pub async fn sync_set<T>(
+    pub async fn sync_set<T: serde::Serialize>(
         &self,
         resource: &'static str,
         fetch: impl Future<Output = Result<Vec<T>, Error>>,
-        entry: impl Fn(&T) -> (String, Value),
+        key: impl Fn(&T) -> String,
         at: time::OffsetDateTime,
     ) -> Result<(Vec<T>, CacheDiff), Error> {
-        let _fetching = self.state.fetches.start(resource).await;
+        let (_turn, _) = self.state.fetches.start(resource).await;
         let items = fetch.await?;
-        let diff = self.replace_set(resource, items.iter().map(entry).collect(), at, None).await?;
+        let diff = self.replace_set(resource, xyte::keyed(&items, key), at, None).await?;
         Ok((items, diff))
     }
 
-    /// The stored collection and when it was last known to be Xyte's.
-    async fn stored(&self, resource: &'static str) -> Result<(Arc<CachedList>, i64), Error> {
+    /// The stored collection, if a complete snapshot of it is (rows of single entries fetched on their own are not
+    /// the collection). A complete snapshot may be empty (no active incidents): that is an answer too, not a miss.
+    async fn stored(&self, resource: &'static str) -> Result<Option<Cached<Items>>, Error> {
         let list = self.list(resource).await?;
-        // Rows of single entries fetched on their own are not the collection; without a stored snapshot, ask Xyte.
-        let newest_row = if list.complete { list.newest_fetched_at } else { 0 };
-        let known = self.confirmed_at(resource).unwrap_or(0).max(newest_row);
-        Ok((list, known))
+        let known = self.confirmed_at(resource).unwrap_or(0).max(list.newest_fetched_at);
+        Ok(list.complete.then(|| Cached { value: list.bodies.clone(), fetched_at: known, stale: !self.fresh(known) }))
     }
 
     /// A whole collection (`device`, `incident`, `ticket`, `space`…), as the poller keeps it. `fetch` is what to ask
@@ -170,34 +173,16 @@ impl Cache {
         resource: &'static str,
         fetch: fn(XyteClient) -> Refresh<Keyed>,
     ) -> Result<Cached<Items>, Error> {
-        let (list, known) = self.stored(resource).await?;
-        // A complete snapshot may be empty (no active incidents): that is an answer too, not a miss.
-        let hit = list.complete && self.fresh(known);
-        crate::metrics::cache(resource, hit);
-        let snapshot = |stale| Cached { value: list.bodies.clone(), fetched_at: known, stale };
-        if hit {
-            return Ok(snapshot(false));
-        }
-        let stale = list.complete.then(|| snapshot(true));
-        if let Some(stale) = &stale
-            && self.known_unreachable()
-        {
-            return Ok(stale.clone());
-        }
+        let cached = self.stored(resource).await?;
         let start = || Box::pin(self.clone().refresh_collection(resource, fetch(self.client.clone()))) as Refresh<_>;
-        let refreshes = &self.state.refreshes;
-        let landing = refreshes.collections.join(resource, start, &refreshes.struggling);
-        refreshes.revalidated(resource, landing, stale).await
+        self.answer(resource, cached, &self.state.refreshes.collections, resource, start).await
     }
 
     /// Fetches a collection and stores it, as the only fetch of it in flight (the poller's included).
     async fn refresh_collection(self, resource: &'static str, fetch: Refresh<Keyed>) -> Result<Cached<Items>, Error> {
-        let fetching = self.state.fetches.start(resource).await;
-        if fetching.waited {
-            let (list, known) = self.stored(resource).await?;
-            if list.complete && self.fresh(known) {
-                return Ok(Cached { value: list.bodies.clone(), fetched_at: known, stale: false });
-            }
+        let (_turn, waited) = self.state.fetches.start(resource).await;
+        if waited && let Some(stored) = self.stored(resource).await?.filter(|s| !s.stale) {
+            return Ok(stored);
         }
         let since = self.invalidations(resource);
         let fetched = fetch.await?;
@@ -215,28 +200,35 @@ impl Cache {
         key: &str,
         fetch: fn(XyteClient, String) -> Refresh<Value>,
     ) -> Result<Cached<Value>, Error> {
-        let mut cached = self.get(resource, key).await?;
-        let fresh_at = cached
-            .as_ref()
-            .filter(|e| e.fetched_at > 0)
-            .map(|e| self.confirmed_at(resource).unwrap_or(0).max(e.fetched_at));
-        if let Some(known) = fresh_at.filter(|known| self.fresh(*known))
-            && let Some(e) = cached.take()
-        {
-            crate::metrics::cache(resource, true);
-            return Ok(Cached { value: e.body, stale: false, fetched_at: known });
-        }
-        crate::metrics::cache(resource, false);
-        let stale = cached.map(|old| Cached { value: old.body, stale: true, fetched_at: old.fetched_at });
-        if let Some(stale) = &stale
-            && self.known_unreachable()
-        {
-            return Ok(stale.clone());
-        }
+        let cached = self.get(resource, key).await?.map(|e| {
+            // An invalidated row (`fetched_at` 0) stays stale whatever the poll confirmed since.
+            let known = self.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
+            let fresh = e.fetched_at > 0 && self.fresh(known);
+            Cached { value: e.body, stale: !fresh, fetched_at: if fresh { known } else { e.fetched_at } }
+        });
         let fetch = || fetch(self.client.clone(), key.to_string());
         let start = || Box::pin(self.clone().refresh_entry(resource, key.to_string(), fetch())) as Refresh<_>;
+        self.answer(resource, cached, &self.state.refreshes.entries, (resource, key.to_string()), start).await
+    }
+
+    /// What a read answers from what the cache has: a fresh answer at once, and a stale one at once too while Xyte
+    /// is known to be unreachable; else the refresh of `key` (the one running, or the one `start` begins), waited for
+    /// as [`Refreshes::revalidated`] says.
+    async fn answer<K: Hash + Eq + Clone + Send + 'static, T: Clone + Send + Sync + 'static>(
+        &self,
+        resource: &'static str,
+        cached: Option<Cached<T>>,
+        in_flight: &InFlight<K, Cached<T>>,
+        key: K,
+        start: impl FnOnce() -> Refresh<Cached<T>>,
+    ) -> Result<Cached<T>, Error> {
+        crate::metrics::cache(resource, cached.as_ref().is_some_and(|c| !c.stale));
+        let stale = match cached {
+            Some(c) if !c.stale || self.known_unreachable() => return Ok(c),
+            stale => stale,
+        };
         let refreshes = &self.state.refreshes;
-        let landing = refreshes.entries.join((resource, key.to_string()), start, &refreshes.struggling);
+        let landing = in_flight.join(key, start, &refreshes.struggling);
         refreshes.revalidated(resource, landing, stale).await
     }
 
@@ -268,6 +260,191 @@ fn stale_unless_kept(resource: &str, error: Option<StoreError>) -> bool {
         None => {}
     }
     false
+}
+
+type JsonObject = serde_json::Map<String, Value>;
+
+/// What the cache keeps in memory beside the store's rows (the truth): when Xyte last confirmed each whole snapshot,
+/// the latest values of volatile fields, the parsed copies ([`memo`]) and how often each resource was invalidated.
+#[derive(Default)]
+struct Kept {
+    /// When a whole resource snapshot was last confirmed by Xyte: an unchanged poll writes nothing. After a restart
+    /// the rows' own `fetched_at` is what is known, which is the conservative answer.
+    confirmed: HashMap<&'static str, i64>,
+    /// The latest values of volatile cache fields ([`cache::volatile_fields`]) by resource and key: in memory only,
+    /// so a poll where only they moved writes nothing.
+    volatile: HashMap<&'static str, HashMap<String, JsonObject>>,
+    /// Rows each cached collection had when last listed: a small one is read on the calling thread (see
+    /// [`Cache::list`]).
+    listed: HashMap<&'static str, usize>,
+    /// Parsed copies of cache rows already read, dropped by every write of their resource.
+    memo: Memo,
+    /// How often each resource was invalidated. A fetch from Xyte notes it before it asks and hands it to
+    /// [`Cache::put`] or [`Cache::replace_set`]: an answer that left Xyte before a write through the daemon must not
+    /// be stored as fresh after that write invalidated the cache.
+    invalidated: HashMap<&'static str, u64>,
+}
+
+impl State {
+    fn kept(&self) -> MutexGuard<'_, Kept> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Checked inside the write transaction too, so that an invalidation queued before it wins.
+    fn not_invalidated(&self, resource: &'static str, since: Option<u64>) -> Result<(), StoreError> {
+        match since {
+            Some(since) if self.kept().invalidated.get(resource).copied().unwrap_or(0) != since => {
+                Err(StoreError::Invalidated)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Lays the latest volatile fields of a row over its body (before it is kept in any form).
+    fn lay_volatile(&self, resource: &'static str, key: &str, body: &mut Value) {
+        let kept = self.kept();
+        if let (Some(fields), Some(body)) = (kept.volatile.get(resource).and_then(|r| r.get(key)), body.as_object_mut())
+        {
+            body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+}
+
+impl Cache {
+    fn confirmed_at(&self, resource: &'static str) -> Option<i64> {
+        self.state.kept().confirmed.get(resource).copied()
+    }
+
+    fn invalidations(&self, resource: &'static str) -> u64 {
+        self.state.kept().invalidated.get(resource).copied().unwrap_or(0)
+    }
+
+    /// Stores a snapshot of `resource` (see [`cache::replace_set`]) and marks it confirmed. With `since` (the
+    /// resource's [`Cache::invalidations`] when the fetch began), fails with [`StoreError::Invalidated`] instead
+    /// when a write invalidated the resource meanwhile.
+    async fn replace_set(
+        &self,
+        resource: &'static str,
+        entries: Keyed,
+        at: time::OffsetDateTime,
+        since: Option<u64>,
+    ) -> Result<CacheDiff, StoreError> {
+        let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
+        let latest: HashMap<String, _> =
+            entries.iter().filter_map(|(k, body)| Some((k.clone(), volatile_part(resource, body)?))).collect();
+        let state = self.state.clone();
+        let write = move |c: &Connection| {
+            state.not_invalidated(resource, since)?;
+            cache::replace_set(c, resource, &entries, at_ms)
+        };
+        let diff = self.store.write(Durability::Normal, write).await;
+        let mut kept = self.state.kept();
+        if diff.is_ok() {
+            kept.volatile.insert(resource, latest);
+        }
+        kept.memo.forget(resource);
+        drop(kept);
+        let diff = diff?;
+        // An invalidation between the commit and here marked the rows stale: the snapshot must not be confirmed.
+        self.state.not_invalidated(resource, since)?;
+        self.state.kept().confirmed.insert(resource, at_ms);
+        Ok(diff)
+    }
+
+    /// Stores one entry fetched on its own (see [`cache::put`]); `since` as for [`Cache::replace_set`].
+    async fn put(
+        &self,
+        resource: &'static str,
+        key: &str,
+        body: Value,
+        at_ms: i64,
+        since: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let latest = volatile_part(resource, &body);
+        let (k, state) = (key.to_string(), self.state.clone());
+        let write = move |c: &Connection| {
+            state.not_invalidated(resource, since)?;
+            cache::put(c, resource, &k, &body, at_ms)
+        };
+        let written = self.store.write(Durability::Normal, write).await;
+        let mut kept = self.state.kept();
+        if let (Ok(_), Some(latest)) = (&written, latest) {
+            kept.volatile.entry(resource).or_default().insert(key.to_string(), latest);
+        }
+        kept.memo.forget(resource);
+        written.map(|_| ())
+    }
+
+    /// After a write through the daemon: `resource`'s entries (or one of them) are marked stale, their bodies kept
+    /// for stale answers (see [`cache::invalidate`]), and the next read of them goes to Xyte.
+    pub async fn invalidate(&self, resource: &'static str, key: Option<&str>) {
+        // Counted before the write is queued: a fetch's store that the writer runs after this count checks it and
+        // stores nothing, and one that ran before is overwritten by this invalidation.
+        *self.state.kept().invalidated.entry(resource).or_default() += 1;
+        let key = key.map(String::from);
+        let whole = key.is_none();
+        let _ = self.store.write(Durability::Normal, move |c| cache::invalidate(c, resource, key.as_deref())).await;
+        let mut kept = self.state.kept();
+        kept.memo.forget(resource);
+        if whole {
+            kept.confirmed.insert(resource, 0);
+        }
+    }
+
+    /// One cached entry, with its volatile fields as last seen.
+    pub async fn get(&self, resource: &'static str, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        let (kept, generation) = {
+            let kept = self.state.kept();
+            (kept.memo.entry(resource, key), kept.memo.generation(resource))
+        };
+        if kept.is_some() {
+            return Ok(kept);
+        }
+        let mut entry = self.store.read_blocking(|c| cache::get(c, resource, key))?;
+        if let Some(e) = entry.as_mut() {
+            self.state.lay_volatile(resource, &e.key, &mut e.body);
+            self.state.kept().memo.keep_entry(resource, generation, e);
+        }
+        Ok(entry)
+    }
+
+    /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
+    /// snapshot ([`cache::has_set`]).
+    async fn list(&self, resource: &'static str) -> Result<Arc<CachedList>, StoreError> {
+        let (kept, generation, listed) = {
+            let kept = self.state.kept();
+            (kept.memo.list(resource), kept.memo.generation(resource), kept.listed.get(resource).copied())
+        };
+        if let Some(list) = kept {
+            return Ok(list);
+        }
+        let state = self.state.clone();
+        let list = move |c: &Connection| {
+            let mut keys = Keys::default();
+            let rows = cache::list(c, resource, |key, mut body| {
+                state.lay_volatile(resource, key, &mut body);
+                Compact::of(&body, &mut keys)
+            })?;
+            Ok((rows, cache::has_set(c, resource)?))
+        };
+        // A collection of a few rows (active incidents, read by every get_device_status) costs microseconds: read it
+        // here rather than through the blocking pool (see `Store::read_blocking`). A large one (the device set) stays
+        // off the async workers.
+        let small = listed.is_some_and(|n| n <= 64);
+        let (rows, complete) = if small { self.store.read_blocking(list)? } else { self.store.read(list).await? };
+        let list = Arc::new(CachedList::new(rows, complete));
+        let mut kept = self.state.kept();
+        kept.listed.insert(resource, list.keys.len());
+        kept.memo.keep_list(resource, generation, &list);
+        Ok(list)
+    }
+}
+
+/// The volatile fields of one body, if it has any.
+fn volatile_part(resource: &str, body: &Value) -> Option<JsonObject> {
+    let fields = cache::volatile_fields(resource);
+    let part: JsonObject = fields.iter().filter_map(|f| Some((f.to_string(), body.get(*f)?.clone()))).collect();
+    (!part.is_empty()).then_some(part)
 }
 
 #[cfg(test)]

@@ -42,28 +42,17 @@ pub async fn within_revalidate_wait<T>(operation: impl Future<Output = T>) -> T 
 /// pages again. Without this, a client reading during the first sync listed the whole fleet a second time (100
 /// pages for 10,000 devices), sharing the rate limit with the sync it duplicated.
 #[derive(Default)]
-pub(super) struct Fetches(Mutex<HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>);
-
-/// Held while fetching one collection and storing it.
-pub(super) struct Fetching {
-    _turn: OwnedMutexGuard<()>,
-    /// Another fetch of the same collection ran first: what it stored may be the answer.
-    pub waited: bool,
-}
+pub(super) struct Fetches(pub Mutex<HashMap<&'static str, Arc<tokio::sync::Mutex<()>>>>);
 
 impl Fetches {
-    pub async fn start(&self, resource: &'static str) -> Fetching {
+    /// The turn to fetch `resource` and store it, held while doing so, and whether another fetch of it ran first
+    /// (what that one stored may be the answer).
+    pub async fn start(&self, resource: &'static str) -> (OwnedMutexGuard<()>, bool) {
         let turn = self.0.lock().unwrap_or_else(PoisonError::into_inner).entry(resource).or_default().clone();
         match turn.clone().try_lock_owned() {
-            Ok(t) => Fetching { _turn: t, waited: false },
-            Err(_) => Fetching { _turn: turn.lock_owned().await, waited: true },
+            Ok(t) => (t, false),
+            Err(_) => (turn.lock_owned().await, true),
         }
-    }
-
-    /// Whether a fetch of `resource` is running now.
-    pub fn running(&self, resource: &'static str) -> bool {
-        let turn = self.0.lock().unwrap_or_else(PoisonError::into_inner).get(resource).cloned();
-        turn.is_some_and(|t| t.try_lock().is_err())
     }
 }
 
@@ -81,28 +70,23 @@ pub(super) struct Refreshes {
 }
 
 impl Refreshes {
-    /// How much longer a read with a cached answer may wait for the refresh that `began` then: what is left of its
-    /// operation's [`REVALIDATE_WAIT`] (reads outside any operation: all of it), and nothing once the refresh itself
-    /// has waited that long, or while Xyte is struggling: a read then answers from the cache at once rather than
-    /// spend its wait on a refresh that will most likely not make it.
-    fn wait(&self, began: Instant) -> Duration {
-        if self.struggling.load(Ordering::Relaxed) {
-            return Duration::ZERO;
-        }
-        let by = REVALIDATE_BY.try_with(|by| *by).unwrap_or_else(|_| Instant::now() + REVALIDATE_WAIT);
-        by.min(began + REVALIDATE_WAIT).saturating_duration_since(Instant::now())
-    }
-
-    /// What a read that missed answers: the refresh's result, waited for at most what is left of the operation's
-    /// [`REVALIDATE_WAIT`] when there is a `stale` answer to fall back on (as long as it takes when there is none),
-    /// and the stale answer when the refresh could not reach Xyte in that time.
+    /// What a read that missed answers: the refresh's result, and the `stale` answer when the refresh could not reach
+    /// Xyte in time. With a stale answer to fall back on, a read waits at most what is left of its operation's
+    /// [`REVALIDATE_WAIT`] (reads outside any operation: all of it), and nothing once the refresh itself has waited
+    /// that long, or while Xyte is struggling: it then answers from the cache at once rather than spend its wait on a
+    /// refresh that will most likely not make it. With none, it waits as long as the refresh takes.
     pub async fn revalidated<T: Clone>(
         &self,
         resource: &str,
         landing: Landing<T>,
         stale: Option<T>,
     ) -> Result<T, Error> {
-        let wait = stale.as_ref().map(|_| self.wait(landing.began));
+        let by = REVALIDATE_BY.try_with(|by| *by).unwrap_or_else(|_| Instant::now() + REVALIDATE_WAIT);
+        let wait = match self.struggling.load(Ordering::Relaxed) {
+            true => Duration::ZERO,
+            false => by.min(landing.began + REVALIDATE_WAIT).saturating_duration_since(Instant::now()),
+        };
+        let wait = stale.as_ref().map(|_| wait);
         match (landed(landing, wait).await, stale) {
             (Ok(fresh), _) => Ok(fresh),
             (Err(e), Some(stale)) if e.code.is_unreachable() => {

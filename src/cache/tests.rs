@@ -10,31 +10,26 @@ use crate::store::cache;
 use crate::store::{Durability, StoreError};
 use crate::xyte::ClientConfig;
 
-fn client(base_url: String, api_key: &str) -> XyteClient {
-    XyteClient::new(ClientConfig {
-        base_url,
-        credential: XyteCredential::ApiKey(Secret::new(api_key.into())),
-        request_timeout: Duration::from_secs(10),
-        rate_limit_per_min: 6000,
-    })
-    .unwrap()
+/// A cache of an empty store, with a client of Xyte at `base_url`.
+fn cache(base_url: String, api_key: &str) -> (tempfile::TempDir, Cache) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), Default::default()).unwrap();
+    let credential = XyteCredential::ApiKey(Secret::new(api_key.into()));
+    let config =
+        ClientConfig { base_url, credential, request_timeout: Duration::from_secs(10), rate_limit_per_min: 6000 };
+    (dir, Cache::new(store, XyteClient::new(config).unwrap(), Duration::from_secs(60), Arc::default()))
 }
 
-/// A cache of an empty store, with a client that reaches nothing.
+/// With a client that reaches nothing.
 fn offline() -> (tempfile::TempDir, Cache) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state"), Default::default()).unwrap();
-    let cache = Cache::new(store, client("http://127.0.0.1:1".into(), "k"), Duration::from_secs(60), Arc::default());
-    (dir, cache)
+    cache("http://127.0.0.1:1".into(), "k")
 }
 
 async fn rig() -> (tempfile::TempDir, SimHandle, Cache) {
-    let dir = tempfile::tempdir().unwrap();
     let opts = SimOptions { devices: 2, churn: false, ..Default::default() };
     let sim = sim::spawn("127.0.0.1:0".parse().unwrap(), opts).await.unwrap();
-    let store = Store::open(dir.path(), Default::default()).unwrap();
-    let client = client(sim.base_url(), sim.sim.api_key());
-    (dir, sim, Cache::new(store, client, Duration::from_secs(60), Arc::default()))
+    let (dir, cache) = cache(sim.base_url(), sim.sim.api_key());
+    (dir, sim, cache)
 }
 
 fn t(s: i64) -> time::OffsetDateTime {

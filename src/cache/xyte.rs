@@ -14,7 +14,7 @@ use crate::xyte::{IncidentQuery, Priority};
 
 const P: Priority = Priority::Interactive;
 
-fn keyed<T: serde::Serialize>(items: &[T], id: impl Fn(&T) -> String) -> super::Keyed {
+pub(super) fn keyed<T: serde::Serialize>(items: &[T], id: impl Fn(&T) -> String) -> super::Keyed {
     items.iter().map(|i| (id(i), serde_json::to_value(i).unwrap_or(Value::Null))).collect()
 }
 

@@ -128,8 +128,7 @@ pub async fn list_devices(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     if let Some(n) = next {
         out["next_cursor"] = json!(n);
     }
-    snap.stamp(&mut out);
-    Ok(out)
+    Ok(snap.stamp(out))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -171,7 +170,7 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         None
     };
     // Built by moving the parts in: `json!` would copy each of them (it serialises what it interpolates).
-    let mut out = Value::Object(Map::from_iter([
+    let out = Value::Object(Map::from_iter([
         ("status".to_string(), device["status"].clone()),
         ("state".to_string(), device["state"].clone()),
         ("last_seen_at".to_string(), device["last_seen_at"].clone()),
@@ -180,8 +179,7 @@ pub async fn get_device_status(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         ("recent_commands".to_string(), Value::Array(recent)),
         ("commands".to_string(), commands.unwrap_or(Value::Null)),
     ]));
-    read.stamp(&mut out);
-    Ok(out)
+    Ok(read.stamp(out))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -209,9 +207,7 @@ pub async fn list_device_commands(ctx: &Ctx, args: Value) -> Result<Value, Error
         .filter(|c| a.status.as_deref().is_none_or(|s| c["status"] == s))
         .collect();
     let (items, _, omitted) = page(&all, a.limit, None)?;
-    let mut out = json!({"device_id": id, "commands": items, "total": all.len(), "omitted": omitted});
-    read.stamp(&mut out);
-    Ok(out)
+    Ok(read.stamp(json!({"device_id": id, "commands": items, "total": all.len(), "omitted": omitted})))
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -50,9 +50,7 @@ pub async fn list_spaces(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         })
         .collect();
     let (items, _, omitted) = page(&list, a.limit, None)?;
-    let mut out = json!({"spaces": items, "total": list.len(), "omitted": omitted});
-    spaces.stamp(&mut out);
-    Ok(out)
+    Ok(spaces.stamp(json!({"spaces": items, "total": list.len(), "omitted": omitted})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -62,9 +60,7 @@ pub struct NoArgs {}
 pub async fn get_organization_info(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let _: NoArgs = parse(args)?;
     let info = ctx.app.cache.organization().await?;
-    let mut out = json!({"organization": info.value});
-    info.stamp(&mut out);
-    Ok(out)
+    Ok(info.stamp(json!({"organization": info.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -128,7 +124,7 @@ pub async fn get_fleet_health(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let mut prone: Vec<(String, (usize, &Compact))> = per_device.into_iter().collect();
     prone.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
     let offline_pct = pct(offline + errored);
-    let mut out = json!({
+    let out = json!({
         "devices": {"total": total, "online": online, "offline": offline, "error": errored,
                     "online_rate": pct(online), "offline_percent": offline_pct},
         "active_incidents": {"count": incs.len(), "by_priority": by_priority,
@@ -140,8 +136,7 @@ pub async fn get_fleet_health(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         "healthy": incs.is_empty() && offline_pct < 5.0,
     });
     let stale = devices.stale || incidents.stale || tickets.stale;
-    Cached { value: (), stale, fetched_at: devices.fetched_at.min(incidents.fetched_at) }.stamp(&mut out);
-    Ok(out)
+    Ok(Cached { value: (), stale, fetched_at: devices.fetched_at.min(incidents.fetched_at) }.stamp(out))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -252,13 +247,12 @@ pub async fn fetch(ctx: &Ctx, args: Value) -> Result<Value, Error> {
         Error::invalid_params("id must look like device:<id>, ticket:<id>, incident:<id> or space:<id>")
     })?;
     let not_found = || Error::new(ErrorCode::NotFound, format!("nothing known as {}", a.id));
+    let cache = &ctx.app.cache;
     let found = match kind {
         "device" => super::devices::get_device_status(ctx, json!({"device_id": id})).await?,
         "ticket" => super::tickets::get_ticket(ctx, json!({"ticket_id": id})).await?,
         "incident" => {
-            let item = ctx
-                .app
-                .cache
+            let item = cache
                 .active_incidents()
                 .await?
                 .value
@@ -269,7 +263,6 @@ pub async fn fetch(ctx: &Ctx, args: Value) -> Result<Value, Error> {
             json!({"incident": item})
         }
         "space" => {
-            let cache = &ctx.app.cache;
             let space =
                 cache.spaces().await?.value.iter().find(|s| id_text(&s["id"]) == id).cloned().ok_or_else(not_found)?;
             let devices: Vec<Value> =

@@ -153,11 +153,9 @@ pub async fn get(ctx: &Ctx, name: &str, args: &Map<String, Value>) -> Result<Val
 
 /// Suggestions for an argument: device ids (by id or name prefix), room names, ticket and space ids.
 pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str) -> Result<Value, Error> {
-    let v = value.to_lowercase();
+    let (v, cache) = (value.to_lowercase(), &ctx.app.cache);
     let mut values: Vec<String> = match argument {
-        "device_id" => ctx
-            .app
-            .cache
+        "device_id" => cache
             .devices()
             .await?
             .value
@@ -170,7 +168,7 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             .collect(),
         "room" | "room_name" => {
             let (mut rooms, _) = super::rooms::preset_names(&ctx.app);
-            let spaces = ctx.app.cache.spaces().await?.value;
+            let spaces = cache.spaces().await?.value;
             rooms.extend(
                 spaces
                     .iter()
@@ -185,9 +183,7 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             presets.retain(|n| n.to_lowercase().starts_with(&v));
             presets
         }
-        "space_id" => ctx
-            .app
-            .cache
+        "space_id" => cache
             .spaces()
             .await?
             .value
@@ -198,9 +194,7 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             })
             .map(|s| s["id"].to_string().trim_matches('"').to_string())
             .collect(),
-        "ticket_id" => ctx
-            .app
-            .cache
+        "ticket_id" => cache
             .open_tickets()
             .await?
             .value

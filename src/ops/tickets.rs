@@ -64,7 +64,7 @@ pub async fn list_incidents(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let mut out = json!({"incidents": page_items, "total": filtered.len(), "omitted": omitted});
     // Closed incidents come from Xyte now, and have no `fetched_at`.
     match cached {
-        Some(snap) => snap.stamp(&mut out),
+        Some(snap) => out = snap.stamp(out),
         None => out["stale"] = json!(false),
     }
     Ok(out)
@@ -85,9 +85,7 @@ pub async fn list_tickets(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let all: Vec<&Compact> =
         snap.value.iter().filter(|t| a.status.as_deref().is_none_or(|s| t["status"] == s)).collect();
     let (items, _, omitted) = page(&all, a.limit, None)?;
-    let mut out = json!({"tickets": items, "total": all.len(), "omitted": omitted});
-    snap.stamp(&mut out);
-    Ok(out)
+    Ok(snap.stamp(json!({"tickets": items, "total": all.len(), "omitted": omitted})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -107,9 +105,7 @@ async fn existing_ticket(ctx: &Ctx, id: &str) -> Result<Value, Error> {
 pub async fn get_ticket(ctx: &Ctx, args: Value) -> Result<Value, Error> {
     let a: TicketRef = parse(args)?;
     let ticket = ctx.app.cache.ticket(&a.ticket_id.0).await?;
-    let mut out = json!({"ticket": ticket.value});
-    ticket.stamp(&mut out);
-    Ok(out)
+    Ok(ticket.stamp(json!({"ticket": ticket.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]
