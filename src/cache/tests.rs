@@ -2,7 +2,6 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::refresh::landed;
 use super::*;
 use crate::config::{Secret, XyteCredential};
 use crate::sim::{self, Faults, SimHandle, SimOptions};
@@ -163,7 +162,7 @@ async fn a_fetch_that_began_before_an_invalidation_is_not_stored_as_fresh() {
     cache.replace_set("device", one("online"), t(1), None).await.unwrap();
 
     // A refresh notes where it began; a write through the daemon invalidates while it waits for Xyte.
-    let since = cache.invalidations("device");
+    let since = cache.state.invalidations("device");
     cache.invalidate("device", None).await;
     let put = cache.put("device", "a", json!({"id":"a","status":"before the write"}), 2000, Some(since)).await;
     assert!(matches!(put, Err(StoreError::Invalidated)), "{put:?}");
@@ -174,7 +173,7 @@ async fn a_fetch_that_began_before_an_invalidation_is_not_stored_as_fresh() {
     assert_eq!(cache.confirmed_at("device"), Some(0));
 
     // A refresh that began after it stores as usual.
-    let since = cache.invalidations("device");
+    let since = cache.state.invalidations("device");
     cache.put("device", "a", json!({"id":"a","status":"after"}), 3000, Some(since)).await.unwrap();
     assert_eq!(cache.get("device", "a").await.unwrap().unwrap().fetched_at, 3000);
 }

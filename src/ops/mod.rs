@@ -1,6 +1,6 @@
 //! THE catalogue (DESIGN §1): every operation the daemon offers, defined once — name, description, input and output
 //! schemas, annotations, required role, handler — and served identically over MCP, REST and OpenAPI. Front doors
-//! authenticate a [`Principal`], build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
+//! authenticate a `Principal`, build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
 
 mod admin;
 mod analytics;
