@@ -391,13 +391,13 @@ impl Cache {
 
     /// One cached entry, with its volatile fields as last seen.
     pub async fn get(&self, resource: &'static str, key: &str) -> Result<Option<CacheEntry>, StoreError> {
-        let (kept, generation) = {
+        let generation = {
             let kept = self.state.kept();
-            (kept.memo.entry(resource, key), kept.memo.generation(resource))
+            if let Some(e) = kept.memo.entry(resource, key) {
+                return Ok(Some(e));
+            }
+            kept.memo.generation(resource)
         };
-        if kept.is_some() {
-            return Ok(kept);
-        }
         let mut entry = self.store.read_blocking(|c| cache::get(c, resource, key))?;
         if let Some(e) = entry.as_mut() {
             self.state.lay_volatile(resource, &e.key, &mut e.body);
@@ -409,13 +409,13 @@ impl Cache {
     /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
     /// snapshot ([`cache::has_set`]).
     async fn list(&self, resource: &'static str) -> Result<Arc<CachedList>, StoreError> {
-        let (kept, generation, listed) = {
+        let (generation, listed) = {
             let kept = self.state.kept();
-            (kept.memo.list(resource), kept.memo.generation(resource), kept.listed.get(resource).copied())
+            if let Some(list) = kept.memo.list(resource) {
+                return Ok(list);
+            }
+            (kept.memo.generation(resource), kept.listed.get(resource).copied())
         };
-        if let Some(list) = kept {
-            return Ok(list);
-        }
         let state = self.state.clone();
         let list = move |c: &Connection| {
             let mut keys = Keys::default();
