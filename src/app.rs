@@ -10,7 +10,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::presets::Presets;
 use crate::config::{Config, LoadOptions, Secret, XyteCredential};
+use crate::runtime::{App, OutboxLimits};
 use crate::store::Store;
 use crate::sync::poller::Poller;
 use crate::systemd::{self, Heartbeat};
@@ -77,20 +79,17 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         .map_err(|e| store_fatal(&config, e))?;
 
     let client = XyteClient::new(client_config(&config)?).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
-    let app = Arc::new(ops::App {
-        cache_ttl: config.cache_ttl,
+    let mut app = App {
         read_only: config.read_only,
         command_ttl: config.command_ttl,
-        outbox_limits: ops::OutboxLimits::new(
-            config.outbox_max,
-            config.outbox_max_per_device,
-            config.rate_limit_per_min,
-        ),
+        outbox_limits: OutboxLimits::new(config.outbox_max, config.outbox_max_per_device, config.rate_limit_per_min),
         env_label: config.env_label.clone(),
         experimental_apis: config.experimental_apis,
-        presets: std::sync::RwLock::new(Arc::new(ops::rooms::Presets::load_or_report(&config.presets_file))),
-        ..ops::App::new(store.clone(), client.clone())
-    });
+        presets: std::sync::RwLock::new(Arc::new(Presets::load_or_report(&config.presets_file))),
+        ..App::new(store.clone(), client.clone())
+    };
+    app.cache.ttl = config.cache_ttl;
+    let app = Arc::new(app);
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
     let socket = mcp::unix::bind(&config.mcp_socket).map_err(|e| {
@@ -180,7 +179,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
 
 /// Keeps systemd's `STATUS=` (the line `systemctl status` shows) current: whether Xyte is reachable, the fleet, and
 /// the outbox. Sent only when it changes.
-async fn report_status(app: Arc<ops::App>, shutdown: CancellationToken) {
+async fn report_status(app: Arc<App>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last = String::new();
     loop {
@@ -192,7 +191,7 @@ async fn report_status(app: Arc<ops::App>, shutdown: CancellationToken) {
         let xyte = match sync.reachable {
             None => "connecting to Xyte".to_string(),
             Some(true) => format!("Xyte reachable, {} devices ({} online)", sync.devices, sync.online),
-            Some(false) => match ops::rfc3339(sync.last_ok_ms) {
+            Some(false) => match crate::cache::rfc3339(sync.last_ok_ms) {
                 Some(at) => format!("Xyte UNREACHABLE, serving the cache from {at}"),
                 None => "Xyte UNREACHABLE, nothing cached yet".to_string(),
             },

@@ -3,6 +3,7 @@
 //! the file in one pass. Secrets live in [`Secret`] and are masked wherever a value is shown.
 
 mod file;
+pub mod presets;
 pub mod values;
 
 use std::collections::{BTreeMap, HashMap};

@@ -3,6 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod ops;
 pub mod plugins;
+pub mod runtime;
 pub mod sim;
 pub mod stall;
 pub mod store;

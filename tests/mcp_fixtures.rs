@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use xyte_edge::config::Role;
 use xyte_edge::mcp::session::Session;
 use xyte_edge::mcp::{Extension, outgoing};
-use xyte_edge::ops::Principal;
+use xyte_edge::runtime::Principal;
 
 mod support;
 #[cfg(feature = "conformance-fixtures")]

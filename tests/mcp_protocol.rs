@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use xyte_edge::config::Role;
 use xyte_edge::mcp::outgoing;
 use xyte_edge::mcp::session::Session;
-use xyte_edge::ops::Principal;
+use xyte_edge::runtime::Principal;
 
 mod support;
 use support::{Rig, rig};

@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use xyte_edge::config::Role;
+use xyte_edge::config::presets::Presets;
 use xyte_edge::error::{Error, ErrorCode};
-use xyte_edge::ops::rooms::{self, Presets};
-use xyte_edge::ops::{self, Ctx, Principal};
+use xyte_edge::ops::{self, rooms};
+use xyte_edge::runtime::{Ctx, OutboxLimits, Principal};
 
 mod support;
 use support::{Rig, rig};
@@ -397,8 +398,7 @@ async fn reads_that_miss_during_a_fetch_of_the_same_collection_wait_for_it_inste
     assert_eq!(device_listings(&rig), 1);
 
     // A read while the poller is listing the fleet (the cache has expired meanwhile): it waits for the poller.
-    rig.app.store.mark_confirmed("device", 0);
-    rig.app.store.cache_invalidate("device", None).await.unwrap();
+    rig.app.cache.invalidate("device", None).await;
     rig.sim.sim.reset_stats();
     let poller = xyte_edge::sync::poller::Poller::new(
         rig.app.clone(),
@@ -407,7 +407,7 @@ async fn reads_that_miss_during_a_fetch_of_the_same_collection_wait_for_it_inste
     );
     let sync = tokio::spawn(async move { poller.poll_once(false, true).await.map(|r| r.devices) });
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !rig.app.fetches.running("device") {
+    while !rig.app.cache.fetching("device") {
         assert!(Instant::now() < deadline, "the poller never started listing devices");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -423,7 +423,7 @@ async fn reads_that_miss_during_a_fetch_of_the_same_collection_wait_for_it_inste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_callers_cannot_slip_past_the_outbox_limit() {
     let mut rig = rig(false).await;
-    Arc::get_mut(&mut rig.app).expect("no other handle yet").outbox_limits = ops::OutboxLimits::new(100, 3, 60);
+    Arc::get_mut(&mut rig.app).expect("no other handle yet").outbox_limits = OutboxLimits::new(100, 3, 60);
     let device = rig.sim.sim.device_ids()[0].clone();
     ok(&rig, Role::Operator, "send_command", json!({"device_id": device, "command": "reboot", "dry_run": true})).await;
     let calls = (0..24).map(|_| {

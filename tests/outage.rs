@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use xyte_edge::config::Role;
-use xyte_edge::ops::{self, Ctx, Principal};
+use xyte_edge::ops;
+use xyte_edge::runtime::{Ctx, Principal};
 use xyte_edge::sync::forwarder::Forwarder;
 use xyte_edge::systemd::Heartbeat;
 
@@ -35,7 +36,7 @@ async fn call(ctx: &Ctx, name: &str, args: Value) -> Value {
 async fn commands_queued_during_an_outage_are_delivered_once_in_order_when_xyte_returns() {
     let mut rig = support::rig(false).await;
     // Every read past a millisecond goes to Xyte, so an outage shows at once as stale answers.
-    Arc::get_mut(&mut rig.app).expect("no other handle yet").cache_ttl = Duration::from_millis(1);
+    Arc::get_mut(&mut rig.app).expect("no other handle yet").cache.ttl = Duration::from_millis(1);
     let (ctx, shutdown) = operator_with_forwarder(&rig);
     // The poller notices when Xyte goes and comes back (the forwarder retries at once when it does).
     let poller =

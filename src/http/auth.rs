@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorCode};
-use crate::ops::{App, Principal};
+use crate::runtime::{App, Principal};
 use crate::store::{Durability, now_ms, tokens};
 
 /// Failed attempts per address within a window: after `SLOW_AFTER` each answer is delayed, after `BLOCK_AFTER`

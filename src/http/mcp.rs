@@ -25,7 +25,7 @@ use crate::mcp::jsonrpc::{self, RpcError};
 use crate::mcp::outgoing::{self, Kind, Outgoing, Room};
 use crate::mcp::session::Session;
 use crate::mcp::{LEGACY_VERSIONS, MAX_MESSAGE, MODERN_VERSION};
-use crate::ops::Principal;
+use crate::runtime::Principal;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";

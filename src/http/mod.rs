@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::ops::App;
+use crate::runtime::App;
 use crate::systemd::Heartbeat;
 
 /// The LAN certificate in use, kept so SIGHUP can reload it.

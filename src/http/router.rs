@@ -14,7 +14,8 @@ use super::response::{Body, error_response, error_with_status, full, json_respon
 use super::state::{Http, Peer, require_token};
 use super::{openapi, rest};
 use crate::error::{Error, ErrorCode};
-use crate::ops::{self, Ctx, Principal};
+use crate::ops;
+use crate::runtime::{Ctx, Principal};
 
 /// Largest request body accepted (README, The LAN API: Limits).
 pub const MAX_BODY: usize = 1024 * 1024;

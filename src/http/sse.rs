@@ -33,7 +33,7 @@ use super::query::Query;
 use super::response::{Body, error_response, sse_response};
 use super::state::Http;
 use crate::error::Error;
-use crate::ops::Principal;
+use crate::runtime::Principal;
 use crate::store::events::{self, Event, EventFilter};
 use crate::store::{Store, StoreError};
 

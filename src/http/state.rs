@@ -16,7 +16,7 @@ use super::response::{Body, error_response, unauthenticated};
 use crate::config::Secret;
 use crate::mcp::outgoing::Outgoing;
 use crate::mcp::session::Session;
-use crate::ops::{App, Principal};
+use crate::runtime::{App, Principal};
 use crate::systemd::Heartbeat;
 
 /// What every request handler shares.

@@ -18,7 +18,7 @@ use super::response::{Body, error_response, json_response, unauthenticated};
 use super::state::{Http, Peer};
 use crate::config::{Role, Secret};
 use crate::error::{Error, ErrorCode};
-use crate::ops::App;
+use crate::runtime::App;
 use crate::store::events::NewEvent;
 use crate::store::{Durability, now_ms, webhooks};
 

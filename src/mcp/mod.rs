@@ -69,7 +69,7 @@ pub struct Call<'a> {
     /// The modern era's declared client capabilities (`{}` in the legacy era).
     pub caps: &'a Value,
     /// Set when the request carried a progress token.
-    pub progress: Option<crate::ops::Progress>,
+    pub progress: Option<crate::runtime::Progress>,
     /// Sends a `notifications/message` tied to this request, if the client's log level lets it through.
     pub log: &'a (dyn Fn(&str, Value) + Send + Sync),
 }

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
 use super::{Call, Extension, LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, Outcome, SERVER_NAME, mrtr, outgoing};
 use crate::error::{Error, ErrorCode};
-use crate::ops::{self, App, Ctx, Principal, Progress, prompts, resources};
+use crate::ops::{self, prompts, resources};
+use crate::runtime::{App, Ctx, Principal, Progress};
 
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 const META_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";

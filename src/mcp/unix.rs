@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::session::Session;
 use super::{Extension, MAX_MESSAGE, jsonrpc, outgoing};
 use crate::config::Role;
-use crate::ops::{App, Principal};
+use crate::runtime::{App, Principal};
 use crate::stall::StallGuard;
 
 pub const SOCKET_GROUP: &str = "xyte-edge";

@@ -6,15 +6,14 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::devices::existing_device;
-use super::fleet::all_spaces;
 use super::schema::{Id, id_text};
-use super::{Ctx, reads};
 use crate::error::Error;
+use crate::runtime::Ctx;
 use crate::xyte::Priority;
 
 /// Device entries and the device collection share one cache resource; forget it all.
 async fn after_device_write(ctx: &Ctx) {
-    reads::invalidate(ctx, "device", None).await;
+    ctx.app.cache.invalidate("device", None).await;
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -40,8 +39,8 @@ pub async fn claim_device(ctx: &Ctx, a: ClaimDevice) -> Result<Value, Error> {
     if a.cloud_id.is_none() && (a.mac.is_none() || a.sn.is_none()) {
         return Err(Error::invalid_params("give cloud_id, or both mac and sn (as the device's model authenticates)"));
     }
-    let spaces = all_spaces(ctx).await?;
-    let Some(space) = spaces.items.iter().find(|s| id_text(&s["id"]) == a.space_id.0) else {
+    let spaces = ctx.app.cache.spaces().await?;
+    let Some(space) = spaces.value.iter().find(|s| id_text(&s["id"]) == a.space_id.0) else {
         return Err(Error::invalid_params(format!("no space {}; list_spaces shows the ids", a.space_id)));
     };
     let space_id: Value = a.space_id.0.parse::<i64>().map(Value::from).unwrap_or_else(|_| json!(a.space_id.0));

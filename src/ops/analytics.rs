@@ -9,12 +9,11 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::devices::{commands_of, device_or_context, existing_device};
+use super::devices::{device_or_context, existing_device};
 use super::schema::Id;
-use super::tickets::active_incidents;
-use super::{Ctx, reads};
+use crate::cache::{Compact, rfc3339};
 use crate::error::Error;
-use crate::store::Compact;
+use crate::runtime::Ctx;
 use crate::store::events::{self, EventFilter};
 use crate::xyte::{HistoryQuery, IncidentQuery, Priority};
 
@@ -160,7 +159,7 @@ pub async fn get_device_analytics_report(ctx: &Ctx, a: AnalyticsArgs) -> Result<
     }
 
     // Commands sent in the period.
-    let (commands, _) = commands_of(ctx, &id).await.unwrap_or((json!([]), json!({})));
+    let commands = ctx.app.cache.commands(&id).await.map(|c| c.value).unwrap_or_else(|_| json!([]));
     let mut by_status = serde_json::Map::new();
     for c in commands.as_array().into_iter().flatten() {
         if parse_ts(c["created_at"].as_str()).is_some_and(|t| t >= start_s) {
@@ -183,9 +182,11 @@ pub async fn get_device_analytics_report(ctx: &Ctx, a: AnalyticsArgs) -> Result<
             .collect(),
         Err(e) if e.code.is_unreachable() => {
             warnings.push(format!("Xyte incidents unavailable ({}); counting cached active ones", e.code));
-            active_incidents(ctx)
+            ctx.app
+                .cache
+                .active_incidents()
                 .await?
-                .items
+                .value
                 .iter()
                 .filter(|i| i["device_id"].as_str() == Some(&id))
                 .map(Compact::to_value)
@@ -208,7 +209,7 @@ pub async fn get_device_analytics_report(ctx: &Ctx, a: AnalyticsArgs) -> Result<
                       "recent": incidents.iter().rev().take(10).cloned().collect::<Vec<_>>()},
         "sources": sources,
         "warnings": warnings,
-        "generated_at": reads::rfc3339(crate::store::now_ms()),
+        "generated_at": rfc3339(crate::store::now_ms()),
     });
     if let (Value::Object(r), Value::Object(avail)) = (&mut report, availability(&timeline, start_s, end_s)) {
         r.extend(avail);

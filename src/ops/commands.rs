@@ -7,11 +7,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
 use super::devices::{device_or_context, existing_device};
-use super::reads;
 use super::schema::Id;
 use crate::error::{Error, ErrorCode};
+use crate::runtime::Ctx;
 use crate::xyte::{Priority, SendCommand};
 
 #[derive(Deserialize, JsonSchema)]
@@ -35,25 +34,6 @@ pub struct SendCommandArgs {
     pub dry_run: Option<bool>,
 }
 
-/// The id in a device's `model` field (Xyte sends it as a string or a number).
-pub fn model_id(model: &Value) -> Option<String> {
-    let id = &model["id"];
-    id.as_str().map(String::from).or_else(|| id.as_i64().map(|i| i.to_string()))
-}
-
-/// The definition (with its command list) of the model a device's `model` field names, cached like any read. `None`
-/// when it names none; an error when the model cannot be read.
-pub async fn device_model(ctx: &Ctx, model: &Value) -> Result<Option<Value>, Error> {
-    let Some(model_id) = model_id(model) else { return Ok(None) };
-    let client = ctx.app.client.clone();
-    let key = model_id.clone();
-    reads::entry(ctx, "model", &model_id, || async move {
-        Ok(serde_json::to_value(client.get_model(&key, Priority::Interactive).await?).unwrap_or_default())
-    })
-    .await
-    .map(|(m, _)| Some(m))
-}
-
 /// The device model's definition of `command`, when the model is known; validates the arguments against it.
 pub async fn validate(
     ctx: &Ctx,
@@ -62,7 +42,7 @@ pub async fn validate(
     params: &Map<String, Value>,
     file_id: Option<&str>,
 ) -> Result<Option<Value>, Error> {
-    let model = match device_model(ctx, &device["model"]).await {
+    let model = match ctx.app.cache.model(&device["model"]).await {
         Ok(Some(m)) => m,
         Ok(None) => return Ok(None),
         // Unknown model definition (Xyte unreachable, nothing cached): send unvalidated; Xyte still checks it.
@@ -142,7 +122,7 @@ pub async fn send_command(ctx: &Ctx, a: SendCommandArgs) -> Result<Value, Error>
             e
         }
     })?;
-    reads::invalidate(ctx, "commands", Some(&id)).await;
+    ctx.app.cache.invalidate("commands", Some(&id)).await;
     let mut out = json!({"device_id": id, "command": cmd.command, "xyte_command_id": sent.id, "status": sent.status});
     if a.wait == Some(true) {
         let timeout = Duration::from_secs(u64::from(a.timeout_s.unwrap_or(60).clamp(1, 600)));
@@ -178,7 +158,7 @@ pub async fn follow(
                 last = status;
             }
             if row.is_terminal() {
-                reads::invalidate(ctx, "commands", Some(device_id)).await;
+                ctx.app.cache.invalidate("commands", Some(device_id)).await;
                 return Ok((last, row.message.clone().unwrap_or(Value::Null), false));
             }
         }

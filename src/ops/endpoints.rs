@@ -6,9 +6,10 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{Access, Ctx, reads};
+use super::Access;
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
+use crate::runtime::Ctx;
 use crate::xyte::Priority;
 use crate::xyte::endpoints::{self, Endpoint};
 
@@ -151,13 +152,13 @@ pub async fn xyte_api_call(ctx: &Ctx, a: ApiCall) -> Result<Value, Error> {
 async fn forget_cached(ctx: &Ctx, e: &Endpoint, path_params: &Map<String, Value>) {
     let device = path_params.get("device_id").map(|v| v.as_str().map(String::from).unwrap_or(v.to_string()));
     match e.group.as_str() {
-        "devices" | "edges" => reads::invalidate(ctx, "device", None).await,
-        "commands" => reads::invalidate(ctx, "commands", device.as_deref()).await,
-        "spaces" => reads::invalidate(ctx, "space", None).await,
-        "incidents" => reads::invalidate(ctx, "incident", None).await,
+        "devices" | "edges" => ctx.app.cache.invalidate("device", None).await,
+        "commands" => ctx.app.cache.invalidate("commands", device.as_deref()).await,
+        "spaces" => ctx.app.cache.invalidate("space", None).await,
+        "incidents" => ctx.app.cache.invalidate("incident", None).await,
         "tickets" => {
-            reads::invalidate(ctx, "ticket", None).await;
-            reads::invalidate(ctx, "ticket_full", None).await;
+            ctx.app.cache.invalidate("ticket", None).await;
+            ctx.app.cache.invalidate("ticket_full", None).await;
         }
         _ => {}
     }

@@ -7,22 +7,13 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::devices::{all_devices, merge, summary};
-use super::reads::{self, Snapshot};
+use super::devices::summary;
+use super::page;
 use super::schema::{Id, id_text, parse};
-use super::tickets::{active_incidents, open_tickets};
-use super::{Ctx, page};
+use crate::cache::{Cached, Compact};
 use crate::error::{Error, ErrorCode};
-use crate::store::{Compact, events};
-use crate::xyte::Priority;
-
-const P: Priority = Priority::Interactive;
-
-pub async fn all_spaces(ctx: &Ctx) -> Result<Snapshot, Error> {
-    let client = ctx.app.client.clone();
-    reads::collection(ctx, "space", || async move { Ok(reads::keyed(&client.list_spaces(P).await?, |s| s.id.clone())) })
-        .await
-}
+use crate::runtime::Ctx;
+use crate::store::events;
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,15 +27,15 @@ pub struct ListSpaces {
 }
 
 pub async fn list_spaces(ctx: &Ctx, a: ListSpaces) -> Result<Value, Error> {
-    let spaces = all_spaces(ctx).await?;
-    let devices = all_devices(ctx).await?;
+    let spaces = ctx.app.cache.spaces().await?;
+    let devices = ctx.app.cache.devices().await?;
     let mut per_space: HashMap<String, usize> = HashMap::new();
-    for d in devices.items.iter() {
+    for d in devices.value.iter() {
         *per_space.entry(id_text(&d["space"]["id"])).or_default() += 1;
     }
     let q = a.query.as_deref().map(str::to_lowercase);
     let list: Vec<Value> = spaces
-        .items
+        .value
         .iter()
         .filter(|s| a.parent_id.as_ref().is_none_or(|p| id_text(&s["parent_id"]) == p.0))
         .filter(|s| {
@@ -58,9 +49,7 @@ pub async fn list_spaces(ctx: &Ctx, a: ListSpaces) -> Result<Value, Error> {
         })
         .collect();
     let (items, _, omitted) = page(&list, a.limit, None)?;
-    let mut out = json!({"spaces": items, "total": list.len(), "omitted": omitted});
-    merge(&mut out, spaces.provenance());
-    Ok(out)
+    Ok(spaces.stamp(json!({"spaces": items, "total": list.len(), "omitted": omitted})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -68,14 +57,8 @@ pub async fn list_spaces(ctx: &Ctx, a: ListSpaces) -> Result<Value, Error> {
 pub struct NoArgs {}
 
 pub async fn get_organization_info(ctx: &Ctx, _: NoArgs) -> Result<Value, Error> {
-    let client = ctx.app.client.clone();
-    let (info, provenance) = reads::entry(ctx, "organization", "info", || async move {
-        Ok(serde_json::to_value(client.info(P).await?).unwrap_or_default())
-    })
-    .await?;
-    let mut out = json!({"organization": info});
-    merge(&mut out, provenance);
-    Ok(out)
+    let info = ctx.app.cache.organization().await?;
+    Ok(info.stamp(json!({"organization": info.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -92,12 +75,13 @@ fn age_hours(created: &Compact, now: time::OffsetDateTime) -> Option<f64> {
 
 /// Fleet health from the local store only, so it answers during a WAN outage.
 pub async fn get_fleet_health(ctx: &Ctx, a: FleetHealth) -> Result<Value, Error> {
-    let devices = all_devices(ctx).await?;
-    let incidents = active_incidents(ctx).await?;
-    let tickets = open_tickets(ctx).await?;
+    let cache = &ctx.app.cache;
+    let devices = cache.devices().await?;
+    let incidents = cache.active_incidents().await?;
+    let tickets = cache.open_tickets().await?;
     let scope: Option<Vec<String>> = match &a.space_id {
         Some(s) => {
-            let spaces = all_spaces(ctx).await?.items;
+            let spaces = cache.spaces().await?.value;
             let mut ids = vec![s.0.clone()];
             let mut i = 0;
             while i < ids.len() {
@@ -110,8 +94,8 @@ pub async fn get_fleet_health(ctx: &Ctx, a: FleetHealth) -> Result<Value, Error>
         None => None,
     };
     let in_scope = |space: &Compact| scope.as_ref().is_none_or(|ids| ids.contains(&id_text(space)));
-    let devs: Vec<&Compact> = devices.items.iter().filter(|d| in_scope(&d["space"]["id"])).collect();
-    let incs: Vec<&Compact> = incidents.items.iter().filter(|i| in_scope(&i["space_id"])).collect();
+    let devs: Vec<&Compact> = devices.value.iter().filter(|d| in_scope(&d["space"]["id"])).collect();
+    let incs: Vec<&Compact> = incidents.value.iter().filter(|i| in_scope(&i["space_id"])).collect();
     let total = devs.len();
     let online = devs.iter().filter(|d| d["status"] == "online").count();
     let offline = devs.iter().filter(|d| d["status"] == "offline").count();
@@ -137,23 +121,19 @@ pub async fn get_fleet_health(ctx: &Ctx, a: FleetHealth) -> Result<Value, Error>
     let mut prone: Vec<(String, (usize, &Compact))> = per_device.into_iter().collect();
     prone.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(&b.0)));
     let offline_pct = pct(offline + errored);
-    let mut out = json!({
+    let out = json!({
         "devices": {"total": total, "online": online, "offline": offline, "error": errored,
                     "online_rate": pct(online), "offline_percent": offline_pct},
         "active_incidents": {"count": incs.len(), "by_priority": by_priority,
                              "oldest_hours": ages.iter().cloned().fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a)))),
                              "average_age_hours": if ages.is_empty() { None } else { Some((ages.iter().sum::<f64>() / ages.len() as f64 * 10.0).round() / 10.0) }},
-        "open_tickets": tickets.items.len(),
+        "open_tickets": tickets.value.len(),
         "top_offline_spaces": top_offline.iter().take(5).map(|(s, n)| json!({"space": s, "offline": n})).collect::<Vec<_>>(),
         "most_incident_prone_devices": prone.iter().take(5).map(|(id, (n, name))| json!({"device_id": id, "name": name, "active_incidents": n})).collect::<Vec<_>>(),
         "healthy": incs.is_empty() && offline_pct < 5.0,
     });
-    merge(
-        &mut out,
-        json!({"stale": devices.stale || incidents.stale || tickets.stale,
-                           "fetched_at": reads::rfc3339(devices.fetched_at.min(incidents.fetched_at))}),
-    );
-    Ok(out)
+    let stale = devices.stale || incidents.stale || tickets.stale;
+    Ok(Cached { value: (), stale, fetched_at: devices.fetched_at.min(incidents.fetched_at) }.stamp(out))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -208,7 +188,8 @@ pub async fn search(ctx: &Ctx, a: Search) -> Result<Value, Error> {
         return Err(Error::invalid_params("query must contain a word"));
     }
     let mut results = Vec::new();
-    for d in all_devices(ctx).await?.items.iter() {
+    let cache = &ctx.app.cache;
+    for d in cache.devices().await?.value.iter() {
         if matches(&words, &[&d["name"], &d["model"]["name"], &d["sn"], &d["space"]["full_path"], &d["status"]]) {
             let text = format!(
                 "{} {} in {} — {}",
@@ -221,7 +202,7 @@ pub async fn search(ctx: &Ctx, a: Search) -> Result<Value, Error> {
                                 "url": format!("device://{}/status", id_text(&d["id"]))}));
         }
     }
-    for t in open_tickets(ctx).await?.items.iter() {
+    for t in cache.open_tickets().await?.value.iter() {
         if matches(&words, &[&t["title"], &t["description"]]) {
             results.push(
                 json!({"id": format!("ticket:{}", id_text(&t["id"])), "title": t["title"], "text": t["description"],
@@ -229,14 +210,14 @@ pub async fn search(ctx: &Ctx, a: Search) -> Result<Value, Error> {
             );
         }
     }
-    for i in active_incidents(ctx).await?.items.iter() {
+    for i in cache.active_incidents().await?.value.iter() {
         if matches(&words, &[&i["title"], &i["device_name"], &i["space_tree_path_name"]]) {
             results.push(json!({"id": format!("incident:{}", id_text(&i["id"])), "title": i["title"],
                                 "text": format!("{} incident, {}", i["priority"].as_str().unwrap_or(""), i["status"].as_str().unwrap_or("")),
                                 "url": "incidents://"}));
         }
     }
-    for s in all_spaces(ctx).await?.items.iter() {
+    for s in cache.spaces().await?.value.iter() {
         if matches(&words, &[&s["name"], &s["full_path"]]) {
             results
                 .push(json!({"id": format!("space:{}", id_text(&s["id"])), "title": s["name"], "text": s["full_path"],
@@ -260,13 +241,15 @@ pub async fn fetch(ctx: &Ctx, a: Fetch) -> Result<Value, Error> {
         Error::invalid_params("id must look like device:<id>, ticket:<id>, incident:<id> or space:<id>")
     })?;
     let not_found = || Error::new(ErrorCode::NotFound, format!("nothing known as {}", a.id));
+    let cache = &ctx.app.cache;
     let found = match kind {
         "device" => super::devices::get_device_status(ctx, parse(json!({"device_id": id}))?).await?,
         "ticket" => super::tickets::get_ticket(ctx, parse(json!({"ticket_id": id}))?).await?,
         "incident" => {
-            let item = active_incidents(ctx)
+            let item = cache
+                .active_incidents()
                 .await?
-                .items
+                .value
                 .iter()
                 .find(|i| id_text(&i["id"]) == id)
                 .cloned()
@@ -275,14 +258,9 @@ pub async fn fetch(ctx: &Ctx, a: Fetch) -> Result<Value, Error> {
         }
         "space" => {
             let space =
-                all_spaces(ctx).await?.items.iter().find(|s| id_text(&s["id"]) == id).cloned().ok_or_else(not_found)?;
-            let devices: Vec<Value> = all_devices(ctx)
-                .await?
-                .items
-                .iter()
-                .filter(|d| id_text(&d["space"]["id"]) == id)
-                .map(summary)
-                .collect();
+                cache.spaces().await?.value.iter().find(|s| id_text(&s["id"]) == id).cloned().ok_or_else(not_found)?;
+            let devices: Vec<Value> =
+                cache.devices().await?.value.iter().filter(|d| id_text(&d["space"]["id"]) == id).map(summary).collect();
             json!({"space": space, "devices": devices})
         }
         _ => return Err(not_found()),

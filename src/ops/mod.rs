@@ -1,6 +1,6 @@
 //! THE catalogue: every operation the daemon offers, defined once — name, description, input and output
 //! schemas, annotations, required role, handler — and served identically over MCP, REST and OpenAPI. Front doors
-//! authenticate a [`Principal`], build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
+//! authenticate a `Principal`, build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
 
 mod admin;
 mod analytics;
@@ -10,128 +10,25 @@ mod devices;
 mod endpoints;
 mod fleet;
 pub mod prompts;
-mod reads;
 pub mod resources;
 pub mod rooms;
 pub mod schema;
 mod tasks;
 mod tickets;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
 use serde_json::{Value, json};
 
 pub use catalogue::{Access, CATALOGUE, Kind, Op, find};
-pub use reads::rfc3339;
-pub use tasks::OutboxLimits;
 
-use crate::config::Role;
 use crate::error::{Error, ErrorCode};
-use crate::store::{Durability, Store};
-use crate::xyte::XyteClient;
-
-/// Everything operations need, shared by every front door.
-pub struct App {
-    pub store: Store,
-    pub bus: crate::events::EventBus,
-    pub sync: Arc<crate::sync::SyncStatus>,
-    pub client: XyteClient,
-    pub cache_ttl: Duration,
-    pub read_only: bool,
-    pub command_ttl: Duration,
-    /// `XYTE_OUTBOX_MAX`, `XYTE_OUTBOX_MAX_PER_DEVICE`: what `send_command_async` and presets admit.
-    pub outbox_limits: OutboxLimits,
-    pub env_label: String,
-    pub started: Instant,
-    /// Wakes the forwarder when a task is queued.
-    pub outbox_wake: tokio::sync::Notify,
-    /// MCP socket connections open now (for status).
-    pub mcp_clients: std::sync::atomic::AtomicUsize,
-    /// `XYTE_EXPERIMENTAL_APIS`: catalogue entries marked experimental may be called.
-    pub experimental_apis: bool,
-    /// Room presets; replaced whole on SIGHUP.
-    pub presets: std::sync::RwLock<Arc<rooms::Presets>>,
-    /// Whole-collection fetches from Xyte in flight (the poller's and reads'), one per collection at a time.
-    pub fetches: reads::Fetches,
-    /// Refreshes from Xyte that reads started, one per collection or entry at a time.
-    pub refreshes: reads::Refreshes,
-    /// The device collection in name order, for `list_devices`.
-    pub device_order: devices::NameOrder,
-}
-
-impl App {
-    /// An App with the settings of an empty configuration ([`crate::config::Config::defaults`]), no presets, and its
-    /// run-time state empty. Callers set what differs with struct update syntax
-    /// (`App { read_only: true, ..App::new(store, client) }`), so a new field is added here once.
-    pub fn new(store: Store, client: XyteClient) -> App {
-        let defaults = crate::config::Config::defaults();
-        App {
-            bus: crate::events::EventBus::new(store.clone()),
-            store,
-            sync: Arc::default(),
-            client,
-            cache_ttl: defaults.cache_ttl,
-            read_only: defaults.read_only,
-            command_ttl: defaults.command_ttl,
-            outbox_limits: OutboxLimits::new(
-                defaults.outbox_max,
-                defaults.outbox_max_per_device,
-                defaults.rate_limit_per_min,
-            ),
-            env_label: defaults.env_label,
-            started: Instant::now(),
-            outbox_wake: Default::default(),
-            mcp_clients: Default::default(),
-            experimental_apis: defaults.experimental_apis,
-            presets: Default::default(),
-            fetches: Default::default(),
-            refreshes: Default::default(),
-            device_order: Default::default(),
-        }
-    }
-
-    pub fn presets(&self) -> Arc<rooms::Presets> {
-        self.presets.read().map(|p| p.clone()).unwrap_or_default()
-    }
-
-    pub fn set_presets(&self, presets: rooms::Presets) {
-        if let Ok(mut p) = self.presets.write() {
-            *p = Arc::new(presets);
-        }
-    }
-}
-
-/// Who is calling: a stable id (for context and audit) and a role.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// e.g. `uid:1000` for a socket peer, `token:ops-laptop` for a LAN token.
-    pub id: String,
-    pub role: Role,
-}
-
-/// Reports progress of a long operation (presets, `send_command` with `wait`) to whoever asked for it.
-pub type Progress = Arc<dyn Fn(f64, Option<f64>, String) + Send + Sync>;
-
-pub struct Ctx {
-    pub app: Arc<App>,
-    pub principal: Principal,
-    pub progress: Option<Progress>,
-}
-
-impl Ctx {
-    pub fn report(&self, done: f64, total: Option<f64>, message: impl Into<String>) {
-        if let Some(p) = &self.progress {
-            p(done, total, message.into());
-        }
-    }
-}
+use crate::runtime::Ctx;
+use crate::store::Durability;
 
 /// Calls operation `name` with `args` for `ctx.principal`: checks the role and read-only mode, runs the handler,
 /// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome.
 pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-    let outcome = reads::within_revalidate_wait(checked_call(ctx, name, args)).await;
+    let outcome = crate::cache::within_revalidate_wait(checked_call(ctx, name, args)).await;
     let label = match &outcome {
         Ok(_) if dry_run => "dry_run",
         Ok(_) => "ok",

@@ -3,11 +3,9 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
-use super::devices::all_devices;
-use super::fleet::all_spaces;
+use crate::cache::Compact;
 use crate::error::{Error, ErrorCode};
-use crate::store::Compact;
+use crate::runtime::Ctx;
 
 struct Prompt {
     name: &'static str,
@@ -84,7 +82,7 @@ pub async fn get(ctx: &Ctx, name: &str, args: &Map<String, Value>) -> Result<Val
         ),
         None => format!("The gateway has no device {id} in its cache; check the id with list_devices first."),
     };
-    let devices = all_devices(ctx).await.map(|s| s.items).unwrap_or_default();
+    let devices = ctx.app.cache.devices().await.map(|s| s.value).unwrap_or_default();
     let text = match name {
         "reboot_device_workflow" => {
             let id = arg("device_id").unwrap_or_default();
@@ -155,11 +153,12 @@ pub async fn get(ctx: &Ctx, name: &str, args: &Map<String, Value>) -> Result<Val
 
 /// Suggestions for an argument: device ids (by id or name prefix), room names, ticket and space ids.
 pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str) -> Result<Value, Error> {
-    let v = value.to_lowercase();
+    let (v, cache) = (value.to_lowercase(), &ctx.app.cache);
     let mut values: Vec<String> = match argument {
-        "device_id" => all_devices(ctx)
+        "device_id" => cache
+            .devices()
             .await?
-            .items
+            .value
             .iter()
             .filter(|d| {
                 d["id"].as_str().is_some_and(|i| i.starts_with(value))
@@ -169,7 +168,7 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             .collect(),
         "room" | "room_name" => {
             let (mut rooms, _) = super::rooms::preset_names(&ctx.app);
-            let spaces = all_spaces(ctx).await?.items;
+            let spaces = cache.spaces().await?.value;
             rooms.extend(
                 spaces
                     .iter()
@@ -184,9 +183,10 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             presets.retain(|n| n.to_lowercase().starts_with(&v));
             presets
         }
-        "space_id" => all_spaces(ctx)
+        "space_id" => cache
+            .spaces()
             .await?
-            .items
+            .value
             .iter()
             .filter(|s| {
                 s["name"].as_str().is_some_and(|n| n.to_lowercase().contains(&v))
@@ -194,9 +194,10 @@ pub async fn complete(ctx: &Ctx, reference: &Value, argument: &str, value: &str)
             })
             .map(|s| s["id"].to_string().trim_matches('"').to_string())
             .collect(),
-        "ticket_id" => super::tickets::open_tickets(ctx)
+        "ticket_id" => cache
+            .open_tickets()
             .await?
-            .items
+            .value
             .iter()
             .filter(|t| {
                 t["id"].as_str().is_some_and(|i| i.starts_with(value))

@@ -3,9 +3,10 @@
 
 use serde_json::{Value, json};
 
-use super::{Ctx, call, devices};
+use super::{call, devices};
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
+use crate::runtime::Ctx;
 use crate::store::events::Event;
 
 const STATIC: &[(&str, &str, &str)] = &[
@@ -114,9 +115,9 @@ pub async fn read(ctx: &Ctx, uri: &str) -> Result<Value, Error> {
                 );
             }
             ids.dedup();
-            let all = devices::all_devices(ctx).await?;
+            let all = ctx.app.cache.devices().await?;
             let list: Vec<Value> =
-                all.items.iter().filter(|d| ids.iter().any(|i| d["id"] == i.as_str())).map(devices::summary).collect();
+                all.value.iter().filter(|d| ids.iter().any(|i| d["id"] == i.as_str())).map(devices::summary).collect();
             Ok(json!({"principal": who, "devices": list}))
         }
         _ => Err(not_found(uri)),
@@ -142,7 +143,7 @@ pub async fn edge_status(ctx: &Ctx) -> Result<Value, Error> {
         "version": env!("CARGO_PKG_VERSION"),
         "env": app.env_label,
         "uptime_s": app.started.elapsed().as_secs(),
-        "xyte": {"base_url": app.client.base_url(), "reachable": sync.reachable, "last_sync_at": super::reads::rfc3339(sync.last_ok_ms),
+        "xyte": {"base_url": app.client.base_url(), "reachable": sync.reachable, "last_sync_at": crate::cache::rfc3339(sync.last_ok_ms),
                  "last_error": sync.last_error},
         "cache": {"devices": devices_cached, "age_s": cache_age_s},
         "outbox_depth": outbox,

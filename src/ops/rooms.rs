@@ -2,115 +2,21 @@
 //! "did you mean" list), `list_rooms`, and running a preset's steps in order with per-step progress and results.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde::Deserialize;
+use serde_json::{Value, json};
 
-use super::commands::{command_for, device_model, follow, validate};
-use super::devices::{all_devices, device, stored_context};
-use super::fleet::all_spaces;
-use super::schema::{Id, id_text};
-use super::{App, Ctx, reads};
+use super::commands::{command_for, follow, validate};
+use super::devices::stored_context;
+use super::schema::id_text;
+use crate::cache::Compact;
+use crate::config::presets::{Presets, RoomEntry, Step};
 use crate::error::{Error, ErrorCode};
-use crate::store::Compact;
+use crate::runtime::{App, Ctx};
 use crate::xyte::Priority;
-
-/// One step of a preset: a command for a device.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Step {
-    pub device_id: Id,
-    pub command: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub extra_params: Option<Map<String, Value>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub friendly_name: Option<String>,
-    /// Go on with the next step when this one fails (default: stop the preset).
-    #[serde(default)]
-    pub continue_on_error: bool,
-    /// How long to wait for the device to finish this step (default 60 s).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_s: Option<u32>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RoomEntry {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub space_id: Option<Id>,
-    pub presets: BTreeMap<String, Vec<Step>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PresetsFile {
-    rooms: BTreeMap<String, RoomEntry>,
-}
-
-/// The loaded presets file, kept whole so a broken reload can leave it in place.
-#[derive(Debug, Default)]
-pub struct Presets {
-    pub rooms: BTreeMap<String, RoomEntry>,
-    pub path: PathBuf,
-    /// The last load problem (missing file is not one), for `edge://status`.
-    pub error: Option<String>,
-}
-
-impl Presets {
-    /// Reads and checks the file. A missing file means "no presets"; anything else wrong is an error naming it.
-    pub fn load(path: &Path) -> Result<Presets, String> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Presets { path: path.to_path_buf(), ..Default::default() });
-            }
-            Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-        };
-        let file: PresetsFile =
-            serde_json::from_str(&text).map_err(|e| format!("{} is not a valid presets file: {e}", path.display()))?;
-        let mut problems = vec![];
-        for (room, entry) in &file.rooms {
-            if room.trim().is_empty() {
-                problems.push("a room has an empty name".to_string());
-            }
-            if entry.presets.is_empty() {
-                problems.push(format!("room {room:?} has no presets"));
-            }
-            for (name, steps) in &entry.presets {
-                if steps.is_empty() {
-                    problems.push(format!("{room:?} preset {name:?} has no steps"));
-                }
-                for (i, s) in steps.iter().enumerate() {
-                    if s.command.trim().is_empty() {
-                        problems.push(format!("{room:?} preset {name:?} step {} has an empty command", i + 1));
-                    }
-                }
-            }
-        }
-        if !problems.is_empty() {
-            return Err(format!("{}: {}", path.display(), problems.join("; ")));
-        }
-        Ok(Presets { rooms: file.rooms, path: path.to_path_buf(), error: None })
-    }
-
-    /// Loads at start: a broken file is reported and the daemon runs without presets rather than not at all.
-    pub fn load_or_report(path: &Path) -> Presets {
-        match Presets::load(path) {
-            Ok(p) => {
-                tracing::info!(file = %path.display(), rooms = p.rooms.len(), "room presets loaded");
-                p
-            }
-            Err(e) => {
-                tracing::error!("room presets not loaded: {e}");
-                Presets { path: path.to_path_buf(), error: Some(e), ..Default::default() }
-            }
-        }
-    }
-}
 
 /// SIGHUP: re-reads the presets file; a broken file is reported and the old presets kept.
 pub fn reload(app: &App) {
@@ -139,7 +45,7 @@ struct Room {
 /// Every known room: preset rooms first, then spaces of type `room` not already named by a preset room.
 async fn rooms(ctx: &Ctx) -> Result<Vec<Room>, Error> {
     let presets = ctx.app.presets();
-    let spaces = all_spaces(ctx).await.map(|s| s.items).unwrap_or_default();
+    let spaces = ctx.app.cache.spaces().await.map(|s| s.value).unwrap_or_default();
     let space_of = |entry: &RoomEntry, name: &str| {
         spaces
             .iter()
@@ -222,10 +128,10 @@ async fn find_room(ctx: &Ctx, wanted: Option<String>) -> Result<Room, Error> {
 
 /// The devices in a space (and below), each with the commands its model accepts, for rooms without presets.
 async fn devices_with_commands(ctx: &Ctx, space: &Compact) -> Vec<Value> {
-    let Ok(devices) = all_devices(ctx).await else { return vec![] };
+    let Ok(devices) = ctx.app.cache.devices().await else { return vec![] };
     let path = space["full_path"].as_str().unwrap_or_default().to_string();
     let mut out = vec![];
-    for d in devices.items.iter().filter(|d| {
+    for d in devices.value.iter().filter(|d| {
         d["space"]["id"] == space["id"] || (!path.is_empty() && d["space"]["full_path"].as_str() == Some(&path))
     }) {
         let commands = model_commands(ctx, &d["model"].to_value()).await;
@@ -235,7 +141,7 @@ async fn devices_with_commands(ctx: &Ctx, space: &Compact) -> Vec<Value> {
 }
 
 async fn model_commands(ctx: &Ctx, model: &Value) -> Vec<Value> {
-    let model = device_model(ctx, model).await.ok().flatten().unwrap_or_default();
+    let model = ctx.app.cache.model(model).await.ok().flatten().unwrap_or_default();
     model["commands"].as_array().into_iter().flatten().map(|c| c["name"].clone()).collect()
 }
 
@@ -244,7 +150,7 @@ async fn model_commands(ctx: &Ctx, model: &Value) -> Vec<Value> {
 pub struct ListRooms {}
 
 pub async fn list_rooms(ctx: &Ctx, _: ListRooms) -> Result<Value, Error> {
-    let devices = all_devices(ctx).await.map(|s| s.items).unwrap_or_default();
+    let devices = ctx.app.cache.devices().await.map(|s| s.value).unwrap_or_default();
     let presets = ctx.app.presets();
     let list: Vec<Value> = rooms(ctx)
         .await?
@@ -394,8 +300,8 @@ async fn run_step(ctx: &Ctx, step: &Step, dry_run: bool) -> Value {
         v["ok"] = json!(false);
         v
     };
-    let dev = match device(ctx, &id).await {
-        Ok((d, _)) => d,
+    let dev = match ctx.app.cache.device(&id).await {
+        Ok(d) => d.value,
         Err(e) if e.code == ErrorCode::NotFound => return fail("invalid", format!("no device {id}")),
         Err(e) => return fail("error", e.to_string()),
     };
@@ -417,7 +323,7 @@ async fn run_step(ctx: &Ctx, step: &Step, dry_run: bool) -> Value {
         Ok(s) => s,
         Err(e) => return fail("error", e.to_string()),
     };
-    reads::invalidate(ctx, "commands", Some(&id)).await;
+    ctx.app.cache.invalidate("commands", Some(&id)).await;
     out["xyte_command_id"] = json!(sent.id);
     let timeout = Duration::from_secs(u64::from(step.timeout_s.unwrap_or(60).clamp(1, 600)));
     // `follow` reports its own progress lines; a preset reports per step instead.
@@ -448,13 +354,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_packaged_example_presets_file_loads() {
-        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/presets.example.json");
-        let presets = Presets::load(&example).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(presets.rooms.len(), 2);
-    }
-
-    #[test]
     fn rooms_match_exactly_then_by_prefix_then_fuzzily() {
         let names = ["Board Room", "Boardwalk Lounge", "Huddle 2", "Huddle 3", "Training Room"];
         assert_eq!(match_name("board room", &names).unwrap(), "Board Room");
@@ -465,31 +364,5 @@ mod tests {
         assert!(e.message.contains("did you mean: Huddle 2, Huddle 3"), "{}", e.message);
         let e = match_name("Cafeteria", &names).unwrap_err();
         assert!(e.message.contains("did you mean"), "{}", e.message);
-    }
-
-    #[test]
-    fn presets_file_is_checked() {
-        let dir = std::env::temp_dir().join(format!("xyte-presets-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("presets.json");
-        assert!(Presets::load(&path).unwrap().rooms.is_empty(), "a missing file means no presets");
-        std::fs::write(
-            &path,
-            r#"{"rooms": {"Board Room": {"space_id": 16138, "presets": {
-            "start": [{"device_id": "d1", "command": "power_on"}, {"device_id": "d2", "command": "select_input",
-                       "extra_params": {"input": "hdmi1"}, "continue_on_error": true}],
-            "shutdown": [{"device_id": "d1", "command": "power_off"}]}}}}"#,
-        )
-        .unwrap();
-        let p = Presets::load(&path).unwrap();
-        assert_eq!(p.rooms["Board Room"].presets["start"].len(), 2);
-        assert!(p.rooms["Board Room"].presets["start"][1].continue_on_error);
-        std::fs::write(&path, r#"{"rooms": {"X": {"presets": {"start": [{"device_id": "d", "comand": "a"}]}}}}"#)
-            .unwrap();
-        let e = Presets::load(&path).unwrap_err();
-        assert!(e.contains("comand"), "{e}");
-        std::fs::write(&path, r#"{"rooms": {"X": {"presets": {"start": []}}}}"#).unwrap();
-        assert!(Presets::load(&path).unwrap_err().contains("has no steps"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -3,11 +3,13 @@
 //! keys, `additionalProperties: false` (from `deny_unknown_fields`): see docs/architecture.md, "What every operation
 //! promises".
 
-use crate::store::Compact;
+use crate::cache::Compact;
 use schemars::JsonSchema;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
+pub use crate::config::presets::Id;
 use crate::error::Error;
 
 pub fn input<T: JsonSchema>() -> Value {
@@ -64,34 +66,35 @@ impl schemars::transform::Transform for NoNull {
     }
 }
 
-/// An id argument: Xyte uses strings for devices and integers for spaces; accept either, keep text.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Id(pub String);
+/// A time given as ISO-8601 text or epoch seconds.
+#[derive(Debug, Clone)]
+pub struct TimeArg(pub time::OffsetDateTime);
 
-impl<'de> serde::Deserialize<'de> for Id {
+impl<'de> Deserialize<'de> for TimeArg {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match Value::deserialize(d)? {
-            Value::String(s) if !s.trim().is_empty() => Ok(Id(s.trim().to_string())),
-            Value::Number(n) => Ok(Id(n.to_string())),
-            _ => Err(serde::de::Error::custom("expected a non-empty id (string or integer)")),
-        }
+        let v = Value::deserialize(d)?;
+        let parsed = match &v {
+            Value::Number(n) => n.as_i64().and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok()),
+            Value::String(s) => time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .or_else(|| s.parse::<i64>().ok().and_then(|n| time::OffsetDateTime::from_unix_timestamp(n).ok())),
+            _ => None,
+        };
+        parsed
+            .map(TimeArg)
+            .ok_or_else(|| serde::de::Error::custom(format!("{v} is not an ISO-8601 time or epoch seconds")))
     }
 }
 
-impl JsonSchema for Id {
+impl JsonSchema for TimeArg {
     fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Id".into()
+        "Time".into()
     }
 
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        // Advertised as a string for portability (no type lists); integer ids are accepted all the same.
-        schemars::json_schema!({"type": "string", "minLength": 1})
-    }
-}
-
-impl std::fmt::Display for Id {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        // One plain type keeps the schema portable (clients that map schemas for other models reject type lists);
+        // epoch seconds given as a number are accepted all the same.
+        schemars::json_schema!({"type": "string", "description": "ISO-8601 (e.g. 2026-11-01T00:00:00Z) or epoch seconds"})
     }
 }
 

@@ -1,84 +1,20 @@
 //! Durable asynchronous commands: `send_command_async` (queued in the outbox, acknowledged after a FULL commit),
 //! `get_task_status`, and `cancel_command` (withdraws a queued task, or cancels at Xyte).
 
-use rusqlite::Connection;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::Ctx;
 use super::commands::{command_for, validate};
 use super::devices::{device_or_context, existing_device};
-use super::reads::rfc3339;
 use super::schema::Id;
+use crate::cache::rfc3339;
 use crate::error::{Error, ErrorCode};
+use crate::runtime::Ctx;
 use crate::store::events::NewEvent;
 use crate::store::tasks::{self, Patch, Task, TaskState};
-use crate::store::{Durability, StoreError, now_ms};
+use crate::store::{Durability, now_ms};
 use crate::xyte::Priority;
-
-/// Admission control of the outbox (README, Outbox limits): acknowledging a command promises it is delivered once or explicitly
-/// expired, so the outbox takes no more than the upstream budget can deliver within `XYTE_COMMAND_TTL`.
-///
-/// Only commands not yet handed to Xyte count (`queued`, `sending`): they are the ones waiting for the budget, and
-/// the only ones that can expire. Once at Xyte a command's progress is the device's; counting it would let an
-/// offline device, whose commands stay pending at Xyte for hours, block its queue that long.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxLimits {
-    /// `XYTE_OUTBOX_MAX`: over all devices.
-    pub max: u64,
-    /// `XYTE_OUTBOX_MAX_PER_DEVICE`.
-    pub per_device: u64,
-    /// What a refusal suggests waiting: the time the commands' share of the budget (half of it, as the default
-    /// limits assume) takes to deliver one command, which frees a place.
-    pub retry_after_s: u64,
-}
-
-impl OutboxLimits {
-    pub fn new(max: u64, per_device: u64, rate_limit_per_min: u32) -> Self {
-        let retry_after_s = 120u64.div_ceil(u64::from(rate_limit_per_min.max(1)));
-        OutboxLimits { max, per_device, retry_after_s }
-    }
-
-    /// Refuses (`rate_limited`, nothing stored) when `wanted` more commands per device would take a device's queue
-    /// or the whole outbox past its limit. Run it in the write transaction that stores them, so two callers cannot
-    /// both take the last place.
-    pub fn admit(&self, conn: &Connection, wanted: &[(String, u64)]) -> Result<Result<(), Error>, StoreError> {
-        let more = |n: u64| if n == 1 { "another command".to_string() } else { format!("{n} more commands") };
-        for (device, n) in wanted {
-            let queued = tasks::device_outbox_depth(conn, device)? as u64;
-            if queued + n > self.per_device {
-                return Ok(Err(self.refusal(format!(
-                    "device {device} already has {queued} undelivered commands in the outbox; \
-                     XYTE_OUTBOX_MAX_PER_DEVICE={} leaves no room for {}",
-                    self.per_device,
-                    more(*n)
-                ))));
-            }
-        }
-        let total = wanted.iter().map(|(_, n)| n).sum();
-        let queued = tasks::outbox_depth(conn)? as u64;
-        if queued + total > self.max {
-            return Ok(Err(self.refusal(format!(
-                "the outbox already holds {queued} undelivered commands; XYTE_OUTBOX_MAX={} leaves no room for {}",
-                self.max,
-                more(total)
-            ))));
-        }
-        Ok(Ok(()))
-    }
-
-    fn refusal(&self, why: String) -> Error {
-        Error::over_limit(
-            format!(
-                "{why}. Nothing was queued or sent: commands are delivered to Xyte only as fast as XYTE_RATE_LIMIT \
-                 allows"
-            ),
-            self.retry_after_s,
-        )
-        .with_hint("retry after retry_after_s seconds, or once get_task_status shows earlier commands sent")
-    }
-}
 
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -239,6 +175,6 @@ pub async fn cancel_command(ctx: &Ctx, a: Cancel) -> Result<Value, Error> {
         );
     }
     ctx.app.client.cancel_command(&device_id, &xyte_id, Priority::Command).await?;
-    super::reads::invalidate(ctx, "commands", Some(&device_id)).await;
+    ctx.app.cache.invalidate("commands", Some(&device_id)).await;
     Ok(json!({"cancelled": true, "device_id": device_id, "xyte_command_id": xyte_id}))
 }

@@ -4,34 +4,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::devices::merge;
-use super::reads::{self, Snapshot};
-use super::schema::{Id, id_text};
-use super::{Ctx, page};
+use super::page;
+use super::schema::{Id, TimeArg, id_text};
+use crate::cache::{Compact, Keys};
 use crate::error::{Error, ErrorCode};
-use crate::store::{Compact, Keys};
+use crate::runtime::Ctx;
 use crate::xyte::{IncidentQuery, Priority};
 
 const P: Priority = Priority::Interactive;
-
-pub async fn active_incidents(ctx: &Ctx) -> Result<Snapshot, Error> {
-    let client = ctx.app.client.clone();
-    reads::collection(ctx, "incident", || async move {
-        let q = IncidentQuery { status: Some("active".into()), ..Default::default() };
-        Ok(reads::keyed(&client.list_incidents(q, P).await?, |i| i.id.clone()))
-    })
-    .await
-}
-
-pub async fn open_tickets(ctx: &Ctx) -> Result<Snapshot, Error> {
-    let client = ctx.app.client.clone();
-    reads::collection(
-        ctx,
-        "ticket",
-        || async move { Ok(reads::keyed(&client.list_tickets(P).await?, |t| t.id.clone())) },
-    )
-    .await
-}
 
 #[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -49,14 +29,14 @@ pub struct ListIncidents {
     pub priority: Option<String>,
     pub space_id: Option<Id>,
     pub device_id: Option<Id>,
-    pub from: Option<super::devices::TimeArg>,
-    pub to: Option<super::devices::TimeArg>,
+    pub from: Option<TimeArg>,
+    pub to: Option<TimeArg>,
     #[schemars(range(min = 1, max = 500))]
     pub limit: Option<u32>,
 }
 
 pub async fn list_incidents(ctx: &Ctx, a: ListIncidents) -> Result<Value, Error> {
-    let (items, provenance) = if a.status == Some(IncidentStatus::Closed) || a.from.is_some() || a.to.is_some() {
+    let (items, cached) = if a.status == Some(IncidentStatus::Closed) || a.from.is_some() || a.to.is_some() {
         let q = IncidentQuery {
             status: a.status.map(|s| if s == IncidentStatus::Active { "active".into() } else { "closed".into() }),
             priority: a.priority.clone(),
@@ -68,11 +48,10 @@ pub async fn list_incidents(ctx: &Ctx, a: ListIncidents) -> Result<Value, Error>
         let mut keys = Keys::default();
         let items: Vec<Compact> =
             list.iter().map(|i| Compact::of(&serde_json::to_value(i).unwrap_or_default(), &mut keys)).collect();
-        (std::sync::Arc::new(items), json!({"stale": false}))
+        (std::sync::Arc::new(items), None)
     } else {
-        let snap = active_incidents(ctx).await?;
-        let p = snap.provenance();
-        (snap.items, p)
+        let snap = ctx.app.cache.active_incidents().await?;
+        (snap.value.clone(), Some(snap))
     };
     let filtered: Vec<&Compact> = items
         .iter()
@@ -82,7 +61,11 @@ pub async fn list_incidents(ctx: &Ctx, a: ListIncidents) -> Result<Value, Error>
         .collect();
     let (page_items, _, omitted) = page(&filtered, a.limit, None)?;
     let mut out = json!({"incidents": page_items, "total": filtered.len(), "omitted": omitted});
-    merge(&mut out, provenance);
+    // Closed incidents come from Xyte now, and have no `fetched_at`.
+    match cached {
+        Some(snap) => out = snap.stamp(out),
+        None => out["stale"] = json!(false),
+    }
     Ok(out)
 }
 
@@ -96,13 +79,11 @@ pub struct ListTickets {
 }
 
 pub async fn list_tickets(ctx: &Ctx, a: ListTickets) -> Result<Value, Error> {
-    let snap = open_tickets(ctx).await?;
+    let snap = ctx.app.cache.open_tickets().await?;
     let all: Vec<&Compact> =
-        snap.items.iter().filter(|t| a.status.as_deref().is_none_or(|s| t["status"] == s)).collect();
+        snap.value.iter().filter(|t| a.status.as_deref().is_none_or(|s| t["status"] == s)).collect();
     let (items, _, omitted) = page(&all, a.limit, None)?;
-    let mut out = json!({"tickets": items, "total": all.len(), "omitted": omitted});
-    merge(&mut out, snap.provenance());
-    Ok(out)
+    Ok(snap.stamp(json!({"tickets": items, "total": all.len(), "omitted": omitted})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -111,29 +92,17 @@ pub struct TicketRef {
     pub ticket_id: Id,
 }
 
-/// One ticket with its comments (cache first), and its provenance.
-async fn ticket(ctx: &Ctx, id: &str) -> Result<(Value, Value), Error> {
-    let client = ctx.app.client.clone();
-    let key = id.to_string();
-    reads::entry(ctx, "ticket_full", id, || async move {
-        Ok(serde_json::to_value(client.get_ticket(&key, P).await?).unwrap_or_default())
-    })
-    .await
-}
-
 /// Dry runs check what a real call would find missing: the ticket must exist.
 async fn existing_ticket(ctx: &Ctx, id: &str) -> Result<Value, Error> {
-    ticket(ctx, id).await.map(|(t, _)| t).map_err(|e| match e.code {
+    ctx.app.cache.ticket(id).await.map(|t| t.value).map_err(|e| match e.code {
         ErrorCode::NotFound => Error::invalid_params(format!("no ticket {id}")),
         _ => e,
     })
 }
 
 pub async fn get_ticket(ctx: &Ctx, a: TicketRef) -> Result<Value, Error> {
-    let (ticket, provenance) = ticket(ctx, &a.ticket_id.0).await?;
-    let mut out = json!({"ticket": ticket});
-    merge(&mut out, provenance);
-    Ok(out)
+    let ticket = ctx.app.cache.ticket(&a.ticket_id.0).await?;
+    Ok(ticket.stamp(json!({"ticket": ticket.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -147,8 +116,8 @@ pub struct UpdateTicket {
 }
 
 async fn after_ticket_write(ctx: &Ctx, id: &str) {
-    reads::invalidate(ctx, "ticket_full", Some(id)).await;
-    reads::invalidate(ctx, "ticket", None).await;
+    ctx.app.cache.invalidate("ticket_full", Some(id)).await;
+    ctx.app.cache.invalidate("ticket", None).await;
 }
 
 pub async fn update_ticket(ctx: &Ctx, a: UpdateTicket) -> Result<Value, Error> {
@@ -226,8 +195,8 @@ pub struct CloseIncident {
 
 pub async fn close_incident(ctx: &Ctx, a: CloseIncident) -> Result<Value, Error> {
     if a.dry_run == Some(true) {
-        let active = active_incidents(ctx).await?;
-        if !active.items.iter().any(|i| id_text(&i["id"]) == a.incident_id.0) {
+        let active = ctx.app.cache.active_incidents().await?;
+        if !active.value.iter().any(|i| id_text(&i["id"]) == a.incident_id.0) {
             return Err(Error::invalid_params(format!("no active incident {}", a.incident_id)));
         }
         return Ok(
@@ -235,6 +204,6 @@ pub async fn close_incident(ctx: &Ctx, a: CloseIncident) -> Result<Value, Error>
         );
     }
     ctx.app.client.close_incident(&a.incident_id.0, Priority::Command).await?;
-    reads::invalidate(ctx, "incident", None).await;
+    ctx.app.cache.invalidate("incident", None).await;
     Ok(json!({"closed": true, "incident_id": a.incident_id}))
 }

@@ -2,9 +2,9 @@
 //!
 //! Unchanged data is never rewritten: a row's `hash` is compared first, and a poll that finds nothing new writes
 //! nothing to disk. Fields that move on every poll without meaning anything ([`volatile_fields`]) are left out of the
-//! hash, so they alone never cause a write; their latest values live in memory ([`super::Store::cache_list`] lays
-//! them over the rows), and the row on disk stays consistent with its own `fetched_at`. Freshness of a whole snapshot is tracked in memory instead ([`super::Store::mark_confirmed`]);
-//! after a restart the on-disk `fetched_at` is what is known, which is the conservative answer.
+//! hash, so they alone never cause a write; their latest values live in memory (`crate::cache` lays them over
+//! the rows), and the row on disk stays consistent with its own `fetched_at`. Freshness of a whole snapshot is tracked
+//! in memory too (`crate::cache`); after a restart the on-disk `fetched_at` is what is known, the conservative answer.
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;

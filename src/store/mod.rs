@@ -7,15 +7,12 @@
 //! with the durability the caller asked for. Reads never wait for the writer (WAL readers see the last commit).
 
 pub mod cache;
-mod compact;
 pub mod context;
 pub mod events;
-mod memo;
 pub mod tasks;
 pub mod tokens;
 pub mod webhooks;
 
-use std::collections::HashMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,9 +23,6 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
-
-pub use compact::{Compact, Keys};
-pub use memo::CachedList;
 
 use crate::systemd::Heartbeat;
 
@@ -81,7 +75,7 @@ pub enum StoreError {
     #[error("the store is closed")]
     Closed,
     /// A fetch's answer was not stored as fresh: a write through the daemon invalidated the resource after the fetch
-    /// began ([`Store::invalidations`]), so what Xyte said may predate the write.
+    /// began (counted by `crate::cache`), so what Xyte said may predate the write.
     #[error("not stored: the resource was invalidated after this was fetched")]
     Invalidated,
 }
@@ -161,8 +155,6 @@ struct Job {
     work: Work,
 }
 
-type JsonObject = serde_json::Map<String, serde_json::Value>;
-
 struct Inner {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
@@ -171,18 +163,6 @@ struct Inner {
     heartbeat: Heartbeat,
     /// Set when a write failed for lack of space, cleared by the next commit that changed rows (see `writer_loop`).
     full: Arc<AtomicBool>,
-    /// When a whole resource snapshot was last confirmed by Xyte, kept in memory so an unchanged poll writes nothing.
-    confirmed: Mutex<HashMap<String, i64>>,
-    /// The latest values of volatile cache fields ([`cache::volatile_fields`]) by resource and key: in memory only,
-    /// so a poll where only they moved writes nothing.
-    volatile: Mutex<HashMap<&'static str, HashMap<String, JsonObject>>>,
-    /// Rows each cached collection had when last listed: a small one is read on the calling thread (see
-    /// [`Store::cache_list`]).
-    listed: Mutex<HashMap<&'static str, usize>>,
-    /// Parsed copies of cache rows already read, dropped by every write of their resource ([`memo`]).
-    memo: Mutex<memo::Memo>,
-    /// How often each resource was invalidated ([`Store::invalidations`]).
-    invalidated: Mutex<HashMap<&'static str, u64>>,
 }
 
 #[derive(Clone)]
@@ -236,11 +216,6 @@ impl Store {
                 readers: Mutex::new(readers),
                 heartbeat,
                 full,
-                confirmed: Mutex::new(HashMap::new()),
-                volatile: Mutex::new(HashMap::new()),
-                listed: Mutex::new(HashMap::new()),
-                memo: Mutex::new(memo::Memo::default()),
-                invalidated: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -383,17 +358,6 @@ impl Store {
         let _ = self.write(Durability::Normal, |c| Ok(c.release_memory()?)).await;
     }
 
-    /// Records that Xyte confirmed the whole `resource` snapshot at `at_ms` (in memory only; see [`cache`]).
-    pub fn mark_confirmed(&self, resource: &str, at_ms: i64) {
-        if let Ok(mut m) = self.inner.confirmed.lock() {
-            m.insert(resource.to_string(), at_ms);
-        }
-    }
-
-    pub fn confirmed_at(&self, resource: &str) -> Option<i64> {
-        self.inner.confirmed.lock().ok().and_then(|m| m.get(resource).copied())
-    }
-
     /// Stops the writer after it has committed everything queued, and waits for it. Idempotent.
     pub fn close(&self) {
         if let Ok(mut jobs) = self.inner.jobs.lock() {
@@ -404,164 +368,6 @@ impl Store {
             let _ = h.join();
         }
     }
-
-    /// Stores a snapshot of `resource` (see [`cache::replace_set`]) and marks it confirmed. With `since` (the
-    /// resource's [`Store::invalidations`] when the fetch began), fails with [`StoreError::Invalidated`] instead
-    /// when a write invalidated the resource meanwhile.
-    pub async fn cache_replace_set(
-        &self,
-        resource: &'static str,
-        entries: Vec<(String, serde_json::Value)>,
-        at: time::OffsetDateTime,
-        since: Option<u64>,
-    ) -> Result<cache::CacheDiff, StoreError> {
-        let at_ms = (at.unix_timestamp_nanos() / 1_000_000) as i64;
-        let latest: HashMap<String, _> =
-            entries.iter().filter_map(|(k, body)| Some((k.clone(), volatile_part(resource, body)?))).collect();
-        let store = self.clone();
-        let diff = self
-            .write(Durability::Normal, move |c| {
-                store.not_invalidated(resource, since)?;
-                cache::replace_set(c, resource, &entries, at_ms)
-            })
-            .await;
-        if diff.is_ok()
-            && let Ok(mut v) = self.inner.volatile.lock()
-        {
-            v.insert(resource, latest);
-        }
-        self.forget(resource);
-        let diff = diff?;
-        // An invalidation between the commit and here marked the rows stale: the snapshot must not be confirmed.
-        self.not_invalidated(resource, since)?;
-        self.mark_confirmed(resource, at_ms);
-        Ok(diff)
-    }
-
-    /// Stores one entry fetched on its own (see [`cache::put`]); `since` as for [`Store::cache_replace_set`].
-    pub async fn cache_put(
-        &self,
-        resource: &'static str,
-        key: &str,
-        body: serde_json::Value,
-        at_ms: i64,
-        since: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let latest = volatile_part(resource, &body);
-        let k = key.to_string();
-        let store = self.clone();
-        let written = self
-            .write(Durability::Normal, move |c| {
-                store.not_invalidated(resource, since)?;
-                cache::put(c, resource, &k, &body, at_ms)
-            })
-            .await;
-        if let (Ok(_), Some(latest), Ok(mut v)) = (&written, latest, self.inner.volatile.lock()) {
-            v.entry(resource).or_default().insert(key.to_string(), latest);
-        }
-        self.forget(resource);
-        written.map(|_| ())
-    }
-
-    /// Marks `resource`'s entries (or one of them) stale (see [`cache::invalidate`]).
-    pub async fn cache_invalidate(&self, resource: &'static str, key: Option<&str>) -> Result<usize, StoreError> {
-        // Counted before the write is queued: a fetch's store that the writer runs after this count checks it and
-        // stores nothing, and one that ran before is overwritten by this invalidation.
-        if let Ok(mut n) = self.inner.invalidated.lock() {
-            *n.entry(resource).or_default() += 1;
-        }
-        let key = key.map(String::from);
-        let n = self.write(Durability::Normal, move |c| cache::invalidate(c, resource, key.as_deref())).await;
-        self.forget(resource);
-        n
-    }
-
-    /// How many times `resource` was invalidated so far. A fetch from Xyte notes it before it asks and hands it to
-    /// [`Store::cache_put`] or [`Store::cache_replace_set`]: an answer that left Xyte before a write through the
-    /// daemon must not be stored as fresh after that write invalidated the cache.
-    pub fn invalidations(&self, resource: &'static str) -> u64 {
-        self.inner.invalidated.lock().map(|n| n.get(resource).copied().unwrap_or(0)).unwrap_or(0)
-    }
-
-    fn not_invalidated(&self, resource: &'static str, since: Option<u64>) -> Result<(), StoreError> {
-        match since {
-            Some(since) if self.invalidations(resource) != since => Err(StoreError::Invalidated),
-            _ => Ok(()),
-        }
-    }
-
-    /// After a write of `resource`'s cache rows: parsed copies of them are not the truth any more.
-    fn forget(&self, resource: &'static str) {
-        if let Ok(mut m) = self.inner.memo.lock() {
-            m.forget(resource);
-        }
-    }
-
-    fn generation(&self, resource: &'static str) -> u64 {
-        self.inner.memo.lock().map(|m| m.generation(resource)).unwrap_or(0)
-    }
-
-    /// One cached entry, with its volatile fields as last seen.
-    pub async fn cache_get(&self, resource: &'static str, key: &str) -> Result<Option<cache::CacheEntry>, StoreError> {
-        if let Some(e) = self.inner.memo.lock().ok().and_then(|m| m.entry(resource, key)) {
-            return Ok(Some(e));
-        }
-        let generation = self.generation(resource);
-        let mut entry = self.read_blocking(|c| cache::get(c, resource, key))?;
-        if let Some(e) = entry.as_mut() {
-            self.lay_volatile(resource, &e.key, &mut e.body);
-            if let Ok(mut m) = self.inner.memo.lock() {
-                m.keep_entry(resource, generation, e);
-            }
-        }
-        Ok(entry)
-    }
-
-    /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
-    /// snapshot ([`cache::has_set`]).
-    pub async fn cache_list(&self, resource: &'static str) -> Result<Arc<CachedList>, StoreError> {
-        if let Some(list) = self.inner.memo.lock().ok().and_then(|m| m.list(resource)) {
-            return Ok(list);
-        }
-        let generation = self.generation(resource);
-        let store = self.clone();
-        let list = move |c: &Connection| {
-            let mut keys = Keys::default();
-            let rows = cache::list(c, resource, |key, mut body| {
-                store.lay_volatile(resource, key, &mut body);
-                Compact::of(&body, &mut keys)
-            })?;
-            Ok((rows, cache::has_set(c, resource)?))
-        };
-        // A collection of a few rows (active incidents, read by every get_device_status) costs microseconds: read it
-        // here rather than through the blocking pool (see `read_blocking`). A large one (the device set) stays off the
-        // async workers.
-        let small = self.inner.listed.lock().ok().and_then(|m| m.get(resource).copied()).is_some_and(|n| n <= 64);
-        let (rows, complete) = if small { self.read_blocking(list)? } else { self.read(list).await? };
-        if let Ok(mut m) = self.inner.listed.lock() {
-            m.insert(resource, rows.len());
-        }
-        let list = Arc::new(CachedList::new(rows, complete));
-        if let Ok(mut m) = self.inner.memo.lock() {
-            m.keep_list(resource, generation, &list);
-        }
-        Ok(list)
-    }
-
-    /// Lays the latest volatile fields of a row over its body (before it is kept in any form).
-    fn lay_volatile(&self, resource: &'static str, key: &str, body: &mut serde_json::Value) {
-        let Ok(all) = self.inner.volatile.lock() else { return };
-        if let (Some(fields), Some(body)) = (all.get(resource).and_then(|r| r.get(key)), body.as_object_mut()) {
-            body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        }
-    }
-}
-
-/// The volatile fields of one body, if it has any.
-fn volatile_part(resource: &str, body: &serde_json::Value) -> Option<JsonObject> {
-    let fields = cache::volatile_fields(resource);
-    let part: JsonObject = fields.iter().filter_map(|f| Some((f.to_string(), body.get(*f)?.clone()))).collect();
-    (!part.is_empty()).then_some(part)
 }
 
 fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
@@ -593,7 +399,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(5))?;
     // Each connection's page cache would otherwise grow to 2 MiB (SQLite's default), 6 MiB for the three readers of
     // a large organization; a page not cached here is a read from the kernel's page cache. Hot reads are served
-    // from parsed copies ([`memo`]) anyway.
+    // from parsed copies (`crate::cache`) anyway.
     conn.execute_batch("PRAGMA query_only=ON; PRAGMA cache_size=-512;")?;
     Ok(conn)
 }

@@ -102,39 +102,6 @@ fn cache_snapshots_write_only_what_changed() {
     assert!(store.read_blocking(|c| cache::get(c, "device", "b")).unwrap().is_none());
 }
 
-#[tokio::test]
-async fn volatile_fields_alone_write_nothing_yet_reads_show_their_latest_values() {
-    let (_d, store) = open();
-    let seen = |at: &str| vec![("a".to_string(), json!({"id":"a","status":"online","last_seen_at": at}))];
-    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
-    store.cache_replace_set("device", seen("10:00"), t(1), None).await.unwrap();
-    let changes_before: i64 = store.write(Durability::Normal, |c| Ok(c.total_changes() as i64)).await.unwrap();
-    let diff = store.cache_replace_set("device", seen("10:01"), t(2), None).await.unwrap();
-    assert!(diff.is_empty(), "only last_seen_at moved: {diff:?}");
-    let changes_after: i64 = store.write(Durability::Normal, |c| Ok(c.total_changes() as i64)).await.unwrap();
-    assert_eq!(changes_before, changes_after, "a volatile field alone must not touch a row");
-
-    // Reads lay the latest value over the row; the row itself stays as written, consistent with its fetched_at.
-    let list = store.cache_list("device").await.unwrap();
-    assert!(list.complete);
-    assert_eq!(list.bodies[0]["last_seen_at"], "10:01");
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["last_seen_at"], "10:01");
-    let on_disk = store.read(|c| cache::get(c, "device", "a")).await.unwrap().unwrap();
-    assert_eq!((on_disk.body["last_seen_at"].as_str(), on_disk.fetched_at), (Some("10:00"), 1000));
-
-    // A single fetch updates it too, and a real change is still a change.
-    store
-        .cache_put("device", "a", json!({"id":"a","status":"online","last_seen_at":"10:02"}), 3000, None)
-        .await
-        .unwrap();
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["last_seen_at"], "10:02");
-    let offline = vec![("a".to_string(), json!({"id":"a","status":"offline","last_seen_at":"10:03"}))];
-    let diff = store.cache_replace_set("device", offline, t(4), None).await.unwrap();
-    assert_eq!(diff.changed.len(), 1);
-    let on_disk = store.read(|c| cache::get(c, "device", "a")).await.unwrap().unwrap();
-    assert_eq!(on_disk.body["last_seen_at"], "10:03");
-}
-
 #[test]
 fn cache_put_and_invalidate_keep_the_body_for_stale_answers() {
     let (_d, store) = open();
@@ -217,70 +184,6 @@ fn a_normal_commit_reaches_the_database_file_within_about_a_second() {
         assert!(std::time::Instant::now() < deadline, "the commit never left the WAL");
         std::thread::park_timeout(Duration::from_millis(50));
     }
-}
-
-#[tokio::test]
-async fn parsed_copies_follow_every_cache_write() {
-    let (_d, store) = open();
-    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
-    let one = |status: &str| vec![("a".to_string(), json!({"id":"a","status":status}))];
-    store.cache_replace_set("device", one("online"), t(1), None).await.unwrap();
-    // Read twice: the second answer is the kept copy (the same allocation), not a new parse.
-    let first = store.cache_list("device").await.unwrap();
-    assert!(Arc::ptr_eq(&first, &store.cache_list("device").await.unwrap()));
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["status"], "online");
-
-    store.cache_replace_set("device", one("offline"), t(2), None).await.unwrap();
-    let list = store.cache_list("device").await.unwrap();
-    assert_eq!((list.bodies[0]["status"].as_str(), list.newest_fetched_at), (Some("offline"), 2000));
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["status"], "offline");
-
-    store.cache_put("device", "a", json!({"id":"a","status":"error"}), 3000, None).await.unwrap();
-    assert_eq!(store.cache_list("device").await.unwrap().bodies[0]["status"], "error");
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().body["status"], "error");
-
-    assert_eq!(store.cache_invalidate("device", Some("a")).await.unwrap(), 1);
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().fetched_at, 0);
-    assert_eq!(store.cache_list("device").await.unwrap().newest_fetched_at, 0);
-}
-
-#[tokio::test]
-async fn releasing_the_page_caches_keeps_every_row_readable_and_writable() {
-    let (_d, store) = open();
-    let t = time::OffsetDateTime::from_unix_timestamp(1).unwrap();
-    let rows = (0..300).map(|i| (format!("d{i:03}"), json!({"id": format!("d{i:03}"), "pad": "x".repeat(500)})));
-    store.cache_replace_set("device", rows.collect(), t, None).await.unwrap();
-    assert_eq!(store.cache_list("device").await.unwrap().keys.len(), 300);
-    store.release_page_caches().await;
-    store.cache_put("device", "d150", json!({"id": "d150", "status": "error"}), 2000, None).await.unwrap();
-    let list = store.cache_list("device").await.unwrap();
-    assert_eq!((list.keys.len(), list.bodies[150]["status"].as_str()), (300, Some("error")));
-    assert_eq!(store.cache_get("device", "d299").await.unwrap().unwrap().body["pad"].as_str().map(str::len), Some(500));
-}
-
-#[tokio::test]
-async fn a_fetch_that_began_before_an_invalidation_is_not_stored_as_fresh() {
-    let (_d, store) = open();
-    let t = |s: i64| time::OffsetDateTime::from_unix_timestamp(s).unwrap();
-    let one = |status: &str| vec![("a".to_string(), json!({"id":"a","status":status}))];
-    store.cache_replace_set("device", one("online"), t(1), None).await.unwrap();
-
-    // A refresh notes where it began; a write through the daemon invalidates while it waits for Xyte.
-    let since = store.invalidations("device");
-    store.cache_invalidate("device", None).await.unwrap();
-    store.mark_confirmed("device", 0);
-    let put = store.cache_put("device", "a", json!({"id":"a","status":"before the write"}), 2000, Some(since)).await;
-    assert!(matches!(put, Err(StoreError::Invalidated)), "{put:?}");
-    let set = store.cache_replace_set("device", one("before the write"), t(2), Some(since)).await;
-    assert!(matches!(set, Err(StoreError::Invalidated)), "{set:?}");
-    let a = store.cache_get("device", "a").await.unwrap().unwrap();
-    assert_eq!((a.body["status"].as_str(), a.fetched_at), (Some("online"), 0), "still the invalidated row");
-    assert_eq!(store.confirmed_at("device"), Some(0));
-
-    // A refresh that began after it stores as usual.
-    let since = store.invalidations("device");
-    store.cache_put("device", "a", json!({"id":"a","status":"after"}), 3000, Some(since)).await.unwrap();
-    assert_eq!(store.cache_get("device", "a").await.unwrap().unwrap().fetched_at, 3000);
 }
 
 /// The outbox depth kept by triggers (migration 2) starts from what a database of the first schema holds, and

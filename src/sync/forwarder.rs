@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::ErrorCode;
-use crate::ops::App;
+use crate::runtime::App;
 use crate::store::events::NewEvent;
 use crate::store::tasks::{self, AT_XYTE, Patch, Task, TaskState};
 use crate::store::{Durability, now_ms};

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use std::sync::Arc;
 
 use crate::error::Error;
-use crate::ops::App;
+use crate::runtime::App;
 use crate::store::cache::{self, CacheDiff};
 use crate::store::events::NewEvent;
 use crate::systemd::Heartbeat;
@@ -156,30 +156,29 @@ impl Poller {
         let client = &self.app.client;
         let mut events = Vec::new();
         let (devices, diff) =
-            self.sync_set("device", client.list_devices(None, prio), |d| (d.id.clone(), to_json(d)), at).await?;
+            self.app.cache.sync_set("device", client.list_devices(None, prio), |d| d.id.clone(), at).await?;
         let online = devices.iter().filter(|d| d.status.as_deref() == Some("online")).count();
         changed += diff.changed_count();
         device_events(&diff, &mut events);
 
         let query = IncidentQuery { status: Some("active".into()), ..Default::default() };
         let (incidents, diff) =
-            self.sync_set("incident", client.list_incidents(query, prio), |i| (i.id.clone(), to_json(i)), at).await?;
+            self.app.cache.sync_set("incident", client.list_incidents(query, prio), |i| i.id.clone(), at).await?;
         changed += diff.changed_count();
         incident_events(&diff, &mut events);
 
         let (tickets, diff) =
-            self.sync_set("ticket", client.list_tickets(prio), |t| (t.id.clone(), to_json(t)), at).await?;
+            self.app.cache.sync_set("ticket", client.list_tickets(prio), |t| t.id.clone(), at).await?;
         changed += diff.changed_count();
         ticket_events(&diff, &mut events);
 
         let mut spaces = None;
         if slow_too {
-            let (list, diff) =
-                self.sync_set("space", client.list_spaces(prio), |s| (s.id.clone(), to_json(s)), at).await?;
+            let (list, diff) = self.app.cache.sync_set("space", client.list_spaces(prio), |s| s.id.clone(), at).await?;
             spaces = Some(list.len());
             changed += diff.changed_count();
             let info = async { Ok(vec![client.info(prio).await?]) };
-            let (_, diff) = self.sync_set("organization", info, |i| ("info".into(), to_json(i)), at).await?;
+            let (_, diff) = self.app.cache.sync_set("organization", info, |_| "info".into(), at).await?;
             changed += diff.changed_count();
         }
         self.publish(events).await;
@@ -195,30 +194,11 @@ impl Poller {
         })
     }
 
-    /// Fetches one collection and stores it whole, as the only fetch of it in flight: a read that misses meanwhile
-    /// waits and answers from what this stored (see `ops::reads::Fetches`).
-    async fn sync_set<T>(
-        &self,
-        resource: &'static str,
-        fetch: impl Future<Output = Result<Vec<T>, Error>>,
-        entry: impl Fn(&T) -> (String, Value),
-        at: OffsetDateTime,
-    ) -> Result<(Vec<T>, CacheDiff), Error> {
-        let _fetching = self.app.fetches.start(resource).await;
-        let items = fetch.await?;
-        let diff = self.app.store.cache_replace_set(resource, items.iter().map(entry).collect(), at, None).await?;
-        Ok((items, diff))
-    }
-
     async fn publish(&self, events: Vec<NewEvent>) {
         if let Err(e) = self.app.bus.publish(events).await {
             tracing::error!(error = %e, "could not record events");
         }
     }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Value {
-    serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
 /// True when a snapshot only filled an empty cache (first start): that is not news, so no events.

@@ -180,7 +180,7 @@ impl Drop for Daemon {
 pub struct Rig {
     pub _dir: tempfile::TempDir,
     pub sim: xyte_edge::sim::SimHandle,
-    pub app: std::sync::Arc<xyte_edge::ops::App>,
+    pub app: std::sync::Arc<xyte_edge::runtime::App>,
 }
 
 pub async fn rig(read_only: bool) -> Rig {
@@ -200,10 +200,10 @@ pub async fn rig(read_only: bool) -> Rig {
         rate_limit_per_min: 6000,
     })
     .unwrap();
-    let app = std::sync::Arc::new(xyte_edge::ops::App {
+    let app = std::sync::Arc::new(xyte_edge::runtime::App {
         read_only,
         env_label: "test".into(),
-        ..xyte_edge::ops::App::new(store, client)
+        ..xyte_edge::runtime::App::new(store, client)
     });
     Rig { _dir: dir, sim, app }
 }

@@ -18,7 +18,7 @@ use xyte_edge::mcp::MAX_MESSAGE;
 use xyte_edge::mcp::jsonrpc::{INVALID_REQUEST, RpcError};
 use xyte_edge::mcp::outgoing;
 use xyte_edge::mcp::session::Session;
-use xyte_edge::ops::Principal;
+use xyte_edge::runtime::Principal;
 
 /// Far above anything a read-only core with an unreachable Xyte needs; beyond it the session has hung.
 const FINISH_WITHIN: Duration = Duration::from_secs(5);

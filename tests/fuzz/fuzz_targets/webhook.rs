@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
 });
 
 async fn post(
-    app: &xyte_edge::ops::App,
+    app: &xyte_edge::runtime::App,
     secret: Option<&Secret<String>>,
     sig: &str,
     body: &[u8],

@@ -8,7 +8,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use xyte_edge::config::{Secret, XyteCredential};
-use xyte_edge::ops::App;
+use xyte_edge::runtime::App;
 use xyte_edge::store::Store;
 use xyte_edge::xyte::{ClientConfig, XyteClient};
 

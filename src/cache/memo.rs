@@ -2,7 +2,7 @@
 //!
 //! The benchmark (BENCHMARKS.md) found that parsing was most of a cached read: `list_devices` parsed all 500 device
 //! bodies per call (12 ms), `get_device_status` three bodies. The rows stay the truth; this is a copy of what a read
-//! already produced (volatile fields laid over), dropped whenever the [`super::Store`] writes that resource's rows.
+//! already produced (volatile fields laid over), dropped whenever the cache writes that resource's rows.
 //!
 //! A read that began before such a write must not keep what it read: it takes the resource's generation before
 //! reading SQLite and keeps its result only if the generation has not moved since ([`Memo::keep_list`]). Writes bump
@@ -17,17 +17,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::cache::CacheEntry;
 use super::compact::Compact;
+use crate::store::cache::CacheEntry;
 
 /// A collection larger than this is parsed per read instead (10,000 parsed devices would hold tens of MiB).
 const MAX_LIST_ROWS: usize = 2000;
 const MAX_ENTRIES: usize = 4096;
 
-/// Every cached row of a resource, as [`super::Store::cache_list`] returns it.
+/// Every cached row of a resource, as [`super::Cache`] lists it.
 #[derive(Debug, Default)]
 pub struct CachedList {
-    /// In the order of [`super::cache::list`] (by key), so one can be found by binary search.
+    /// In the order of [`crate::store::cache::list`] (by key), so one can be found by binary search.
     pub keys: Vec<String>,
     /// Each row's `fetched_at` (0 for a row marked stale).
     pub fetched_at: Vec<i64>,
@@ -35,12 +35,12 @@ pub struct CachedList {
     pub bodies: Arc<Vec<Compact>>,
     /// The newest `fetched_at` of the rows (0 when there are none).
     pub newest_fetched_at: i64,
-    /// Whether the rows are a complete snapshot ([`super::cache::has_set`]).
+    /// Whether the rows are a complete snapshot ([`crate::store::cache::has_set`]).
     pub complete: bool,
 }
 
 impl CachedList {
-    /// From rows of (key, body, fetched_at) in key order, as [`super::cache::list`] gives them.
+    /// From rows of (key, body, fetched_at) in key order, as [`crate::store::cache::list`] gives them.
     pub fn new(rows: Vec<(String, Compact, i64)>, complete: bool) -> CachedList {
         let newest_fetched_at = rows.iter().map(|r| r.2).max().unwrap_or(0);
         let fetched_at = rows.iter().map(|r| r.2).collect();
@@ -112,7 +112,7 @@ impl Memo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::compact::Keys;
+    use crate::cache::Keys;
     use serde_json::json;
 
     fn entry(key: &str, v: i64) -> CacheEntry {

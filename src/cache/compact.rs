@@ -1,4 +1,4 @@
-//! A compact, read-only JSON value: the form of the collections the store keeps parsed ([`super::memo`]).
+//! A compact, read-only JSON value: the form of the collections the cache keeps parsed ([`super::memo`]).
 //!
 //! serde_json's `Value` keeps each object in a `BTreeMap`, whose nodes have room for 11 entries (a leaf is 632
 //! bytes however few keys it holds), and each key in a `String` of its own. A parsed Xyte device, about 550 bytes of

@@ -1,0 +1,149 @@
+//! What the organization has, as reads see it through the cache: the collections the poller keeps (devices,
+//! spaces, active incidents, open tickets) and single entries (a device, its recent commands, a model, a ticket with
+//! its comments, the organization's info), with what is derived from them and kept (the devices in name order).
+
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{Cache, Cached, Compact, Items};
+use crate::error::Error;
+use crate::xyte::{IncidentQuery, Priority};
+
+const P: Priority = Priority::Interactive;
+
+pub(super) fn keyed<T: serde::Serialize>(items: &[T], id: impl Fn(&T) -> String) -> super::Keyed {
+    items.iter().map(|i| (id(i), serde_json::to_value(i).unwrap_or(Value::Null))).collect()
+}
+
+fn to_json<T: serde::Serialize>(value: T) -> Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+/// The id in a device's `model` field (Xyte sends it as a string or a number).
+pub fn model_id(model: &Value) -> Option<String> {
+    let id = &model["id"];
+    id.as_str().map(String::from).or_else(|| id.as_i64().map(|i| i.to_string()))
+}
+
+impl Cache {
+    pub async fn devices(&self) -> Result<Cached<Items>, Error> {
+        self.collection("device", |c| {
+            Box::pin(async move { Ok(keyed(&c.list_devices(None, P).await?, |d| d.id.clone())) })
+        })
+        .await
+    }
+
+    pub async fn spaces(&self) -> Result<Cached<Items>, Error> {
+        self.collection("space", |c| Box::pin(async move { Ok(keyed(&c.list_spaces(P).await?, |s| s.id.clone())) }))
+            .await
+    }
+
+    pub async fn active_incidents(&self) -> Result<Cached<Items>, Error> {
+        self.collection("incident", |c| {
+            Box::pin(async move {
+                let q = IncidentQuery { status: Some("active".into()), ..Default::default() };
+                Ok(keyed(&c.list_incidents(q, P).await?, |i| i.id.clone()))
+            })
+        })
+        .await
+    }
+
+    pub async fn open_tickets(&self) -> Result<Cached<Items>, Error> {
+        self.collection("ticket", |c| Box::pin(async move { Ok(keyed(&c.list_tickets(P).await?, |t| t.id.clone())) }))
+            .await
+    }
+
+    pub async fn device(&self, id: &str) -> Result<Cached<Value>, Error> {
+        self.entry("device", id, |c, id| Box::pin(async move { Ok(to_json(c.get_device(&id, P).await?)) })).await
+    }
+
+    /// The device's recent commands.
+    pub async fn commands(&self, device_id: &str) -> Result<Cached<Value>, Error> {
+        self.entry("commands", device_id, |c, id| {
+            Box::pin(async move { Ok(to_json(c.list_commands(&id, None, 100, P).await?)) })
+        })
+        .await
+    }
+
+    /// One ticket with its comments.
+    pub async fn ticket(&self, id: &str) -> Result<Cached<Value>, Error> {
+        self.entry("ticket_full", id, |c, id| Box::pin(async move { Ok(to_json(c.get_ticket(&id, P).await?)) })).await
+    }
+
+    pub async fn organization(&self) -> Result<Cached<Value>, Error> {
+        self.entry("organization", "info", |c, _| Box::pin(async move { Ok(to_json(c.info(P).await?)) })).await
+    }
+
+    /// The definition (with its command list) of the model a device's `model` field names. `None` when it names
+    /// none; an error when the model cannot be read.
+    pub async fn model(&self, model: &Value) -> Result<Option<Value>, Error> {
+        let Some(id) = model_id(model) else { return Ok(None) };
+        let read = self.entry("model", &id, |c, id| Box::pin(async move { Ok(to_json(c.get_model(&id, P).await?)) }));
+        Ok(Some(read.await?.value))
+    }
+
+    /// The device collection `devices` (as [`Cache::devices`] answered it) in name order.
+    pub fn device_order(&self, devices: &Items) -> Arc<[Ordered]> {
+        self.state.device_order.of(devices)
+    }
+}
+
+#[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceStatus {
+    Online,
+    Offline,
+    Error,
+}
+
+impl DeviceStatus {
+    const ALL: [DeviceStatus; 3] = [DeviceStatus::Online, DeviceStatus::Offline, DeviceStatus::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceStatus::Online => "online",
+            DeviceStatus::Offline => "offline",
+            DeviceStatus::Error => "error",
+        }
+    }
+
+    fn of(device: &Compact) -> Option<DeviceStatus> {
+        let status = device["status"].as_str()?;
+        DeviceStatus::ALL.into_iter().find(|s| s.as_str() == status)
+    }
+}
+
+/// One device of the collection in name order: where it is in the collection, and its status.
+pub type Ordered = (u32, Option<DeviceStatus>);
+
+/// The device collection in name order, kept for the collection it was computed from: looking up and sorting 500
+/// names on every `list_devices` call was a fifth of its time (BENCHMARKS.md). The cache shares one parsed
+/// collection (`Arc`) until its rows are written, so that `Arc` identifies it; the `Weak` kept here also keeps its
+/// allocation, so a newer collection cannot have the same address.
+#[derive(Default)]
+pub(super) struct NameOrder(Mutex<Option<Kept>>);
+
+/// The collection an order was computed from, and the order.
+type Kept = (Weak<Vec<Compact>>, Arc<[Ordered]>);
+
+impl NameOrder {
+    fn of(&self, devices: &Items) -> Arc<[Ordered]> {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((of, order)) = kept.as_ref()
+            && std::ptr::eq(of.as_ptr(), Arc::as_ptr(devices))
+        {
+            return order.clone();
+        }
+        let mut by_name: Vec<(u32, Option<&str>)> =
+            devices.iter().enumerate().map(|(i, d)| (i as u32, d["name"].as_str())).collect();
+        // Stable: devices with the same name (or none) stay in the collection's order.
+        by_name.sort_by(|a, b| a.1.cmp(&b.1));
+        let order: Arc<[Ordered]> =
+            by_name.into_iter().map(|(i, _)| (i, DeviceStatus::of(&devices[i as usize]))).collect();
+        *kept = Some((Arc::downgrade(devices), order.clone()));
+        order
+    }
+}
