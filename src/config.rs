@@ -403,7 +403,7 @@ impl Config {
     }
 
     /// The configuration of an empty file and environment: every key at its built-in default, no credential.
-    /// What [`crate::ops::App::new`] starts from, so no default is written twice.
+    /// What [`crate::runtime::App::new`] starts from, so no default is written twice.
     pub fn defaults() -> Config {
         build(&mut Layers::defaults(), &LoadOptions::default(), &HashMap::new(), None, false)
     }
