@@ -39,10 +39,5 @@ fn build() -> Arc<App> {
         rate_limit_per_min: 6000,
     })
     .expect("client");
-    Arc::new(App {
-        read_only: true,
-        env_label: "fuzz".into(),
-        experimental_apis: true,
-        ..App::new(store, client)
-    })
+    Arc::new(App { read_only: true, env_label: "fuzz".into(), experimental_apis: true, ..App::new(store, client) })
 }
