@@ -27,33 +27,35 @@ use crate::store::Durability;
 /// Calls operation `name` with `args` for `ctx.principal`: checks the role and read-only mode, runs the handler,
 /// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome.
 pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
+    let Some(op) = find(name) else {
+        // The metric's tool label is bounded: the catalogue's name, or `unknown` for a name a caller made up.
+        crate::metrics::tool_call("unknown", ErrorCode::InvalidParams.as_str());
+        return Err(Error::invalid_params(format!("unknown tool {name:?}")));
+    };
+    let args = if args.is_null() { json!({}) } else { args };
     let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-    let outcome = crate::cache::within_revalidate_wait(checked_call(ctx, name, args)).await;
+    let outcome = crate::cache::within_revalidate_wait(checked_call(ctx, op, &args, dry_run)).await;
     let label = match &outcome {
         Ok(_) if dry_run => "dry_run",
         Ok(_) => "ok",
         Err(e) => e.code.as_str(),
     };
-    // The metric's tool label is bounded: the catalogue's name, or `unknown` for a name a caller made up.
-    crate::metrics::tool_call(find(name).map_or("unknown", |op| op.name), label);
+    crate::metrics::tool_call(op.name, label);
     outcome
 }
 
-async fn checked_call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
-    let op = find(name).ok_or_else(|| Error::invalid_params(format!("unknown tool {name:?}")))?;
-    let args = if args.is_null() { json!({}) } else { args };
+async fn checked_call(ctx: &Ctx, op: &Op, args: &Value, dry_run: bool) -> Result<Value, Error> {
     // What every call of `op` needs is checked before its arguments are parsed, what this one needs after.
-    admit(ctx, name, op.least)?;
-    let (mutating, outcome) = match op.prepare(ctx, &args) {
+    admit(ctx, op.name, op.least)?;
+    let (mutating, outcome) = match op.prepare(ctx, args) {
         Ok(call) => {
-            admit(ctx, name, call.access)?;
+            admit(ctx, op.name, call.access)?;
             (call.access.mutating, call.run.await)
         }
         Err(e) => (op.least.mutating, Err(e)),
     };
     if mutating {
-        let dry_run = args.get("dry_run").and_then(Value::as_bool).unwrap_or(false);
-        audit(ctx, name, &args, dry_run, &outcome).await;
+        audit(ctx, op.name, args, dry_run, &outcome).await;
     }
     outcome
 }

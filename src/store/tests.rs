@@ -186,14 +186,20 @@ fn a_normal_commit_reaches_the_database_file_within_about_a_second() {
     }
 }
 
-/// The outbox depth kept by triggers (migration 2) starts from what a database of the first schema holds, and
-/// follows every insert, state change and delete, whoever writes them.
-#[test]
-fn the_outbox_depth_is_migrated_and_kept_by_the_database() {
+/// A database file as the first release wrote it (schema version 1), open on its own connection.
+fn first_schema() -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().unwrap();
     let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
     c.execute_batch(MIGRATIONS[0]).unwrap();
     c.pragma_update(None, "user_version", 1).unwrap();
+    (dir, c)
+}
+
+/// The outbox depth kept by triggers (migration 2) starts from what a database of the first schema holds, and
+/// follows every insert, state change and delete, whoever writes them.
+#[test]
+fn the_outbox_depth_is_migrated_and_kept_by_the_database() {
+    let (dir, c) = first_schema();
     // Plain SQL, as any writer (or a migration) could: the counts must not depend on going through store::tasks.
     let add = |c: &Connection, device: &str, state: &str| {
         let id = tasks::new_id();
@@ -248,10 +254,7 @@ fn the_outbox_depth_is_migrated_and_kept_by_the_database() {
 /// and each body read back as the command it was queued as, still the same stored text.
 #[test]
 fn the_unknown_outcome_migration_keeps_every_task_intact() {
-    let dir = tempfile::tempdir().unwrap();
-    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
-    c.execute_batch(MIGRATIONS[0]).unwrap();
-    c.pragma_update(None, "user_version", 1).unwrap();
+    let (dir, c) = first_schema();
     let reboot = r#"{"command":"reboot","extra_params":{},"name":"reboot"}"#;
     let full = r#"{"command":"set_input","extra_params":{"input":"hdmi2","level":3},"file_id":"f1","friendly_name":"Set input","name":"set_input"}"#;
     let rows = [
