@@ -51,7 +51,8 @@ pub(super) fn mqtt(layers: &mut Layers, hostname: &str) -> Option<MqttConfig> {
     let role = layers.typed("XYTE_MQTT_ROLE", |r| r.parse());
     let url = layers.get("XYTE_MQTT_URL").trim().to_string();
     if url.is_empty() {
-        let set: Vec<&str> = DEPENDENT.iter().copied().filter(|k| layers.is_set(k)).collect();
+        let given = |k: &&str| matches!(layers.values.get(k), Some((_, super::Source::Env | super::Source::File(_))));
+        let set: Vec<&str> = DEPENDENT.iter().copied().filter(given).collect();
         if !set.is_empty() {
             layers.warnings.push(format!("{} set but XYTE_MQTT_URL is not: the MQTT uplink is off", set.join(", ")));
         }
