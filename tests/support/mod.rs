@@ -594,8 +594,9 @@ impl Sub {
     }
 
     fn spawn(broker: &Broker, topics: &[&str], extra: &[&str]) -> Sub {
-        let mut cmd = Command::new("mosquitto_sub");
-        cmd.args(broker.client_args()).args(["-q", "1", "-d", "-F", "%j"]).args(extra);
+        // Line-buffered: mosquitto_sub writes through stdio, which a pipe would otherwise block-buffer.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"]).args(broker.client_args()).args(["-q", "1", "-d", "-F", "%j"]).args(extra);
         for t in topics {
             cmd.args(["-t", t]);
         }
