@@ -948,7 +948,11 @@ fn readiness_and_metrics_follow_the_broker() {
     assert_eq!(up["uplink"]["connected"], true, "{up}");
     assert_eq!(up["uplink"]["broker"].as_str().map(|b| b.contains(&broker.port.to_string())), Some(true), "{up}");
     let cli = edge.status_cli();
-    assert!(cli.to_lowercase().contains("uplink"), "xyte-edge status shows the uplink:\n{cli}");
+    let url = broker.url();
+    let shown = |cli: &str, state: &str| {
+        cli.lines().any(|l| l.contains("MQTT") && l.to_lowercase().contains(state) && l.contains(&url))
+    };
+    assert!(shown(&cli, "connected"), "xyte-edge status shows the uplink connected:\n{cli}");
     let metrics = edge.metrics_text();
     for name in [
         "xyte_edge_mqtt_published_total",
@@ -971,6 +975,8 @@ fn readiness_and_metrics_follow_the_broker() {
     assert!(ready["reasons"].as_array().is_some_and(|r| r.iter().any(|x| x == "uplink: disconnected")), "{ready}");
     let down = edge.status();
     assert_eq!(down["uplink"]["connected"], false, "{down}");
+    let cli = edge.status_cli();
+    assert!(shown(&cli, "disconnected"), "xyte-edge status shows the uplink disconnected:\n{cli}");
     // Local reads keep working.
     assert_eq!(edge.get_ok("/v1/devices")["total"], 4);
 
