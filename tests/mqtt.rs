@@ -495,7 +495,7 @@ impl Load {
                     break;
                 }
                 let id = &ids[i as usize % ids.len()];
-                let status = if (i as usize / ids.len()) % 2 == 0 { "offline" } else { "online" };
+                let status = if (i as usize / ids.len()).is_multiple_of(2) { "offline" } else { "online" };
                 sim.set_device_status(id, status);
                 let next = started + Duration::from_millis(500) * (i + 1);
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
@@ -1057,4 +1057,55 @@ fn bad_mqtt_settings_are_configuration_errors() {
     for key in ["XYTE_MQTT_CLIENT_ID", "XYTE_MQTT_CA_FILE", "XYTE_MQTT_TOPIC_PREFIX", "XYTE_MQTT_COMMANDS"] {
         assert!(!line(key).is_empty(), "{key} listed by check-config:\n{stdout}");
     }
+}
+
+/// Retention deletes events the bridge has not delivered yet (the broker was never reachable): once it is, an
+/// `edge.gap` event says which ids were lost (`first_id`, `last_id`, `count`), is itself in the log, and every event
+/// still in the log arrives.
+#[test]
+fn events_deleted_before_delivery_are_reported_as_a_gap() {
+    let started = Instant::now();
+    let xyte = xyte(4);
+    let mut broker = Broker::start(BrokerOptions { persistence: true, ..Default::default() });
+    let prefix = "xyte-edge/v1/test-site";
+    // The subscriber's session exists before the broker goes away, so what is published for it is kept.
+    let mut sub = Sub::persistent(&broker, &[&format!("{prefix}/events/#")], "gap-counter");
+    broker.stop();
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("XYTE_EVENT_RETENTION_ROWS", "1000")];
+    let mut edge = Edge::start(dir.path(), &xyte, &broker, &env);
+    // The first connection attempt fixes where delivery starts (the head of the log then): wait for it to fail.
+    edge.daemon.wait_line("MQTT uplink:", Duration::from_secs(20));
+    let agent = edge.agent.clone();
+    let (mut first, mut last) = (0, 0);
+    for i in 0..1500 {
+        last = post_webhook(&agent, &edge.local, &format!("gap-{i}")).unwrap_or_else(|e| panic!("webhook {i}: {e}"));
+        if i == 0 {
+            first = last;
+        }
+    }
+    // Retention runs at start: a restart trims the log to 1000 rows, none of which was delivered.
+    assert_eq!(edge.stop(), Some(0));
+    let mut edge = Edge::start(dir.path(), &xyte, &broker, &env);
+    let log = poll("retention trimming the log", Duration::from_secs(30), || {
+        let log = edge.all_events();
+        (log.len() <= 1001).then_some(log)
+    });
+    let first_kept = log[0]["id"].as_i64().unwrap();
+    assert!(first_kept > 1 && last >= first_kept, "retention deleted the oldest: first kept {first_kept}, last {last}");
+
+    broker.restart();
+    let gap = sub.wait_msg("the edge.gap event", Duration::from_secs(60), |m| m.topic.ends_with("/events/edge.gap"));
+    let g = gap.json();
+    assert_eq!(g["kind"], "edge.gap", "{g}");
+    // Delivery starts where the log was when the uplink was first configured (before the first webhook).
+    let from = g["data"]["first_id"].as_i64().unwrap_or_else(|| panic!("{g}"));
+    assert!((1..=first).contains(&from), "the lost ids start at or before the first webhook's ({first}): {g}");
+    assert_eq!(g["data"]["last_id"], first_kept - 1, "up to the first event retention kept: {g}");
+    assert_eq!(g["data"]["count"], first_kept - from, "{g}");
+    // The gap is an event of the log like any other, and everything still in the log arrives.
+    let n = expect_every_event(&mut edge, &mut sub, prefix, "after the gap");
+    let ids: BTreeSet<i64> = tally(&sub.msgs).count.keys().copied().collect();
+    assert!(ids.iter().all(|id| *id >= first_kept), "no deleted event was published: {:?}", ids.first());
+    eprintln!("gap: {g}; {n} events; {:?}", started.elapsed());
 }

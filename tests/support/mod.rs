@@ -456,7 +456,9 @@ impl Broker {
 
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
-        let child = Command::new("mosquitto")
+        // Debian installs the broker in /usr/sbin, which is not on every user's PATH.
+        let program = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let child = Command::new(program)
             .arg("-c")
             .arg(&self.conf)
             .stdin(Stdio::null())
