@@ -280,7 +280,7 @@ impl Uplink {
                     devices.refresh(&self.app, &devices_tx);
                 }
                 _ = health_tick.tick() => {
-                    let now = self.health(&conn).await;
+                    let now = self.health(&mut conn).await;
                     if health.as_ref() != Some(&now) {
                         conn.queue.push_back(Message::retained(&self.topics.health, now.to_string().into_bytes()));
                         health = Some(now);
@@ -368,14 +368,32 @@ impl Uplink {
         });
     }
 
-    async fn health(&self, conn: &Connection) -> Value {
+    /// `gateway/health` as it is now. Reading the log's head here also makes sure nothing appended without a
+    /// broadcast waits longer than [`HEALTH_EVERY`].
+    async fn health(&self, conn: &mut Connection) -> Value {
         let sync = self.app.sync.get();
-        let outbox = self.app.store.read(crate::store::tasks::outbox_depth).await.ok();
+        let read = self
+            .app
+            .store
+            .read(|c| Ok((crate::store::tasks::outbox_depth(c)?, crate::store::events::latest_id(c)?)))
+            .await;
+        let (outbox, head) = match read {
+            Ok((outbox, head)) => (Some(outbox), Some(head)),
+            Err(e) => {
+                tracing::debug!("MQTT uplink: health not read: {e}");
+                (None, None)
+            }
+        };
+        if let Some(head) = head
+            && conn.head != i64::MAX
+        {
+            conn.head = conn.head.max(head);
+        }
         json!({
             "xyte_reachable": sync.reachable,
             "last_sync_at": crate::cache::rfc3339(sync.last_ok_ms),
             "outbox_depth": outbox,
-            "event_log_head": (conn.head != i64::MAX).then_some(conn.head),
+            "event_log_head": head,
             "uplink_backlog": self.app.uplink().map_or(0, |u| u.backlog),
         })
     }
