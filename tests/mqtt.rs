@@ -631,7 +631,7 @@ fn every_event_arrives_across_a_broker_outage_and_five_sigkills() {
         ));
     }
     broker.restart();
-    poll("the uplink reconnecting", Duration::from_secs(60), || {
+    poll("the uplink reconnecting", Duration::from_secs(90), || {
         (edge.metric("xyte_edge_mqtt_connected") == Some(1.0)).then_some(())
     });
     let reconnected = outage.elapsed();
@@ -1108,4 +1108,63 @@ fn events_deleted_before_delivery_are_reported_as_a_gap() {
     let ids: BTreeSet<i64> = tally(&sub.msgs).count.keys().copied().collect();
     assert!(ids.iter().all(|id| *id >= first_kept), "no deleted event was published: {:?}", ids.first());
     eprintln!("gap: {g}; {n} events; {:?}", started.elapsed());
+}
+
+/// A request whose MQTT message expiry passes while it waits for one of the bridge's running places is not run:
+/// no answer, nothing at Xyte, counted as expired. (Xyte answers slowly, so sixteen commands hold every place.)
+#[test]
+fn an_expired_command_request_is_not_run() {
+    let started = Instant::now();
+    let xyte = xyte(4);
+    let broker = Broker::start(BrokerOptions::default());
+    let prefix = "xyte-edge/v1/test-site";
+    let mut req = Requester::new(&broker, prefix);
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = Edge::start(dir.path(), &xyte, &broker, &[("XYTE_MQTT_COMMANDS", "on")]);
+    edge.daemon.wait_line("Xyte reachable", Duration::from_secs(30));
+    let devices = xyte.sim.sim.device_ids();
+    req.wait_until_subscribed(&devices[0]);
+    // Warm the model cache, so the slow part of each command is its POST.
+    for (i, d) in devices.iter().enumerate() {
+        let dry =
+            req.ask("send_command", &json!({"device_id": d, "command": "reboot", "dry_run": true}), &format!("w-{i}"));
+        assert_eq!(dry["status"], "ok", "{dry}");
+    }
+
+    xyte.sim.sim.set_faults(xyte_edge::sim::Faults { latency: Duration::from_secs(3), ..Default::default() });
+    const BUSY: usize = 16;
+    for i in 0..BUSY {
+        let args =
+            json!({"device_id": devices[i % devices.len()], "command": "reboot", "friendly_name": format!("busy-{i}")});
+        let corr = format!("busy-{i}");
+        req.publish("send_command", Some(args.to_string().as_bytes()), &corr, Some(&format!("answers/{corr}")));
+    }
+    let args = json!({"device_id": devices[0], "command": "reboot", "friendly_name": "mqtt-expired"});
+    mqtt_pub(
+        &broker,
+        &format!("{prefix}/cmd/req/send_command"),
+        Some(args.to_string().as_bytes()),
+        &[("response-topic", "answers/c-expired"), ("correlation-data", "c-expired"), ("message-expiry-interval", "1")],
+    );
+    for i in 0..BUSY {
+        let corr = format!("busy-{i}");
+        let answer = req.answer(&format!("answers/{corr}"), &corr);
+        assert_eq!(answer["status"], "ok", "{answer}");
+    }
+    xyte.sim.sim.set_faults(Default::default());
+    // Requests after it are answered (so an answer to it, had it run, would be there by now).
+    let after = req.ask("get_device_status", &json!({"device_id": devices[0]}), "after-expired");
+    assert_eq!(after["status"], "ok", "{after}");
+    req.answers.drain();
+    let answered: Vec<&MqttMsg> = req.answers.msgs.iter().filter(|m| m.correlation() == Some("c-expired")).collect();
+    assert!(answered.is_empty(), "an expired request is not run, so not answered: {answered:?}");
+    assert_eq!(received(&xyte, "mqtt-expired"), 0, "an expired request never reaches Xyte");
+    assert_eq!(xyte.sim.sim.stats().commands.len(), BUSY, "the sixteen commands reached Xyte");
+    let metrics = edge.metrics_text();
+    assert!(
+        metrics.lines().any(|l| l.starts_with("xyte_edge_mqtt_requests_total{") && l.contains("expired")),
+        "counted as expired:\n{}",
+        metrics.lines().filter(|l| l.contains("mqtt_requests")).collect::<Vec<_>>().join("\n")
+    );
+    eprintln!("expiry: {:?}", started.elapsed());
 }
