@@ -333,6 +333,19 @@ fn birth_over_tls_with_a_password() {
     assert_eq!(status, 200, "{ready}");
     assert!(ready["reasons"].to_string().contains("uplink: disconnected"), "{ready}");
     assert_eq!(edge.metric("xyte_edge_mqtt_connected"), Some(0.0));
+    assert_eq!(edge.stop(), Some(0));
+
+    // The password from a file (XYTE_MQTT_PASSWORD_FILE, a trailing newline as editors leave it).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mqtt-password");
+    std::fs::write(&file, "s3cret-pass\n").unwrap();
+    let from_file = [env[0], env[1], ("XYTE_MQTT_PASSWORD_FILE", file.to_str().unwrap()), env[3], env[4]];
+    let _edge = Edge::start(dir.path(), &xyte, &broker, &from_file);
+    sub.wait_msg("a birth with the password from a file", Duration::from_secs(20), |m| {
+        is_state(m, &topic, "online")
+            && m.json()["session"] == 1
+            && m.json()["started_at"] != birth.json()["started_at"]
+    });
     eprintln!("tls: {:?}", started.elapsed());
 }
 
