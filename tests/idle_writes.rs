@@ -3,6 +3,9 @@
 //! every second, as real telemetry does), polled every 30 s for 10 minutes; the daemon's block-layer writes
 //! (`write_bytes` in /proc/PID/io: the state dir is the only place it writes to) are counted over that window.
 //!
+//! The MQTT uplink is on (a local mosquitto), as on a gateway of a fleet: its delivery cursor, connection counter and
+//! retained-device records must not add writes while nothing happens.
+//!
 //! Ten minutes is the measurement the issue asks for, so the test is `#[ignore]`d in the plain `cargo test` run and
 //! `tests/run-all.sh` runs it explicitly in the background while the rest of the suite runs. `XYTE_IDLE_MINUTES`
 //! and `XYTE_IDLE_POLL_SECS` shorten it for local experiments.
@@ -67,6 +70,7 @@ fn an_idle_fleet_of_500_devices_costs_almost_no_disk_writes() {
         assert_eq!(r.unwrap().status().as_u16(), 200, "hold {id} online");
     }
 
+    let broker = support::Broker::start(support::BrokerOptions::default());
     let state = dir.path().join("state");
     let mut daemon = support::Daemon::spawn({
         let mut c = support::bin();
@@ -78,6 +82,7 @@ fn an_idle_fleet_of_500_devices_costs_almost_no_disk_writes() {
             .env("XYTE_HTTP_LISTEN", "127.0.0.1:0")
             .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
             .env("XYTE_POLL_INTERVAL", poll_secs.to_string())
+            .env("XYTE_MQTT_URL", broker.url())
             .env("XYTE_LOG_FORMAT", "text");
         c
     });
@@ -104,14 +109,17 @@ fn an_idle_fleet_of_500_devices_costs_almost_no_disk_writes() {
     let db_size: u64 =
         std::fs::read_dir(&state).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     eprintln!(
-        "idle writes: {DEVICES} devices polled every {poll_secs} s for {minutes} min ({polls} polls): {written} bytes \
-         written ({:.1} KiB/hour; goal ≤ 1024 KiB/hour); state dir now {db_size} bytes",
+        "idle writes: {DEVICES} devices polled every {poll_secs} s for {minutes} min ({polls} polls, MQTT uplink on): \
+         {written} bytes written ({:.1} KiB/hour; goal ≤ 1024 KiB/hour); state dir now {db_size} bytes",
         per_hour / 1024.0
     );
     let expected_polls = window.as_secs() / poll_secs;
     assert!(polls + 1 >= expected_polls, "only {polls} polls in {window:?} (expected about {expected_polls})");
     assert!(per_hour <= GOAL_BYTES_PER_HOUR, "{written} bytes in {window:?} is over 1 MiB/hour");
+    assert!(broker.is_running(), "the broker ran throughout");
 
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    // Connected to the end: a clean stop publishes `offline` over the live connection.
+    daemon.wait_line("MQTT uplink: offline published", Duration::from_secs(20));
     assert_eq!(daemon.wait_exit(Duration::from_secs(20)).0, Some(0));
 }

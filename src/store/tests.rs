@@ -320,7 +320,7 @@ fn uplink_records_start_at_the_head_of_the_log_and_survive_a_reopen() {
         .write_blocking(Durability::Full, |c| {
             events::append(c, &[events::NewEvent::new("device.updated", json!({}))], 2)?;
             uplink::set_cursor(c, 4)?;
-            uplink::set_retained_devices(c, &["d1", "d2"])
+            uplink::set_retained_devices(c, &["d1".to_string(), "d2".to_string()])
         })
         .unwrap();
     store.close();

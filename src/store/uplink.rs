@@ -49,6 +49,6 @@ pub fn retained_devices(conn: &Connection) -> Result<Vec<String>, StoreError> {
     Ok(get(conn, "devices")?.and_then(|v| serde_json::from_str(&v).ok()).unwrap_or_default())
 }
 
-pub fn set_retained_devices(conn: &Connection, ids: &[&str]) -> Result<(), StoreError> {
+pub fn set_retained_devices(conn: &Connection, ids: &[String]) -> Result<(), StoreError> {
     set(conn, "devices", &serde_json::to_string(ids)?)
 }

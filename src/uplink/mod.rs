@@ -163,51 +163,16 @@ impl Uplink {
 
     /// One connection, from CONNECT to its end.
     async fn connection(&mut self, shutdown: &CancellationToken) -> Ended {
-        let store = self.app.store.clone();
-        // The counter is stored (and flushed) before the will that carries it is sent.
-        let session = match store.write(Durability::Full, records::next_session).await {
-            Ok(n) => n,
-            Err(e) => return Ended::Lost(format!("cannot count the connection: {e}")),
+        let Opened { mut conn, mut events, session, driver: _driver } = match self.open(shutdown).await {
+            Ok(opened) => opened,
+            Err(ended) => return ended,
         };
-        let cursor = match store.write(Durability::Normal, records::cursor).await {
-            Ok(c) => c,
-            Err(e) => return Ended::Lost(format!("cannot read the delivery cursor: {e}")),
-        };
-        let will =
-            (self.topics.state.clone(), json!({"state": "offline", "session": session}).to_string().into_bytes());
-        let options = broker::options(&self.config, self.tls.as_ref(), will);
-        let (client, mut eventloop) = AsyncClient::new(options, WINDOW + 16);
-        let (tx, mut events) = mpsc::channel(1024);
-        // The client library's event loop runs in its own task: polling it from a `select!` could cancel it halfway
-        // through writing a packet.
-        let driver = tokio::spawn(async move {
-            loop {
-                let event = eventloop.poll().await;
-                let last = event.is_err() || matches!(event, Ok(MqttEvent::Outgoing(Outgoing::Disconnect)));
-                if tx.send(event).await.is_err() || last {
-                    return;
-                }
-            }
-        });
-        let _stop_driver = AbortOnDrop(driver);
-
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => return Ended::Stopped,
-            first = events.recv() => first,
-        };
-        match first {
-            Some(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {}
-            Some(Ok(other)) => return Ended::Lost(format!("unexpected first packet from the broker: {other:?}")),
-            Some(Err(e)) => return Ended::Lost(describe(&e)),
-            None => return Ended::Lost("the connection ended before CONNACK".into()),
-        }
         tracing::info!(broker = %self.config.url, session, prefix = %self.config.topic_prefix, "MQTT uplink connected");
-        let head = store.read(crate::store::events::latest_id).await.unwrap_or(cursor);
-        let mut conn = Connection::new(client, cursor.min(head), head);
         self.app.update_uplink(|u| {
             u.connected = true;
             u.session = session;
         });
+        let store = self.app.store.clone();
         let birth = json!({"state": "online", "session": session, "version": env!("CARGO_PKG_VERSION"),
                            "started_at": self.started_at, "site": self.config.site});
         conn.queue.push_back(Message::retained(&self.topics.state, birth.to_string().into_bytes()));
@@ -264,9 +229,7 @@ impl Uplink {
                     if changed {
                         let ids: Vec<String> = devices.retained.iter().cloned().collect();
                         let saved = store
-                            .write(Durability::Normal, move |c| {
-                                records::set_retained_devices(c, &ids.iter().map(String::as_str).collect::<Vec<_>>())
-                            })
+                            .write(Durability::Normal, move |c| records::set_retained_devices(c, &ids))
                             .await;
                         if let Err(e) = saved {
                             tracing::warn!("MQTT uplink: cannot record the retained device states: {e}");
@@ -291,6 +254,48 @@ impl Uplink {
         }
         self.save_cursor(&mut conn).await;
         ended
+    }
+
+    /// Counts the connection, connects with the will that names it and waits for CONNACK.
+    async fn open(&self, shutdown: &CancellationToken) -> Result<Opened, Ended> {
+        let store = &self.app.store;
+        // The counter is stored (and flushed) before the will that carries it is sent.
+        let session = store
+            .write(Durability::Full, records::next_session)
+            .await
+            .map_err(|e| Ended::Lost(format!("cannot count the connection: {e}")))?;
+        let cursor = store
+            .write(Durability::Normal, records::cursor)
+            .await
+            .map_err(|e| Ended::Lost(format!("cannot read the delivery cursor: {e}")))?;
+        let will =
+            (self.topics.state.clone(), json!({"state": "offline", "session": session}).to_string().into_bytes());
+        let options = broker::options(&self.config, self.tls.as_ref(), will);
+        let (client, mut eventloop) = AsyncClient::new(options, WINDOW + 16);
+        let (tx, mut events) = mpsc::channel(1024);
+        // The client library's event loop runs in its own task: polling it from a `select!` could cancel it halfway
+        // through writing a packet.
+        let driver = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let last = event.is_err() || matches!(event, Ok(MqttEvent::Outgoing(Outgoing::Disconnect)));
+                if tx.send(event).await.is_err() || last {
+                    return;
+                }
+            }
+        }));
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return Err(Ended::Stopped),
+            first = events.recv() => first,
+        };
+        match first {
+            Some(Ok(MqttEvent::Incoming(Packet::ConnAck(_)))) => {}
+            Some(Ok(other)) => return Err(Ended::Lost(format!("unexpected first packet from the broker: {other:?}"))),
+            Some(Err(e)) => return Err(Ended::Lost(describe(&e))),
+            None => return Err(Ended::Lost("the connection ended before CONNACK".into())),
+        }
+        let head = store.read(crate::store::events::latest_id).await.unwrap_or(cursor);
+        Ok(Opened { conn: Connection::new(client, cursor.min(head), head), events, session, driver })
     }
 
     /// Hands queued messages, then events of the log, to the client while the window has room.
@@ -439,6 +444,15 @@ impl Uplink {
         }
         tracing::info!("MQTT uplink: offline published, disconnected");
     }
+}
+
+/// A connection the broker accepted.
+struct Opened {
+    conn: Connection,
+    events: mpsc::Receiver<Result<MqttEvent, ConnectionError>>,
+    session: i64,
+    /// The client library's event loop; stopped when this is dropped.
+    driver: AbortOnDrop,
 }
 
 /// What a publish stands for, to act on its PUBACK.
