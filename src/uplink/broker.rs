@@ -57,9 +57,12 @@ pub fn tls(cfg: &MqttConfig) -> Result<Option<Arc<ClientConfig>>, String> {
 
 /// Options for one connection: a clean start (delivery resumes from the log's cursor, not from a broker session)
 /// and the will that says this session went offline.
-pub fn options(cfg: &MqttConfig, tls: Option<&Arc<ClientConfig>>, will: (String, Vec<u8>)) -> MqttOptions {
+/// `window` bounds the publishes in flight: the client keeps a slot per packet id up to it (216 bytes each; unset,
+/// it would keep 65,535 of them, 13.5 MiB, on every connection).
+pub fn options(cfg: &MqttConfig, tls: Option<&Arc<ClientConfig>>, will: (String, Vec<u8>), window: u16) -> MqttOptions {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(KEEP_ALIVE)
+        .set_outgoing_inflight_upper_limit(window)
         .set_clean_start(true)
         .set_connection_timeout(CONNECT_TIMEOUT_S)
         .set_max_packet_size(Some(MAX_INCOMING_PACKET))

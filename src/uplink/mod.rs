@@ -50,8 +50,10 @@ const DEVICES_AT_LEAST: Duration = Duration::from_secs(30);
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(300);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
-/// A connection that lasted this long was healthy: the next loss starts the backoff from the minimum again.
-const HEALTHY: Duration = Duration::from_secs(60);
+/// A connection that lasted this long was healthy: the next loss starts the backoff from the minimum again (a broker
+/// restarted for maintenance is found again within a second or two). Shorter ones (a broker that accepts and then
+/// drops the connection) keep doubling it, so a flapping broker costs little.
+const HEALTHY: Duration = Duration::from_secs(10);
 /// At a clean stop, how long the `offline` state may take to be acknowledged before the connection is closed anyway.
 const STOP_GRACE: Duration = Duration::from_millis(1500);
 
@@ -270,7 +272,7 @@ impl Uplink {
             .map_err(|e| Ended::Lost(format!("cannot read the delivery cursor: {e}")))?;
         let will =
             (self.topics.state.clone(), json!({"state": "offline", "session": session}).to_string().into_bytes());
-        let options = broker::options(&self.config, self.tls.as_ref(), will);
+        let options = broker::options(&self.config, self.tls.as_ref(), will, WINDOW as u16);
         let (client, mut eventloop) = AsyncClient::new(options, WINDOW + 16);
         let (tx, mut events) = mpsc::channel(1024);
         // The client library's event loop runs in its own task: polling it from a `select!` could cancel it halfway
