@@ -144,6 +144,9 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     tasks.spawn(crate::sync::retention::run(store.clone(), limits, shutdown.clone()));
     tasks.spawn(systemd::run_watchdog(heartbeats, shutdown.clone()));
     crate::plugins::start(&config.plugins, &app.bus, &tasks, &shutdown);
+    if let Some(mqtt) = config.mqtt.clone() {
+        crate::uplink::start(mqtt, app.clone(), &tasks, &shutdown).map_err(|e| Fatal::new(exit::CONFIG, e))?;
+    }
     tasks.spawn(report_status(app.clone(), shutdown.clone()));
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);

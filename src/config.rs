@@ -3,6 +3,7 @@
 //! the file in one pass. Secrets live in [`Secret`] and are masked wherever a value is shown.
 
 mod file;
+pub mod mqtt;
 pub mod presets;
 pub mod values;
 
@@ -148,6 +149,8 @@ pub struct Config {
     pub plugins: Vec<PathBuf>,
     pub experimental_apis: bool,
     pub max_connections: usize,
+    /// The MQTT uplink, when `XYTE_MQTT_URL` is set.
+    pub mqtt: Option<mqtt::MqttConfig>,
     /// Every key with its effective (masked) value and where it came from, for `check-config`.
     pub effective: Vec<Effective>,
     /// Things worth telling the admin that do not stop the daemon (deprecated aliases, ignored keys…).
@@ -252,6 +255,19 @@ const KEYS: &[KeySpec] = &[
     key("XYTE_PLUGINS", ""),
     key("XYTE_EXPERIMENTAL_APIS", "false"),
     key("XYTE_MAX_CONNECTIONS", "1024"),
+    // The MQTT uplink (config/mqtt.rs): off while XYTE_MQTT_URL is empty. Empty defaults are derived from the host name.
+    key("XYTE_MQTT_URL", ""),
+    key("XYTE_MQTT_CLIENT_ID", ""),
+    key("XYTE_MQTT_USERNAME", ""),
+    secret("XYTE_MQTT_PASSWORD"),
+    key("XYTE_MQTT_PASSWORD_FILE", ""),
+    key("XYTE_MQTT_CA_FILE", ""),
+    key("XYTE_MQTT_CLIENT_CERT", ""),
+    key("XYTE_MQTT_CLIENT_KEY", ""),
+    key("XYTE_SITE", ""),
+    key("XYTE_MQTT_TOPIC_PREFIX", ""),
+    key("XYTE_MQTT_COMMANDS", "off"),
+    key("XYTE_MQTT_ROLE", "operator"),
 ];
 
 /// The predecessor's bind variables, still honoured (with a warning) so old environment files keep working.
@@ -622,6 +638,7 @@ fn build(
     let plugins = layers.typed("XYTE_PLUGINS", |r| list(r).iter().map(|p| plugin(p)).collect());
     let experimental_apis = layers.typed("XYTE_EXPERIMENTAL_APIS", boolean);
     let max_connections = layers.typed("XYTE_MAX_CONNECTIONS", |r| integer_in(r, 1, 65_535).map(|n| n as usize));
+    let mqtt = mqtt::mqtt(layers, &host_name());
 
     let effective = KEYS
         .iter()
@@ -664,6 +681,7 @@ fn build(
         plugins,
         experimental_apis,
         max_connections,
+        mqtt,
         effective,
         warnings: std::mem::take(&mut layers.warnings),
     }
@@ -877,6 +895,15 @@ fn is_loopback_url(url: &str) -> bool {
     let host = host.split('/').next().unwrap_or("");
     let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
     host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// This machine's name (`gateway` when it has none).
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|n| n.into_string().ok())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("gateway".into())
 }
 
 /// The default Host allow-list: this machine's name, `localhost` and every local address.

@@ -22,4 +22,5 @@ pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod uplink;
 pub mod xyte;

@@ -46,6 +46,7 @@ pub const EVENT_KINDS: &[&str] = &[
     "audit",
     "edge.xyte_unreachable",
     "edge.xyte_reachable",
+    "edge.gap",
 ];
 
 /// Upstream calls: a few hundred ms typically, up to the request budget.
@@ -102,6 +103,11 @@ struct PluginLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     env: String,
@@ -136,6 +142,12 @@ struct Metrics {
     plugin_up: Family<PluginLabel, Gauge>,
     plugin_restarts: Family<PluginLabel, Counter>,
     plugin_dropped: Family<PluginLabel, Counter>,
+    mqtt_connected: Gauge,
+    mqtt_published: Counter,
+    mqtt_acked: Counter,
+    mqtt_backlog: Gauge,
+    mqtt_reconnects: Counter,
+    mqtt_requests: Family<OutcomeLabel, Counter>,
 }
 
 impl Metrics {
@@ -157,6 +169,12 @@ impl Metrics {
             plugin_up: Family::default(),
             plugin_restarts: Family::default(),
             plugin_dropped: Family::default(),
+            mqtt_connected: Gauge::default(),
+            mqtt_published: Counter::default(),
+            mqtt_acked: Counter::default(),
+            mqtt_backlog: Gauge::default(),
+            mqtt_reconnects: Counter::default(),
+            mqtt_requests: Family::default(),
         };
         // Both transports are always exposed, so a dashboard shows 0 rather than "no data".
         for transport in ["unix", "http"] {
@@ -206,6 +224,32 @@ impl Metrics {
             "xyte_edge_plugin_dropped",
             "Lines dropped because the plugin was not reading fast enough",
             m.plugin_dropped.clone(),
+        );
+        r.register(
+            "xyte_edge_mqtt_connected",
+            "1 while the MQTT uplink is connected to its broker",
+            m.mqtt_connected.clone(),
+        );
+        r.register(
+            "xyte_edge_mqtt_published",
+            "Messages the MQTT uplink handed to its broker",
+            m.mqtt_published.clone(),
+        );
+        r.register("xyte_edge_mqtt_acked", "Messages the broker acknowledged (PUBACK)", m.mqtt_acked.clone());
+        r.register(
+            "xyte_edge_mqtt_backlog",
+            "Events of the log the broker has not acknowledged yet",
+            m.mqtt_backlog.clone(),
+        );
+        r.register(
+            "xyte_edge_mqtt_reconnects",
+            "Connections to the broker after the first (lost or refused ones included)",
+            m.mqtt_reconnects.clone(),
+        );
+        r.register(
+            "xyte_edge_mqtt_requests",
+            "Command requests received over MQTT, by outcome (ok, an error code, refused, expired, repeated)",
+            m.mqtt_requests.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -306,6 +350,29 @@ pub fn plugin_restart(plugin: &'static str) {
 
 pub fn plugin_dropped(plugin: &'static str, lines: u64) {
     METRICS.plugin_dropped.get_or_create(&PluginLabel { plugin }).inc_by(lines);
+}
+
+/// The MQTT uplink: connected or not, and the events it has not delivered yet.
+pub fn mqtt_state(connected: bool, backlog: u64) {
+    METRICS.mqtt_connected.set(i64::from(connected));
+    METRICS.mqtt_backlog.set(backlog.min(i64::MAX as u64) as i64);
+}
+
+pub fn mqtt_published() {
+    METRICS.mqtt_published.inc();
+}
+
+pub fn mqtt_acked() {
+    METRICS.mqtt_acked.inc();
+}
+
+pub fn mqtt_reconnect() {
+    METRICS.mqtt_reconnects.inc();
+}
+
+/// One command request; `outcome` is `ok`, an [`ErrorCode::as_str`], `refused`, `expired` or `repeated`.
+pub fn mqtt_request(outcome: &'static str) {
+    METRICS.mqtt_requests.get_or_create(&OutcomeLabel { outcome }).inc();
 }
 
 /// Values sampled by the caller at scrape time.

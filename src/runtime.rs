@@ -37,6 +37,8 @@ pub struct App {
     pub experimental_apis: bool,
     /// Room presets; replaced whole on SIGHUP.
     pub presets: std::sync::RwLock<Arc<Presets>>,
+    /// What the MQTT uplink last reported (`None` when it is not configured).
+    pub uplink: std::sync::Mutex<Option<UplinkState>>,
 }
 
 impl App {
@@ -65,6 +67,7 @@ impl App {
             mcp_clients: Default::default(),
             experimental_apis: defaults.experimental_apis,
             presets: Default::default(),
+            uplink: Default::default(),
         }
     }
 
@@ -75,6 +78,34 @@ impl App {
     pub fn set_presets(&self, presets: Presets) {
         if let Ok(mut p) = self.presets.write() {
             *p = Arc::new(presets);
+        }
+    }
+}
+
+/// The MQTT uplink as readiness, `xyte-edge status`, metrics and the dashboard show it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UplinkState {
+    /// The broker URL (never with credentials).
+    pub broker: String,
+    pub connected: bool,
+    /// The connection counter of the current (or last) connection.
+    pub session: i64,
+    /// Events of the log not yet acknowledged by the broker.
+    pub backlog: u64,
+    /// Why the last connection ended or failed.
+    pub last_error: Option<String>,
+    /// Whether command requests are answered.
+    pub commands: bool,
+}
+
+impl App {
+    pub fn uplink(&self) -> Option<UplinkState> {
+        self.uplink.lock().ok().and_then(|u| u.clone())
+    }
+
+    pub fn update_uplink(&self, f: impl FnOnce(&mut UplinkState)) {
+        if let Ok(mut u) = self.uplink.lock() {
+            f(u.get_or_insert_with(Default::default));
         }
     }
 }

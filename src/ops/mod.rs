@@ -19,6 +19,7 @@ mod tickets;
 use serde_json::{Value, json};
 
 pub use catalogue::{Access, CATALOGUE, Kind, Op, find};
+pub use devices::summary as device_summary;
 
 use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;

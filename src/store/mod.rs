@@ -11,6 +11,7 @@ pub mod context;
 pub mod events;
 pub mod tasks;
 pub mod tokens;
+pub mod uplink;
 pub mod webhooks;
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -37,6 +38,9 @@ const MIGRATIONS: &[&str] = &[
     // task's mark meant anything: on a task past `queued` it was left over from an attempt already reconciled.
     "ALTER TABLE tasks ADD COLUMN outcome_unknown INTEGER NOT NULL DEFAULT 0;
      UPDATE tasks SET outcome_unknown = 1 WHERE state = 'queued' AND last_error = 'unknown outcome';",
+    // 4: the MQTT uplink's own records (store/uplink.rs): its connection counter, how far the event log was
+    // delivered to the broker, and which device states it left retained there.
+    "CREATE TABLE uplink (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.

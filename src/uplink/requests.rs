@@ -1,0 +1,249 @@
+//! Command requests over MQTT (`XYTE_MQTT_COMMANDS=on`): `<prefix>/cmd/req/<tool>` carries the tool's arguments,
+//! MQTT 5's response topic says where the answer goes and its correlation data ties the answer to the request.
+//! Each request runs through the catalogue like every other front door, as principal `mqtt` with `XYTE_MQTT_ROLE`.
+//!
+//! A requester that did not see its answer (a lost connection, a restarted app) sends the same request again; a
+//! write repeated with the same correlation data within [`REMEMBER`] gets the first answer again and runs nothing,
+//! so a command is never sent twice. Reads are simply run again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::Publish;
+use serde_json::{Value, json};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::config::Role;
+use crate::error::{Error, ErrorCode};
+use crate::ops;
+use crate::runtime::{App, Ctx, Principal};
+
+/// The largest request payload run; a larger one is answered with `invalid_params`.
+pub const MAX_PAYLOAD: usize = 256 * 1024;
+/// How long the answer to a write is kept for a repeated request.
+const REMEMBER: Duration = Duration::from_secs(600);
+/// Writes remembered at most: beyond it, new writes are refused (`rate_limited`) until old answers age out. Far
+/// more than the outbox admits in ten minutes at Xyte's default budget.
+const REMEMBERED_MAX: usize = 4096;
+/// Requests run at once, like the requests of one MCP connection.
+const RUNNING: usize = 16;
+/// Requests waiting for one of the [`RUNNING`] places; beyond it, refused with `rate_limited`.
+const WAITING: usize = 256;
+/// The principal command requests run as (audit records, context).
+const PRINCIPAL: &str = "mqtt";
+
+/// An answer to publish: where, with which correlation data, and for how long it is worth delivering.
+pub struct Reply {
+    pub topic: String,
+    pub correlation: Option<Bytes>,
+    /// What is left of the request's message expiry, passed on to the answer.
+    pub expiry_s: Option<u32>,
+    pub payload: Vec<u8>,
+}
+
+/// A request's run ended: its answer (none when it expired before running), and the write it answers.
+pub struct Done {
+    key: Option<Key>,
+    pub reply: Option<Reply>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Key {
+    tool: String,
+    topic: String,
+    correlation: Bytes,
+}
+
+struct Remembered {
+    at: Instant,
+    /// `None` while the first request still runs: a repeat then waits for the first answer.
+    answer: Option<Vec<u8>>,
+}
+
+pub struct Requests {
+    app: Arc<App>,
+    role: Role,
+    /// `<prefix>/cmd/req/`
+    prefix: String,
+    remembered: HashMap<Key, Remembered>,
+    running: Arc<Semaphore>,
+    waiting: Arc<AtomicUsize>,
+    done_tx: mpsc::Sender<Done>,
+    pub done: mpsc::Receiver<Done>,
+}
+
+impl Requests {
+    pub fn new(app: Arc<App>, role: Role, prefix: String) -> Self {
+        let (done_tx, done) = mpsc::channel(WAITING);
+        Requests {
+            app,
+            role,
+            prefix,
+            remembered: HashMap::new(),
+            running: Arc::new(Semaphore::new(RUNNING)),
+            waiting: Arc::default(),
+            done_tx,
+            done,
+        }
+    }
+
+    /// Takes one incoming request: answers at once what needs no run (bad input, a repeat), starts the rest.
+    pub fn receive(&mut self, publish: Publish) -> Option<Reply> {
+        let received = Instant::now();
+        let topic = String::from_utf8_lossy(&publish.topic).into_owned();
+        let props = publish.properties.unwrap_or_default();
+        let Some(response_topic) = props.response_topic.filter(|t| !t.is_empty() && !t.contains(['+', '#'])) else {
+            crate::metrics::mqtt_request("refused");
+            tracing::warn!(
+                topic,
+                "MQTT command request without a usable response topic refused: set the MQTT 5 response topic"
+            );
+            return None;
+        };
+        let answer = |payload: Value| Reply {
+            topic: response_topic.clone(),
+            correlation: props.correlation_data.clone(),
+            expiry_s: props.message_expiry_interval,
+            payload: payload.to_string().into_bytes(),
+        };
+        let tool = topic.strip_prefix(&self.prefix).unwrap_or_default().to_string();
+        let args = match parse_args(&publish.payload) {
+            Ok(args) => args,
+            Err(e) => {
+                crate::metrics::mqtt_request(e.code.as_str());
+                return Some(answer(error_payload(&e)));
+            }
+        };
+        let key = match (ops::find(&tool), &props.correlation_data) {
+            (Some(op), Some(correlation)) if op.kind != ops::Kind::Read => {
+                Some(Key { tool: tool.clone(), topic: response_topic.clone(), correlation: correlation.clone() })
+            }
+            _ => None,
+        };
+        if let Some(key) = &key {
+            self.forget_old();
+            match self.remembered.get(key) {
+                Some(Remembered { answer: Some(first), .. }) => {
+                    crate::metrics::mqtt_request("repeated");
+                    return Some(Reply { payload: first.clone(), ..answer(Value::Null) });
+                }
+                Some(Remembered { answer: None, .. }) => {
+                    // The first is still running; its answer goes to the same topic with the same correlation data.
+                    crate::metrics::mqtt_request("repeated");
+                    return None;
+                }
+                None if self.remembered.len() >= REMEMBERED_MAX => {
+                    let e = Error::new(
+                        ErrorCode::RateLimited,
+                        format!("{REMEMBERED_MAX} command requests in the last 10 minutes; try again later"),
+                    );
+                    crate::metrics::mqtt_request(e.code.as_str());
+                    return Some(answer(error_payload(&e)));
+                }
+                None => {
+                    self.remembered.insert(key.clone(), Remembered { at: received, answer: None });
+                }
+            }
+        }
+        if self.waiting.fetch_add(1, Ordering::Relaxed) >= WAITING {
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            if let Some(key) = &key {
+                self.remembered.remove(key);
+            }
+            let e = Error::new(ErrorCode::RateLimited, format!("{WAITING} command requests are already waiting"));
+            crate::metrics::mqtt_request(e.code.as_str());
+            return Some(answer(error_payload(&e)));
+        }
+        let deadline = props.message_expiry_interval.map(|s| received + Duration::from_secs(u64::from(s)));
+        let ctx = Ctx {
+            app: self.app.clone(),
+            principal: Principal { id: PRINCIPAL.into(), role: self.role },
+            progress: None,
+        };
+        let (running, waiting, done) = (self.running.clone(), self.waiting.clone(), self.done_tx.clone());
+        let reply = answer(Value::Null);
+        tokio::spawn(async move {
+            let permit = running.acquire_owned().await;
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            let reply = if left.is_some_and(|l| l.is_zero()) || permit.is_err() {
+                crate::metrics::mqtt_request("expired");
+                tracing::info!(tool, "MQTT command request expired before it ran; not run");
+                None
+            } else {
+                let outcome = ops::call(&ctx, &tool, args).await;
+                crate::metrics::mqtt_request(match &outcome {
+                    Ok(_) => "ok",
+                    Err(e) => e.code.as_str(),
+                });
+                let payload = match outcome {
+                    Ok(result) => json!({"status": "ok", "result": result}),
+                    Err(e) => error_payload(&e),
+                };
+                // The answer expires when the request would have: nobody waits for it after that.
+                let expiry_s = left.map(|l| l.as_secs().max(1) as u32);
+                Some(Reply { payload: payload.to_string().into_bytes(), expiry_s, ..reply })
+            };
+            let _ = done.send(Done { key, reply }).await;
+        });
+        None
+    }
+
+    /// Records a finished run (the answer to a repeat of it) and returns what to publish.
+    pub fn finished(&mut self, done: Done) -> Option<Reply> {
+        if let Some(key) = done.key {
+            match &done.reply {
+                Some(reply) => {
+                    self.remembered.insert(key, Remembered { at: Instant::now(), answer: Some(reply.payload.clone()) });
+                }
+                None => {
+                    self.remembered.remove(&key);
+                }
+            }
+        }
+        done.reply
+    }
+
+    fn forget_old(&mut self) {
+        self.remembered.retain(|_, r| r.answer.is_none() || r.at.elapsed() < REMEMBER);
+    }
+}
+
+/// The payload as the tool's arguments: a JSON object (an empty payload is `{}`), at most [`MAX_PAYLOAD`] bytes.
+fn parse_args(payload: &[u8]) -> Result<Value, Error> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(Error::invalid_params(format!(
+            "the request is {} bytes; command requests are limited to {MAX_PAYLOAD} bytes",
+            payload.len()
+        )));
+    }
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(args @ Value::Object(_)) => Ok(args),
+        Ok(_) => Err(Error::invalid_params("the payload must be a JSON object of the tool's arguments")),
+        Err(e) => Err(Error::invalid_params(format!("the payload is not valid JSON: {e}"))),
+    }
+}
+
+fn error_payload(e: &Error) -> Value {
+    json!({"status": "error", "error": e})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments() {
+        assert_eq!(parse_args(b"").unwrap(), json!({}));
+        assert_eq!(parse_args(b" {\"device_id\":\"d1\"} ").unwrap(), json!({"device_id": "d1"}));
+        for bad in [&b"{"[..], b"[1]", b"\"x\"", &vec![b' '; MAX_PAYLOAD + 1]] {
+            assert_eq!(parse_args(bad).unwrap_err().code, ErrorCode::InvalidParams);
+        }
+    }
+}
