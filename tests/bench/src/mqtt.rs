@@ -73,6 +73,8 @@ struct Broker {
     port: u16,
     starts: usize,
     proc: Option<Proc>,
+    /// Where the current start's lines begin in mosquitto.log.
+    log_from: usize,
 }
 
 impl Broker {
@@ -90,7 +92,8 @@ impl Broker {
              persistence_location {dir}/\n\
              # Nothing queued for the subscriber is dropped (the default keeps 1000 per client).\n\
              max_queued_messages 0\n\
-             log_dest stdout\n\
+             # A file, not stdout: mosquitto flushes it line by line, so the connection order can be read at once.\n\
+             log_dest file {dir}/mosquitto.log\n\
              log_type error\nlog_type warning\nlog_type notice\nlog_type information\n\
              connection_messages true\n\
              # Started as root, mosquitto would switch to the user `mosquitto`, who cannot write the persistence\n\
@@ -99,7 +102,7 @@ impl Broker {
             dir = dir.display()
         );
         std::fs::write(&conf, text).map_err(|e| e.to_string())?;
-        Ok(Broker { bin, dir: dir.to_path_buf(), conf, port, starts: 0, proc: None })
+        Ok(Broker { bin, dir: dir.to_path_buf(), conf, port, starts: 0, proc: None, log_from: 0 })
     }
 
     fn addr(&self) -> SocketAddr {
@@ -109,14 +112,20 @@ impl Broker {
     /// Starts mosquitto and waits until its port accepts connections.
     fn start(&mut self) -> Res<()> {
         self.starts += 1;
+        self.log_from = self.log_all().len();
         let mut cmd = Command::new(&self.bin);
         cmd.arg("-c").arg(&self.conf);
         let mut proc = Proc::spawn(&format!("mosquitto-{}", self.starts), cmd, &self.dir)?;
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect_timeout(&self.addr(), Duration::from_millis(100)).is_err() {
-            proc.alive()?;
+            proc.alive().map_err(|e| format!("{e}\n{}", self.log()))?;
             if Instant::now() > deadline {
-                return Err(format!("mosquitto did not listen on {} within 10 s:\n{}", self.addr(), proc.log()));
+                return Err(format!(
+                    "mosquitto did not listen on {} within 10 s:\n{}{}",
+                    self.addr(),
+                    proc.log(),
+                    self.log()
+                ));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -132,8 +141,17 @@ impl Broker {
         Ok(())
     }
 
+    fn pid(&self) -> u32 {
+        self.proc.as_ref().map_or(0, Proc::pid)
+    }
+
+    fn log_all(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+    }
+
+    /// The log of the current start.
     fn log(&self) -> String {
-        self.proc.as_ref().map(Proc::log).unwrap_or_default()
+        self.log_all().get(self.log_from..).unwrap_or_default().to_string()
     }
 }
 
@@ -286,13 +304,7 @@ fn event_id(status: u16, body: &[u8]) -> Res<u64> {
 }
 
 /// `n` signed webhooks with unique delivery ids over `CLIENTS` keep-alive TLS connections.
-async fn post_batch(
-    lan: SocketAddr,
-    tls: &Arc<rustls::ClientConfig>,
-    secret: &str,
-    n: usize,
-    tag: &str,
-) -> Res<Batch> {
+async fn post_batch(lan: SocketAddr, tls: &Arc<rustls::ClientConfig>, secret: &str, n: usize, tag: &str) -> Res<Batch> {
     let conns = CLIENTS.min(n.max(1));
     let mut senders = Vec::new();
     for _ in 0..conns {
@@ -329,9 +341,7 @@ fn secs(d: Duration) -> f64 {
 /// The `xyte_edge_mqtt_*` lines of the daemon's metrics (for the log).
 fn uplink_metrics(layout: &Layout) -> String {
     match procs::http(layout.local, "GET", "/v1/metrics", &[], "") {
-        Ok((200, body)) => {
-            body.lines().filter(|l| l.starts_with("xyte_edge_mqtt")).collect::<Vec<_>>().join("\n    ")
-        }
+        Ok((200, body)) => body.lines().filter(|l| l.starts_with("xyte_edge_mqtt")).collect::<Vec<_>>().join("\n    "),
         Ok((status, _)) => format!("GET /v1/metrics: {status}"),
         Err(e) => format!("GET /v1/metrics: {e}"),
     }
@@ -367,17 +377,21 @@ pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan
         for round in 0..plan.rounds {
             let (r, rounds) = (round + 1, plan.rounds);
             phase(&format!("MQTT uplink round {r}/{rounds}: a backlog of {} events, broker stopped", plan.backlog));
-            let batch = post_batch(layout.lan, &tls, &layout.secret, plan.backlog, &format!("mqtt-{nonce}-{r}-b"))
-                .await?;
-            eprintln!(
-                "  {} webhooks accepted in {:.2} s with the broker down",
-                batch.ids.len(),
-                secs(batch.last_answer - batch.first_sent)
-            );
+            let cpu = procs::cpu_secs(daemon.pid())?;
+            let batch =
+                post_batch(layout.lan, &tls, &layout.secret, plan.backlog, &format!("mqtt-{nonce}-{r}-b")).await?;
+            let n = batch.ids.len() as f64;
+            let took = secs(batch.last_answer - batch.first_sent);
+            report.add("mqtt.backlog.webhook_accepted_per_s", "1/s", None, n / took, None);
+            let per_event = (procs::cpu_secs(daemon.pid())? - cpu) / n * 1e6;
+            report.add("mqtt.backlog.daemon_cpu_per_event", "us", None, per_event, None);
             daemon.alive()?;
             let up = Instant::now();
+            let cpu = procs::cpu_secs(daemon.pid())?;
             broker.start()?;
-            let deadline = Instant::now() + Duration::from_secs(120);
+            let broker_pid = broker.pid();
+            // The daemon's reconnect delay (backoff with jitter, up to 90 s) plus the drain.
+            let deadline = Instant::now() + Duration::from_secs(240);
             let got = sub.wait_all(&batch.ids, deadline).await;
             let times: Vec<Instant> = sub.receipts(&batch.ids).into_iter().flatten().collect();
             let log = broker.log();
@@ -408,6 +422,11 @@ pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan
                 batch.ids.len()
             );
             report.add("mqtt.events_per_s", "1/s", Some(Target::Min(5_000.0)), rate, None);
+            // From the broker's start to the last event: the reconnect wait costs (next to) nothing.
+            let per_event = (procs::cpu_secs(daemon.pid())? - cpu) / n * 1e6;
+            report.add("mqtt.drain.daemon_cpu_per_event", "us", None, per_event, None);
+            let per_event = procs::cpu_secs(broker_pid)? / n * 1e6;
+            report.add("mqtt.drain.broker_cpu_per_event", "us", None, per_event, None);
             if got < batch.ids.len() {
                 return Err(format!(
                     "only {got} of {} backlog events reached the subscriber within {:.0} s; uplink metrics: {}",
@@ -418,9 +437,11 @@ pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan
             }
 
             phase(&format!("MQTT uplink round {r}/{rounds}: {} events live, {CLIENTS} webhook clients", plan.live));
-            let batch =
-                post_batch(layout.lan, &tls, &layout.secret, plan.live, &format!("mqtt-{nonce}-{r}-l")).await?;
+            let cpu = procs::cpu_secs(daemon.pid())?;
+            let batch = post_batch(layout.lan, &tls, &layout.secret, plan.live, &format!("mqtt-{nonce}-{r}-l")).await?;
             let got = sub.wait_all(&batch.ids, Instant::now() + Duration::from_secs(120)).await;
+            let per_event = (procs::cpu_secs(daemon.pid())? - cpu) / batch.ids.len() as f64 * 1e6;
+            report.add("mqtt.live.daemon_cpu_per_event", "us", None, per_event, None);
             let last = sub.receipts(&batch.ids).into_iter().flatten().max();
             match last {
                 Some(last) if got == batch.ids.len() => {
@@ -450,9 +471,16 @@ pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan
         }
         Ok::<(), String>(())
     })?;
+    // The last PUBACKs may still be on their way when the subscriber has everything.
+    std::thread::sleep(Duration::from_millis(500));
     let (distinct, duplicates, unparsed) = sub.counts();
     eprintln!("  subscriber: {distinct} distinct events, {duplicates} duplicates, {unparsed} without an id");
     eprintln!("  uplink metrics:\n    {}", uplink_metrics(&layout));
+    let log = daemon.log();
+    let mut lines: Vec<&str> = log.lines().filter(|l| l.contains("MQTT") || l.contains("uplink")).collect();
+    // Without the time stamp (28 characters), a repeated line is shown once.
+    lines.dedup_by(|a, b| a.get(28..) == b.get(28..));
+    eprintln!("  the daemon's log about the uplink (repeats removed):\n    {}", lines.join("\n    "));
     phase("stopping the MQTT daemon, the broker and the simulator");
     daemon.stop(Duration::from_secs(30))?;
     drop(sub);
