@@ -101,6 +101,9 @@ impl Broker {
              user root\n",
             dir = dir.display()
         );
+        // For experiments (e.g. XYTE_BENCH_MOSQUITTO_CONF='max_inflight_messages 256'): more lines, `;`-separated.
+        let extra = std::env::var("XYTE_BENCH_MOSQUITTO_CONF").unwrap_or_default();
+        let text = extra.split(';').map(str::trim).filter(|l| !l.is_empty()).fold(text, |t, l| t + l + "\n");
         std::fs::write(&conf, text).map_err(|e| e.to_string())?;
         Ok(Broker { bin, dir: dir.to_path_buf(), conf, port, starts: 0, proc: None, log_from: 0 })
     }
@@ -338,6 +341,53 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
+/// The daemon's `xyte_edge_mqtt_acked_total`, sampled every 10 ms on its plain local listener by a thread of its
+/// own: the rate at which the broker acknowledged the drain, seen from the daemon (the subscriber's figure adds the
+/// broker's forwarding to it).
+struct AckSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<(Instant, u64)>>,
+}
+
+impl AckSampler {
+    fn start(local: SocketAddr) -> AckSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !done.load(Ordering::Relaxed) {
+                if let Ok((200, body)) = procs::http(local, "GET", "/v1/metrics", &[], "") {
+                    let acked = body
+                        .lines()
+                        .find_map(|l| l.strip_prefix("xyte_edge_mqtt_acked_total "))
+                        .and_then(|v| v.trim().parse::<f64>().ok());
+                    if let Some(a) = acked {
+                        samples.push((Instant::now(), a as u64));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            samples
+        });
+        AckSampler { stop, thread }
+    }
+
+    fn finish(self) -> Vec<(Instant, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
+/// The rate of a counter over its ramp: from the first sample above its starting value to the last sample below
+/// its final one (None when the ramp spans fewer than two samples).
+fn ramp_rate(samples: &[(Instant, u64)]) -> Option<f64> {
+    let (start, end) = (samples.first()?.1, samples.last()?.1);
+    let first = samples.iter().find(|s| s.1 > start)?;
+    let last = samples.iter().rev().find(|s| s.1 < end)?;
+    let span = secs(last.0.checked_duration_since(first.0)?);
+    (span > 0.0 && last.1 > first.1).then(|| (last.1 - first.1) as f64 / span)
+}
+
 /// The `xyte_edge_mqtt_*` lines of the daemon's metrics (for the log).
 fn uplink_metrics(layout: &Layout) -> String {
     match procs::http(layout.local, "GET", "/v1/metrics", &[], "") {
@@ -390,9 +440,11 @@ pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan
             let cpu = procs::cpu_secs(daemon.pid())?;
             broker.start()?;
             let broker_pid = broker.pid();
+            let acks = AckSampler::start(layout.local);
             // The daemon's reconnect delay (backoff with jitter, up to 90 s) plus the drain.
             let deadline = Instant::now() + Duration::from_secs(240);
             let got = sub.wait_all(&batch.ids, deadline).await;
+            let acked = acks.finish();
             let times: Vec<Instant> = sub.receipts(&batch.ids).into_iter().flatten().collect();
             let log = broker.log();
             let at = |id: &str| log.find(&format!(" as {id} "));
@@ -427,6 +479,9 @@ pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan
             report.add("mqtt.drain.daemon_cpu_per_event", "us", None, per_event, None);
             let per_event = procs::cpu_secs(broker_pid)? / n * 1e6;
             report.add("mqtt.drain.broker_cpu_per_event", "us", None, per_event, None);
+            if let Some(rate) = ramp_rate(&acked) {
+                report.add("mqtt.drain.puback_per_s", "1/s", None, rate, None);
+            }
             if got < batch.ids.len() {
                 return Err(format!(
                     "only {got} of {} backlog events reached the subscriber within {:.0} s; uplink metrics: {}",
