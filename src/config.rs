@@ -828,12 +828,14 @@ fn tls_files(layers: &mut Layers) -> Option<TlsFiles> {
     }
 }
 
-/// Level names (any case, `WARNING` too, as the predecessor accepted) or a full tracing filter.
+/// Level names (any case, `WARNING` too, as the predecessor accepted) or per-module levels
+/// (`info,xyte_edge::uplink=debug`: tracing-subscriber's `Targets`, without the regular expressions of its
+/// `EnvFilter`, which cost 270 KiB of binary for span and field filters nobody running a gateway needs).
 fn log_filter(raw: &str) -> Result<String, String> {
-    const MUST: &str = "must be error, warn, info, debug, trace, or a tracing filter such as info,xyte_edge=debug";
-    // A filter is ASCII (levels, module paths, `=`, `,`, spans). Each directive is trimmed here because
-    // tracing-subscriber 0.3.23 slices a directive at positions found in its trimmed copy: leading white space
-    // before a multi-byte character made it panic (found by the `config` fuzz target) instead of refusing.
+    const MUST: &str = "must be error, warn, info, debug, trace, or per-module levels such as info,xyte_edge=debug";
+    // A filter is ASCII (levels, module paths, `=`, `,`). Each directive is trimmed here because tracing-subscriber
+    // 0.3.23's EnvFilter sliced a directive at positions found in its trimmed copy (leading white space before a
+    // multi-byte character made it panic, found by the `config` fuzz target); refusing non-ASCII keeps that shut.
     if !raw.is_ascii() || raw.chars().any(|c| c.is_ascii_control()) {
         return Err(format!("{MUST} (letters, digits and punctuation only)"));
     }
@@ -843,7 +845,7 @@ fn log_filter(raw: &str) -> Result<String, String> {
         "critical" | "fatal" => "error".to_string(),
         _ => lower.split(',').map(str::trim).collect::<Vec<_>>().join(","),
     };
-    tracing_subscriber::EnvFilter::try_new(&normalised).map(|_| normalised).map_err(|_| MUST.into())
+    normalised.parse::<tracing_subscriber::filter::Targets>().map(|_| normalised).map_err(|_| MUST.into())
 }
 
 fn syslog_target(raw: &str) -> Result<Option<SyslogTarget>, String> {

@@ -9,7 +9,8 @@ use tracing::{Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::Targets;
 
 use crate::config::{Config, LogFormat, SyslogTarget};
 
@@ -18,7 +19,7 @@ type BoxedLayer<S> = Box<dyn Layer<S> + Send + Sync>;
 /// Installs the global subscriber. Returns notes worth logging once logging works (e.g. journald unavailable).
 pub fn init(config: &Config) -> Vec<String> {
     let mut notes = Vec::new();
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter: Targets = config.log_filter.parse().unwrap_or_else(|_| Targets::new().with_default(Level::INFO));
     let format = match config.log_format {
         LogFormat::Auto if stderr_is_journal() => LogFormat::Journald,
         LogFormat::Auto => LogFormat::Text,

@@ -319,3 +319,70 @@ fn outbox_limits_derive_from_the_budget_and_bad_values_are_refused() {
     let got = problems(load(&[("XYTE_OUTBOX_MAX", "20"), ("XYTE_OUTBOX_MAX_PER_DEVICE", "21")]).unwrap_err());
     assert_eq!(got, ["XYTE_OUTBOX_MAX_PER_DEVICE: invalid value \"21\": must not be more than XYTE_OUTBOX_MAX (20)"]);
 }
+
+/// The MQTT uplink: off without a URL (its other keys then only warn), defaults derived from the host name, and every
+/// bad value refused with the key named.
+#[test]
+fn mqtt_uplink_settings() {
+    let load = |pairs: &[(&str, &str)]| {
+        let mut all = vec![("XYTE_API_KEY", "k")];
+        all.extend_from_slice(pairs);
+        Config::load_from(&LoadOptions { path: Some("/dev/null".into()), demo: false }, &env(&all))
+    };
+    let c = load(&[]).unwrap();
+    assert!(c.mqtt.is_none() && c.warnings.is_empty(), "{:?}", c.warnings);
+    let c = load(&[("XYTE_MQTT_COMMANDS", "on")]).unwrap();
+    assert!(c.mqtt.is_none());
+    assert!(
+        c.warnings.iter().any(|w| w.contains("XYTE_MQTT_COMMANDS set but XYTE_MQTT_URL is not")),
+        "{:?}",
+        c.warnings
+    );
+
+    let c = load(&[("XYTE_MQTT_URL", "mqtt://127.0.0.1"), ("XYTE_SITE", "hq-berlin")]).unwrap();
+    let m = c.mqtt.unwrap();
+    assert_eq!((m.host.as_str(), m.port, m.tls), ("127.0.0.1", 1883, false));
+    assert_eq!(m.topic_prefix, "xyte-edge/v1/hq-berlin");
+    assert!(m.client_id.starts_with("xyte-edge-"), "{}", m.client_id);
+    assert_eq!((m.commands, m.role), (false, Role::Operator));
+    let shown = c.effective.iter().find(|e| e.key == "XYTE_MQTT_TOPIC_PREFIX").unwrap();
+    assert_eq!((shown.value.as_str(), shown.source.as_str()), ("xyte-edge/v1/hq-berlin", "default (from XYTE_SITE)"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let password = write_file(dir.path(), "mqtt-password", "s3cret\n");
+    let c = load(&[
+        ("XYTE_MQTT_URL", "mqtts://broker.lan"),
+        ("XYTE_MQTT_USERNAME", "gw"),
+        ("XYTE_MQTT_PASSWORD_FILE", password.to_str().unwrap()),
+        ("XYTE_MQTT_COMMANDS", "on"),
+        ("XYTE_MQTT_ROLE", "viewer"),
+        ("XYTE_MQTT_TOPIC_PREFIX", "fleet/berlin"),
+    ])
+    .unwrap();
+    let m = c.mqtt.unwrap();
+    assert_eq!((m.port, m.tls, m.commands, m.role), (8883, true, true, Role::Viewer));
+    assert_eq!(m.password.as_ref().map(|p| p.expose().as_str()), Some("s3cret"));
+    assert_eq!(m.topic_prefix, "fleet/berlin");
+
+    let err = load(&[
+        ("XYTE_MQTT_URL", "http://broker"),
+        ("XYTE_MQTT_COMMANDS", "maybe"),
+        ("XYTE_MQTT_ROLE", "root"),
+        ("XYTE_MQTT_TOPIC_PREFIX", "a/+/b"),
+        ("XYTE_MQTT_PASSWORD", "p"),
+        ("XYTE_MQTT_CLIENT_CERT", "/nonexistent/cert.pem"),
+    ])
+    .unwrap_err();
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "XYTE_MQTT_URL",
+        "XYTE_MQTT_COMMANDS",
+        "XYTE_MQTT_ROLE",
+        "XYTE_MQTT_TOPIC_PREFIX",
+        "XYTE_MQTT_PASSWORD",
+        "XYTE_MQTT_CLIENT_CERT",
+    ] {
+        assert!(keys.contains(&key), "{key} not reported: {err}");
+    }
+    assert!(!err.to_string().contains("\"p\""), "the password is never shown: {err}");
+}

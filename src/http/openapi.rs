@@ -181,9 +181,11 @@ fn health_schema() -> Value {
 fn ready_schema() -> Value {
     json!({"type": "object", "properties": {
         "ready": {"type": "boolean"},
-        "reasons": {"type": "array", "items": {"type": "string"}, "description": "Why it is not ready."},
+        "reasons": {"type": "array", "items": {"type": "string"}, "description": "Why it is not ready; also \
+            `uplink: disconnected` while a configured MQTT uplink is not connected, which does not make it unready."},
         "xyte_reachable": {"type": "boolean"},
         "cache_warm": {"type": "boolean"},
+        "uplink_connected": {"type": "boolean", "description": "Present when the MQTT uplink is configured."},
     }})
 }
 

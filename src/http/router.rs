@@ -194,7 +194,8 @@ fn healthz(http: &Http) -> Response<Body> {
     }
 }
 
-/// Ready when the store accepts a write and either Xyte answered in the last 5 minutes or the cache is warm.
+/// Ready when the store accepts a write and either Xyte answered in the last 5 minutes or the cache is warm. A
+/// configured MQTT uplink that is not connected is listed among the reasons without making the gateway unready.
 /// A full disk makes it not ready: reads still answer, but commands and webhooks are refused, and the operator who
 /// watches readiness is the one who can free space.
 async fn readyz(http: &Http) -> Response<Body> {
@@ -212,8 +213,16 @@ async fn readyz(http: &Http) -> Response<Body> {
     if !recent && !warm {
         reasons.push("Xyte has not answered in the last 5 minutes and the cache is empty".to_string());
     }
-    let body = json!({"ready": reasons.is_empty(), "reasons": reasons, "xyte_reachable": sync.reachable,
-                      "cache_warm": warm});
-    let status = if reasons.is_empty() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let ready = reasons.is_empty();
+    // The uplink serves a remote broker, not the local clients readiness is for: its loss is named, never fatal.
+    let uplink = http.app.uplink();
+    if uplink.as_ref().is_some_and(|u| !u.connected) {
+        reasons.push("uplink: disconnected".to_string());
+    }
+    let mut body = json!({"ready": ready, "reasons": reasons, "xyte_reachable": sync.reachable, "cache_warm": warm});
+    if let Some(u) = uplink {
+        body["uplink_connected"] = json!(u.connected);
+    }
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     json_response(status, &body)
 }

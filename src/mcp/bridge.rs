@@ -138,6 +138,15 @@ pub fn status(path: &Path) -> ExitCode {
     println!("  outbox:     {} commands waiting", s["outbox_depth"]);
     println!("  event log:  {} events (latest id {})", s["event_log"]["rows"], s["event_log"]["latest_id"]);
     println!("  clients:    {} on the MCP socket", s["clients"]["mcp_socket"]);
+    let u = &s["uplink"];
+    if !u.is_null() {
+        let state = if u["connected"] == true {
+            format!("connected (session {}), {} events to deliver", u["session"], u["backlog"])
+        } else {
+            format!("DISCONNECTED ({})", u["last_error"].as_str().unwrap_or("connecting"))
+        };
+        println!("  MQTT:       {state} — {}", u["broker"].as_str().unwrap_or("?"));
+    }
     if s["read_only"] == true {
         println!("  mode:       read-only (XYTE_READ_ONLY=true)");
     }

@@ -150,6 +150,7 @@ pub async fn edge_status(ctx: &Ctx) -> Result<Value, Error> {
         "event_log": {"rows": events_rows, "latest_id": latest},
         "clients": {"mcp_socket": app.mcp_clients.load(std::sync::atomic::Ordering::Relaxed)},
         "read_only": app.read_only,
+        "uplink": app.uplink(),
     }))
 }
 

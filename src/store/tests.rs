@@ -301,3 +301,34 @@ fn the_unknown_outcome_migration_keeps_every_task_intact() {
         assert_eq!(serde_json::to_string(&t.body).unwrap(), stored, "{} is stored as it was", t.task_id);
     }
 }
+
+/// The uplink's records (migration 4) on a database that already has events: delivery starts at the head of the
+/// log, the connection counter only grows, and both survive a reopen.
+#[test]
+fn uplink_records_start_at_the_head_of_the_log_and_survive_a_reopen() {
+    let (dir, c) = first_schema();
+    events::append(&c, &vec![events::NewEvent::new("device.updated", json!({})); 3], 1).unwrap();
+    drop(c);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let first = store
+        .write_blocking(Durability::Full, |c| {
+            Ok((uplink::next_session(c)?, uplink::next_session(c)?, uplink::cursor(c)?, uplink::retained_devices(c)?))
+        })
+        .unwrap();
+    assert_eq!(first, (1, 2, 3, Vec::<String>::new()));
+    store
+        .write_blocking(Durability::Full, |c| {
+            events::append(c, &[events::NewEvent::new("device.updated", json!({}))], 2)?;
+            uplink::set_cursor(c, 4)?;
+            uplink::set_retained_devices(c, &["d1", "d2"])
+        })
+        .unwrap();
+    store.close();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let again = store
+        .write_blocking(Durability::Full, |c| {
+            Ok((uplink::next_session(c)?, uplink::cursor(c)?, uplink::retained_devices(c)?))
+        })
+        .unwrap();
+    assert_eq!(again, (3, 4, vec!["d1".to_string(), "d2".to_string()]));
+}

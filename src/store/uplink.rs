@@ -52,8 +52,3 @@ pub fn retained_devices(conn: &Connection) -> Result<Vec<String>, StoreError> {
 pub fn set_retained_devices(conn: &Connection, ids: &[&str]) -> Result<(), StoreError> {
     set(conn, "devices", &serde_json::to_string(ids)?)
 }
-
-/// The smallest id still in the log (retention deletes the oldest), `None` when it is empty.
-pub fn oldest_event_id(conn: &Connection) -> Result<Option<i64>, StoreError> {
-    Ok(conn.query_row("SELECT MIN(id) FROM events", [], |r| r.get(0))?)
-}

@@ -46,6 +46,8 @@ const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// Device states are compared after device events, at most this often, and at least every [`DEVICES_AT_LEAST`].
 const DEVICES_EVERY: Duration = Duration::from_secs(1);
 const DEVICES_AT_LEAST: Duration = Duration::from_secs(30);
+/// A device state whose only change is `last_seen_at` is published again at most this often.
+const LAST_SEEN_EVERY: Duration = Duration::from_secs(300);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// A connection that lasted this long was healthy: the next loss starts the backoff from the minimum again.
@@ -278,7 +280,7 @@ impl Uplink {
                     devices.refresh(&self.app, &devices_tx);
                 }
                 _ = health_tick.tick() => {
-                    let now = self.health(&conn).await;
+                    let now = self.health(&mut conn).await;
                     if health.as_ref() != Some(&now) {
                         conn.queue.push_back(Message::retained(&self.topics.health, now.to_string().into_bytes()));
                         health = Some(now);
@@ -366,14 +368,32 @@ impl Uplink {
         });
     }
 
-    async fn health(&self, conn: &Connection) -> Value {
+    /// `gateway/health` as it is now. Reading the log's head here also makes sure nothing appended without a
+    /// broadcast waits longer than [`HEALTH_EVERY`].
+    async fn health(&self, conn: &mut Connection) -> Value {
         let sync = self.app.sync.get();
-        let outbox = self.app.store.read(crate::store::tasks::outbox_depth).await.ok();
+        let read = self
+            .app
+            .store
+            .read(|c| Ok((crate::store::tasks::outbox_depth(c)?, crate::store::events::latest_id(c)?)))
+            .await;
+        let (outbox, head) = match read {
+            Ok((outbox, head)) => (Some(outbox), Some(head)),
+            Err(e) => {
+                tracing::debug!("MQTT uplink: health not read: {e}");
+                (None, None)
+            }
+        };
+        if let Some(head) = head
+            && conn.head != i64::MAX
+        {
+            conn.head = conn.head.max(head);
+        }
         json!({
             "xyte_reachable": sync.reachable,
             "last_sync_at": crate::cache::rfc3339(sync.last_ok_ms),
             "outbox_depth": outbox,
-            "event_log_head": (conn.head != i64::MAX).then_some(conn.head),
+            "event_log_head": head,
             "uplink_backlog": self.app.uplink().map_or(0, |u| u.backlog),
         })
     }
@@ -553,8 +573,8 @@ struct Devices {
     /// Ids with a retained state at the broker (recorded in the database, so a device deleted while the daemon was
     /// stopped is still cleared).
     retained: BTreeSet<String>,
-    /// What this connection published, per device (a hash of the payload).
-    published: HashMap<String, u64>,
+    /// What this connection published, per device.
+    published: HashMap<String, Published>,
     dirty: bool,
     running: bool,
     last: Option<Instant>,
@@ -574,7 +594,7 @@ impl Devices {
 
     /// Starts reading the devices' summaries (in a task: with nothing cached it waits for Xyte) when something
     /// changed, or the last comparison is old.
-    fn refresh(&mut self, app: &Arc<App>, tx: &mpsc::Sender<Vec<(String, Vec<u8>)>>) {
+    fn refresh(&mut self, app: &Arc<App>, tx: &mpsc::Sender<Vec<DeviceState>>) {
         let since = self.last.map(|t| t.elapsed());
         let due = match since {
             None => true,
@@ -589,18 +609,10 @@ impl Devices {
         let (app, tx) = (app.clone(), tx.clone());
         tokio::spawn(async move {
             let states = match app.cache.devices().await {
-                Ok(devices) => devices
-                    .value
-                    .iter()
-                    .filter_map(|d| {
-                        let summary = crate::ops::device_summary(d);
-                        let id = summary["id"].as_str().map(str::to_string)?;
-                        Some((id, summary.to_string().into_bytes()))
-                    })
-                    .collect(),
+                Ok(devices) => devices.value.iter().filter_map(DeviceState::of).collect(),
                 Err(e) => {
                     tracing::debug!("MQTT uplink: device states not compared: {e}");
-                    return drop(tx.send(Vec::new()).await);
+                    Vec::new()
                 }
             };
             let _ = tx.send(states).await;
@@ -609,12 +621,12 @@ impl Devices {
 
     /// Queues the states that changed and clears the devices that are gone; says whether the retained set changed.
     /// An empty list means the devices could not be read: nothing is cleared then.
-    fn diff(&mut self, states: Vec<(String, Vec<u8>)>, prefix: &str, queue: &mut VecDeque<Message>) -> bool {
+    fn diff(&mut self, states: Vec<DeviceState>, prefix: &str, queue: &mut VecDeque<Message>) -> bool {
         if states.is_empty() {
             return false;
         }
         let mut changed = false;
-        let current: BTreeSet<&str> = states.iter().map(|(id, _)| id.as_str()).collect();
+        let current: BTreeSet<&str> = states.iter().map(|d| d.id.as_str()).collect();
         let gone: Vec<String> = self.retained.iter().filter(|id| !current.contains(id.as_str())).cloned().collect();
         for id in gone {
             queue.push_back(Message::retained(&format!("{prefix}{}/state", topic_safe(&id)), Vec::new()));
@@ -622,17 +634,45 @@ impl Devices {
             self.retained.remove(&id);
             changed = true;
         }
-        for (id, payload) in states {
-            let hash = fingerprint(&payload);
-            if self.published.get(&id) == Some(&hash) {
-                continue;
+        for state in states {
+            let now = Instant::now();
+            let (full, significant) = (fingerprint(&state.payload), state.significant);
+            match self.published.get(&state.id) {
+                Some(p) if p.full == full => continue,
+                // Only `last_seen_at` moved (every poll, for every online device): at most every LAST_SEEN_EVERY.
+                Some(p) if p.significant == significant && now.duration_since(p.at) < LAST_SEEN_EVERY => continue,
+                _ => {}
             }
-            queue.push_back(Message::retained(&format!("{prefix}{}/state", topic_safe(&id)), payload));
-            self.published.insert(id.clone(), hash);
-            changed |= self.retained.insert(id);
+            queue.push_back(Message::retained(&format!("{prefix}{}/state", topic_safe(&state.id)), state.payload));
+            self.published.insert(state.id.clone(), Published { full, significant, at: now });
+            changed |= self.retained.insert(state.id);
         }
         changed
     }
+}
+
+/// One device's `list_devices` summary as published, and a fingerprint of it without `last_seen_at`.
+struct DeviceState {
+    id: String,
+    payload: Vec<u8>,
+    significant: u64,
+}
+
+impl DeviceState {
+    fn of(device: &crate::cache::Compact) -> Option<DeviceState> {
+        let mut summary = crate::ops::device_summary(device);
+        let id = summary["id"].as_str()?.to_string();
+        let payload = summary.to_string().into_bytes();
+        summary["last_seen_at"] = Value::Null;
+        Some(DeviceState { id, payload, significant: fingerprint(summary.to_string().as_bytes()) })
+    }
+}
+
+/// What this connection last published for a device.
+struct Published {
+    full: u64,
+    significant: u64,
+    at: Instant,
 }
 
 fn fingerprint(bytes: &[u8]) -> u64 {

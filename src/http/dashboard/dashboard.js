@@ -295,6 +295,16 @@
     const r = await fetch('/readyz', { cache: 'no-store' });
     const ready = await r.json();
     if (typeof ready.xyte_reachable === 'boolean') setReachable(ready.xyte_reachable);
+    renderUplink(ready.uplink_connected);
+  }
+
+  // The MQTT uplink's state in the header; hidden when no uplink is configured (the field is absent then).
+  function renderUplink(connected) {
+    const badge = $('uplink');
+    badge.hidden = typeof connected !== 'boolean';
+    badge.textContent = connected ? 'Uplink' : 'Uplink down';
+    badge.title = connected ? 'Connected to the MQTT broker' : 'The MQTT broker is not reachable; events are kept and delivered later';
+    badge.classList.toggle('on', connected === true);
   }
 
   function setReachable(reachable) {
