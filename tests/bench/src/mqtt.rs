@@ -397,27 +397,64 @@ fn uplink_metrics(layout: &Layout) -> String {
     }
 }
 
+/// A daemon for `layout` with the uplink to the broker on `port`.
+fn uplink_command(layout: &Layout, bin: &Path, port: u16, client_id: &str) -> Command {
+    let mut cmd = layout.command(bin, None);
+    cmd.env("XYTE_MQTT_URL", format!("mqtt://127.0.0.1:{port}"))
+        .env("XYTE_MQTT_TOPIC_PREFIX", PREFIX)
+        .env("XYTE_MQTT_CLIENT_ID", client_id)
+        .env("XYTE_SITE", "bench");
+    cmd
+}
+
+/// `mqtt.rss.idle_connected`: the settled RSS of a daemon (the phase's 20 devices, synced) whose uplink is connected
+/// to the running broker; its floor is the same daemon without the uplink. Each on a fresh state directory.
+fn idle_rss(bin: &Path, dir: &Path, sim: &Sim, port: u16, report: &mut Report) -> Res<()> {
+    let mut rss = Vec::new();
+    for with_uplink in [false, true] {
+        let name = if with_uplink { "mqtt-idle-on" } else { "mqtt-idle-off" };
+        let layout = Layout::write(dir, name, sim, 6000)?;
+        let cmd =
+            if with_uplink { uplink_command(&layout, bin, port, "xyte-bench-idle") } else { layout.command(bin, None) };
+        let mut daemon = Proc::spawn(name, cmd, &layout.dir)?;
+        procs::wait_ready(&mut daemon, layout.local, Duration::from_secs(60))?;
+        if let Some(l) = daemon.log().lines().find(|l| l.contains("XYTE_MQTT_URL") && l.contains("not a xyte-edge")) {
+            return Err(format!("this xyte-edge has no MQTT uplink (issue 25): {}", l.trim()));
+        }
+        let token = layout.token(bin, "bench-mqtt", "viewer")?;
+        crate::wait_synced(&mut daemon, &layout, &token, DEVICES)?;
+        if with_uplink {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !uplink_metrics(&layout).contains("xyte_edge_mqtt_connected 1") {
+                daemon.alive()?;
+                if Instant::now() > deadline {
+                    return Err(format!("the uplink did not connect within 30 s: {}", tail(&daemon.log())));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        rss.push(procs::settled_rss_kib(daemon.pid())? as f64 / 1024.0);
+        daemon.stop(Duration::from_secs(30))?;
+    }
+    report.add("mqtt.rss.idle_connected", "MiB", None, rss[1], Some(rss[0]));
+    Ok(())
+}
+
 /// The phase: its own simulator, broker, daemon and subscriber, all stopped again at the end.
 pub fn run(bin: &Path, dir: &Path, rt: &tokio::runtime::Runtime, plan: &MqttPlan, report: &mut Report) -> Res<()> {
     phase("MQTT uplink: mosquitto on loopback, a daemon with XYTE_MQTT_URL, an MQTT 5 subscriber (QoS 1)");
     let mut broker = Broker::new(&dir.join("mosquitto"))?;
     let sim = Sim::start(bin, dir, DEVICES)?;
     let layout = Layout::write(dir, "mqtt", &sim, 6000)?;
-    // The subscriber's session first, so the broker holds it (and queues for it) from its first restart on.
     broker.start()?;
+    idle_rss(bin, dir, &sim, broker.port, report)?;
+    // The subscriber's session next, so the broker holds it (and queues for it) from its restart on.
     let sub = rt.block_on(Subscriber::connect(broker.port))?;
     broker.stop()?;
 
-    let mut cmd = layout.command(bin, None);
-    cmd.env("XYTE_MQTT_URL", format!("mqtt://127.0.0.1:{}", broker.port))
-        .env("XYTE_MQTT_TOPIC_PREFIX", PREFIX)
-        .env("XYTE_MQTT_CLIENT_ID", DAEMON_CLIENT_ID)
-        .env("XYTE_SITE", "bench");
+    let cmd = uplink_command(&layout, bin, broker.port, DAEMON_CLIENT_ID);
     let mut daemon = Proc::spawn("mqtt-daemon", cmd, &layout.dir)?;
     procs::wait_ready(&mut daemon, layout.local, Duration::from_secs(60))?;
-    if let Some(line) = daemon.log().lines().find(|l| l.contains("XYTE_MQTT_URL") && l.contains("not a xyte-edge")) {
-        return Err(format!("this xyte-edge has no MQTT uplink (issue 25): {}", line.trim()));
-    }
     let token = layout.token(bin, "bench-mqtt", "viewer")?;
     crate::wait_synced(&mut daemon, &layout, &token, DEVICES)?;
     let tls = load::client_tls(&layout.cert())?;
