@@ -180,8 +180,8 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     Ok(())
 }
 
-/// Keeps systemd's `STATUS=` (the line `systemctl status` shows) current: whether Xyte is reachable, the fleet, and
-/// the outbox. Sent only when it changes.
+/// Keeps systemd's `STATUS=` (the line `systemctl status` shows) current: whether Xyte is reachable, the fleet, the
+/// outbox and, when configured, the MQTT uplink. Sent only when it changes.
 async fn report_status(app: Arc<App>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     let mut last = String::new();
@@ -203,7 +203,12 @@ async fn report_status(app: Arc<App>, shutdown: CancellationToken) {
             Ok(n) => format!("{n} commands queued"),
             Err(e) => format!("store error: {e}"),
         };
-        let line = format!("{xyte}; {outbox}");
+        let uplink = match app.uplink() {
+            Some(u) if u.connected => "; MQTT uplink connected",
+            Some(_) => "; MQTT uplink DISCONNECTED",
+            None => "",
+        };
+        let line = format!("{xyte}; {outbox}{uplink}");
         if line != last {
             systemd::status(&line);
             last = line;

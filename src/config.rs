@@ -777,21 +777,9 @@ fn credential(layers: &mut Layers, required: bool, credentials_dir: Option<&Path
 }
 
 fn webhook_secret(layers: &mut Layers, credentials_dir: Option<&Path>) -> Option<Secret<String>> {
-    let direct = layers.get("XYTE_WEBHOOK_SECRET").trim().to_string();
-    let from_file = layers.get("XYTE_WEBHOOK_SECRET_FILE").trim().to_string();
-    let secret = match (direct.is_empty(), from_file.is_empty()) {
-        (false, false) => {
-            layers.problem(
-                "XYTE_WEBHOOK_SECRET_FILE",
-                "set either XYTE_WEBHOOK_SECRET or XYTE_WEBHOOK_SECRET_FILE, not both",
-            );
-            None
-        }
-        (false, true) => Some(Secret::new(direct)),
-        (true, false) => {
-            read_secret_file(Path::new(&from_file)).map_err(|e| layers.problem("XYTE_WEBHOOK_SECRET_FILE", e)).ok()
-        }
-        (true, true) => credentials_dir
+    let secret = match secret_setting(layers, "XYTE_WEBHOOK_SECRET", "XYTE_WEBHOOK_SECRET_FILE") {
+        Some(given) => given,
+        None => credentials_dir
             .map(|d| d.join("webhook-secret"))
             .filter(|p| p.exists())
             .and_then(|p| read_secret_file(&p).map_err(|e| layers.problem("CREDENTIALS_DIRECTORY", e)).ok()),
@@ -802,6 +790,22 @@ fn webhook_secret(layers: &mut Layers, credentials_dir: Option<&Path>) -> Option
         layers.problem("XYTE_WEBHOOK_SECRET", "must be at least 16 characters (use e.g. `openssl rand -hex 32`)");
     }
     secret
+}
+
+/// A secret given as `key` or read from the file `file_key` names (one of them, not both): `None` when neither is
+/// set, `Some(None)` when what was set is unusable (the problem is recorded).
+fn secret_setting(layers: &mut Layers, key: &'static str, file_key: &'static str) -> Option<Option<Secret<String>>> {
+    let direct = layers.get(key).trim().to_string();
+    let from_file = layers.get(file_key).trim().to_string();
+    match (direct.is_empty(), from_file.is_empty()) {
+        (false, false) => {
+            layers.problem(file_key, format!("set either {key} or {file_key}, not both"));
+            Some(None)
+        }
+        (false, true) => Some(Some(Secret::new(direct))),
+        (true, false) => Some(read_secret_file(Path::new(&from_file)).map_err(|e| layers.problem(file_key, e)).ok()),
+        (true, true) => None,
+    }
 }
 
 fn tls_files(layers: &mut Layers) -> Option<TlsFiles> {

@@ -1,9 +1,9 @@
 //! The MQTT uplink's settings (README, Connect a fleet broker): off unless `XYTE_MQTT_URL` is set, then validated
 //! like every other key, so a broken uplink configuration stops the start (exit 78) instead of failing at 3 a.m.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use super::{Layers, Role, Secret, TlsFiles, read_secret_file, values};
+use super::{Layers, Role, Secret, TlsFiles, secret_setting, values};
 
 /// A validated uplink configuration.
 #[derive(Debug, Clone)]
@@ -83,7 +83,7 @@ pub(super) fn mqtt(layers: &mut Layers, hostname: &str) -> Option<MqttConfig> {
     };
 
     let username = layers.is_set("XYTE_MQTT_USERNAME").then(|| layers.get("XYTE_MQTT_USERNAME").trim().to_string());
-    let password = password(layers);
+    let password = secret_setting(layers, "XYTE_MQTT_PASSWORD", "XYTE_MQTT_PASSWORD_FILE").flatten();
     if password.is_some() && username.is_none() {
         layers.problem("XYTE_MQTT_PASSWORD", "a password needs XYTE_MQTT_USERNAME too");
     }
@@ -212,25 +212,6 @@ fn topic_safe(name: &str) -> String {
     let safe: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' }).collect();
     if safe.is_empty() { "gateway".into() } else { safe }
-}
-
-fn password(layers: &mut Layers) -> Option<Secret<String>> {
-    let direct = layers.get("XYTE_MQTT_PASSWORD").to_string();
-    let file = layers.get("XYTE_MQTT_PASSWORD_FILE").trim().to_string();
-    match (direct.is_empty(), file.is_empty()) {
-        (false, false) => {
-            layers.problem(
-                "XYTE_MQTT_PASSWORD_FILE",
-                "set either XYTE_MQTT_PASSWORD or XYTE_MQTT_PASSWORD_FILE, not both",
-            );
-            None
-        }
-        (false, true) => Some(Secret::new(direct)),
-        (true, false) => {
-            read_secret_file(Path::new(&file)).map_err(|e| layers.problem("XYTE_MQTT_PASSWORD_FILE", e)).ok()
-        }
-        (true, true) => None,
-    }
 }
 
 fn readable_file(layers: &mut Layers, key: &'static str) -> Option<PathBuf> {

@@ -25,9 +25,10 @@ use crate::runtime::{App, Ctx, Principal};
 pub const MAX_PAYLOAD: usize = 256 * 1024;
 /// How long the answer to a write is kept for a repeated request.
 const REMEMBER: Duration = Duration::from_secs(600);
-/// Writes remembered at most: beyond it, new writes are refused (`rate_limited`) until old answers age out. Far
-/// more than the outbox admits in ten minutes at Xyte's default budget.
+/// Writes remembered at most, and the bytes of their answers: beyond either, new writes are refused (`rate_limited`)
+/// until old answers age out. Far more than the outbox admits in ten minutes at Xyte's default budget.
 const REMEMBERED_MAX: usize = 4096;
+const REMEMBERED_BYTES: usize = 8 * 1024 * 1024;
 /// Requests run at once, like the requests of one MCP connection.
 const RUNNING: usize = 16;
 /// Requests waiting for one of the [`RUNNING`] places; beyond it, refused with `rate_limited`.
@@ -135,10 +136,14 @@ impl Requests {
                     crate::metrics::mqtt_request("repeated");
                     return None;
                 }
-                None if self.remembered.len() >= REMEMBERED_MAX => {
+                None if self.remembered.len() >= REMEMBERED_MAX || self.remembered_bytes() >= REMEMBERED_BYTES => {
                     let e = Error::new(
                         ErrorCode::RateLimited,
-                        format!("{REMEMBERED_MAX} command requests in the last 10 minutes; try again later"),
+                        format!(
+                            "the answers kept for repeated command requests are full ({REMEMBERED_MAX} requests or \
+                             {} MiB in the last 10 minutes); try again later",
+                            REMEMBERED_BYTES >> 20
+                        ),
                     );
                     crate::metrics::mqtt_request(e.code.as_str());
                     return Some(answer(error_payload(&e)));
@@ -205,6 +210,10 @@ impl Requests {
             }
         }
         done.reply
+    }
+
+    fn remembered_bytes(&self) -> usize {
+        self.remembered.values().map(|r| r.answer.as_ref().map_or(0, Vec::len)).sum()
     }
 
     fn forget_old(&mut self) {
