@@ -10,6 +10,11 @@
 //! - Latency: one signed webhook every 10 ms on one connection; latency from sending the webhook request to the
 //!   subscriber's receipt of its event (so it includes the webhook's durable commit, like `sse.delivery`), and from
 //!   the `202` answer.
+//! - Also: the daemon's CPU per event (`/proc/PID/stat`) while the backlog is built, drained and live, mosquitto's
+//!   per drained event, the broker's acknowledgement rate seen from the daemon (`xyte_edge_mqtt_acked_total`), and
+//!   the idle RSS of a daemon with a connected uplink against the same daemon without one.
+//!
+//! Without `mosquitto` (Debian's package; `XYTE_BENCH_MOSQUITTO=PATH` names another) the phase fails saying so.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -52,8 +57,11 @@ pub struct MqttPlan {
 
 /// The mosquitto binary: `XYTE_BENCH_MOSQUITTO`, else `mosquitto` in PATH or an sbin directory.
 fn mosquitto_binary() -> Res<PathBuf> {
-    if let Some(p) = std::env::var_os("XYTE_BENCH_MOSQUITTO") {
-        return Ok(PathBuf::from(p));
+    if let Some(p) = std::env::var_os("XYTE_BENCH_MOSQUITTO").map(PathBuf::from) {
+        if !p.is_file() {
+            return Err(format!("XYTE_BENCH_MOSQUITTO={}: no such file (it names the mosquitto broker)", p.display()));
+        }
+        return Ok(p);
     }
     let path = std::env::var("PATH").unwrap_or_default();
     let dirs = path.split(':').filter(|d| !d.is_empty()).chain(["/usr/sbin", "/usr/local/sbin", "/sbin"]);
