@@ -42,6 +42,17 @@ idle_log="$CARGO_TARGET_DIR/idle-writes.log"
 idle_pid=$!
 trap 'kill "$idle_pid" 2>/dev/null || true' EXIT
 
+step "MQTT: Debian's mosquitto and mosquitto-clients for tests/mqtt.rs (a broker per test on an ephemeral port)"
+mqtt_missing=()
+{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || mqtt_missing+=(mosquitto)
+for tool in mosquitto_sub mosquitto_pub; do
+  command -v "$tool" >/dev/null 2>&1 || { mqtt_missing+=(mosquitto-clients); break; }
+done
+if [ ${#mqtt_missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${mqtt_missing[@]}" >/dev/null
+fi
+dpkg-query -W -f='${Package} ${Version}\n' mosquitto mosquitto-clients
+
 step "cargo test (feature conformance-fixtures)"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
 cargo test --locked "${FIXTURES[@]}" -- --test-threads=2

@@ -256,9 +256,7 @@ impl Uplink {
                     Err(broadcast::error::RecvError::Closed) => {}
                 },
                 Some(done) = self.requests.done.recv() => {
-                    if let Some(reply) = self.requests.finished(done) {
-                        conn.queue.push_back(Message::reply(reply));
-                    }
+                    conn.queue.extend(self.requests.finished(done).into_iter().map(Message::reply));
                 }
                 Some(states) = devices_rx.recv() => {
                     devices.running = false;

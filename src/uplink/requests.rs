@@ -51,17 +51,20 @@ pub struct Done {
     pub reply: Option<Reply>,
 }
 
+/// A write is repeated when the same tool is requested with the same correlation data, whatever the response topic:
+/// a requester that restarted may listen on a new one, and its retry must not send the command again.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
     tool: String,
-    topic: String,
     correlation: Bytes,
 }
 
 struct Remembered {
     at: Instant,
-    /// `None` while the first request still runs: a repeat then waits for the first answer.
+    /// `None` while the first request still runs.
     answer: Option<Vec<u8>>,
+    /// Response topics of repeats that came while it ran, other than the first's: they get the answer too.
+    waiting: Vec<String>,
 }
 
 pub struct Requests {
@@ -120,23 +123,27 @@ impl Requests {
         };
         let key = match (ops::find(&tool), &props.correlation_data) {
             (Some(op), Some(correlation)) if op.kind != ops::Kind::Read => {
-                Some(Key { tool: tool.clone(), topic: response_topic.clone(), correlation: correlation.clone() })
+                Some(Key { tool: tool.clone(), correlation: correlation.clone() })
             }
             _ => None,
         };
         if let Some(key) = &key {
             self.forget_old();
-            match self.remembered.get(key) {
+            let full = self.remembered.len() >= REMEMBERED_MAX || self.remembered_bytes() >= REMEMBERED_BYTES;
+            match self.remembered.get_mut(key) {
                 Some(Remembered { answer: Some(first), .. }) => {
                     crate::metrics::mqtt_request("repeated");
                     return Some(Reply { payload: first.clone(), ..answer(Value::Null) });
                 }
-                Some(Remembered { answer: None, .. }) => {
-                    // The first is still running; its answer goes to the same topic with the same correlation data.
+                Some(Remembered { answer: None, waiting, .. }) => {
+                    // The first still runs: its answer goes to this response topic too, with the same correlation.
                     crate::metrics::mqtt_request("repeated");
+                    if !waiting.contains(&response_topic) {
+                        waiting.push(response_topic);
+                    }
                     return None;
                 }
-                None if self.remembered.len() >= REMEMBERED_MAX || self.remembered_bytes() >= REMEMBERED_BYTES => {
+                None if full => {
                     let e = Error::new(
                         ErrorCode::RateLimited,
                         format!(
@@ -149,7 +156,7 @@ impl Requests {
                     return Some(answer(error_payload(&e)));
                 }
                 None => {
-                    self.remembered.insert(key.clone(), Remembered { at: received, answer: None });
+                    self.remembered.insert(key.clone(), Remembered { at: received, answer: None, waiting: Vec::new() });
                 }
             }
         }
@@ -197,19 +204,31 @@ impl Requests {
         None
     }
 
-    /// Records a finished run (the answer to a repeat of it) and returns what to publish.
-    pub fn finished(&mut self, done: Done) -> Option<Reply> {
-        if let Some(key) = done.key {
-            match &done.reply {
-                Some(reply) => {
-                    self.remembered.insert(key, Remembered { at: Instant::now(), answer: Some(reply.payload.clone()) });
-                }
-                None => {
-                    self.remembered.remove(&key);
-                }
+    /// Records a finished run (the answer to a repeat of it) and returns what to publish: the answer, to the first
+    /// request's response topic and to those of repeats that came while it ran.
+    pub fn finished(&mut self, done: Done) -> Vec<Reply> {
+        let Some(reply) = done.reply else {
+            if let Some(key) = done.key {
+                self.remembered.remove(&key);
             }
+            return Vec::new();
+        };
+        let mut replies = Vec::new();
+        if let Some(key) = done.key {
+            let waiting = self.remembered.remove(&key).map(|r| r.waiting).unwrap_or_default();
+            for topic in waiting.into_iter().filter(|t| *t != reply.topic) {
+                replies.push(Reply {
+                    topic,
+                    correlation: reply.correlation.clone(),
+                    payload: reply.payload.clone(),
+                    ..reply
+                });
+            }
+            let answer = Some(reply.payload.clone());
+            self.remembered.insert(key, Remembered { at: Instant::now(), answer, waiting: Vec::new() });
         }
-        done.reply
+        replies.insert(0, reply);
+        replies
     }
 
     fn remembered_bytes(&self) -> usize {

@@ -336,3 +336,449 @@ impl Mcp {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// MQTT (issue 25): a real Mosquitto broker on an ephemeral port and its command-line clients (`mosquitto_sub`,
+// `mosquitto_pub`, MQTT 5), driven from the test. Brokers and subscribers are killed on drop.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A loopback port that was free a moment ago (bound to port 0, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics with `what` after `timeout`.
+pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
+}
+
+/// A CA and a server certificate it signed, as PEM files (for a TLS listener and the clients that trust the CA).
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Generates a CA and a server certificate for `names` (DNS names or IP addresses) into `dir`.
+pub fn make_tls(dir: &Path, names: &[&str]) -> TlsFiles {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.distinguished_name.push(DnType::CommonName, "xyte-edge test CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, names[0]);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+    std::fs::write(&files.ca, ca_cert.pem()).unwrap();
+    std::fs::write(&files.cert, cert.pem()).unwrap();
+    std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    files
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct BrokerOptions {
+    /// A TLS listener with this certificate (clients connect to `localhost`).
+    pub tls: Option<TlsFiles>,
+    /// Only this user (a `password_file`), no anonymous clients.
+    pub user: Option<(String, String)>,
+    /// Sessions and queued messages survive a restart of the broker (`persistence true`).
+    pub persistence: bool,
+}
+
+/// Debian's `mosquitto` on an ephemeral loopback port, with its configuration and log in a temporary directory.
+pub struct Broker {
+    pub port: u16,
+    pub opts: BrokerOptions,
+    pub dir: tempfile::TempDir,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl Broker {
+    pub fn start(opts: BrokerOptions) -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        // When the tests run as root, mosquitto would drop to the `mosquitto` user, which cannot read the temporary
+        // directory: stay the user we are (the option is ignored when not root).
+        let me = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.name);
+        let mut conf = format!("per_listener_settings false\nlistener {port} 127.0.0.1\n");
+        if let Some(tls) = &opts.tls {
+            conf += &format!(
+                "cafile {}\ncertfile {}\nkeyfile {}\n",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display()
+            );
+        }
+        match &opts.user {
+            Some((user, password)) => {
+                let file = dir.path().join("passwords");
+                let out = Command::new("mosquitto_passwd")
+                    .args(["-b", "-c"])
+                    .arg(&file)
+                    .args([user, password])
+                    .output()
+                    .expect("mosquitto_passwd (Debian package mosquitto)");
+                assert!(out.status.success(), "mosquitto_passwd: {}", String::from_utf8_lossy(&out.stderr));
+                conf += &format!("allow_anonymous false\npassword_file {}\n", file.display());
+            }
+            None => conf += "allow_anonymous true\n",
+        }
+        if opts.persistence {
+            conf += &format!("persistence true\npersistence_location {}/\n", dir.path().display());
+        }
+        if let Some(me) = me {
+            conf += &format!("user {me}\n");
+        }
+        // Nothing queued for a subscriber that is away may be dropped: the tests count every message.
+        conf += "max_queued_messages 0\nlog_type all\nlog_timestamp_format %H:%M:%S\n";
+        let path = dir.path().join("mosquitto.conf");
+        std::fs::write(&path, conf).unwrap();
+        let log = dir.path().join("mosquitto.log");
+        let mut broker = Broker { port, opts, conf: path, log, child: None, dir };
+        broker.spawn();
+        broker
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        // Debian installs the broker in /usr/sbin, which is not on every user's PATH.
+        let program = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+        let child = Command::new(program)
+            .arg("-c")
+            .arg(&self.conf)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("mosquitto (Debian package mosquitto)");
+        self.child = Some(child);
+        let port = self.port;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mosquitto exited ({status}) before accepting connections:\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "mosquitto not accepting on {port} within 15 s:\n{}", self.log_text());
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the broker as an administrator would (SIGTERM: it saves its persistent sessions), waiting for it.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("mosquitto did not stop within 10 s of SIGTERM:\n{}", self.log_text());
+            }
+            std::thread::park_timeout(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the broker again on the same port with the same configuration (and, with persistence, sessions).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The URL the daemon is given (`XYTE_MQTT_URL`).
+    pub fn url(&self) -> String {
+        match self.opts.tls {
+            Some(_) => format!("mqtts://localhost:{}", self.port),
+            None => format!("mqtt://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// Connection arguments for `mosquitto_sub` / `mosquitto_pub` (MQTT 5).
+    pub fn client_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec!["-V".into(), "mqttv5".into(), "-p".into(), self.port.to_string()];
+        match &self.opts.tls {
+            Some(tls) => args.extend(["-h".into(), "localhost".into(), "--cafile".into(), path_text(&tls.ca)]),
+            None => args.extend(["-h".into(), "127.0.0.1".into()]),
+        }
+        if let Some((user, password)) = &self.opts.user {
+            args.extend(["-u".into(), user.clone(), "-P".into(), password.clone()]);
+        }
+        args
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn path_text(p: &Path) -> String {
+    p.to_str().expect("a UTF-8 path").to_string()
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One message as `mosquitto_sub -F %j` printed it.
+#[derive(Debug, Clone)]
+pub struct MqttMsg {
+    pub topic: String,
+    pub qos: u64,
+    pub retain: bool,
+    /// `None` for an empty payload.
+    pub payload: Option<String>,
+    /// MQTT 5 properties (`correlation-data`, `response-topic`, `message-expiry-interval`, …) as printed.
+    pub properties: Value,
+}
+
+use serde_json::Value;
+
+impl MqttMsg {
+    /// The payload as JSON; panics (naming the message) when it is not.
+    pub fn json(&self) -> Value {
+        let text = self.payload.as_deref().unwrap_or_else(|| panic!("empty payload: {self:?}"));
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("payload is not JSON ({e}): {self:?}"))
+    }
+
+    pub fn correlation(&self) -> Option<&str> {
+        self.properties["correlation-data"].as_str()
+    }
+}
+
+/// A `mosquitto_sub` (MQTT 5, QoS 1) whose messages are collected on a thread; the test waits for them with
+/// deadlines. Debug lines (`-d`) tell when the subscription is acknowledged and when the client reconnected.
+pub struct Sub {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+    pub msgs: Vec<MqttMsg>,
+    /// Lines that are not messages (the client's debug output).
+    pub debug: Vec<String>,
+    pub what: String,
+}
+
+impl Sub {
+    /// Subscribes to `topics` with a clean session; returns once the broker acknowledged the subscription.
+    pub fn start(broker: &Broker, topics: &[&str]) -> Sub {
+        Sub::spawn(broker, topics, &[])
+    }
+
+    /// A persistent session with client id `id` (no expiry): messages published while the client is away (the
+    /// broker restarting) are kept for it and delivered when it is back. The client reconnects on its own.
+    pub fn persistent(broker: &Broker, topics: &[&str], id: &str) -> Sub {
+        Sub::spawn(broker, topics, &["-c", "-i", id, "-x", "-1"])
+    }
+
+    fn spawn(broker: &Broker, topics: &[&str], extra: &[&str]) -> Sub {
+        // Line-buffered: mosquitto_sub writes through stdio, which a pipe would otherwise block-buffer.
+        let mut cmd = Command::new("stdbuf");
+        cmd.args(["-oL", "mosquitto_sub"]).args(broker.client_args()).args(["-q", "1", "-d", "-F", "%j"]).args(extra);
+        for t in topics {
+            cmd.args(["-t", t]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub (Debian package mosquitto-clients)");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        let mut sub = Sub { child, lines, msgs: Vec::new(), debug: Vec::new(), what: topics.join(" ") };
+        sub.wait_debug("received SUBACK", 1, Duration::from_secs(15));
+        sub
+    }
+
+    /// Reads one line (message or debug) within `timeout`; false when none came.
+    fn pump(&mut self, timeout: Duration) -> bool {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => {
+                if line.starts_with('{') {
+                    let v: Value =
+                        serde_json::from_str(&line).unwrap_or_else(|e| panic!("mosquitto_sub ({e}): {line}"));
+                    self.msgs.push(MqttMsg {
+                        topic: v["topic"].as_str().unwrap_or_default().to_string(),
+                        qos: v["qos"].as_u64().unwrap_or(0),
+                        retain: v["retain"].as_u64() == Some(1),
+                        payload: v["payload"].as_str().map(str::to_string),
+                        properties: v["properties"].clone(),
+                    });
+                } else {
+                    self.debug.push(line);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Collects whatever has arrived, without waiting.
+    pub fn drain(&mut self) {
+        while self.pump(Duration::ZERO) {}
+    }
+
+    /// Reads for up to `timeout` until something arrives, then whatever else has arrived; how many new messages.
+    pub fn read_for(&mut self, timeout: Duration) -> usize {
+        let before = self.msgs.len();
+        if self.pump(timeout) {
+            self.drain();
+        }
+        self.msgs.len() - before
+    }
+
+    /// Waits until at least `n` debug lines contain `needle` (e.g. "received SUBACK" once per (re)connection).
+    pub fn wait_debug(&mut self, needle: &str, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.debug.iter().filter(|l| l.contains(needle)).count() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !self.pump(left) && Instant::now() >= deadline {
+                panic!(
+                    "mosquitto_sub {}: fewer than {n} lines with {needle:?} within {timeout:?}:\n{}",
+                    self.what,
+                    self.debug.join("\n")
+                );
+            }
+        }
+    }
+
+    /// Waits until `done` holds for the messages received so far; panics naming `what` after `timeout`.
+    pub fn wait_until(&mut self, what: &str, timeout: Duration, mut done: impl FnMut(&[MqttMsg]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        self.drain();
+        while !done(&self.msgs) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let tail: Vec<String> = self.msgs.iter().rev().take(20).map(|m| format!("{m:?}")).collect();
+                panic!(
+                    "mosquitto_sub {}: no {what} within {timeout:?}; {} messages, the last ones (newest first):\n{}",
+                    self.what,
+                    self.msgs.len(),
+                    tail.join("\n")
+                );
+            }
+            // Batches of lines, then the condition again.
+            if self.pump(left.min(Duration::from_millis(200))) {
+                self.drain();
+            }
+        }
+    }
+
+    /// The first message (in arrival order) that satisfies `hit`, waiting for it until `timeout`.
+    pub fn wait_msg(&mut self, what: &str, timeout: Duration, hit: impl Fn(&MqttMsg) -> bool) -> MqttMsg {
+        self.wait_until(what, timeout, |msgs| msgs.iter().any(&hit));
+        self.msgs.iter().find(|m| hit(m)).unwrap().clone()
+    }
+
+    /// Messages on exactly this topic, in arrival order.
+    pub fn on(&self, topic: &str) -> Vec<&MqttMsg> {
+        self.msgs.iter().filter(|m| m.topic == topic).collect()
+    }
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One `mosquitto_pub` (MQTT 5, QoS 1): `payload` (None: an empty message) to `topic`, with `-D publish` properties
+/// such as `("response-topic", "r/1")`, `("correlation-data", "c-1")`. Panics unless the broker acknowledged it.
+pub fn mqtt_pub(broker: &Broker, topic: &str, payload: Option<&[u8]>, props: &[(&str, &str)]) {
+    use std::io::Write;
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(broker.client_args()).args(["-q", "1", "-t", topic]);
+    for (name, value) in props {
+        cmd.args(["-D", "publish", name, value]);
+    }
+    match payload {
+        Some(_) => cmd.arg("-s"),
+        None => cmd.arg("-n"),
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mosquitto_pub (Debian package mosquitto-clients)");
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(p) = payload {
+        stdin.write_all(p).unwrap();
+    }
+    drop(stdin);
+    // mosquitto_pub exits once the PUBACK came; its connect timeout bounds the wait.
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "mosquitto_pub {topic}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Daemon {
+    /// Returns the first output line that satisfies `hit`, or panics naming `what` with everything seen after
+    /// `timeout`.
+    pub fn wait_line_where(&mut self, what: &str, timeout: Duration, hit: impl Fn(&str) -> bool) -> String {
+        if let Some(l) = self.output.iter().find(|l| hit(l)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) => {
+                    self.output.push(line.clone());
+                    if hit(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {what} within {timeout:?}; output:\n{}", self.output.join("\n")),
+            }
+        }
+    }
+
+    /// Collects the output that has arrived, without waiting.
+    pub fn drain_output(&mut self) {
+        while let Ok(line) = self.lines.try_recv() {
+            self.output.push(line);
+        }
+    }
+}
