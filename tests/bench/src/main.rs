@@ -3,11 +3,14 @@
 //! floors (NDJSON echo, hyper + rustls, raw SQLite) in the same run, and prints a table plus JSON.
 //!
 //! Usage: xyte-bench PATH/TO/xyte-edge [--smoke] [--json PATH] [--binary-arm64 PATH] [--binary-armhf PATH]
+//!        [--phase-secs S] [--only mqtt]
 //!
 //! `--smoke` makes every phase a fraction of a second (for tests/run-all.sh). No timing is ever asserted; the run
 //! fails (exit 1) when a phase cannot run: a daemon that does not start or stop cleanly, an error answer, no result.
+//! `--only mqtt` runs the MQTT uplink phase alone (it needs Debian's `mosquitto`; see mqtt.rs).
 
 mod load;
+mod mqtt;
 mod procs;
 mod sse;
 
@@ -39,6 +42,7 @@ struct Plan {
     cached_reads: u64,
     cold_devices: usize,
     cold_runs: usize,
+    mqtt: mqtt::MqttPlan,
 }
 
 impl Plan {
@@ -54,6 +58,7 @@ impl Plan {
                 cached_reads: 400,
                 cold_devices: 500,
                 cold_runs: 2,
+                mqtt: mqtt::MqttPlan { rounds: 1, backlog: 500, live: 500, latency_secs: 1.0 },
             }
         } else {
             Plan {
@@ -66,6 +71,7 @@ impl Plan {
                 cached_reads: 10_000,
                 cold_devices: 10_000,
                 cold_runs: 7,
+                mqtt: mqtt::MqttPlan { rounds: 3, backlog: 50_000, live: 20_000, latency_secs: 5.0 },
             }
         }
     }
@@ -195,7 +201,9 @@ impl Report {
             "plan": {"seconds_per_measurement": plan.secs, "rounds": plan.rounds, "devices": plan.devices,
                      "sse_subscribers": plan.sse_subscribers, "sse_events": plan.sse_events,
                      "cached_reads": plan.cached_reads, "cold_start_devices": plan.cold_devices,
-                     "cold_start_runs": plan.cold_runs},
+                     "cold_start_runs": plan.cold_runs, "mqtt_rounds": plan.mqtt.rounds,
+                     "mqtt_backlog_events": plan.mqtt.backlog, "mqtt_live_events": plan.mqtt.live,
+                     "mqtt_latency_seconds": plan.mqtt.latency_secs},
             "wall_seconds": wall,
             "daemon_environment": procs::unit_environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "figures": figures,
@@ -223,10 +231,13 @@ struct Args {
     armhf: Option<PathBuf>,
     /// Overrides the seconds per measurement (e.g. to profile one phase for longer).
     secs: Option<f64>,
+    /// `--only mqtt`: that phase alone.
+    only_mqtt: bool,
 }
 
 fn args() -> Res<Args> {
-    let mut a = Args { bin: PathBuf::new(), smoke: false, json: None, arm64: None, armhf: None, secs: None };
+    let mut a =
+        Args { bin: PathBuf::new(), smoke: false, json: None, arm64: None, armhf: None, secs: None, only_mqtt: false };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut path = |flag: &str| it.next().map(PathBuf::from).ok_or(format!("{flag} needs a path"));
@@ -239,13 +250,17 @@ fn args() -> Res<Args> {
                 let v = it.next().and_then(|s| s.parse().ok()).filter(|s: &f64| *s > 0.0);
                 a.secs = Some(v.ok_or("--phase-secs needs a positive number")?);
             }
+            "--only" => match it.next().as_deref() {
+                Some("mqtt") => a.only_mqtt = true,
+                other => return Err(format!("--only takes one phase name: mqtt (got {other:?})")),
+            },
             s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
             s => a.bin = PathBuf::from(s),
         }
     }
     if a.bin.as_os_str().is_empty() {
         return Err("usage: xyte-bench PATH/TO/xyte-edge [--smoke] [--json PATH] [--binary-arm64 PATH] \
-                    [--binary-armhf PATH]"
+                    [--binary-armhf PATH] [--phase-secs S] [--only mqtt]"
             .into());
     }
     a.bin = std::fs::canonicalize(&a.bin).map_err(|e| format!("{}: {e}", a.bin.display()))?;
@@ -298,6 +313,11 @@ fn phase(name: &str) {
 }
 
 fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
+    if args.only_mqtt {
+        let tmp = tempfile::Builder::new().prefix("xyte-bench").tempdir().map_err(|e| e.to_string())?;
+        let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        return mqtt::run(&args.bin, tmp.path(), &client, &plan.mqtt, report);
+    }
     let fds = procs::raise_fd_limit()?;
     if fds < (plan.sse_subscribers as u64) * 2 + 256 {
         return Err(format!("the open-file limit is {fds}; {} SSE clients need more", plan.sse_subscribers));
@@ -492,6 +512,7 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     drop(sim);
 
     cold_start(args, plan, dir, report)?;
+    mqtt::run(&args.bin, dir, &client, &plan.mqtt, report)?;
     drop(client);
     drop(floors);
     Ok(())

@@ -123,6 +123,19 @@ pub fn rss_kib(pid: u32) -> Res<u64> {
         .ok_or_else(|| "no VmRSS".to_string())
 }
 
+/// CPU time (user + system) a process has used so far, in seconds (`/proc/PID/stat`).
+pub fn cpu_secs(pid: u32) -> Res<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| format!("/proc/{pid}/stat: {e}"))?;
+    // The fields after the command name (which may hold spaces), from field 3 on: utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).ok_or(format!("/proc/{pid}/stat: {stat:.200}"));
+    let total = ticks(11)? + ticks(12)?;
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok(total as f64 / hz as f64)
+}
+
 /// VmRSS once it has stopped moving: three samples 200 ms apart within 1 % of each other (at most 10 s).
 pub fn settled_rss_kib(pid: u32) -> Res<u64> {
     let deadline = Instant::now() + Duration::from_secs(10);
