@@ -31,6 +31,17 @@ cargo clippy --all-targets --locked "${FIXTURES[@]}" -- -D warnings
 step "cargo build (debug, all targets, feature conformance-fixtures)"
 cargo build --all-targets --locked "${FIXTURES[@]}"
 
+step "MQTT: Debian's mosquitto and mosquitto-clients (tests/mqtt.rs, the idle-writes measurement and the benchmark start a broker on an ephemeral port)"
+mqtt_missing=()
+{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || mqtt_missing+=(mosquitto)
+for tool in mosquitto_sub mosquitto_pub; do
+  command -v "$tool" >/dev/null 2>&1 || { mqtt_missing+=(mosquitto-clients); break; }
+done
+if [ ${#mqtt_missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${mqtt_missing[@]}" >/dev/null
+fi
+dpkg-query -W -f='${Package} ${Version}\n' mosquitto mosquitto-clients
+
 step "idle writes: the 10-minute measurement starts in the background (its result is checked at the end)"
 # It mostly waits, so it runs beside the rest of the suite instead of adding ten minutes to it.
 idle_bin=$(cargo test --locked "${FIXTURES[@]}" --no-run --test idle_writes --message-format=json 2>/dev/null |
@@ -41,17 +52,6 @@ idle_log="$CARGO_TARGET_DIR/idle-writes.log"
 "$idle_bin" --ignored --nocapture >"$idle_log" 2>&1 &
 idle_pid=$!
 trap 'kill "$idle_pid" 2>/dev/null || true' EXIT
-
-step "MQTT: Debian's mosquitto and mosquitto-clients for tests/mqtt.rs (a broker per test on an ephemeral port)"
-mqtt_missing=()
-{ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || mqtt_missing+=(mosquitto)
-for tool in mosquitto_sub mosquitto_pub; do
-  command -v "$tool" >/dev/null 2>&1 || { mqtt_missing+=(mosquitto-clients); break; }
-done
-if [ ${#mqtt_missing[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${mqtt_missing[@]}" >/dev/null
-fi
-dpkg-query -W -f='${Package} ${Version}\n' mosquitto mosquitto-clients
 
 step "cargo test (feature conformance-fixtures)"
 # Integration tests start real processes and sockets; two threads keep a 2-core machine responsive.
