@@ -293,7 +293,7 @@ fn birth_over_tls_with_a_password() {
     let broker = Broker::start(BrokerOptions {
         tls: Some(tls.clone()),
         user: Some(("edge".into(), "s3cret-pass".into())),
-        persistence: false,
+        ..Default::default()
     });
     let topic = state_topic("fleet/acme/hq");
     let mut sub = Sub::start(&broker, &[&topic]);
@@ -938,6 +938,46 @@ fn a_viewer_bridge_reads_but_may_not_command() {
     let subscribed = log.lines().any(|l| l.contains("quiet-site/cmd/req") && l.contains("(QoS"));
     assert!(!subscribed, "no subscription to command requests when they are off:\n{log}");
     eprintln!("viewer: {:?}", started.elapsed());
+}
+
+/// Mutual TLS: a broker that requires a client certificate accepts the gateway with `XYTE_MQTT_CLIENT_CERT` and
+/// `XYTE_MQTT_CLIENT_KEY` (signed by its CA), and refuses it without them while the gateway keeps serving.
+#[test]
+fn mutual_tls_with_a_client_certificate() {
+    let xyte = xyte(2);
+    let certs = tempfile::tempdir().unwrap();
+    let tls = support::make_tls(certs.path(), &["localhost", "127.0.0.1"]);
+    let broker =
+        Broker::start(BrokerOptions { tls: Some(tls.clone()), require_client_cert: true, ..Default::default() });
+    let topic = state_topic("fleet/mtls");
+    let mut sub = Sub::start(&broker, &[&topic]);
+    let (ca, cert, key) =
+        (tls.ca.to_str().unwrap(), tls.client_cert.to_str().unwrap(), tls.client_key.to_str().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let env = [
+        ("XYTE_MQTT_CA_FILE", ca),
+        ("XYTE_MQTT_CLIENT_CERT", cert),
+        ("XYTE_MQTT_CLIENT_KEY", key),
+        ("XYTE_MQTT_TOPIC_PREFIX", "fleet/mtls"),
+        ("XYTE_SITE", "mtls"),
+    ];
+    let mut edge = Edge::start(dir.path(), &xyte, &broker, &env);
+    let birth = sub.wait_msg("the birth over mutual TLS", Duration::from_secs(20), |m| is_state(m, &topic, "online"));
+    assert_birth(&birth, "mtls");
+    assert_eq!(edge.stop(), Some(0));
+
+    // Without the client certificate the broker refuses the handshake; the gateway stays ready.
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = Edge::start(dir.path(), &xyte, &broker, &[env[0], env[3], env[4]]);
+    let why = poll("the uplink failing without a client certificate", Duration::from_secs(30), || {
+        edge.status()["uplink"]["last_error"].as_str().map(str::to_string)
+    });
+    assert!(why.contains("CertificateRequired"), "refused for the missing certificate: {why}");
+    let (status, ready) = edge.readyz();
+    assert_eq!(status, 200, "{ready}");
+    assert!(ready["reasons"].to_string().contains("uplink: disconnected"), "{ready}");
+    assert_eq!(edge.metric("xyte_edge_mqtt_connected"), Some(0.0));
+    assert_eq!(edge.stop(), Some(0));
 }
 
 /// While the broker is down the gateway stays ready for its local clients: `/readyz` 200 with "uplink:

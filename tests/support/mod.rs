@@ -359,12 +359,15 @@ pub fn poll<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<
     }
 }
 
-/// A CA and a server certificate it signed, as PEM files (for a TLS listener and the clients that trust the CA).
+/// A CA and a server certificate it signed, as PEM files (for a TLS listener and the clients that trust the CA), and
+/// a client certificate it signed too (for mutual TLS).
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 /// Generates a CA and a server certificate for `names` (DNS names or IP addresses) into `dir`.
@@ -381,10 +384,23 @@ pub fn make_tls(dir: &Path, names: &[&str]) -> TlsFiles {
     let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
     params.distinguished_name.push(DnType::CommonName, names[0]);
     let cert = params.signed_by(&key, &issuer).unwrap();
-    let files = TlsFiles { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+    let client_key = KeyPair::generate().unwrap();
+    let mut client = CertificateParams::new(Vec::<String>::new()).unwrap();
+    client.distinguished_name.push(DnType::CommonName, "xyte-edge gateway");
+    client.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client.signed_by(&client_key, &issuer).unwrap();
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
     std::fs::write(&files.ca, ca_cert.pem()).unwrap();
     std::fs::write(&files.cert, cert.pem()).unwrap();
     std::fs::write(&files.key, key.serialize_pem()).unwrap();
+    std::fs::write(&files.client_cert, client_cert.pem()).unwrap();
+    std::fs::write(&files.client_key, client_key.serialize_pem()).unwrap();
     files
 }
 
@@ -396,6 +412,8 @@ pub struct BrokerOptions {
     pub user: Option<(String, String)>,
     /// Sessions and queued messages survive a restart of the broker (`persistence true`).
     pub persistence: bool,
+    /// With `tls`: clients must present a certificate the CA signed (mutual TLS).
+    pub require_client_cert: bool,
 }
 
 /// Debian's `mosquitto` on an ephemeral loopback port, with its configuration and log in a temporary directory.
@@ -423,6 +441,9 @@ impl Broker {
                 tls.cert.display(),
                 tls.key.display()
             );
+            if opts.require_client_cert {
+                conf += "require_certificate true\n";
+            }
         }
         match &opts.user {
             Some((user, password)) => {
@@ -521,6 +542,9 @@ impl Broker {
         match &self.opts.tls {
             Some(tls) => args.extend(["-h".into(), "localhost".into(), "--cafile".into(), path_text(&tls.ca)]),
             None => args.extend(["-h".into(), "127.0.0.1".into()]),
+        }
+        if let Some(tls) = self.opts.tls.as_ref().filter(|_| self.opts.require_client_cert) {
+            args.extend(["--cert".into(), path_text(&tls.client_cert), "--key".into(), path_text(&tls.client_key)]);
         }
         if let Some((user, password)) = &self.opts.user {
             args.extend(["-u".into(), user.clone(), "-P".into(), password.clone()]);
