@@ -6,15 +6,14 @@
 //! write repeated with the same correlation data within [`REMEMBER`] gets the first answer again and runs nothing,
 //! so a command is never sent twice. Reads are simply run again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::Publish;
 use serde_json::{Value, json};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 
 use crate::config::Role;
 use crate::error::{Error, ErrorCode};
@@ -31,7 +30,7 @@ const REMEMBERED_MAX: usize = 4096;
 const REMEMBERED_BYTES: usize = 8 * 1024 * 1024;
 /// Requests run at once, like the requests of one MCP connection.
 const RUNNING: usize = 16;
-/// Requests waiting for one of the [`RUNNING`] places; beyond it, refused with `rate_limited`.
+/// Requests waiting (in order) for one of the [`RUNNING`] places; beyond it, refused with `rate_limited`.
 const WAITING: usize = 256;
 /// The principal command requests run as (audit records, context).
 const PRINCIPAL: &str = "mqtt";
@@ -45,10 +44,21 @@ pub struct Reply {
     pub payload: Vec<u8>,
 }
 
-/// A request's run ended: its answer (none when it expired before running), and the write it answers.
+/// A request's run ended: its answer, and the write it answers.
 pub struct Done {
     key: Option<Key>,
-    pub reply: Option<Reply>,
+    reply: Reply,
+}
+
+/// A request waiting for one of the [`RUNNING`] places, in the order requests arrived.
+struct Request {
+    tool: String,
+    args: Value,
+    key: Option<Key>,
+    /// When its MQTT message expiry passes.
+    deadline: Option<Instant>,
+    /// Where the answer goes (its payload is filled in when the run ends).
+    reply: Reply,
 }
 
 /// A write is repeated when the same tool is requested with the same correlation data, whatever the response topic:
@@ -73,8 +83,9 @@ pub struct Requests {
     /// `<prefix>/cmd/req/`
     prefix: String,
     remembered: HashMap<Key, Remembered>,
-    running: Arc<Semaphore>,
-    waiting: Arc<AtomicUsize>,
+    /// Requests running now, at most [`RUNNING`].
+    running: usize,
+    waiting: VecDeque<Request>,
     done_tx: mpsc::Sender<Done>,
     pub done: mpsc::Receiver<Done>,
 }
@@ -82,16 +93,7 @@ pub struct Requests {
 impl Requests {
     pub fn new(app: Arc<App>, role: Role, prefix: String) -> Self {
         let (done_tx, done) = mpsc::channel(WAITING);
-        Requests {
-            app,
-            role,
-            prefix,
-            remembered: HashMap::new(),
-            running: Arc::new(Semaphore::new(RUNNING)),
-            waiting: Arc::default(),
-            done_tx,
-            done,
-        }
+        Requests { app, role, prefix, remembered: HashMap::new(), running: 0, waiting: VecDeque::new(), done_tx, done }
     }
 
     /// Takes one incoming request: answers at once what needs no run (bad input, a repeat), starts the rest.
@@ -160,59 +162,74 @@ impl Requests {
                 }
             }
         }
-        if self.waiting.fetch_add(1, Ordering::Relaxed) >= WAITING {
-            self.waiting.fetch_sub(1, Ordering::Relaxed);
-            if let Some(key) = &key {
+        let request = Request {
+            tool,
+            args,
+            key,
+            deadline: props.message_expiry_interval.map(|s| received + Duration::from_secs(u64::from(s))),
+            reply: answer(Value::Null),
+        };
+        if self.running < RUNNING {
+            self.start(request);
+        } else if self.waiting.len() < WAITING {
+            self.waiting.push_back(request);
+        } else {
+            if let Some(key) = &request.key {
                 self.remembered.remove(key);
             }
             let e = Error::new(ErrorCode::RateLimited, format!("{WAITING} command requests are already waiting"));
             crate::metrics::mqtt_request(e.code.as_str());
             return Some(answer(error_payload(&e)));
         }
-        let deadline = props.message_expiry_interval.map(|s| received + Duration::from_secs(u64::from(s)));
+        None
+    }
+
+    /// Runs a request in its own task, unless its message expiry passed while it waited: then it is dropped unrun.
+    fn start(&mut self, request: Request) {
+        let Request { tool, args, key, deadline, reply } = request;
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            crate::metrics::mqtt_request("expired");
+            tracing::info!(tool, "MQTT command request expired before it ran; not run");
+            if let Some(key) = &key {
+                self.remembered.remove(key);
+            }
+            return;
+        }
+        self.running += 1;
         let ctx = Ctx {
             app: self.app.clone(),
             principal: Principal { id: PRINCIPAL.into(), role: self.role },
             progress: None,
         };
-        let (running, waiting, done) = (self.running.clone(), self.waiting.clone(), self.done_tx.clone());
-        let reply = answer(Value::Null);
+        let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let permit = running.acquire_owned().await;
-            waiting.fetch_sub(1, Ordering::Relaxed);
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            let reply = if left.is_some_and(|l| l.is_zero()) || permit.is_err() {
-                crate::metrics::mqtt_request("expired");
-                tracing::info!(tool, "MQTT command request expired before it ran; not run");
-                None
-            } else {
-                let outcome = ops::call(&ctx, &tool, args).await;
-                crate::metrics::mqtt_request(match &outcome {
-                    Ok(_) => "ok",
-                    Err(e) => e.code.as_str(),
-                });
-                let payload = match outcome {
-                    Ok(result) => json!({"status": "ok", "result": result}),
-                    Err(e) => error_payload(&e),
-                };
-                // The answer expires when the request would have: nobody waits for it after that.
-                let expiry_s = left.map(|l| l.as_secs().max(1) as u32);
-                Some(Reply { payload: payload.to_string().into_bytes(), expiry_s, ..reply })
+            let outcome = ops::call(&ctx, &tool, args).await;
+            crate::metrics::mqtt_request(match &outcome {
+                Ok(_) => "ok",
+                Err(e) => e.code.as_str(),
+            });
+            let payload = match outcome {
+                Ok(result) => json!({"status": "ok", "result": result}),
+                Err(e) => error_payload(&e),
             };
+            // The answer expires when the request would have: nobody waits for it after that.
+            let expiry_s = left.map(|l| l.as_secs().max(1) as u32);
+            let reply = Reply { payload: payload.to_string().into_bytes(), expiry_s, ..reply };
             let _ = done.send(Done { key, reply }).await;
         });
-        None
     }
 
-    /// Records a finished run (the answer to a repeat of it) and returns what to publish: the answer, to the first
-    /// request's response topic and to those of repeats that came while it ran.
+    /// Records a finished run (the answer to a repeat of it), starts the next waiting request, and returns what to
+    /// publish: the answer, to the first request's response topic and to those of repeats that came while it ran.
     pub fn finished(&mut self, done: Done) -> Vec<Reply> {
-        let Some(reply) = done.reply else {
-            if let Some(key) = done.key {
-                self.remembered.remove(&key);
-            }
-            return Vec::new();
-        };
+        self.running -= 1;
+        while self.running < RUNNING
+            && let Some(next) = self.waiting.pop_front()
+        {
+            self.start(next);
+        }
+        let reply = done.reply;
         let mut replies = Vec::new();
         if let Some(key) = done.key {
             let waiting = self.remembered.remove(&key).map(|r| r.waiting).unwrap_or_default();
