@@ -7,7 +7,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
+import { tmpdir, userInfo } from 'node:os';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
@@ -59,10 +59,10 @@ async function until(what, ms, check) {
   }
 }
 
-function start(name, args, env = {}) {
+function start(name, args, env = {}, program = BIN) {
   const log = join(work, `${name}.log`);
   const out = openSync(log, 'a');
-  const child = spawn(BIN, args, {
+  const child = spawn(program, args, {
     cwd: work,
     env: { PATH: process.env.PATH, HOME: work, XYTE_LOG_FORMAT: 'text', ...env },
     stdio: ['ignore', out, out],
@@ -100,8 +100,16 @@ const simJson = async (path, body) => {
   return r.json();
 };
 
+// The MQTT uplink's broker: Debian's mosquitto (tests/run-all.sh installs it), so the header's uplink badge is seen
+// connected, then down.
+const mqttPort = await freePort();
+const mqttConf = join(work, 'mosquitto.conf');
+writeFileSync(mqttConf, `listener ${mqttPort} 127.0.0.1\nallow_anonymous true\nuser ${userInfo().username}\n`);
+const startBroker = () => start('mosquitto', ['-c', mqttConf], {}, '/usr/sbin/mosquitto');
+
 let sim;
 let daemon;
+let broker;
 const consoleErrors = [];
 const requests = [];
 let lastPage; // for the failure report: what the user would see
@@ -126,8 +134,10 @@ async function main() {
     'XYTE_RATE_LIMIT=600',
     'XYTE_REQUEST_TIMEOUT=2',
     'XYTE_ENV=dashboard-test',
+    `XYTE_MQTT_URL=mqtt://127.0.0.1:${mqttPort}`,
     '',
   ].join('\n'));
+  broker = startBroker();
   const token = (name, role) => {
     const r = spawnSync(BIN, ['token', 'create', '--config', conf, '--name', name, '--role', role],
       { env: { PATH: process.env.PATH, HOME: work }, encoding: 'utf8' });
@@ -198,6 +208,18 @@ async function main() {
   if ((await wall.locator('#dialog [data-action]').count()) !== 0) fail('a viewer sees command buttons');
   await shot(wall, 'viewer-device', false);
   await wall.keyboard.press('Escape');
+
+  // ---- 1b. the header shows the MQTT uplink: connected, then down while the broker is stopped ------------------
+  const uplink = wall.locator('#uplink');
+  await wall.locator('#uplink.on').waitFor({ timeout: 20000 });
+  if ((await uplink.textContent()) !== 'Uplink') fail(`the uplink badge says "${await uplink.textContent()}"`);
+  await stop(broker);
+  // The page reads /readyz every 15 s.
+  await wall.locator('#uplink:not(.on):not([hidden])').waitFor({ timeout: 25000 });
+  if ((await uplink.textContent()) !== 'Uplink down') fail(`the uplink badge says "${await uplink.textContent()}"`);
+  await shot(wall, 'uplink-down', false);
+  broker = startBroker();
+  ok('the header shows the MQTT uplink connected, then "Uplink down" while the broker is stopped');
   await wall.locator('#dialog').waitFor({ state: 'hidden' });
   const forced = await wall.evaluate(async (room) => {
     const r = await fetch('/v1/tools/start_meeting_room_preset', {
