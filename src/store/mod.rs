@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     // 4: the MQTT uplink's own records (store/uplink.rs): its connection counter, how far the event log was
     // delivered to the broker, and which device states it left retained there.
     "CREATE TABLE uplink (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+    include_str!("runs.sql"),
 ];
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.

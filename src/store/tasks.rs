@@ -1,5 +1,7 @@
 //! The command outbox: a task per acknowledged async command, delivered in order per device.
 //! States: queued → sending → sent → pending / in_progress → done | failed | aborted; or rejected, expired, cancelled.
+//! A step of a run (several commands as one sequence, [`insert_run`]) starts `held` and is queued when the step before
+//! it ends (or `skipped` when that step failed and could not be continued past): see `runs.sql`.
 
 use std::collections::HashSet;
 
@@ -12,6 +14,8 @@ use crate::xyte::SendCommand;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TaskState {
+    /// A step of a run waiting for the step before it.
+    Held,
     Queued,
     Sending,
     Sent,
@@ -24,6 +28,8 @@ pub enum TaskState {
     Rejected,
     Expired,
     Cancelled,
+    /// A step of a run not sent because an earlier step failed.
+    Skipped,
 }
 
 use TaskState::*;
@@ -32,12 +38,15 @@ use TaskState::*;
 pub const AT_XYTE: &[TaskState] = &[Sent, Pending, InProgress, Scheduled];
 
 impl TaskState {
-    const ALL: [TaskState; 12] =
-        [Queued, Sending, Sent, Pending, InProgress, Scheduled, Done, Failed, Aborted, Rejected, Expired, Cancelled];
+    const ALL: [TaskState; 14] = [
+        Held, Queued, Sending, Sent, Pending, InProgress, Scheduled, Done, Failed, Aborted, Rejected, Expired,
+        Cancelled, Skipped,
+    ];
 
     /// The one text of a state: in the database, and in every answer and event that shows it.
     pub fn as_str(self) -> &'static str {
         match self {
+            Held => "held",
             Queued => "queued",
             Sending => "sending",
             Sent => "sent",
@@ -50,6 +59,7 @@ impl TaskState {
             Rejected => "rejected",
             Expired => "expired",
             Cancelled => "cancelled",
+            Skipped => "skipped",
         }
     }
 
@@ -64,7 +74,7 @@ impl TaskState {
 
     /// Whether the task can still move out of this state.
     pub fn is_open(self) -> bool {
-        matches!(self, Queued | Sending | Sent | Pending | InProgress | Scheduled)
+        matches!(self, Held | Queued | Sending | Sent | Pending | InProgress | Scheduled)
     }
 }
 
@@ -108,10 +118,12 @@ pub struct Task {
     /// idempotency keys, so the task must be reconciled against the device's command list before anything else.
     pub outcome_unknown: bool,
     pub principal: String,
+    /// The run this task is a step of, and which step (from 1).
+    pub run: Option<(String, i64)>,
 }
 
 const COLUMNS: &str = "task_id, device_id, command, body, state, xyte_command_id, attempts, next_attempt_at, created_at, \
-                       expires_at, updated_at, last_error, outcome_unknown, principal";
+                       expires_at, updated_at, last_error, outcome_unknown, principal, run_id, step";
 
 fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
     let body: String = r.get(3)?;
@@ -131,6 +143,10 @@ fn row(r: &Row<'_>) -> rusqlite::Result<Task> {
         last_error: r.get(11)?,
         outcome_unknown: r.get(12)?,
         principal: r.get(13)?,
+        run: match (r.get::<_, Option<String>>(14)?, r.get::<_, Option<i64>>(15)?) {
+            (Some(run), Some(step)) => Some((run, step)),
+            _ => None,
+        },
     })
 }
 
@@ -158,6 +174,60 @@ pub fn insert(
         params![id, seq, device_id, cmd.command, serde_json::to_string(cmd)?, Queued, now, now + ttl_ms, principal],
     )?;
     get(conn, &id)?.ok_or_else(|| StoreError::Data("inserted task vanished".into()))
+}
+
+/// One step of a run: a command for a device, and whether the run goes on when it fails.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub device_id: String,
+    pub cmd: SendCommand,
+    pub continue_on_error: bool,
+}
+
+/// Inserts a run: one task per step, in order, the first queued and the others held until the step before them
+/// ends (`runs.sql` moves the run on). Every step expires `ttl_ms` after `now`, so a run held up for longer sends
+/// nothing late. Call with `Durability::Full`, in the transaction that records why the run started.
+pub fn insert_run(
+    conn: &Connection,
+    run_id: &str,
+    steps: &[Step],
+    principal: &str,
+    now: i64,
+    ttl_ms: i64,
+) -> Result<Vec<Task>, StoreError> {
+    let mut seq: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM tasks", [], |r| r.get(0))?;
+    for (i, step) in steps.iter().enumerate() {
+        let id = new_id();
+        seq += 1;
+        let state = if i == 0 { Queued } else { Held };
+        conn.execute(
+            "INSERT INTO tasks (task_id, seq, device_id, command, body, state, attempts, next_attempt_at, created_at,
+                                expires_at, updated_at, principal, run_id, step, continue_on_error)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?7, ?8, ?7, ?9, ?10, ?11, ?12)",
+            params![
+                id,
+                seq,
+                step.device_id,
+                step.cmd.command,
+                serde_json::to_string(&step.cmd)?,
+                state,
+                now,
+                now + ttl_ms,
+                principal,
+                run_id,
+                i as i64 + 1,
+                step.continue_on_error
+            ],
+        )?;
+    }
+    run(conn, run_id)
+}
+
+/// The steps of a run, in order.
+pub fn run(conn: &Connection, run_id: &str) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM tasks WHERE run_id = ?1 ORDER BY step"))?;
+    let rows = stmt.query_map([run_id], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 pub fn get(conn: &Connection, task_id: &str) -> Result<Option<Task>, StoreError> {

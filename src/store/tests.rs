@@ -332,3 +332,76 @@ fn uplink_records_start_at_the_head_of_the_log_and_survive_a_reopen() {
         .unwrap();
     assert_eq!(again, (3, 4, vec!["d1".to_string(), "d2".to_string()]));
 }
+
+/// A run (migration 5) moves on in the database: each step is queued when the one before it ends well (or may fail),
+/// and everything after a step that failed without `continue_on_error` is skipped, in the same transaction.
+#[test]
+fn a_run_releases_its_steps_in_order_and_skips_after_a_failure() {
+    use tasks::{Patch, Step, TaskState, TaskState::*};
+    let (_dir, store) = open();
+    let step = |device: &str, command: &str, continue_on_error: bool| Step {
+        device_id: device.into(),
+        cmd: crate::xyte::SendCommand {
+            command: command.into(),
+            friendly_name: None,
+            extra_params: None,
+            file_id: None,
+        },
+        continue_on_error,
+    };
+    let steps = vec![
+        step("d1", "power_on", false),
+        step("d2", "power_on", true),
+        step("d1", "set_input", false),
+        step("d3", "mute", false),
+    ];
+    fn states(c: &Connection, run: &str) -> Result<Vec<TaskState>, StoreError> {
+        Ok(tasks::run(c, run)?.iter().map(|t| t.state).collect())
+    }
+    let first = steps[0].cmd.clone();
+    let (run, depth) = store
+        .write_blocking(Durability::Full, move |c| {
+            let run = tasks::insert_run(c, "run-1", &steps, "schedule:test", 1_000, 600_000)?;
+            Ok((run, tasks::outbox_depth(c)?))
+        })
+        .unwrap();
+    let shape: Vec<_> = run.iter().map(|t| (t.state, t.run.clone(), t.expires_at)).collect();
+    assert_eq!(
+        shape,
+        (1..=4)
+            .map(|n| (if n == 1 { Queued } else { Held }, Some(("run-1".to_string(), n)), 601_000))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(depth, 1, "held steps are not in the outbox yet");
+    let id = |n: usize| run[n].task_id.clone();
+    let (a, b, c3) = (id(0), id(1), id(2));
+    let moved = store
+        .write_blocking(Durability::Full, move |c| {
+            // Step 1 delivered and done: step 2 is queued (and counted), step 3 still held.
+            tasks::transition(c, &a, &[Queued], Sent, &Patch::default(), 2_000)?;
+            tasks::transition(c, &a, &[Sent], Done, &Patch::default(), 3_000)?;
+            let after_1 = (states(c, "run-1")?, tasks::outbox_depth(c)?, tasks::get(c, &b)?.unwrap().next_attempt_at);
+            // Step 2 fails but may: step 3 goes on.
+            tasks::transition(c, &b, &[Queued], Rejected, &Patch::default(), 4_000)?;
+            let after_2 = states(c, "run-1")?;
+            // Step 3 fails and may not: step 4 is skipped, saying why.
+            tasks::transition(c, &c3, &[Queued], Expired, &Patch::default(), 5_000)?;
+            Ok((after_1, after_2, tasks::run(c, "run-1")?, tasks::outbox_depth(c)?))
+        })
+        .unwrap();
+    assert_eq!(moved.0, (vec![Done, Queued, Held, Held], 1, 3_000));
+    assert_eq!(moved.1, vec![Done, Rejected, Queued, Held]);
+    let last: Vec<_> = moved.2.iter().map(|t| t.state).collect();
+    assert_eq!(last, vec![Done, Rejected, Expired, Skipped]);
+    assert_eq!(moved.2[3].last_error.as_deref(), Some("not sent: step 3 of the run ended expired"));
+    assert_eq!(moved.3, 0, "nothing left in the outbox");
+    // A task outside any run is untouched by all this.
+    let single = store
+        .write_blocking(Durability::Full, move |c| {
+            let t = tasks::insert(c, "d1", &first, "uid:0", 6_000, 600_000)?;
+            tasks::transition(c, &t.task_id, &[Queued], Done, &Patch::default(), 7_000)?;
+            Ok((tasks::get(c, &t.task_id)?.unwrap().run, states(c, "run-1")?))
+        })
+        .unwrap();
+    assert_eq!(single, (None, vec![Done, Rejected, Expired, Skipped]));
+}
