@@ -16,6 +16,9 @@ pub mod metrics;
 pub mod ops;
 pub mod plugins;
 pub mod runtime;
+/// The time side of room schedules: when a schedule runs, in its time zone, with daylight saving, holidays and
+/// exceptions.
+pub mod schedule;
 pub mod sim;
 pub mod stall;
 pub mod store;
