@@ -72,6 +72,25 @@ impl NotifySocket {
     }
 }
 
+/// The lines a child writes to stdout and stderr (both piped), read on threads as they come.
+fn output_lines(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let (tx, lines) = mpsc::channel();
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    lines
+}
+
 /// A child whose stdout and stderr lines are collected on threads, so the test can wait for a line with a deadline.
 pub struct Daemon {
     pub pid: u32,
@@ -84,20 +103,7 @@ pub struct Daemon {
 impl Daemon {
     pub fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn xyte-edge");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = output_lines(&mut child);
         // The child is owned by a waiter thread, so exit is observed as a message rather than by polling.
         let pid = child.id();
         let (exit_tx, exited) = mpsc::channel();
@@ -632,20 +638,7 @@ impl Sub {
             .stderr(Stdio::piped())
             .spawn()
             .expect("mosquitto_sub (Debian package mosquitto-clients)");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
+        let lines = output_lines(&mut child);
         let mut sub = Sub { child, lines, msgs: Vec::new(), debug: Vec::new(), what: topics.join(" ") };
         sub.wait_debug("received SUBACK", 1, Duration::from_secs(15));
         sub
