@@ -73,7 +73,8 @@ struct Remembered {
     at: Instant,
     /// `None` while the first request still runs.
     answer: Option<Vec<u8>>,
-    /// Response topics of repeats that came while it ran, other than the first's: they get the answer too.
+    /// Response topics of repeats that came while it ran, other than the first's: they get the answer too (a few:
+    /// a requester that keeps changing topics for one request is not followed everywhere).
     waiting: Vec<String>,
 }
 
@@ -140,7 +141,7 @@ impl Requests {
                 Some(Remembered { answer: None, waiting, .. }) => {
                     // The first still runs: its answer goes to this response topic too, with the same correlation.
                     crate::metrics::mqtt_request("repeated");
-                    if !waiting.contains(&response_topic) {
+                    if !waiting.contains(&response_topic) && waiting.len() < RUNNING {
                         waiting.push(response_topic);
                     }
                     return None;
