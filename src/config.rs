@@ -900,7 +900,12 @@ fn is_loopback_url(url: &str) -> bool {
     let host = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
     let host = host.split('/').next().unwrap_or("");
     let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
-    host == "localhost" || host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    is_loopback_host(host.trim_matches(['[', ']']))
+}
+
+/// `localhost` or a loopback address (an IPv6 one without its brackets).
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// This machine's name (`gateway` when it has none).

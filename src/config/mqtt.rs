@@ -87,7 +87,7 @@ pub(super) fn mqtt(layers: &mut Layers, hostname: &str) -> Option<MqttConfig> {
     if password.is_some() && username.is_none() {
         layers.problem("XYTE_MQTT_PASSWORD", "a password needs XYTE_MQTT_USERNAME too");
     }
-    if password.is_some() && !tls && !is_loopback(&host) {
+    if password.is_some() && !tls && !super::is_loopback_host(&host) {
         layers.warnings.push(format!(
             "XYTE_MQTT_URL {url} is plain mqtt://: the broker password would cross the network unencrypted"
         ));
@@ -226,10 +226,6 @@ fn readable_file(layers: &mut Layers, key: &'static str) -> Option<PathBuf> {
             None
         }
     }
-}
-
-fn is_loopback(host: &str) -> bool {
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
