@@ -86,6 +86,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         env_label: config.env_label.clone(),
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(Presets::load_or_report(&config.presets_file))),
+        schedule_grace: config.schedule_grace,
         ..App::new(store.clone(), client.clone())
     };
     app.cache.ttl = config.cache_ttl;
@@ -148,6 +149,12 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         crate::uplink::start(mqtt, app.clone(), &tasks, &shutdown).map_err(|e| Fatal::new(exit::CONFIG, e))?;
     }
     tasks.spawn(report_status(app.clone(), shutdown.clone()));
+    // Due times that passed while the daemon was down are fired or skipped before it reports ready.
+    let scheduler = crate::scheduler::Scheduler::new(app.clone(), Arc::new(crate::scheduler::SystemClock));
+    if let Err(e) = scheduler.catch_up().await {
+        tracing::warn!("room schedules: {e}");
+    }
+    tasks.spawn(scheduler.run(shutdown.clone()));
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);
     systemd::ready(&summary);

@@ -129,8 +129,41 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
     }
     let width = config.effective.iter().map(|e| e.key.len()).max().unwrap_or(0);
     let lines = config.effective.iter().map(|e| format!("{:width$} = {:40} # {}", e.key, e.value, e.source));
-    print_lines(lines.chain([format!("# configuration ok; Xyte credential: {}", config.credential_kind())]));
-    ExitCode::from(exit::OK)
+    let (presets, problems) = presets_report(&config.presets_file);
+    for p in &problems {
+        eprintln!("error: {p}");
+    }
+    let verdict = match problems.len() {
+        0 => format!("# configuration ok; Xyte credential: {}", config.credential_kind()),
+        n => format!("# {n} problem(s) in {} (listed on stderr)", config.presets_file.display()),
+    };
+    print_lines(lines.chain(presets).chain([verdict]));
+    ExitCode::from(if problems.is_empty() { exit::OK } else { exit::CONFIG })
+}
+
+/// The presets file as `check-config` shows it: its rooms and schedules, each schedule with its next three run times
+/// in its own zone, and every problem found (a broken file, a schedule entry that would not load).
+fn presets_report(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let presets = match crate::config::presets::Presets::load(path) {
+        Ok(p) => p,
+        Err(e) => return (vec![], vec![e]),
+    };
+    let mut lines = vec![format!(
+        "# room presets: {}: {} rooms, {} schedules",
+        path.display(),
+        presets.rooms.len(),
+        presets.schedules.len()
+    )];
+    let now = crate::store::now_ms();
+    for s in &presets.schedules {
+        let next: Vec<String> = crate::ops::schedules::next_runs(s, &presets.holidays, now, 3)
+            .into_iter()
+            .filter_map(|t| crate::ops::schedules::local_time(t, s.when.timezone()))
+            .collect();
+        let state = if s.enabled { format!("next {}", next.join(", ")) } else { "disabled".into() };
+        lines.push(format!("#   schedule {}: {} / {}, {}; {state}", s.name, s.room, s.preset, s.describe()));
+    }
+    (lines, presets.problems.clone())
 }
 
 /// Prints lines to stdout, stopping quietly when the reader has gone (`check-config | head`): `println!` would

@@ -138,6 +138,8 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     pub webhook_secret: Option<Secret<String>>,
     pub presets_file: PathBuf,
+    /// `XYTE_SCHEDULE_GRACE`: how late a room schedule's missed due time may still fire.
+    pub schedule_grace: Duration,
     pub command_ttl: Duration,
     /// Commands the outbox holds undelivered at most, over all devices (`XYTE_OUTBOX_MAX`).
     pub outbox_max: u64,
@@ -245,6 +247,7 @@ const KEYS: &[KeySpec] = &[
     secret("XYTE_WEBHOOK_SECRET"),
     key("XYTE_WEBHOOK_SECRET_FILE", ""),
     key("XYTE_PRESETS_FILE", "/etc/xyte-edge/presets.json"),
+    key("XYTE_SCHEDULE_GRACE", "15m"),
     key("XYTE_COMMAND_TTL", "600"),
     // Empty: derived from XYTE_RATE_LIMIT and XYTE_COMMAND_TTL (see [`default_outbox_max`]).
     key("XYTE_OUTBOX_MAX", ""),
@@ -611,6 +614,7 @@ fn build(
         hosts
     };
     let presets_file = layers.typed("XYTE_PRESETS_FILE", |r| path(r, opts.demo));
+    let schedule_grace = layers.typed("XYTE_SCHEDULE_GRACE", |r| duration_in(r, secs(1), secs(86_400)));
     let command_ttl = layers.typed("XYTE_COMMAND_TTL", |r| duration_in(r, secs(1), secs(7 * 86_400)));
     let outbox_max = layers.derived(
         "XYTE_OUTBOX_MAX",
@@ -672,6 +676,7 @@ fn build(
         allowed_hosts,
         webhook_secret,
         presets_file,
+        schedule_grace,
         command_ttl,
         outbox_max,
         outbox_max_per_device,

@@ -19,6 +19,7 @@ pub mod runtime;
 /// The time side of room schedules: when a schedule runs, in its time zone, with daylight saving, holidays and
 /// exceptions.
 pub mod schedule;
+pub mod scheduler;
 pub mod sim;
 pub mod stall;
 pub mod store;

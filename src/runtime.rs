@@ -39,6 +39,10 @@ pub struct App {
     pub presets: std::sync::RwLock<Arc<Presets>>,
     /// What the MQTT uplink last reported (`None` when it is not configured).
     pub uplink: std::sync::Mutex<Option<UplinkState>>,
+    /// `XYTE_SCHEDULE_GRACE`: how late a missed due time of a room schedule may still fire.
+    pub schedule_grace: Duration,
+    /// Wakes the scheduler when the schedules or a pause changed.
+    pub schedule_wake: tokio::sync::Notify,
 }
 
 impl App {
@@ -68,6 +72,8 @@ impl App {
             experimental_apis: defaults.experimental_apis,
             presets: Default::default(),
             uplink: Default::default(),
+            schedule_grace: defaults.schedule_grace,
+            schedule_wake: Default::default(),
         }
     }
 
@@ -79,6 +85,7 @@ impl App {
         if let Ok(mut p) = self.presets.write() {
             *p = Arc::new(presets);
         }
+        self.schedule_wake.notify_one();
     }
 }
 

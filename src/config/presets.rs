@@ -1,12 +1,17 @@
-//! The room presets file (`XYTE_PRESETS_FILE`): named sequences of device commands per meeting room, loaded at
-//! start and on SIGHUP, kept whole so a broken reload can leave the previous presets in place.
+//! The room presets file (`XYTE_PRESETS_FILE`): named sequences of device commands per meeting room, and the
+//! schedules that run them, loaded at start and on SIGHUP, kept whole so a broken reload can leave the previous
+//! presets and schedules in place. A bad schedule entry is dropped with an error naming it; the rest of the file
+//! still loads, because one typo must not stop every other room's schedules.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use jiff::civil::Date;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::schedule::{When, WhenSpec};
 
 /// An id argument: Xyte uses strings for devices and integers for spaces; accept either, keep text.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -69,12 +74,74 @@ pub struct RoomEntry {
 #[serde(deny_unknown_fields)]
 struct PresetsFile {
     rooms: BTreeMap<String, RoomEntry>,
+    /// Read one by one, so a bad entry costs only itself.
+    #[serde(default)]
+    schedules: Vec<Value>,
+    #[serde(default)]
+    holidays: Vec<Value>,
+}
+
+/// A schedule entry as written: which preset of which room, and when ([`WhenSpec`]'s keys, inline).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleEntry {
+    name: String,
+    room: String,
+    preset: String,
+    #[serde(default = "enabled_by_default")]
+    enabled: bool,
+    at: Option<String>,
+    days: Option<Vec<String>>,
+    cron: Option<String>,
+    timezone: Option<String>,
+    #[serde(default)]
+    except: Vec<String>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// A room preset that runs by itself at the times `when` names.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub name: String,
+    pub room: String,
+    pub preset: String,
+    pub enabled: bool,
+    /// When, as written (shown by `list_schedules`; a changed text means an edited schedule).
+    pub spec: WhenSpec,
+    pub when: When,
+}
+
+impl Schedule {
+    /// One line for people: `07:45 weekdays (Europe/Berlin)` or `cron 0 19 * * 1-5 (UTC)`.
+    pub fn describe(&self) -> String {
+        let zone = self.when.timezone().iana_name().unwrap_or("system time zone");
+        let mut text = match (&self.spec.at, &self.spec.cron, &self.spec.days) {
+            (Some(at), _, Some(days)) => format!("{at} {}", days.join(",")),
+            (Some(at), _, None) => format!("{at} every day"),
+            (None, Some(cron), _) => format!("cron {cron}"),
+            (None, None, _) => String::new(),
+        };
+        text.push_str(&format!(" ({zone})"));
+        if !self.spec.except.is_empty() {
+            text.push_str(&format!(" except {}", self.spec.except.join(", ")));
+        }
+        text
+    }
 }
 
 /// The loaded presets file, kept whole so a broken reload can leave it in place.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Presets {
     pub rooms: BTreeMap<String, RoomEntry>,
+    /// The schedules that loaded, in file order.
+    pub schedules: Vec<Schedule>,
+    /// Dates on which no schedule runs.
+    pub holidays: Vec<Date>,
+    /// Schedule entries (and holiday dates) that were dropped, each naming itself and why.
+    pub problems: Vec<String>,
     pub path: PathBuf,
     /// The last load problem (missing file is not one), for `edge://status`.
     pub error: Option<String>,
@@ -114,20 +181,72 @@ impl Presets {
         if !problems.is_empty() {
             return Err(format!("{}: {}", path.display(), problems.join("; ")));
         }
-        Ok(Presets { rooms: file.rooms, path: path.to_path_buf(), error: None })
+        let mut problems = vec![];
+        let mut holidays = vec![];
+        for (i, day) in file.holidays.iter().enumerate() {
+            match day.as_str().map(crate::schedule::parse_date) {
+                Some(Ok(date)) => holidays.push(date),
+                Some(Err(e)) => problems.push(format!("holidays[{i}]: {e}")),
+                None => problems.push(format!("holidays[{i}]: {day} is not a date (YYYY-MM-DD)")),
+            }
+        }
+        let mut schedules: Vec<Schedule> = vec![];
+        for (i, raw) in file.schedules.iter().enumerate() {
+            let label = match raw["name"].as_str() {
+                Some(name) if !name.trim().is_empty() => format!("schedule {name:?}"),
+                _ => format!("schedules[{i}]"),
+            };
+            match schedule_entry(raw, &file.rooms) {
+                Ok(s) if schedules.iter().any(|o| o.name == s.name) => {
+                    problems.push(format!("{label}: the name is used by an earlier schedule"))
+                }
+                Ok(s) => schedules.push(s),
+                Err(e) => problems.push(format!("{label}: {e}")),
+            }
+        }
+        Ok(Presets { rooms: file.rooms, schedules, holidays, problems, path: path.to_path_buf(), error: None })
     }
 
     /// Loads at start: a broken file is reported and the daemon runs without presets rather than not at all.
     pub fn load_or_report(path: &Path) -> Presets {
         match Presets::load(path) {
             Ok(p) => {
-                tracing::info!(file = %path.display(), rooms = p.rooms.len(), "room presets loaded");
+                tracing::info!(file = %path.display(), rooms = p.rooms.len(), schedules = p.schedules.len(), "room presets loaded");
+                p.report_problems();
                 p
             }
             Err(e) => {
                 tracing::error!("room presets not loaded: {e}");
                 Presets { path: path.to_path_buf(), error: Some(e), ..Default::default() }
             }
+        }
+    }
+}
+
+/// Checks one schedule entry against the rooms of its file.
+fn schedule_entry(raw: &Value, rooms: &BTreeMap<String, RoomEntry>) -> Result<Schedule, String> {
+    let e = ScheduleEntry::deserialize(raw).map_err(|e| e.to_string())?;
+    if e.name.trim().is_empty() || e.name.len() > 64 || e.name.chars().any(char::is_control) {
+        return Err("name: 1 to 64 printable characters".into());
+    }
+    let Some(room) = rooms.get(&e.room) else {
+        let known: Vec<&str> = rooms.keys().map(String::as_str).collect();
+        return Err(format!("unknown room {:?} (rooms in this file: {})", e.room, known.join(", ")));
+    };
+    if !room.presets.contains_key(&e.preset) {
+        let known: Vec<&str> = room.presets.keys().map(String::as_str).collect();
+        return Err(format!("room {:?} has no preset {:?} (it has: {})", e.room, e.preset, known.join(", ")));
+    }
+    let spec = WhenSpec { at: e.at, days: e.days, cron: e.cron, timezone: e.timezone, except: e.except };
+    let when = When::new(spec.clone()).map_err(|e| e.to_string())?;
+    Ok(Schedule { name: e.name, room: e.room, preset: e.preset, enabled: e.enabled, spec, when })
+}
+
+impl Presets {
+    /// Logs each dropped schedule entry or holiday (at start and after a reload).
+    pub fn report_problems(&self) {
+        for p in &self.problems {
+            tracing::error!(file = %self.path.display(), "not loaded: {p}");
         }
     }
 }

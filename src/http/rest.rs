@@ -53,6 +53,7 @@ pub const ROUTES: &[Route] = &[
         path_arg: Some("space_id"),
     },
     Route { label: "/v1/rooms", pattern: &["v1", "rooms"], tool: "list_rooms", path_arg: None },
+    Route { label: "/v1/schedules", pattern: &["v1", "schedules"], tool: "list_schedules", path_arg: None },
     Route {
         label: "/v1/organization",
         pattern: &["v1", "organization"],

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::schema::{input, output};
-use super::{Ctx, admin, analytics, commands, devices, endpoints, fleet, rooms, tasks, tickets};
+use super::{Ctx, admin, analytics, commands, devices, endpoints, fleet, rooms, schedules, tasks, tickets};
 use crate::config::Role;
 use crate::error::Error;
 
@@ -343,6 +343,19 @@ pub static CATALOGUE: LazyLock<Vec<Op>> = LazyLock::new(|| {
     }
     .handler(rooms::list_rooms),
     Entry {
+        name: "list_schedules",
+        title: "List room schedules",
+        description: "Room schedules from the presets file: which preset of which room runs when (at/days or cron, in \
+                      its time zone, except dates and holidays), the next three run times in local time, whether it is \
+                      paused, its last run with each step's result and its last skipped due time. `errors` lists \
+                      schedule entries of the file that were not loaded, and why.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        output: list_out("schedules"),
+    }
+    .handler(schedules::list_schedules),
+    Entry {
         name: "get_device_analytics_report",
         title: "Device analytics report",
         description: "Availability %, offline episodes (count, longest, recent), command success rate and incidents of \
@@ -509,6 +522,45 @@ pub static CATALOGUE: LazyLock<Vec<Op>> = LazyLock::new(|| {
     }
     .handler(rooms::shutdown_meeting_room)
     .admitted_by_outbox(),
+    Entry {
+        name: "pause_schedule",
+        title: "Pause a room schedule",
+        description: "Pauses a room schedule until a time (`until`, ISO-8601) or until resume_schedule: its due times meanwhile \
+                      are skipped (a schedule.skipped event with reason_code paused). The pause survives restarts.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: false,
+        output: output(json!({"name": {"type": "string"}, "paused": {"type": ["object", "null"]}}), &["name"]),
+    }
+    .handler(schedules::pause_schedule),
+    Entry {
+        name: "resume_schedule",
+        title: "Resume a room schedule",
+        description: "Ends a schedule's pause; it runs again from its next due time (paused due times are not caught \
+                      up). Answers the next run times.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: false,
+        output: output(json!({"name": {"type": "string"}, "paused": {"type": "null"}, "next_runs": {"type": "array"}}), &["name"]),
+    }
+    .handler(schedules::resume_schedule),
+    Entry {
+        name: "run_schedule_now",
+        title: "Run a room schedule now",
+        description: "Runs a schedule's preset now, as its due time would: the steps are queued in the outbox as one \
+                      run (delivered in order when Xyte is reachable; a failed step stops the rest unless marked \
+                      continue_on_error), with a schedule.fired event and, when every step is final, schedule.finished. \
+                      Answers the run's task ids (get_task_status follows each). dry_run shows the steps.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: true,
+        output: output(
+            json!({"schedule": {"type": "string"}, "run_id": {"type": "string"}, "dry_run": {"type": "boolean"},
+                   "steps": {"type": "array", "items": {"type": "object"}}}),
+            &["schedule", "steps"],
+        ),
+    }
+    .handler(schedules::run_schedule_now),
     Entry {
         name: "update_ticket",
         title: "Update ticket",

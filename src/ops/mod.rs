@@ -12,6 +12,7 @@ mod fleet;
 pub mod prompts;
 pub mod resources;
 pub mod rooms;
+pub mod schedules;
 pub mod schema;
 mod tasks;
 mod tickets;

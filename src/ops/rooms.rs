@@ -18,18 +18,19 @@ use crate::error::{Error, ErrorCode};
 use crate::runtime::{App, Ctx};
 use crate::xyte::Priority;
 
-/// SIGHUP: re-reads the presets file; a broken file is reported and the old presets kept.
+/// SIGHUP: re-reads the presets file; a broken file is reported and the old presets and schedules kept.
 pub fn reload(app: &App) {
     let path = app.presets().path.clone();
     match Presets::load(&path) {
         Ok(p) => {
-            tracing::info!(file = %path.display(), rooms = p.rooms.len(), "room presets reloaded");
+            tracing::info!(file = %path.display(), rooms = p.rooms.len(), schedules = p.schedules.len(),
+                           "room presets reloaded");
+            p.report_problems();
             app.set_presets(p);
         }
         Err(e) => {
-            tracing::error!("room presets not reloaded, keeping the previous ones: {e}");
-            let old = app.presets();
-            app.set_presets(Presets { rooms: old.rooms.clone(), path, error: Some(e) });
+            tracing::error!("room presets not reloaded, keeping the previous presets and schedules: {e}");
+            app.set_presets(Presets { error: Some(e), ..(*app.presets()).clone() });
         }
     }
 }

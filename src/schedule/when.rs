@@ -18,7 +18,7 @@ use std::fmt;
 use jiff::Timestamp;
 use jiff::civil::{Date, DateTime};
 use jiff::tz::{AmbiguousOffset, TimeZone};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// How far [`When::next_after`] looks ahead, in days. A cron that can fire at all fires within about twelve years
 /// (a 29 February, or the first of one month on one weekday, across the skipped leap day of 2100), so thirty years
@@ -27,23 +27,23 @@ const SEARCH_DAYS: usize = 366 * 30;
 
 /// A schedule's "when" as written in the presets file, before validation. [`When`] deserialises through it; a
 /// schedule entry that carries these keys beside its own (`name`, `room`, …) can fill one and call [`When::new`].
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhenSpec {
     /// `HH:MM`, 24 hours, local time in `timezone`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub at: Option<String>,
     /// With `at`: `mon`…`sun`, `weekdays`, `weekends`. Left out: every day.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<Vec<String>>,
     /// Five fields: minute hour day-of-month month day-of-week.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cron: Option<String>,
     /// IANA name, e.g. `Europe/Berlin`. Left out: the system's zone.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timezone: Option<String>,
     /// Dates (`YYYY-MM-DD`, in `timezone`) on which the schedule does not run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub except: Vec<String>,
 }
 

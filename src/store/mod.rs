@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod context;
 pub mod events;
+pub mod schedules;
 pub mod tasks;
 pub mod tokens;
 pub mod uplink;
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     // delivered to the broker, and which device states it left retained there.
     "CREATE TABLE uplink (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
     include_str!("runs.sql"),
+    include_str!("schedules.sql"),
 ];
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
