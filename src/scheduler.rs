@@ -130,13 +130,13 @@ impl Scheduler {
 
     async fn act(&self, s: &Schedule, action: Action) -> Result<(), Error> {
         match action {
-            Action::Fire { due, .. } => {
+            Action::Fire { due, late_ms } => {
                 let ctx = Ctx {
                     app: self.app.clone(),
                     principal: Principal { id: format!("schedule:{}", s.name), role: Role::Operator },
                     progress: None,
                 };
-                ops::fire(&ctx, s, Some(due)).await?;
+                ops::fire(&ctx, s, Some(due), late_ms).await?;
             }
             Action::Skip { due, reason } => ops::skip(&self.app, s, due, due, 1, reason).await?,
             Action::SkipMany { first, last, count, reason } => {

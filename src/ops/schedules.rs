@@ -123,11 +123,11 @@ fn head(s: &Schedule) -> serde_json::Map<String, Value> {
 
 /// Fires a run of `s`: its steps become tasks of the outbox (the first queued, the rest held until the step before
 /// them ends), in one FULL transaction with the `schedule.fired` event and, for a due run, the record that `due`
-/// was handled. `None` when that due time was already handled (a second scheduler pass, or a crash after firing).
+/// was handled (`late_ms` after it). `None` when that due time was already handled (a second scheduler pass, or a crash after firing).
 /// A run that cannot be queued (a step names an unknown device or command, the outbox is full, read-only mode) is
 /// recorded as fired and at once finished with the error, so whoever watches the events sees why nothing ran;
 /// fired by hand (`due` = `None`), the error goes to the caller instead.
-pub async fn fire(ctx: &Ctx, s: &Schedule, due: Option<i64>) -> Result<Option<Value>, Error> {
+pub async fn fire(ctx: &Ctx, s: &Schedule, due: Option<i64>, late_ms: i64) -> Result<Option<Value>, Error> {
     let app = &ctx.app;
     let presets = app.presets();
     let prepared = if app.read_only {
@@ -155,7 +155,7 @@ pub async fn fire(ctx: &Ctx, s: &Schedule, due: Option<i64>) -> Result<Option<Va
             }
             let run_id = new_run_id();
             data.insert("run_id".into(), json!(run_id));
-            data.insert("late_s".into(), json!(due.map_or(0, |d| (now - d).max(0) / 1000)));
+            data.insert("late_s".into(), json!(late_ms / 1000));
             let queued = match prepared {
                 Ok(steps) => {
                     let mut wanted: BTreeMap<String, u64> = BTreeMap::new();
@@ -435,6 +435,6 @@ pub async fn run_schedule_now(ctx: &Ctx, a: NameArg) -> Result<Value, Error> {
             .collect();
         return Ok(json!({"dry_run": true, "schedule": s.name, "room": s.room, "preset": s.preset, "steps": steps}));
     }
-    let fired = fire(ctx, &s, None).await?;
+    let fired = fire(ctx, &s, None, 0).await?;
     fired.ok_or_else(|| Error::internal("a run started by hand was not recorded"))
 }
