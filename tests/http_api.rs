@@ -124,6 +124,9 @@ fn rest_over_tls_matches_the_tools_and_enforces_roles() {
             "claim_device" => json!({"name": "n", "space_id": space, "cloud_id": "c", "dry_run": true}),
             "update_device" => json!({"device_id": device, "name": "n", "dry_run": true}),
             "delete_device" => json!({"device_id": device, "confirm": device, "dry_run": true}),
+            "pause_schedule" | "resume_schedule" | "run_schedule_now" => {
+                json!({"name": "no-such-schedule", "dry_run": true})
+            }
             _ => json!({}),
         }
     };
@@ -136,8 +139,8 @@ fn rest_over_tls_matches_the_tools_and_enforces_roles() {
         for (who, token) in [("viewer", &viewer), ("operator", &operator), ("admin", &admin)] {
             let (status, body) = post(&agent, &gw.url(&format!("/v1/tools/{name}")), Some(token), &args_for(name));
             let allowed = rank(who) >= needed;
-            if name == "get_task_status" {
-                // A made-up task id: allowed means "looked up and not found".
+            if name == "get_task_status" || name.ends_with("_schedule") || name == "run_schedule_now" {
+                // A made-up task id or schedule name: allowed means "looked up and not found".
                 assert_eq!(status, if allowed { 404 } else { 403 }, "{name} as {who}: {body}");
             } else if allowed {
                 assert_eq!(status, 200, "{name} as {who}: {body}");

@@ -260,6 +260,49 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/presets.example.json");
         let presets = Presets::load(&example).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(presets.rooms.len(), 2);
+        assert_eq!((presets.schedules.len(), presets.holidays.len()), (3, 4), "{:?}", presets.problems);
+        assert!(presets.problems.is_empty(), "{:?}", presets.problems);
+    }
+
+    #[test]
+    fn a_bad_schedule_entry_is_dropped_with_its_name_and_the_rest_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("presets.json");
+        let file = serde_json::json!({
+            "rooms": {"Board Room": {"presets": {"start": [{"device_id": "d1", "command": "power_on"}]}}},
+            "holidays": ["2026-12-25", "25.12.2026"],
+            "schedules": [
+                {"name": "good", "room": "Board Room", "preset": "start", "at": "07:45", "days": ["weekdays"]},
+                {"name": "no-room", "room": "Nope", "preset": "start", "at": "07:45"},
+                {"name": "no-preset", "room": "Board Room", "preset": "warmup", "at": "07:45"},
+                {"name": "bad-cron", "room": "Board Room", "preset": "start", "cron": "0 25 * * *"},
+                {"name": "bad-zone", "room": "Board Room", "preset": "start", "at": "07:45", "timezone": "Mars/Olympus"},
+                {"name": "good", "room": "Board Room", "preset": "start", "at": "08:00"},
+                {"name": "typo", "room": "Board Room", "preset": "start", "at": "07:45", "dayz": ["mon"]},
+                {"room": "Board Room", "preset": "start", "at": "07:45"},
+            ]
+        });
+        std::fs::write(&path, file.to_string()).unwrap();
+        let p = Presets::load(&path).unwrap();
+        assert_eq!(p.rooms.len(), 1, "the rooms are not lost");
+        let names: Vec<&str> = p.schedules.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["good"]);
+        assert_eq!(p.schedules[0].spec.at.as_deref(), Some("07:45"), "the first of two with one name is kept");
+        assert_eq!(p.holidays.len(), 1);
+        let expected = [
+            "holidays[1]: '25.12.2026' is not a date",
+            "schedule \"no-room\": unknown room \"Nope\" (rooms in this file: Board Room)",
+            "schedule \"no-preset\": room \"Board Room\" has no preset \"warmup\" (it has: start)",
+            "schedule \"bad-cron\": cron field 2 (hour)",
+            "schedule \"bad-zone\": unknown time zone Mars/Olympus",
+            "schedule \"good\": the name is used by an earlier schedule",
+            "schedule \"typo\": unknown field `dayz`",
+            "schedules[7]: missing field `name`",
+        ];
+        assert_eq!(p.problems.len(), expected.len(), "{:#?}", p.problems);
+        for (problem, want) in p.problems.iter().zip(expected) {
+            assert!(problem.starts_with(want), "{problem:?} should start with {want:?}");
+        }
     }
 
     #[test]

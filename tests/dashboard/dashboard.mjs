@@ -119,6 +119,11 @@ async function main() {
   sim = startSim();
   await until('the simulator answers', 20000, () => simJson('devices'));
   const presets = await simJson('presets');
+  // A schedule for the first room, twelve hours away so it never fires while the test runs: its card shows it.
+  const later12h = new Date(Date.now() + 12 * 3600 * 1000);
+  const hhmm = `${String(later12h.getUTCHours()).padStart(2, '0')}:${String(later12h.getUTCMinutes()).padStart(2, '0')}`;
+  const scheduledRoom = Object.keys(presets.rooms)[0];
+  presets.schedules = [{ name: 'morning', room: scheduledRoom, preset: 'start', at: hhmm, timezone: 'UTC' }];
   writeFileSync(join(work, 'presets.json'), JSON.stringify(presets, null, 2));
   const conf = join(work, 'xyte-edge.conf');
   writeFileSync(conf, [
@@ -201,6 +206,11 @@ async function main() {
   for (const room of rooms) {
     if ((await wall.locator(`.room[data-room="${room}"]`).count()) !== 1) fail(`room ${room} is not shown`);
   }
+  const card = wall.locator(`.room[data-room="${scheduledRoom}"] .schedule`);
+  await card.waitFor({ timeout: 10000 });
+  const next = await card.locator('.next').textContent();
+  if (!next.startsWith('Next: start at ')) fail(`the scheduled room's card says "${next}"`);
+  if ((await wall.locator('.schedule').count()) !== 1) fail('a room without schedules shows a schedule');
   if ((await wall.locator('#role').textContent()) !== 'viewer') fail('the role shown is not viewer');
   if ((await wall.locator('[data-action]').count()) !== 0) fail('a viewer sees operate buttons');
   await wall.locator(`.device[data-device-id="${simDevices[0].id}"] button`).click();
@@ -358,6 +368,21 @@ async function main() {
   await desk.locator('.feed [data-kind="preset.finished"]').first().waitFor({ timeout: 5000 });
   ok(`operator preset "${room}" start: confirmation listed ${planned.length} steps, progress `
     + `${log.map((e) => `${e.step}:${e.status}`).join(' ')}; outcome ok=${outcome} as recorded; preset.finished in the feed`);
+
+  // Pause and resume the room's schedule from its card; the pause is the gateway's, not the page's.
+  const pause = desk.locator('[data-action="pause"][data-schedule="morning"]');
+  await pause.click();
+  const resume = desk.locator('[data-action="resume"][data-schedule="morning"]');
+  await resume.waitFor({ timeout: 10000 });
+  if (!(await desk.locator(`.room[data-room="${scheduledRoom}"] .schedule`).textContent()).includes('paused')) {
+    fail('the paused schedule does not say paused');
+  }
+  const listed = (await rest('/v1/schedules')).schedules[0];
+  if (!listed.paused || listed.paused.by !== 'token:facilities') fail(`the gateway's schedule after Pause: ${JSON.stringify(listed.paused)}`);
+  await resume.click();
+  await pause.waitFor({ timeout: 10000 });
+  if ((await rest('/v1/schedules')).schedules[0].paused !== null) fail('the schedule is still paused after Resume');
+  ok(`room card of ${scheduledRoom}: "${next}"; an operator paused and resumed the schedule (list_schedules agrees)`);
 
   // A single device command: confirmation, then the durable task followed live to its final state.
   const device = planned[0].device_id;

@@ -21,6 +21,7 @@
     fetchedAt: null, // when the device list was last fetched from Xyte
     reachable: true,
     rooms: [],
+    schedules: [],
     incidents: [],
     tickets: [],
     events: [],
@@ -242,8 +243,8 @@
   // ---- loading --------------------------------------------------------------------------------------------
 
   async function loadAll() {
-    const results = await Promise.allSettled([loadDevices(), loadRooms(), loadIncidents(), loadTickets(),
-      loadEvents(), loadReadiness()]);
+    const results = await Promise.allSettled([loadDevices(), loadRooms(), loadSchedules(), loadIncidents(),
+      loadTickets(), loadEvents(), loadReadiness()]);
     const failed = results.filter((r) => r.status === 'rejected' && r.reason.status !== 401);
     const problem = $('load-error');
     problem.textContent = failed.length ? `Some data could not be loaded: ${failed[0].reason.message}` : '';
@@ -268,6 +269,11 @@
 
   async function loadRooms() {
     state.rooms = (await api('/v1/rooms')).rooms;
+    renderRooms();
+  }
+
+  async function loadSchedules() {
+    state.schedules = (await api('/v1/schedules?limit=500')).schedules;
     renderRooms();
   }
 
@@ -389,6 +395,8 @@
       later('incidents', loadIncidents);
     } else if (kind === 'ticket.updated') {
       later('tickets', loadTickets);
+    } else if (kind.startsWith('schedule.')) {
+      later('schedules', loadSchedules);
     } else if (kind === 'edge.xyte_unreachable') {
       setReachable(false);
     } else if (kind === 'edge.xyte_reachable') {
@@ -437,6 +445,7 @@
       el('strong', {}, room.name),
       room.path ? el('span', { class: 'path' }, room.path) : null,
       el('span', { class: 'muted' }, room.devices === null || room.devices === undefined ? 'no space' : `${room.devices} devices`),
+      roomSchedule(room.name),
       state.canOperate && room.presets.length
         ? el('div', { class: 'actions' }, room.presets.map((preset) => el('button', {
           type: 'button', class: preset === 'shutdown' ? 'danger' : '',
@@ -444,6 +453,41 @@
           onclick: () => confirmPreset(room.name, preset),
         }, `Run ${preset}`)))
         : null)));
+  }
+
+  // The room's next scheduled action (the earliest next run of its schedules) and its last result; operators can
+  // pause or resume each of its schedules.
+  function roomSchedule(roomName) {
+    const mine = state.schedules.filter((s) => s.room === roomName);
+    if (!mine.length) return null;
+    const upcoming = mine.filter((s) => !s.paused && s.next_runs.length)
+      .sort((a, b) => Date.parse(a.next_runs[0]) - Date.parse(b.next_runs[0]))[0];
+    const last = mine.filter((s) => s.last_run)
+      .sort((a, b) => Date.parse(b.last_run.fired_at) - Date.parse(a.last_run.fired_at))[0];
+    const lastText = !last ? null
+      : last.last_run.ok === true ? `Last: ${last.preset} ok (${when(last.last_run.fired_at)})`
+        : last.last_run.ok === false ? `Last: ${last.preset} failed (${when(last.last_run.fired_at)})`
+          : `Last: ${last.preset} running since ${when(last.last_run.fired_at)}`;
+    return el('div', { class: 'schedule', dataset: { schedules: mine.map((s) => s.name).join(' ') } },
+      el('div', { class: 'next' }, upcoming
+        ? `Next: ${upcoming.preset} at ${when(upcoming.next_runs[0])}`
+        : 'Next: nothing scheduled'),
+      lastText ? el('div', { class: last.last_run.ok === false ? 'last error' : 'last muted' }, lastText) : null,
+      mine.map((s) => el('div', { class: 'meta' },
+        `${s.name}: ${s.describe}${s.paused ? ` · paused${s.paused.until ? ` until ${when(s.paused.until)}` : ''}` : ''} `,
+        state.canOperate ? el('button', {
+          type: 'button', class: 'small', dataset: { action: s.paused ? 'resume' : 'pause', schedule: s.name },
+          onclick: () => toggleSchedule(s),
+        }, s.paused ? 'Resume' : 'Pause') : null)));
+  }
+
+  async function toggleSchedule(s) {
+    try {
+      await tool(s.paused ? 'resume_schedule' : 'pause_schedule', { name: s.name });
+    } catch (e) {
+      openDialog(s.name, [el('p', { class: 'error' }, e.message)], [closeButton()]);
+    }
+    await loadSchedules().catch(() => {});
   }
 
   function deviceMatches(d, words) {
@@ -508,6 +552,9 @@
       case 'ticket.updated': return `${d.title || d.ticket_id} (${d.change || 'updated'})`;
       case 'preset.started': return `${d.room}: ${d.preset} started by ${d.principal}`;
       case 'preset.finished': return `${d.room}: ${d.preset} ${d.ok ? 'finished' : 'failed'}`;
+      case 'schedule.fired': return `${d.room}: ${d.preset} started by schedule ${d.schedule}`;
+      case 'schedule.finished': return `${d.room}: ${d.preset} (schedule ${d.schedule}) ${d.ok ? 'finished' : 'failed'}`;
+      case 'schedule.skipped': return `${d.room}: schedule ${d.schedule} skipped (${d.reason_code})`;
       case 'edge.xyte_unreachable': return d.message || 'Xyte unreachable';
       case 'edge.xyte_reachable': return 'Xyte reachable again';
       default:
