@@ -31,6 +31,12 @@ cargo clippy --all-targets --locked "${FIXTURES[@]}" -- -D warnings
 step "cargo build (debug, all targets, feature conformance-fixtures)"
 cargo build --all-targets --locked "${FIXTURES[@]}"
 
+step "time zones: Debian's tzdata (room schedules read /usr/share/zoneinfo; the package depends on it)"
+if [ ! -e /usr/share/zoneinfo/Europe/Berlin ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tzdata >/dev/null
+fi
+dpkg-query -W -f='${Package} ${Version}\n' tzdata
+
 step "MQTT: Debian's mosquitto and mosquitto-clients (tests/mqtt.rs, the idle-writes measurement and the benchmark start a broker on an ephemeral port)"
 mqtt_missing=()
 { command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; } || mqtt_missing+=(mosquitto)
