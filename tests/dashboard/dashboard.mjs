@@ -377,8 +377,8 @@ async function main() {
   if (!(await desk.locator(`.room[data-room="${scheduledRoom}"] .schedule`).textContent()).includes('paused')) {
     fail('the paused schedule does not say paused');
   }
-  const listed = (await rest('/v1/schedules')).schedules[0];
-  if (!listed.paused || listed.paused.by !== 'token:facilities') fail(`the gateway's schedule after Pause: ${JSON.stringify(listed.paused)}`);
+  const scheduleNow = (await rest('/v1/schedules')).schedules[0];
+  if (!scheduleNow.paused || scheduleNow.paused.by !== 'token:facilities') fail(`the gateway's schedule after Pause: ${JSON.stringify(scheduleNow.paused)}`);
   await resume.click();
   await pause.waitFor({ timeout: 10000 });
   if ((await rest('/v1/schedules')).schedules[0].paused !== null) fail('the schedule is still paused after Resume');

@@ -476,7 +476,7 @@
       mine.map((s) => el('div', { class: 'meta' },
         `${s.name}: ${s.describe}${s.paused ? ` · paused${s.paused.until ? ` until ${when(s.paused.until)}` : ''}` : ''} `,
         state.canOperate ? el('button', {
-          type: 'button', class: 'small', dataset: { action: s.paused ? 'resume' : 'pause', schedule: s.name },
+          type: 'button', class: 'secondary', dataset: { action: s.paused ? 'resume' : 'pause', schedule: s.name },
           onclick: () => toggleSchedule(s),
         }, s.paused ? 'Resume' : 'Pause') : null)));
   }
