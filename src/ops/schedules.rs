@@ -348,10 +348,14 @@ pub async fn list_schedules(ctx: &Ctx, a: ListSchedules) -> Result<Value, Error>
         })
         .collect();
     let (items, next_cursor, omitted) = super::page(&all, a.limit, a.cursor.as_deref())?;
-    Ok(json!({
-        "schedules": items, "total": all.len(), "omitted": omitted, "next_cursor": next_cursor,
+    let mut out = json!({
+        "schedules": items, "total": all.len(), "omitted": omitted,
         "errors": presets.problems, "grace_s": ctx.app.schedule_grace.as_secs(),
-    }))
+    });
+    if let Some(n) = next_cursor {
+        out["next_cursor"] = json!(n);
+    }
+    Ok(out)
 }
 
 fn run_json(r: &Run) -> Value {

@@ -540,7 +540,21 @@ impl World {
                 );
             }
         }
-        json!({"rooms": out})
+        // The first room's schedules, there to be seen and tried (list_schedules, the dashboard, run_schedule_now)
+        // but disabled: a demo must not drive rooms by itself at 07:45, nor a test that counts commands.
+        let schedules: Vec<Value> = out
+            .keys()
+            .take(1)
+            .flat_map(|room| {
+                [
+                    json!({"name": "morning start", "room": room, "preset": "start", "at": "07:45",
+                           "days": ["weekdays"], "enabled": false}),
+                    json!({"name": "evening shutdown", "room": room, "preset": "shutdown", "at": "19:00",
+                           "enabled": false}),
+                ]
+            })
+            .collect();
+        json!({"rooms": out, "schedules": schedules})
     }
 
     /// One step of the world clock.

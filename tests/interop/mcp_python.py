@@ -153,6 +153,9 @@ async def exercise(transport, mode, socket, sim, https):
         board = next((r for r in rooms if r["name"] == "Board Room"), None)
         check(board and set(board["presets"]) >= {"start", "shutdown"} and board["devices"],
               f"the demo's Board Room has presets and devices: {board}")
+        schedules = structured(await c.call_tool("list_schedules", {}), "list_schedules")["schedules"]
+        check([s["name"] for s in schedules] == ["morning start", "evening shutdown"] and schedules[0]["room"] == "Board Room",
+              f"the demo's schedules are listed: {schedules}")
         report = structured(await c.call_tool("get_device_analytics_report", {"device_id": device["id"], "period": "last_30_days"}),
                             "get_device_analytics_report")
         check(report["availability_pct"] is not None and "xyte_histories" in report["sources"],
@@ -182,6 +185,9 @@ async def exercise(transport, mode, socket, sim, https):
             "delete_device": {"device_id": device["id"], "confirm": device["id"], "dry_run": True},
             "xyte_api_call": {"key": "devices.move", "path_params": {"device_id": device["id"]},
                               "body": {"space_id": board["space_id"]}, "dry_run": True},
+            "pause_schedule": {"name": "morning start", "dry_run": True},
+            "resume_schedule": {"name": "morning start", "dry_run": True},
+            "run_schedule_now": {"name": "morning start", "dry_run": True},
         }
         for name, args in dry.items():
             out = structured(await c.call_tool(name, args), f"{name} dry run")

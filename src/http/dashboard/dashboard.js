@@ -474,8 +474,9 @@
         : 'Next: nothing scheduled'),
       lastText ? el('div', { class: last.last_run.ok === false ? 'last error' : 'last muted' }, lastText) : null,
       mine.map((s) => el('div', { class: 'meta' },
-        `${s.name}: ${s.describe}${s.paused ? ` · paused${s.paused.until ? ` until ${when(s.paused.until)}` : ''}` : ''} `,
-        state.canOperate ? el('button', {
+        `${s.name}: ${s.describe}${s.enabled ? '' : ' · disabled'}`
+          + `${s.paused ? ` · paused${s.paused.until ? ` until ${when(s.paused.until)}` : ''}` : ''} `,
+        state.canOperate && s.enabled ? el('button', {
           type: 'button', class: 'secondary', dataset: { action: s.paused ? 'resume' : 'pause', schedule: s.name },
           onclick: () => toggleSchedule(s),
         }, s.paused ? 'Resume' : 'Pause') : null)));
