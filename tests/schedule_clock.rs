@@ -163,8 +163,10 @@ fn sorted_by_due(mut list: Vec<(String, String)>) -> Vec<(String, String)> {
 async fn new_york_cron_runs_after_the_spring_gap_and_once_in_the_autumn_fold() {
     let s = setup(
         json!([
-            {"name": "gap", "room": "Board Room", "preset": "start", "cron": "30 2 * * *", "timezone": "America/New_York"},
-            {"name": "fold", "room": "Board Room", "preset": "start", "cron": "30 1 * * *", "timezone": "America/New_York"},
+            {"name": "gap", "room": "Board Room", "preset": "start", "cron": "30 2 * * *",
+             "timezone": "America/New_York"},
+            {"name": "fold", "room": "Board Room", "preset": "start", "cron": "30 1 * * *",
+             "timezone": "America/New_York"},
         ]),
         json!([]),
         "2027-03-13T00:00:00Z",

@@ -211,7 +211,8 @@ impl Presets {
     pub fn load_or_report(path: &Path) -> Presets {
         match Presets::load(path) {
             Ok(p) => {
-                tracing::info!(file = %path.display(), rooms = p.rooms.len(), schedules = p.schedules.len(), "room presets loaded");
+                let (rooms, schedules) = (p.rooms.len(), p.schedules.len());
+                tracing::info!(file = %path.display(), rooms, schedules, "room presets loaded");
                 p.report_problems();
                 p
             }
@@ -276,7 +277,8 @@ mod tests {
                 {"name": "no-room", "room": "Nope", "preset": "start", "at": "07:45"},
                 {"name": "no-preset", "room": "Board Room", "preset": "warmup", "at": "07:45"},
                 {"name": "bad-cron", "room": "Board Room", "preset": "start", "cron": "0 25 * * *"},
-                {"name": "bad-zone", "room": "Board Room", "preset": "start", "at": "07:45", "timezone": "Mars/Olympus"},
+                {"name": "bad-zone", "room": "Board Room", "preset": "start", "at": "07:45",
+                 "timezone": "Mars/Olympus"},
                 {"name": "good", "room": "Board Room", "preset": "start", "at": "08:00"},
                 {"name": "typo", "room": "Board Room", "preset": "start", "at": "07:45", "dayz": ["mon"]},
                 {"room": "Board Room", "preset": "start", "at": "07:45"},

@@ -123,7 +123,8 @@ fn head(s: &Schedule) -> serde_json::Map<String, Value> {
 
 /// Fires a run of `s`: its steps become tasks of the outbox (the first queued, the rest held until the step before
 /// them ends), in one FULL transaction with the `schedule.fired` event and, for a due run, the record that `due`
-/// was handled (`late_ms` after it). `None` when that due time was already handled (a second scheduler pass, or a crash after firing).
+/// was handled (`late_ms` after it). `None` when that due time was already handled (a second scheduler pass, or a
+/// crash after firing).
 /// A run that cannot be queued (a step names an unknown device or command, the outbox is full, read-only mode) is
 /// recorded as fired and at once finished with the error, so whoever watches the events sees why nothing ran;
 /// fired by hand (`due` = `None`), the error goes to the caller instead.
