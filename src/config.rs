@@ -2,6 +2,7 @@
 //! credentials. Everything is validated at once and every problem is reported together (exit 78), so an admin fixes
 //! the file in one pass. Secrets live in [`Secret`] and are masked wherever a value is shown.
 
+pub mod alerts;
 mod file;
 pub mod mqtt;
 pub mod presets;
