@@ -2,6 +2,9 @@
 // No unsafe code, except the one audited call into the C library in `heap` (it says why).
 #![deny(unsafe_code)]
 
+/// Alerts, the decisions: which alerts fire, repeat, resolve or wait in a silence, and how they are grouped (being
+/// built: not wired yet).
+pub mod alerts;
 pub mod app;
 pub mod cache;
 pub mod cli;
