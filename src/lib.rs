@@ -7,6 +7,7 @@
 pub mod alerts;
 pub mod app;
 pub mod cache;
+pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod error;
@@ -29,5 +30,6 @@ pub mod store;
 pub mod sync;
 pub mod systemd;
 pub mod telemetry;
+pub mod tls_client;
 pub mod uplink;
 pub mod xyte;

@@ -8,9 +8,7 @@ use rumqttc::v5::MqttOptions;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::LastWill;
 use rumqttc::{TlsConfiguration, Transport};
-use rustls::{ClientConfig, RootCertStore};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
+use rustls::ClientConfig;
 
 use crate::config::mqtt::MqttConfig;
 
@@ -27,32 +25,16 @@ pub fn tls(cfg: &MqttConfig) -> Result<Option<Arc<ClientConfig>>, String> {
     if !cfg.tls {
         return Ok(None);
     }
-    let mut roots = RootCertStore::empty();
-    match &cfg.ca_file {
-        Some(path) => {
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
-                .and_then(|certs| certs.collect())
-                .map_err(|e| format!("XYTE_MQTT_CA_FILE {}: not a PEM certificate file: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!("XYTE_MQTT_CA_FILE {} holds no usable CA certificate", path.display()));
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS set-up: {e}"))?
-        .with_root_certificates(roots);
-    let config = match &cfg.client_cert {
+    const CLIENT: &str = "XYTE_MQTT_CLIENT_CERT/KEY";
+    let client_auth = match &cfg.client_cert {
         Some(files) => {
-            let (certs, key) = crate::http::tls::read_pair(&files.cert, &files.key)
-                .map_err(|e| format!("XYTE_MQTT_CLIENT_CERT/KEY: {e}"))?;
-            builder.with_client_auth_cert(certs, key).map_err(|e| format!("XYTE_MQTT_CLIENT_CERT/KEY: {e}"))?
+            let (certs, key) =
+                crate::http::tls::read_pair(&files.cert, &files.key).map_err(|e| format!("{CLIENT}: {e}"))?;
+            Some((CLIENT, certs, key))
         }
-        None => builder.with_no_client_auth(),
+        None => None,
     };
-    Ok(Some(Arc::new(config)))
+    crate::tls_client::config("XYTE_MQTT_CA_FILE", cfg.ca_file.as_deref(), client_auth).map(Some)
 }
 
 /// Options for one connection: a clean start (delivery resumes from the log's cursor, not from a broker session)
