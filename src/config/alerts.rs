@@ -45,6 +45,50 @@ pub struct DeviceFilter {
     pub name: Option<String>,
 }
 
+/// What a device rule's filter looks at, taken from the device by the caller.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DeviceFacts<'a> {
+    pub name: &'a str,
+    pub model: &'a str,
+    pub vendor: Option<&'a str>,
+    /// The space's full path (`HQ Berlin/Floor 3/Board Room`).
+    pub space: &'a str,
+}
+
+impl DeviceFilter {
+    /// Whether the device passes every given field: `space` by whole path segments (`HQ Berlin/Floor 3` takes the
+    /// rooms of floor 3, not of `Floor 30`), `model` and `vendor` exactly, `name` as a glob; all case-insensitive.
+    pub fn matches(&self, d: DeviceFacts<'_>) -> bool {
+        let same = |want: &Option<String>, have: Option<&str>| {
+            want.as_ref().is_none_or(|w| have.is_some_and(|h| h.eq_ignore_ascii_case(w.trim())))
+        };
+        let in_space = self.space.as_ref().is_none_or(|prefix| {
+            let (have, want) = (d.space.to_lowercase(), prefix.trim().trim_end_matches('/').to_lowercase());
+            have == want || have.starts_with(&format!("{want}/"))
+        });
+        in_space
+            && same(&self.model, Some(d.model))
+            && same(&self.vendor, d.vendor)
+            && self.name.as_ref().is_none_or(|g| glob(&g.to_lowercase(), &d.name.to_lowercase()))
+    }
+}
+
+/// `*` matches any run of characters (also none); everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = text.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Condition {
@@ -690,6 +734,41 @@ mod tests {
         assert_eq!(names, ["good", "dropped-channel"]);
         assert_eq!(rules.rules[1].channels, ["ok"], "a dropped channel is left out of the rules naming it");
         assert_eq!(rules.channels.keys().collect::<Vec<_>>(), ["ok"]);
+    }
+
+    #[test]
+    fn device_filters_match_by_space_segments_model_vendor_and_name_glob() {
+        let d = DeviceFacts {
+            name: "Board Room Projector",
+            model: "EB-L1070U",
+            vendor: Some("Epson"),
+            space: "HQ Berlin/Floor 3/Board Room",
+        };
+        let f = |space: Option<&str>, model: Option<&str>, vendor: Option<&str>, name: Option<&str>| DeviceFilter {
+            space: space.map(String::from),
+            model: model.map(String::from),
+            vendor: vendor.map(String::from),
+            name: name.map(String::from),
+        };
+        assert!(f(None, None, None, None).matches(d));
+        assert!(f(Some("hq berlin/floor 3"), Some("eb-l1070u"), Some("EPSON"), Some("*projector")).matches(d));
+        assert!(f(Some("HQ Berlin/Floor 3/Board Room/"), None, None, None).matches(d));
+        assert!(!f(Some("HQ Berlin/Floor"), None, None, None).matches(d), "whole segments only");
+        assert!(!f(None, Some("EB-L1070"), None, None).matches(d));
+        assert!(!f(None, None, Some("Epson"), None).matches(DeviceFacts { vendor: None, ..d }));
+        for (pattern, hit) in [
+            ("*", true),
+            ("board*", true),
+            ("*room*", true),
+            ("b*r*p*r", true),
+            ("*display*", false),
+            ("board", false),
+            ("*projector*x", false),
+            ("board room projector", true),
+        ] {
+            assert_eq!(glob(pattern, "board room projector"), hit, "{pattern}");
+        }
+        assert!(glob("a*a", "aa") && !glob("a*a", "a"), "the parts do not overlap");
     }
 
     #[test]
