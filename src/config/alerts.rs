@@ -162,6 +162,8 @@ pub enum ChannelKind {
         password: Option<Secret<String>>,
         from: String,
         to: Vec<String>,
+        /// Trust this CA (PEM) for the mail server instead of the built-in roots.
+        ca_file: Option<PathBuf>,
     },
     /// A Slack incoming webhook; its URL carries the credential, so it is a secret.
     Slack { url: Secret<String> },
@@ -489,6 +491,16 @@ fn https_url(key: &str, url: &str) -> Result<(), String> {
     }
 }
 
+/// A CA file (relative to the alerts file's directory) that exists; its contents are checked when the channel's
+/// sender is built.
+fn ca_file(given: &Option<String>, base: &Path) -> Result<Option<PathBuf>, String> {
+    let path = given.as_ref().map(|f| base.join(f));
+    match path {
+        Some(f) if !f.is_file() => Err(format!("ca_file: {} is not a readable file", f.display())),
+        other => Ok(other),
+    }
+}
+
 fn channel(name: &str, raw: &Value, base: &Path) -> Result<Channel, String> {
     name_ok(name)?;
     let c = RawChannel::deserialize(raw).map_err(|e| e.to_string())?;
@@ -516,7 +528,8 @@ fn channel(name: &str, raw: &Value, base: &Path) -> Result<Channel, String> {
             if let Some(bad) = to.iter().find(|a| !email_ok(a)) {
                 return Err(format!("to: {bad:?} is not an e-mail address"));
             }
-            ChannelKind::Email { host, port, tls, username: c.username.clone(), password, from, to }
+            let ca_file = ca_file(&c.ca_file, base)?;
+            ChannelKind::Email { host, port, tls, username: c.username.clone(), password, from, to, ca_file }
         }
         "slack" | "teams" => {
             not_for(&[
@@ -566,11 +579,7 @@ fn channel(name: &str, raw: &Value, base: &Path) -> Result<Channel, String> {
             if c.ca_file.is_some() && transport != SyslogTransport::Tls {
                 return Err("ca_file applies to tls:// only".into());
             }
-            let ca_file = c.ca_file.as_ref().map(|f| base.join(f));
-            if let Some(f) = ca_file.as_ref().filter(|f| !f.is_file()) {
-                return Err(format!("ca_file: {} is not a readable file", f.display()));
-            }
-            ChannelKind::Syslog { transport, host, port, ca_file }
+            ChannelKind::Syslog { transport, host, port, ca_file: ca_file(&c.ca_file, base)? }
         }
         other => return Err(format!("unknown type {other:?} (email, slack, teams, webhook, syslog)")),
     };
@@ -621,7 +630,7 @@ mod tests {
                              "password_file": "smtp-password", "from": "gateway@example.com",
                              "to": ["av@example.com", "facilities@example.com"]},
                     "mail-tls": {"type": "email", "url": "smtps://mail.example.com:2465", "from": "gw@example.com",
-                                 "to": ["av@example.com"]},
+                                 "to": ["av@example.com"], "ca_file": "ca.pem"},
                     "slack": {"type": "slack", "url_file": "slack-url", "per_hour": 20},
                     "teams": {"type": "teams", "url": "https://example.webhook.office.com/webhookb2/abc"},
                     "hook": {"type": "webhook", "url": "http://127.0.0.1:9000/alerts", "secret": "k",
