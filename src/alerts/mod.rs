@@ -5,6 +5,7 @@
 //! is one message, not a hundred; [`Silence`] keeps matching alerts quiet until it ends. Pure and clock-free, like
 //! `schedule::plan`: the caller says what time it is, what holds, and what to keep; tests run in microseconds.
 
+pub mod conditions;
 pub mod message;
 
 use std::collections::BTreeMap;
