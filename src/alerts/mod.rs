@@ -6,6 +6,7 @@
 //! `schedule::plan`: the caller says what time it is, what holds, and what to keep; tests run in microseconds.
 
 pub mod conditions;
+pub mod delivery;
 pub mod message;
 
 use std::collections::BTreeMap;
