@@ -48,6 +48,12 @@ if [ ${#mqtt_missing[@]} -gt 0 ]; then
 fi
 dpkg-query -W -f='${Package} ${Version}\n' mosquitto mosquitto-clients
 
+step "alert receivers: Python's aiosmtpd in the tests' venv (tests/alert_channels.rs sends alert mail through it)"
+VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==1.4.6"
+export XYTE_TEST_PYTHON="$VENV/bin/python"
+
 step "idle writes: the 10-minute measurement starts in the background (its result is checked at the end)"
 # It mostly waits, so it runs beside the rest of the suite instead of adding ten minutes to it.
 idle_bin=$(cargo test --locked "${FIXTURES[@]}" --no-run --test idle_writes --message-format=json 2>/dev/null |
@@ -80,8 +86,6 @@ step "packaging: arm64 and armhf .debs (Debian cross compilers), lintian, unit t
 tests/packaging/arm.sh arm64 armhf
 
 step "interop: the Python MCP SDK (mcp==2.3.0) through xyte-edge mcp and over HTTPS, legacy / auto / 2026-07-28"
-VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "mcp==2.3.0" "openapi-spec-validator==0.9.0"
 "$VENV/bin/python" tests/interop/mcp_python.py "$CARGO_TARGET_DIR/debug/xyte-edge"
 
