@@ -6,6 +6,7 @@
 //! a failing job rolls back alone, and replies only after `COMMIT` returned — so an acknowledged write is on disk
 //! with the durability the caller asked for. Reads never wait for the writer (WAL readers see the last commit).
 
+pub mod alerts;
 pub mod cache;
 pub mod context;
 pub mod events;
@@ -44,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE uplink (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
     include_str!("runs.sql"),
     include_str!("schedules.sql"),
+    include_str!("alerts.sql"),
 ];
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.

@@ -405,3 +405,90 @@ fn a_run_releases_its_steps_in_order_and_skips_after_a_failure() {
         .unwrap();
     assert_eq!(single, (None, vec![Done, Rejected, Expired, Skipped]));
 }
+
+/// Alerts' records (migration 7) on a database of the previous schema with a schedule in it: the schedule is kept;
+/// an alert fires, resolves once and is pruned after; a silence ends; a message is written before it is tried, backs
+/// off, is sent once and is found by the alert it tells of.
+#[test]
+fn alert_records_follow_an_alert_and_its_messages() {
+    use crate::alerts::{Silence, Subject};
+    use crate::store::alerts::{self as a, AlertRow};
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    for sql in &MIGRATIONS[..6] {
+        c.execute_batch(sql).unwrap();
+    }
+    c.pragma_update(None, "user_version", 6).unwrap();
+    crate::store::schedules::ensure(&c, "morning", "{}", 5).unwrap();
+    drop(c);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let projector = Subject { key: "p1".into(), label: "Projector".into(), space: Some("HQ/Floor 3".into()) };
+    let row = AlertRow {
+        rule: "offline".into(),
+        subject: projector.clone(),
+        state: "firing".into(),
+        since: 100,
+        fired_at: 700,
+        told_at: Some(700),
+        resolved_at: None,
+    };
+    let notification = json!({"rule": "offline", "kind": "firing", "subjects": [{"key": "p1", "label": "Projector"}]});
+    let (kept, firing, resolved_twice, recent, delivery) = store
+        .write_blocking(Durability::Full, move |c| {
+            let kept = crate::store::schedules::state(c, "morning")?.map(|s| s.handled);
+            a::put(c, &row)?;
+            let firing = a::firing(c)?;
+            let resolved = (a::resolve(c, "offline", "p1", 900)?, a::resolve(c, "offline", "p1", 950)?);
+            let recent = a::recent(c, 800)?;
+            let id = a::enqueue(c, "mail", "offline", &notification, 1_000)?;
+            a::enqueue(c, "mail", "other", &json!({"subjects": [{"key": "p1"}]}), 1_001)?;
+            Ok((kept, firing, resolved, recent, id))
+        })
+        .unwrap();
+    assert_eq!(kept, Some(5), "the schedule of the older schema is still there");
+    assert_eq!((firing.len(), firing[0].subject.clone()), (1, projector));
+    assert_eq!(resolved_twice, (true, false), "resolved once");
+    assert_eq!((recent.len(), recent[0].state.as_str(), recent[0].resolved_at), (1, "resolved", Some(900)));
+
+    let timeline = store
+        .write_blocking(Durability::Full, move |c| {
+            let first = a::due(c, 1_001, 10)?.len();
+            a::failed(c, delivery, "connect: refused", Some(6_000), 1_000)?;
+            let later = (a::due(c, 5_999, 10)?.len(), a::next_due(c)?);
+            let sent = (a::sent(c, delivery, 6_000)?, a::sent(c, delivery, 6_001)?);
+            let mine = a::of_alert(c, "offline", "p1", 10)?;
+            Ok((first, later, sent, mine, a::counts(c)?))
+        })
+        .unwrap();
+    let (first, later, sent, mine, counts) = timeline;
+    assert_eq!(first, 2);
+    assert_eq!(later, (1, Some(1_001)), "the failed one waits for its retry; the other is due");
+    assert_eq!(sent, (true, false), "sent once");
+    assert_eq!(mine.len(), 1, "a message is found by its rule and subject");
+    assert_eq!((mine[0].attempts, mine[0].state.as_str(), mine[0].last_error.clone()), (2, "sent", None));
+    assert_eq!(counts, (1, 1, 0));
+
+    let silence = Silence {
+        id: "s1".into(),
+        rule: None,
+        space: Some("HQ/Floor 3".into()),
+        device: None,
+        until: 10_000,
+        by: "op".into(),
+    };
+    let silences = store
+        .write_blocking(Durability::Full, move |c| {
+            a::add_silence(c, &silence, 1_000, Some("maintenance"))?;
+            let active = a::silences(c, 2_000)?;
+            let ended = (a::end_silence(c, "s1", 3_000)?, a::end_silence(c, "s1", 3_001)?);
+            let gave_up = a::failed(c, 2, "HTTP 500", None, 4_000)?;
+            Ok((active, ended, a::silences(c, 3_000)?.len(), gave_up, a::counts(c)?, a::prune(c, 7_000)?))
+        })
+        .unwrap();
+    let (active, ended, after, gave_up, counts, pruned) = silences;
+    assert_eq!((active.len(), active[0].space.as_deref()), (1, Some("HQ/Floor 3")));
+    assert_eq!((ended, after), ((true, false), 0));
+    assert!(gave_up);
+    assert_eq!(counts, (0, 1, 1));
+    assert_eq!(pruned, 4, "the resolved alert, both finished messages and the ended silence");
+}
