@@ -82,7 +82,6 @@ impl EmailSender {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
     use tokio::net::TcpListener;
 
@@ -138,22 +137,9 @@ mod tests {
     #[tokio::test]
     async fn starttls_then_auth_then_one_message_to_every_address() {
         let dir = tempfile::tempdir().unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, cert.pem()).unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
+        let (ca, acceptor) = super::super::test_tls::localhost(dir.path());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let fake = tokio::spawn(async move {
             let mut seen = Seen::default();
             let (tcp, _) = listener.accept().await.unwrap();

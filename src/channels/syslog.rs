@@ -161,22 +161,9 @@ mod tests {
     #[tokio::test]
     async fn tls_checks_the_receivers_certificate_against_the_ca_file() {
         let dir = tempfile::tempdir().unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, cert.pem()).unwrap();
-        let server = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![cert.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .unwrap();
+        let (ca, acceptor) = super::super::test_tls::localhost(dir.path());
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
         let reader = tokio::spawn(async move {
             let mut got = vec![];
             for _ in 0..2 {

@@ -504,13 +504,23 @@ fn ca_file(given: &Option<String>, base: &Path) -> Result<Option<PathBuf>, Strin
 fn channel(name: &str, raw: &Value, base: &Path) -> Result<Channel, String> {
     name_ok(name)?;
     let c = RawChannel::deserialize(raw).map_err(|e| e.to_string())?;
-    let not_for = |keys: &[(&str, bool)]| match keys.iter().find(|(_, set)| *set) {
+    // Each type takes its own keys (and every type `per_hour` and `give_up_after`); any other one is a mistake.
+    let given = [
+        ("url_file", c.url_file.is_some()),
+        ("secret", c.secret.is_some() || c.secret_file.is_some()),
+        ("username", c.username.is_some()),
+        ("password", c.password.is_some() || c.password_file.is_some()),
+        ("from", c.from.is_some()),
+        ("to", c.to.is_some()),
+        ("ca_file", c.ca_file.is_some()),
+    ];
+    let only = |allowed: &[&str]| match given.iter().find(|(key, set)| *set && !allowed.contains(key)) {
         Some((key, _)) => Err(format!("{key} does not apply to a {} channel", c.kind)),
         None => Ok(()),
     };
     let kind = match c.kind.as_str() {
         "email" => {
-            not_for(&[("url_file", c.url_file.is_some()), ("secret", c.secret.is_some() || c.secret_file.is_some())])?;
+            only(&["username", "password", "from", "to", "ca_file"])?;
             let url =
                 c.url.as_deref().ok_or("email needs url (smtps://host[:465] or smtp://host[:587] with STARTTLS)")?;
             let (scheme, host, port) =
@@ -532,41 +542,20 @@ fn channel(name: &str, raw: &Value, base: &Path) -> Result<Channel, String> {
             ChannelKind::Email { host, port, tls, username: c.username.clone(), password, from, to, ca_file }
         }
         "slack" | "teams" => {
-            not_for(&[
-                ("secret", c.secret.is_some() || c.secret_file.is_some()),
-                ("username", c.username.is_some()),
-                ("password", c.password.is_some() || c.password_file.is_some()),
-                ("from", c.from.is_some()),
-                ("to", c.to.is_some()),
-                ("ca_file", c.ca_file.is_some()),
-            ])?;
+            only(&["url_file"])?;
             let url =
                 secret("url", &c.url, &c.url_file, base)?.ok_or("needs url or url_file (the incoming webhook)")?;
             https_url("url", url.expose())?;
             if c.kind == "slack" { ChannelKind::Slack { url } } else { ChannelKind::Teams { url } }
         }
         "webhook" => {
-            not_for(&[
-                ("url_file", c.url_file.is_some()),
-                ("username", c.username.is_some()),
-                ("password", c.password.is_some() || c.password_file.is_some()),
-                ("from", c.from.is_some()),
-                ("to", c.to.is_some()),
-                ("ca_file", c.ca_file.is_some()),
-            ])?;
+            only(&["secret"])?;
             let url = c.url.clone().ok_or("webhook needs url")?;
             https_url("url", &url)?;
             ChannelKind::Webhook { url, secret: secret("secret", &c.secret, &c.secret_file, base)? }
         }
         "syslog" => {
-            not_for(&[
-                ("url_file", c.url_file.is_some()),
-                ("secret", c.secret.is_some() || c.secret_file.is_some()),
-                ("username", c.username.is_some()),
-                ("password", c.password.is_some() || c.password_file.is_some()),
-                ("from", c.from.is_some()),
-                ("to", c.to.is_some()),
-            ])?;
+            only(&["ca_file"])?;
             let url =
                 c.url.as_deref().ok_or("syslog needs url (udp://host[:514], tcp://host[:514], tls://host[:6514])")?;
             let (scheme, host, port) =
