@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 /// only ends the search for a schedule whose remaining dates are all holidays or exceptions.
 const SEARCH_DAYS: usize = 366 * 30;
 
-/// A schedule's "when" as written in the presets file, before validation. [`When`] deserialises through it; a
-/// schedule entry that carries these keys beside its own (`name`, `room`, …) can fill one and call [`When::new`].
+/// A schedule's "when" as written in the presets file, before validation: a schedule entry carries these keys beside
+/// its own (`name`, `room`, …), fills one and calls [`When::new`].
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WhenSpec {
@@ -47,7 +47,7 @@ pub struct WhenSpec {
     pub except: Vec<String>,
 }
 
-/// A validated schedule time: build it with [`When::new`] or deserialise it (through [`WhenSpec`]).
+/// A validated schedule time: build it with [`When::new`] from a [`WhenSpec`].
 #[derive(Debug, Clone)]
 pub struct When {
     pattern: Pattern,
@@ -186,19 +186,6 @@ impl When {
             from = next;
         }
         runs
-    }
-}
-
-impl TryFrom<WhenSpec> for When {
-    type Error = WhenError;
-    fn try_from(spec: WhenSpec) -> Result<When, WhenError> {
-        When::new(spec)
-    }
-}
-
-impl<'de> Deserialize<'de> for When {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<When, D::Error> {
-        When::new(WhenSpec::deserialize(deserializer)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -452,10 +439,15 @@ mod tests {
         list.iter().map(|s| ts(s)).collect()
     }
 
+    /// A `When` from the presets file's shape, as `config::presets` builds it.
+    fn parse(json: &str) -> Result<When, String> {
+        When::new(serde_json::from_str::<WhenSpec>(json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())
+    }
+
     fn error(json: &str) -> String {
-        match serde_json::from_str::<When>(json) {
+        match parse(json) {
             Ok(_) => panic!("{json} was accepted"),
-            Err(e) => e.to_string(),
+            Err(e) => e,
         }
     }
 
@@ -746,13 +738,11 @@ mod tests {
 
     #[test]
     fn deserialises_from_the_presets_file_shape() {
-        let w: When = serde_json::from_str(
-            r#"{"at": "7:05", "days": ["weekdays"], "timezone": "Europe/Berlin", "except": ["2026-04-06"]}"#,
-        )
-        .unwrap();
+        let w = parse(r#"{"at": "7:05", "days": ["weekdays"], "timezone": "Europe/Berlin", "except": ["2026-04-06"]}"#)
+            .unwrap();
         assert_eq!(w.timezone().iana_name(), Some("Europe/Berlin"));
         assert_eq!(w.next_after(ts("2026-04-05T00:00:00Z"), &[]), Some(ts("2026-04-07T07:05:00+02:00")));
-        let w: When = serde_json::from_str(r#"{"cron": " 0  19 * * * ", "timezone": "America/New_York"}"#).unwrap();
+        let w = parse(r#"{"cron": " 0  19 * * * ", "timezone": "America/New_York"}"#).unwrap();
         assert_eq!(w.next_after(ts("2026-04-05T00:00:00Z"), &[]), Some(ts("2026-04-05T19:00:00-04:00")));
     }
 
@@ -831,7 +821,7 @@ mod tests {
 
     #[test]
     fn the_default_zone_is_the_systems() {
-        let w: When = serde_json::from_str(r#"{"at": "06:15"}"#).unwrap();
+        let w = parse(r#"{"at": "06:15"}"#).unwrap();
         assert_eq!(w.timezone(), &TimeZone::system());
         let next = w.next_after(ts("2026-06-01T00:00:00Z"), &[]).unwrap();
         let local = TimeZone::system().to_datetime(next);
