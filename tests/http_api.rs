@@ -127,6 +127,8 @@ fn rest_over_tls_matches_the_tools_and_enforces_roles() {
             "pause_schedule" | "resume_schedule" | "run_schedule_now" => {
                 json!({"name": "no-such-schedule", "dry_run": true})
             }
+            "silence_alerts" => json!({"device": device, "duration": "1h", "dry_run": true}),
+            "end_silence" => json!({"id": "sil_none", "dry_run": true}),
             _ => json!({}),
         }
     };
@@ -139,8 +141,8 @@ fn rest_over_tls_matches_the_tools_and_enforces_roles() {
         for (who, token) in [("viewer", &viewer), ("operator", &operator), ("admin", &admin)] {
             let (status, body) = post(&agent, &gw.url(&format!("/v1/tools/{name}")), Some(token), &args_for(name));
             let allowed = rank(who) >= needed;
-            if name == "get_task_status" || name.ends_with("_schedule") || name == "run_schedule_now" {
-                // A made-up task id or schedule name: allowed means "looked up and not found".
+            if ["get_task_status", "run_schedule_now", "end_silence"].contains(&name) || name.ends_with("_schedule") {
+                // A made-up task id, schedule name or silence id: allowed means "looked up and not found".
                 assert_eq!(status, if allowed { 404 } else { 403 }, "{name} as {who}: {body}");
             } else if allowed {
                 assert_eq!(status, 200, "{name} as {who}: {body}");

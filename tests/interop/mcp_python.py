@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import urllib.request
@@ -67,6 +68,8 @@ def start_daemon(workdir):
     check(socket is not None, "the demo printed its MCP socket:\n" + "".join(lines))
     check(sim is not None, "the demo printed the simulator's address")
     check(lan and cert and token, "the demo printed its HTTPS address, certificate and admin token")
+    # Keep reading the daemon's output: a pipe nobody reads fills up (64 KiB) and then blocks the daemon's logging.
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     port = lan.rsplit(":", 1)[1]
     https = {"url": f"https://localhost:{port}/mcp", "cert": os.path.join(workdir, cert), "token": token}
     return proc, (os.path.join(workdir, socket) if not os.path.isabs(socket) else socket), sim, https
@@ -170,7 +173,17 @@ async def exercise(transport, mode, socket, sim, https):
                          "xyte_api_call GET")
         check(raw["result"]["id"] == device["id"], "xyte_api_call reads a device from Xyte")
 
+        alerts = structured(await c.call_tool("list_alerts", {}), "list_alerts")
+        check(all(k in alerts for k in ("alerts", "silences", "rules", "channels", "deliveries", "errors")),
+              f"list_alerts answers alerts, silences, rules, channels, deliveries and errors: {alerts}")
+        silence = structured(await c.call_tool("silence_alerts", {"device": device["id"], "duration": "1h",
+                                                                   "comment": "interop"}), "silence_alerts")["silence"]
+        check(silence["id"].startswith("sil_") and silence["device"] == device["id"] and silence["comment"] == "interop",
+              f"silence_alerts answers the silence: {silence}")
+
         dry = {
+            "silence_alerts": {"device": device["id"], "duration": "2h", "dry_run": True},
+            "end_silence": {"id": silence["id"], "dry_run": True},
             "send_command": {"device_id": device["id"], "command": "reboot", "dry_run": True},
             "update_ticket": {"ticket_id": tickets[0]["id"], "title": "Renamed", "dry_run": True},
             "mark_ticket_resolved": {"ticket_id": tickets[0]["id"], "dry_run": True},
@@ -200,6 +213,10 @@ async def exercise(transport, mode, socket, sim, https):
             if annotations and annotations.read_only_hint:
                 continue
             check(name == "set_context" or name in dry, f"{name} (mutating) has a dry run in this test")
+        ended = structured(await c.call_tool("end_silence", {"id": silence["id"]}), "end_silence")
+        check(ended["ended"] is True, f"end_silence ends it: {ended}")
+        left = structured(await c.call_tool("list_alerts", {}), "list_alerts")["silences"]
+        check(all(s["id"] != silence["id"] for s in left), f"an ended silence is no longer listed: {left}")
         ctx = structured(await c.call_tool("set_context", {"device_id": device["id"]}), "set_context")
         check(ctx["context"]["device_id"] == device["id"], "set_context stores the device")
         again = structured(await c.call_tool("get_device_status", {}), "get_device_status from context")
