@@ -619,7 +619,7 @@
       a.silenced_by ? el('div', { class: 'meta' }, `Silenced by ${a.silenced_by}`
         + `${silence ? ` until ${when(silence.until)}` : ''}: nobody is told while it lasts.`) : null,
       deliveries.length ? el('ul', { class: 'deliveries', 'aria-label': 'Messages' }, deliveries.map(deliveryItem))
-        : el('div', { class: 'meta' }, a.silenced_by ? 'No message sent (silenced).' : 'No message yet.')),
+        : el('div', { class: 'meta' }, a.silenced_by ? 'No message sent (silenced).' : firing ? 'No message yet.' : 'No message.')),
     canSilence ? el('div', { class: 'actions' }, el('button', {
       type: 'button', class: 'secondary', dataset: { action: 'silence', rule: a.rule, key: subject.key },
       title: subject.key === 'gateway' ? `Silence rule ${a.rule} for 1 hour`
