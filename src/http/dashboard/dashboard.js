@@ -26,6 +26,7 @@
     incidents: [],
     tickets: [],
     alerts: null, // what list_alerts says: firing, recently ended, silences, rules, channels, file problems
+    alertsRead: 0, // number of the latest list_alerts read, so an older answer arriving late is dropped
     events: [],
     lastEventId: null,
     stream: null, // AbortController of the event stream
@@ -307,20 +308,22 @@
     renderSummary();
   }
 
-  // Every firing alert (page by page), and the most recent ones that ended, from the first page of all of them.
+  // Every firing alert (page by page), and the ten that ended most recently (resolved, or told once).
   async function loadAlerts() {
-    const [first, all] = await Promise.all([
-      tool('list_alerts', { state: 'firing' }),
-      tool('list_alerts', { state: 'all', limit: 50 }),
+    const read = ++state.alertsRead;
+    const [first, ended] = await Promise.all([
+      tool('list_alerts', { state: 'firing', limit: 500 }),
+      tool('list_alerts', { state: 'resolved', limit: 10 }),
     ]);
     const firing = first.alerts.slice();
     let page = first;
     for (let n = 1; page.next_cursor && n < 10; n++) {
-      page = await tool('list_alerts', { state: 'firing', cursor: page.next_cursor });
+      page = await tool('list_alerts', { state: 'firing', limit: 500, cursor: page.next_cursor });
       firing.push(...page.alerts);
     }
-    const ended = (a) => Date.parse(a.resolved_at || a.told_at || a.fired_at) || 0;
-    const recent = all.alerts.filter((a) => a.state !== 'firing').sort((a, b) => ended(b) - ended(a)).slice(0, 10);
+    if (read !== state.alertsRead || !state.token) return;
+    const endedAt = (a) => Date.parse(a.resolved_at || a.told_at || a.fired_at) || 0;
+    const recent = ended.alerts.filter((a) => a.state !== 'firing').sort((a, b) => endedAt(b) - endedAt(a));
     state.alerts = {
       firing,
       more: page.next_cursor ? Math.max(0, (first.total || 0) - firing.length) : 0,
@@ -335,11 +338,12 @@
     renderAlerts();
     renderSummary();
     // A message waiting for its next try: read the panel again just after it, so its outcome shows without delay.
+    // (Its own key: a reload waiting for a retry must not hold back the one an alert event asks for.)
     const now = Date.now();
     const nextTries = [...firing, ...recent].flatMap((a) => a.deliveries || [])
       .filter((d) => d.state === 'pending' && d.next_at).map((d) => Date.parse(d.next_at))
       .filter((t) => t > now - 5000 && t < now + 15000);
-    if (nextTries.length) later('alerts', loadAlerts, Math.max(2000, Math.min(...nextTries) - now + 1000));
+    if (nextTries.length) later('alerts-retry', loadAlerts, Math.max(2000, Math.min(...nextTries) - now + 1000));
   }
 
   async function loadEvents() {
@@ -566,8 +570,9 @@
     if (d.state === 'sent') detail = d.done_at ? `sent ${when(d.done_at)}` : 'sent';
     else if (d.state === 'given_up') detail = `given up after ${tries}${d.done_at ? ` (${when(d.done_at)})` : ''}`;
     else {
-      const next = d.next_at && Date.parse(d.next_at) > Date.now() ? `, next try in ${ahead(d.next_at)}` : '';
-      detail = attempts ? `${tries} failed${next}` : `not tried yet${next}`;
+      const wait = d.next_at ? Date.parse(d.next_at) - Date.now() : NaN;
+      if (!attempts) detail = wait >= 1000 ? `first try in ${ahead(d.next_at)}` : 'being sent';
+      else detail = `${tries} failed${wait >= 1000 ? `, next try in ${ahead(d.next_at)}` : wait > -60000 ? ', trying again now' : ''}`;
     }
     return el('li', {
       class: `delivery ${d.state}`,
