@@ -125,6 +125,15 @@ async function main() {
   const scheduledRoom = Object.keys(presets.rooms)[0];
   presets.schedules = [{ name: 'morning', room: scheduledRoom, preset: 'start', at: hhmm, timezone: 'UTC' }];
   writeFileSync(join(work, 'presets.json'), JSON.stringify(presets, null, 2));
+  // Alerts: any device offline fires at once and is told to a webhook where nobody listens, so its messages stay
+  // pending with an error. A second rule names a channel that does not exist: the file's problem the panel shows.
+  writeFileSync(join(work, 'alerts.json'), JSON.stringify({
+    channels: { hook: { type: 'webhook', url: `http://127.0.0.1:${await freePort()}/x` } },
+    rules: [
+      { name: 'dash-offline', condition: 'device_offline', for: '0s', group_window: '0s', channels: ['hook'] },
+      { name: 'dash-broken', condition: 'device_error', channels: ['nowhere'] },
+    ],
+  }, null, 2));
   const conf = join(work, 'xyte-edge.conf');
   writeFileSync(conf, [
     `XYTE_BASE_URL=${SIM}/core/v1/organization`,
@@ -134,6 +143,7 @@ async function main() {
     `XYTE_HTTP_LISTEN=127.0.0.1:${lanPort}`,
     `XYTE_HTTP_LOCAL_LISTEN=127.0.0.1:${localPort}`,
     `XYTE_PRESETS_FILE=${join(work, 'presets.json')}`,
+    `XYTE_ALERTS_FILE=${join(work, 'alerts.json')}`,
     'XYTE_POLL_INTERVAL=1',
     // Three calls a poll, once a second: above the default 60 a minute, which would space polls out.
     'XYTE_RATE_LIMIT=600',
@@ -183,6 +193,12 @@ async function main() {
     await page.locator('#app').waitFor({ state: 'visible' });
     await page.locator('.device').first().waitFor();
     await page.locator('#live.on').waitFor();
+  };
+  // The alerts card alone, from the top of the page (so the pinned header does not cover it).
+  const cardShot = async (page, name) => {
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const box = await page.locator('#alerts-card').boundingBox();
+    await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true, clip: box });
   };
   // Every state photographed is also checked for leaked placeholders ("null", "undefined", "NaN", "[object …]").
   const shot = async (page, name, fullPage = true) => {
@@ -406,6 +422,109 @@ async function main() {
   await desk.keyboard.press('Escape');
   ok(`operator command ${commandName} on ${device}: task ${taskId} shown ${states.join(' → ')}, as the gateway has it`);
 
+  // ---- 4b. alerts: a device offline fires, its webhook message waits with an error; silence it, end the silence --
+  const listAlerts = async (args = {}) => {
+    const r = await fetch(`http://127.0.0.1:${localPort}/v1/tools/list_alerts`, {
+      method: 'POST', body: JSON.stringify(args),
+      headers: { Authorization: `Bearer ${operator}`, 'Content-Type': 'application/json' },
+    });
+    if (!r.ok) fail(`list_alerts: HTTP ${r.status} ${await r.text()}`);
+    return r.json();
+  };
+  const alerts = desk.locator('#alerts-card');
+  const fileProblem = await alerts.locator('#alerts-errors').textContent({ timeout: 10000 });
+  if (!fileProblem.includes('rule "dash-broken"')) fail(`the alerts file's problem is not shown: "${fileProblem}"`);
+  // A device online in the simulator and without a firing alert (the simulator's churn takes some offline a while).
+  const alreadyFiring = new Set((await listAlerts({ state: 'firing' })).alerts.map((a) => a.subject.key));
+  const down = (await simJson('devices'))
+    .find((d) => d.status === 'online' && ![target.id, other.id].includes(d.id) && !alreadyFiring.has(d.id))
+    || fail('no other online device in the simulator');
+  const firingSelector = `#alerts-firing .alert[data-rule="dash-offline"][data-key="${down.id}"]`;
+  const firingItem = (page) => page.locator(firingSelector);
+  const t4 = Date.now();
+  await simJson(`devices/${down.id}/status`, { status: 'offline' });
+  // The gateway polls every second and the page reloads the panel on the alert.firing event: seconds, not the 15 s
+  // of its periodic reload.
+  await firingItem(desk).waitFor({ timeout: 10000 });
+  const firedMs = Date.now() - t4;
+  // The message was tried and failed: pending, at least one attempt, its error shown.
+  const pending = firingItem(desk).locator('.delivery[data-channel="hook"][data-state="pending"][data-error]:not([data-attempts="0"])');
+  await pending.waitFor({ timeout: 30000 });
+  const pendingMs = Date.now() - t4;
+  const pendingText = (await pending.innerText()).replace(/\s+/g, ' ');
+  if (!/Last error: \S/.test(pendingText)) fail(`the pending message shows no error: "${pendingText}"`);
+  const itemText = await firingItem(desk).textContent();
+  if (!itemText.includes(down.name)) fail(`the firing alert does not name ${down.name}: "${itemText}"`);
+  if (!/firing for \d+ (s|min)/.test(itemText)) fail(`the firing alert does not say how long: "${itemText}"`);
+  const listedFiring = (await listAlerts({ state: 'firing' })).alerts
+    .find((a) => a.rule === 'dash-offline' && a.subject.key === down.id) || fail('list_alerts does not list the alert');
+  if (!itemText.includes(listedFiring.subject.space)) fail(`the alert does not show its space ${listedFiring.subject.space}`);
+  // The wall tablet (a viewer) sees the same alert, without any button.
+  await firingItem(wall).locator('.delivery[data-channel="hook"][data-state="pending"]').waitFor({ timeout: 20000 });
+  if ((await wall.locator('#alerts-card button').count()) !== 0) fail('a viewer sees buttons in the alerts panel');
+  await shot(desk, 'alerts-firing');
+  await cardShot(desk, 'alerts-card-firing');
+  ok(`alert: ${down.name} offline shown firing after ${firedMs} ms (bound 10000 ms), its webhook message pending with an error after `
+    + `${pendingMs} ms ("${pendingText.trim().slice(0, 90)}"); the file's problem shown; the viewer sees it without buttons`);
+
+  // Silence 1 h: the operator's click makes a gateway silence of that rule and device, and the alert says so.
+  await firingItem(desk).locator('[data-action="silence"]').click();
+  const silenced = desk.locator(`${firingSelector}[data-silenced]`);
+  await silenced.waitFor({ timeout: 10000 });
+  const silenceId = await silenced.getAttribute('data-silenced');
+  const silenceItem = desk.locator(`#alerts-silences .silence[data-silence-id="${silenceId}"]`);
+  await silenceItem.waitFor({ timeout: 5000 });
+  if ((await silenced.locator('[data-action="silence"]').count()) !== 0) fail('a silenced alert still offers "Silence 1 h"');
+  if (!(await silenced.textContent()).includes('silenced')) fail('the silenced alert does not say silenced');
+  const afterSilence = await listAlerts();
+  const sil = afterSilence.silences.find((x) => x.id === silenceId) || fail(`list_alerts has no silence ${silenceId}`);
+  if (sil.rule !== 'dash-offline' || sil.device !== down.id || sil.by !== 'token:facilities') {
+    fail(`the silence made is ${JSON.stringify(sil)}`);
+  }
+  const minutes = (Date.parse(sil.until) - Date.now()) / 60000;
+  if (minutes < 55 || minutes > 61) fail(`the silence runs ${minutes.toFixed(1)} min, not 1 h`);
+  const silencedAlert = afterSilence.alerts.find((a) => a.rule === 'dash-offline' && a.subject.key === down.id);
+  if (!silencedAlert || silencedAlert.silenced_by !== silenceId) fail(`list_alerts: the alert's silenced_by is ${silencedAlert && silencedAlert.silenced_by}`);
+  const silenceText = (await silenceItem.textContent()).replace(/\s+/g, ' ');
+  for (const want of ['rule dash-offline', down.id, 'by token:facilities', 'until ']) {
+    if (!silenceText.includes(want)) fail(`the silence's line does not say "${want}": "${silenceText}"`);
+  }
+  await shot(desk, 'alerts-silenced');
+  await cardShot(desk, 'alerts-card-silenced');
+  // The viewer's panel is read again every 15 s: it shows the silence, with no End button.
+  await wall.locator(`#alerts-silences .silence[data-silence-id="${silenceId}"]`).waitFor({ timeout: 25000 });
+  await wall.locator(`${firingSelector}[data-silenced="${silenceId}"]`).waitFor({ timeout: 5000 });
+  if ((await wall.locator('#alerts-card button').count()) !== 0) fail('a viewer sees buttons in the alerts panel');
+  if ((await wall.locator('[data-action]').count()) !== 0) fail('a viewer sees operate buttons');
+  await cardShot(wall, 'alerts-card-viewer');
+  ok(`"Silence 1 h" made ${silenceId} (rule dash-offline, device ${down.id}, by token:facilities, ${minutes.toFixed(1)} min); `
+    + 'the alert shows silenced and the silence is listed, as list_alerts has them; the viewer sees both without buttons');
+
+  // End: the silence is gone, from the page and from the gateway.
+  await silenceItem.locator('[data-action="end-silence"]').click();
+  await silenceItem.waitFor({ state: 'detached', timeout: 10000 });
+  await desk.locator(`${firingSelector}:not([data-silenced])`).waitFor({ timeout: 5000 });
+  const afterEnd = await listAlerts();
+  if (afterEnd.silences.some((x) => x.id === silenceId)) fail(`list_alerts still has silence ${silenceId} after End`);
+  const unsilenced = afterEnd.alerts.find((a) => a.rule === 'dash-offline' && a.subject.key === down.id);
+  if (!unsilenced || unsilenced.state !== 'firing' || unsilenced.silenced_by !== null) {
+    fail(`list_alerts after End: ${JSON.stringify(unsilenced)}`);
+  }
+  await firingItem(desk).locator('[data-action="silence"]').waitFor({ timeout: 5000 });
+  ok(`"End" ended ${silenceId}: gone from the page and from list_alerts; the alert fires unsilenced with "Silence 1 h" again`);
+
+  // The device back online: the alert moves to the recently resolved, dimmed.
+  await simJson(`devices/${down.id}/status`, { status: 'online' });
+  const resolved = desk.locator(`#alerts-recent .alert.resolved[data-rule="dash-offline"][data-key="${down.id}"]`
+    + `[data-fired="${listedFiring.fired_at}"]`);
+  await resolved.waitFor({ timeout: 30000 });
+  if (await firingItem(desk).count()) fail('the resolved alert is still listed as firing');
+  const opacity = Number(await resolved.evaluate((n) => getComputedStyle(n).opacity));
+  if (!(opacity < 1)) fail(`the resolved alert is not dimmed (opacity ${opacity})`);
+  await shot(desk, 'alerts-resolved');
+  await cardShot(desk, 'alerts-card-resolved');
+  ok(`${down.name} back online: its alert is listed under recently resolved, dimmed (opacity ${opacity})`);
+
   // ---- 5. a phone: no horizontal scrolling, every primary action reachable -------------------------------------
   const phone = await open({ width: 390, height: 844 }, { isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
   await signIn(phone, operator);
@@ -414,7 +533,7 @@ async function main() {
     if (widths[0] > widths[1]) fail(`${what}: the page scrolls sideways (${widths[0]} px wide in a ${widths[1]} px viewport)`);
   };
   await reachable('phone');
-  for (const selector of ['#sign-out', '[data-action="preset"]', '.device button', '#filter']) {
+  for (const selector of ['#sign-out', '[data-action="preset"]', '.device button', '#filter', '[data-action="silence"]']) {
     const all = phone.locator(selector);
     const n = await all.count();
     if (n === 0) fail(`phone: no ${selector}`);
@@ -437,7 +556,8 @@ async function main() {
   await phone.locator('#sign-out').tap();
   await phone.locator('#sign-in').waitFor();
   if (await phone.evaluate(() => sessionStorage.getItem('xyte-edge.token'))) fail('sign out left the token in storage');
-  ok('phone 390×844: no sideways scrolling, sign out, presets, devices and filter all on screen and ≥ 40 px tall; sign out clears the token');
+  ok('phone 390×844: no sideways scrolling, sign out, presets, devices, filter and "Silence 1 h" all on screen and ≥ 40 px tall; '
+    + 'sign out clears the token');
 
   // ---- 6. `serve --demo` prints a dashboard address that works ----------------------------------------------------
   const demoHome = join(work, 'demo');

@@ -17,6 +17,7 @@
     token: null,
     role: null,
     canOperate: false,
+    allowed: new Set(), // tools this token may call (the gateway checks again on every call)
     devices: new Map(), // id → summary from /v1/devices
     fetchedAt: null, // when the device list was last fetched from Xyte
     reachable: true,
@@ -24,6 +25,8 @@
     schedules: [],
     incidents: [],
     tickets: [],
+    alerts: null, // what list_alerts says: firing, recently ended, silences, rules, channels, file problems
+    alertsRead: 0, // number of the latest list_alerts read, so an older answer arriving late is dropped
     events: [],
     lastEventId: null,
     stream: null, // AbortController of the event stream
@@ -40,7 +43,9 @@
     for (const [k, v] of Object.entries(attrs || {})) {
       if (v === undefined || v === null || v === false) continue;
       if (k === 'class') node.className = v;
-      else if (k === 'dataset') Object.assign(node.dataset, v);
+      else if (k === 'dataset') {
+        for (const [dk, dv] of Object.entries(v)) if (dv !== undefined && dv !== null) node.dataset[dk] = dv;
+      }
       else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
       else node.setAttribute(k, v === true ? '' : String(v));
     }
@@ -57,14 +62,24 @@
     return el('span', { class: `badge ${tone}`, dataset: { status: s } }, s.replace(/_/g, ' '));
   }
 
-  function ago(iso) {
-    const t = Date.parse(iso);
-    if (Number.isNaN(t)) return 'an unknown time';
-    const s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  function span(s) {
     if (s < 60) return `${s} s`;
     if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
     if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
     return `${Math.floor(s / 86400)} days`;
+  }
+
+  // How long ago `iso` was ("3 min 5 s"), and how long until it comes (for a silence's end).
+  function ago(iso) {
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return 'an unknown time';
+    return span(Math.max(0, Math.round((Date.now() - t) / 1000)));
+  }
+
+  function ahead(iso) {
+    const t = Date.parse(iso);
+    if (Number.isNaN(t)) return 'an unknown time';
+    return span(Math.max(0, Math.round((t - Date.now()) / 1000)));
   }
 
   function when(iso) {
@@ -207,6 +222,7 @@
     state.role = tools.role;
     // Operate buttons appear only for callers the gateway will let through; it checks again on every call.
     state.canOperate = tools.tools.some((t) => t.name === 'send_command_async' && t.allowed);
+    state.allowed = new Set(tools.tools.filter((t) => t.allowed).map((t) => t.name));
     $('role').textContent = state.role;
     $('sign-in').hidden = true;
     $('session').hidden = false;
@@ -216,6 +232,8 @@
     startStream();
     state.timers.push(setInterval(renderBanner, 1000));
     state.timers.push(setInterval(() => loadReadiness().catch(() => {}), 15000));
+    // Deliveries are retried and silences run out without an event; the panel is read again every 15 s.
+    state.timers.push(setInterval(() => later('alerts', loadAlerts, 0), 15000));
   }
 
   function signOut(message) {
@@ -227,7 +245,8 @@
     state.refresh.clear();
     state.watchers.clear();
     sessionStorage.removeItem(TOKEN_KEY);
-    Object.assign(state, { token: null, role: null, canOperate: false, lastEventId: null, events: [], reachable: true });
+    Object.assign(state, { token: null, role: null, canOperate: false, allowed: new Set(), alerts: null,
+      lastEventId: null, events: [], reachable: true });
     state.devices.clear();
     const dialog = $('dialog');
     if (dialog.open) dialog.close();
@@ -244,7 +263,7 @@
 
   async function loadAll() {
     const results = await Promise.allSettled([loadDevices(), loadRooms(), loadSchedules(), loadIncidents(),
-      loadTickets(), loadEvents(), loadReadiness()]);
+      loadTickets(), loadAlerts(), loadEvents(), loadReadiness()]);
     const failed = results.filter((r) => r.status === 'rejected' && r.reason.status !== 401);
     const problem = $('load-error');
     problem.textContent = failed.length ? `Some data could not be loaded: ${failed[0].reason.message}` : '';
@@ -287,6 +306,44 @@
     state.tickets = (await api('/v1/tickets?status=open&limit=100')).tickets;
     renderTickets();
     renderSummary();
+  }
+
+  // Every firing alert (page by page), and the ten that ended most recently (resolved, or told once).
+  async function loadAlerts() {
+    const read = ++state.alertsRead;
+    const [first, ended] = await Promise.all([
+      tool('list_alerts', { state: 'firing', limit: 500 }),
+      tool('list_alerts', { state: 'resolved', limit: 10 }),
+    ]);
+    const firing = first.alerts.slice();
+    let page = first;
+    for (let n = 1; page.next_cursor && n < 10; n++) {
+      page = await tool('list_alerts', { state: 'firing', limit: 500, cursor: page.next_cursor });
+      firing.push(...page.alerts);
+    }
+    if (read !== state.alertsRead || !state.token) return;
+    const endedAt = (a) => Date.parse(a.resolved_at || a.told_at || a.fired_at) || 0;
+    const recent = ended.alerts.filter((a) => a.state !== 'firing').sort((a, b) => endedAt(b) - endedAt(a));
+    state.alerts = {
+      firing,
+      more: page.next_cursor ? Math.max(0, (first.total || 0) - firing.length) : 0,
+      recent,
+      silences: first.silences || [],
+      rules: first.rules || [],
+      channels: first.channels || [],
+      deliveries: first.deliveries || null,
+      errors: first.errors || [],
+      file: first.file || null,
+    };
+    renderAlerts();
+    renderSummary();
+    // A message waiting for its next try: read the panel again just after it, so its outcome shows without delay.
+    // (Its own key: a reload waiting for a retry must not hold back the one an alert event asks for.)
+    const now = Date.now();
+    const nextTries = [...firing, ...recent].flatMap((a) => a.deliveries || [])
+      .filter((d) => d.state === 'pending' && d.next_at).map((d) => Date.parse(d.next_at))
+      .filter((t) => t > now - 5000 && t < now + 15000);
+    if (nextTries.length) later('alerts-retry', loadAlerts, Math.max(2000, Math.min(...nextTries) - now + 1000));
   }
 
   async function loadEvents() {
@@ -397,6 +454,8 @@
       later('tickets', loadTickets);
     } else if (kind.startsWith('schedule.')) {
       later('schedules', loadSchedules);
+    } else if (kind.startsWith('alert.')) {
+      later('alerts', loadAlerts);
     } else if (kind === 'edge.xyte_unreachable') {
       setReachable(false);
     } else if (kind === 'edge.xyte_reachable') {
@@ -432,6 +491,7 @@
       tile(counts.error || 0, 'in error', 'count-error'),
       tile(state.incidents.length, 'active incidents', 'count-incidents'),
       tile(state.tickets.length, 'open tickets', 'count-tickets'),
+      tile(state.alerts ? state.alerts.firing.length : '–', 'alerts firing', 'count-alerts'),
     );
   }
 
@@ -489,6 +549,173 @@
       openDialog(s.name, [el('p', { class: 'error' }, e.message)], [closeButton()]);
     }
     await loadSchedules().catch(() => {});
+  }
+
+  // ---- alerts ---------------------------------------------------------------------------------------------
+
+  function severityBadge(severity) {
+    const s = String(severity || 'warning');
+    const tone = s === 'critical' ? 'bad' : s === 'info' ? 'info' : 'pending';
+    return el('span', { class: `badge ${tone}`, dataset: { severity: s } }, s);
+  }
+
+  const DELIVERY_TONE = { sent: 'good', pending: 'pending', given_up: 'bad' };
+
+  // One message to one channel: sent, waiting for its next try (with the failed attempts and the last error), or
+  // given up.
+  function deliveryItem(d) {
+    const attempts = Number(d.attempts) || 0;
+    const tries = `${attempts} attempt${attempts === 1 ? '' : 's'}`;
+    let detail;
+    if (d.state === 'sent') detail = d.done_at ? `sent ${when(d.done_at)}` : 'sent';
+    else if (d.state === 'given_up') detail = `given up after ${tries}${d.done_at ? ` (${when(d.done_at)})` : ''}`;
+    else {
+      const wait = d.next_at ? Date.parse(d.next_at) - Date.now() : NaN;
+      if (!attempts) detail = wait >= 1000 ? `first try in ${ahead(d.next_at)}` : 'being sent';
+      else detail = `${tries} failed${wait >= 1000 ? `, next try in ${ahead(d.next_at)}` : wait > -60000 ? ', trying again now' : ''}`;
+    }
+    return el('li', {
+      class: `delivery ${d.state}`,
+      dataset: { channel: d.channel, kind: d.kind, state: d.state, attempts: String(attempts), error: d.last_error ? 'yes' : null },
+    },
+    el('span', { class: 'channel' }, d.channel), ' ',
+    d.kind === 'resolved' ? el('span', { class: 'muted' }, 'resolved notice ') : null,
+    el('span', { class: `badge ${DELIVERY_TONE[d.state] || 'pending'}`, dataset: { status: d.state } },
+      String(d.state).replace(/_/g, ' ')), ' ',
+    el('span', { class: 'muted' }, detail),
+    d.last_error && d.state !== 'sent' ? el('div', { class: 'last-error' }, `Last error: ${d.last_error}`) : null);
+  }
+
+  // The latest message per channel and kind (a repeating alert has one per repeat; older ones are history).
+  function latestDeliveries(list) {
+    const seen = new Map();
+    for (const d of list || []) {
+      const key = `${d.channel}\u0000${d.kind}`;
+      const prev = seen.get(key);
+      if (!prev || Date.parse(d.created_at) > Date.parse(prev.created_at)
+        || (d.created_at === prev.created_at && d.id > prev.id)) seen.set(key, d);
+    }
+    return [...seen.values()].sort((a, b) => a.channel.localeCompare(b.channel) || (a.kind === 'firing' ? -1 : 1));
+  }
+
+  function alertItem(a) {
+    const subject = a.subject || {};
+    const device = state.devices.get(String(subject.key));
+    const label = subject.label || (device && device.name) || subject.key || '';
+    const firing = a.state === 'firing';
+    const silence = a.silenced_by ? (state.alerts.silences || []).find((s) => s.id === a.silenced_by) : null;
+    const time = firing ? `firing for ${ago(a.since)}, since ${when(a.since)}`
+      : a.state === 'resolved' ? `resolved ${ago(a.resolved_at)} ago (${when(a.resolved_at)}), had fired since ${when(a.since)}`
+        : `told ${ago(a.told_at || a.fired_at)} ago (${when(a.told_at || a.fired_at)})`;
+    const deliveries = latestDeliveries(a.deliveries);
+    const canSilence = firing && !a.silenced_by && state.allowed.has('silence_alerts');
+    return el('li', {
+      class: `alert ${a.state}${a.silenced_by ? ' silenced' : ''}`,
+      dataset: {
+        rule: a.rule, key: subject.key, state: a.state, severity: a.severity, fired: a.fired_at,
+        silenced: a.silenced_by || null,
+      },
+    },
+    el('div', { class: 'what' },
+      el('div', { class: 'alert-head' }, severityBadge(a.severity), ' ', el('strong', {}, a.rule), ' ',
+        el('span', { class: 'subject' }, label),
+        a.silenced_by ? el('span', { class: 'badge muted-badge', title: `Silenced by ${a.silenced_by}` }, 'silenced') : null),
+      el('div', { class: 'meta' }, [subject.space, time].filter(Boolean).join(' · ')),
+      a.silenced_by ? el('div', { class: 'meta' }, `Silenced by ${a.silenced_by}`
+        + `${silence ? ` until ${when(silence.until)}` : ''}: nobody is told while it lasts.`) : null,
+      deliveries.length ? el('ul', { class: 'deliveries', 'aria-label': 'Messages' }, deliveries.map(deliveryItem))
+        : el('div', { class: 'meta' }, a.silenced_by ? 'No message sent (silenced).' : firing ? 'No message yet.' : 'No message.')),
+    canSilence ? el('div', { class: 'actions' }, el('button', {
+      type: 'button', class: 'secondary', dataset: { action: 'silence', rule: a.rule, key: subject.key },
+      title: subject.key === 'gateway' ? `Silence rule ${a.rule} for 1 hour`
+        : `Silence rule ${a.rule} for ${label} for 1 hour`,
+      onclick: (ev) => silenceAlert(a, ev.currentTarget),
+    }, 'Silence 1 h')) : null);
+  }
+
+  function silenceItem(s) {
+    const device = s.device ? state.devices.get(String(s.device)) : null;
+    const matches = [
+      s.rule ? `rule ${s.rule}` : null,
+      s.device ? `device ${device ? `${device.name} (${s.device})` : s.device}` : null,
+      s.space ? `space ${s.space}` : null,
+    ].filter(Boolean);
+    return el('li', { class: 'silence', dataset: { silenceId: s.id, rule: s.rule || null, device: s.device || null } },
+      el('div', { class: 'what' },
+        el('div', {}, el('strong', {}, 'Silenced: '), matches.length ? matches.join(' and ') : 'everything'),
+        el('div', { class: 'meta' }, [`until ${when(s.until)} (in ${ahead(s.until)})`, s.by ? `by ${s.by}` : null,
+          s.created_at ? `since ${when(s.created_at)}` : null].filter(Boolean).join(' · ')),
+        s.comment ? el('div', { class: 'comment' }, `“${s.comment}”`) : null),
+      state.allowed.has('end_silence') ? el('div', { class: 'actions' }, el('button', {
+        type: 'button', class: 'secondary', dataset: { action: 'end-silence', silence: s.id },
+        onclick: (ev) => endSilence(s, ev.currentTarget),
+      }, 'End')) : null);
+  }
+
+  function renderAlerts() {
+    const a = state.alerts;
+    if (!a) return;
+    const parts = [];
+    if (a.errors.length) {
+      parts.push(el('div', { class: 'alert-errors', id: 'alerts-errors', role: 'alert' },
+        `The alerts file${a.file ? ` ${a.file}` : ''} has ${a.errors.length === 1 ? 'a problem' : `${a.errors.length} problems`}; `
+        + 'what it names is ignored:',
+        el('ul', {}, a.errors.map((e) => el('li', {}, e)))));
+    }
+    if (!a.rules.length) {
+      parts.push(el('p', { class: 'muted', id: 'alerts-no-rules' }, 'No alert rules are configured, so nothing is watched'
+        + `${a.file ? `; they are read from ${a.file}` : ''}.`));
+    }
+    if (a.firing.length) {
+      parts.push(el('ul', { class: 'alerts', id: 'alerts-firing' }, a.firing.map(alertItem)));
+      if (a.more) parts.push(el('p', { class: 'muted' }, `… and ${a.more} more firing.`));
+    } else if (a.rules.length) {
+      parts.push(el('p', { class: 'muted', id: 'alerts-none' }, 'No alerts firing.'));
+    }
+    if (a.silences.length) {
+      parts.push(el('h3', {}, 'Silences'), el('ul', { class: 'alerts silences', id: 'alerts-silences' },
+        a.silences.map(silenceItem)));
+    }
+    if (a.recent.length) {
+      parts.push(el('h3', {}, 'Recently resolved'), el('ul', { class: 'alerts recent', id: 'alerts-recent' },
+        a.recent.map(alertItem)));
+    }
+    if (a.rules.length) {
+      const d = a.deliveries;
+      parts.push(el('p', { class: 'meta alerts-foot' }, [
+        `${a.rules.length} rule${a.rules.length === 1 ? '' : 's'}: ${a.rules.map((r) => r.name).join(', ')}`,
+        a.channels.length ? `channels: ${a.channels.map((c) => `${c.name} (${c.type})`).join(', ')}` : null,
+        d ? `messages: ${d.pending} pending, ${d.sent} sent, ${d.given_up} given up` : null,
+      ].filter(Boolean).join(' · ')));
+    }
+    $('alerts').replaceChildren(...parts);
+    const silenced = a.firing.filter((x) => x.silenced_by).length;
+    $('alerts-summary').textContent = a.firing.length
+      ? `${a.firing.length} firing${silenced ? `, ${silenced} silenced` : ''}` : '';
+  }
+
+  // Silences the rule for this device (or the whole rule, for a gateway-wide alert) for an hour.
+  async function silenceAlert(a, button) {
+    button.disabled = true;
+    const args = { rule: a.rule, duration: '1h', comment: 'Silenced for 1 h from the dashboard' };
+    if (a.subject && a.subject.key !== 'gateway') args.device = a.subject.key;
+    try {
+      await tool('silence_alerts', args);
+    } catch (e) {
+      openDialog(`Silence ${a.rule}`, [el('p', { class: 'error' }, e.message)], [closeButton()]);
+    }
+    await loadAlerts().catch(() => {});
+  }
+
+  async function endSilence(s, button) {
+    button.disabled = true;
+    try {
+      await tool('end_silence', { id: s.id });
+    } catch (e) {
+      // Already ended (or run out) elsewhere: reading the list again shows it gone.
+      if (e.status !== 404) openDialog('End silence', [el('p', { class: 'error' }, e.message)], [closeButton()]);
+    }
+    await loadAlerts().catch(() => {});
   }
 
   function deviceMatches(d, words) {
@@ -556,6 +783,14 @@
       case 'schedule.fired': return `${d.room}: ${d.preset} started by schedule ${d.schedule}`;
       case 'schedule.finished': return `${d.room}: ${d.preset} (schedule ${d.schedule}) ${d.ok ? 'finished' : 'failed'}`;
       case 'schedule.skipped': return `${d.room}: schedule ${d.schedule} skipped (${d.reason_code})`;
+      case 'alert.firing': case 'alert.resolved': {
+        const names = (d.subjects || []).slice(0, 3).map((x) => x.label || x.key);
+        const more = (d.count || 0) > names.length ? ` and ${d.count - names.length} more` : '';
+        const what = e.kind === 'alert.firing' ? `firing${d.repeat ? ' (repeat)' : ''}` : 'resolved';
+        return `${d.rule}: ${what}: ${names.join(', ')}${more}`;
+      }
+      case 'alert.delivery_failed':
+        return `${d.rule}: message ${d.delivery_id} to ${d.channel} given up after ${d.attempts} attempts (${d.error})`;
       case 'edge.xyte_unreachable': return d.message || 'Xyte unreachable';
       case 'edge.xyte_reachable': return 'Xyte reachable again';
       default:
