@@ -1,4 +1,4 @@
-//! What a rule's condition means against the gateway's picture (being built, not wired). Two kinds of condition:
+//! What a rule's condition means against the gateway's picture. Two kinds of condition:
 //! a *state* holds for some subjects now (a device offline, Xyte unreachable, the outbox deep) and is tracked until it
 //! clears ([`holding`], fed to `Tracker::observe`); an *event* tells of something that happened (an incident opened, a
 //! command failed) and is told once ([`triggered`], straight to the grouper). The caller gathers the picture.

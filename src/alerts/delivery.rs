@@ -1,4 +1,4 @@
-//! When a message to a channel is tried (being built, not wired): retries back off while the receiver is down (a
+//! When a message to a channel is tried: retries back off while the receiver is down (a
 //! mail server restarting, a chat service unreachable during the very WAN outage that caused the alert), a message
 //! is given up once older than its channel allows, and a channel takes at most so many messages an hour so a
 //! flapping device cannot flood it. Pure and clock-free; the caller keeps the records.

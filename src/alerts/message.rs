@@ -1,4 +1,4 @@
-//! What a notification says on each channel (being built, not wired): one title and text for people (e-mail, and the
+//! What a notification says on each channel: one title and text for people (e-mail, and the
 //! base of the chat messages), Slack's and Microsoft Teams' native webhook payloads, the generic JSON webhook body
 //! with its HMAC-SHA256 signature (the same header the gateway's own webhook checks), and RFC 5424 syslog messages
 //! (octet-counted framing for TCP and TLS). Pure: the caller delivers the bytes.

@@ -1,4 +1,4 @@
-//! Alerts, the decisions (the alerts issue, being built: nothing runs this yet). An alert is keyed by (rule,
+//! Alerts, the decisions (`alerter/` gathers the picture, keeps the records and sends). An alert is keyed by (rule,
 //! subject) — a device, or the gateway itself for gateway-wide conditions — and moves pending → firing → resolved.
 //! [`Tracker`] decides, from what holds now, which alerts fire, repeat or resolve; [`Grouper`] holds what fired
 //! (or resolved) for a rule within its grouping window and hands it out as one notification, so a floor going dark

@@ -19,8 +19,6 @@ use crate::runtime::Ctx;
 use crate::store::alerts::{self as records, AlertRow, Delivery, SilenceRow};
 use crate::store::{Durability, now_ms, tasks};
 
-/// Resolved and told alerts are listed this long after they ended.
-const RECENT_MS: i64 = 7 * 86_400_000;
 /// A silence lasts at most this long: a maintenance window, not a way to switch a rule off (edit the file for that).
 const SILENCE_MAX: Duration = Duration::from_secs(30 * 86_400);
 /// The messages listed per alert, newest first.
@@ -51,7 +49,9 @@ pub async fn list_alerts(ctx: &Ctx, a: ListAlerts) -> Result<Value, Error> {
     let (rows, silences, counts) = ctx
         .app
         .store
-        .read(move |c| Ok((records::recent(c, now - RECENT_MS)?, records::silence_rows(c, now)?, records::counts(c)?)))
+        .read(move |c| {
+            Ok((records::recent(c, now - records::KEEP_MS)?, records::silence_rows(c, now)?, records::counts(c)?))
+        })
         .await?;
     let which = a.state.unwrap_or(Which::All);
     let wanted: Vec<&AlertRow> = rows

@@ -1,4 +1,4 @@
-//! Alerts' records (schema version 7, `alerts.sql`; being built, nothing writes them yet): the alerts that fire and
+//! Alerts' records (schema version 7, `alerts.sql`; written by `alerter/`): the alerts that fire and
 //! those that recently resolved or were told, the silences, and every message to a channel from before it is tried
 //! until it is acknowledged or given up.
 
@@ -7,6 +7,9 @@ use serde_json::Value;
 
 use super::StoreError;
 use crate::alerts::{Silence, Subject};
+
+/// Alerts, silences and messages are kept this long after they ended (list_alerts shows them meanwhile).
+pub const KEEP_MS: i64 = 7 * 86_400_000;
 
 /// An alert as recorded: `state` is `firing`, `resolving` (resolved, the notice not queued yet), `resolved`,
 /// `notified` (an event rule's alert, told once) or `silenced` (an event rule's alert that a silence kept quiet).

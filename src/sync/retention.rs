@@ -1,5 +1,5 @@
 //! Retention: the event log is bounded by age (`XYTE_EVENT_RETENTION_DAYS`) and by count
-//! (`XYTE_EVENT_RETENTION_ROWS`), webhook receipts and audit records by age only — audit records are never dropped to
+//! (`XYTE_EVENT_RETENTION_ROWS`), webhook receipts and audit records by age only (alerts' records after a week) — audit records are never dropped to
 //! make room, so they are kept at least as long as events. Deletion runs in small batches, each its own short write,
 //! so the writer is never held long and readers never wait; SQLite reuses the freed pages, so the file stops growing.
 
@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Durability, Store, StoreError, events, now_ms, webhooks};
+use crate::store::{Durability, Store, StoreError, alerts, events, now_ms, webhooks};
 
 /// Rows deleted per write transaction.
 const BATCH: usize = 2000;
@@ -27,6 +27,8 @@ pub struct Pruned {
     pub events: usize,
     pub webhook_receipts: usize,
     pub audit: usize,
+    /// Alerts, silences and alert messages that ended more than `alerts::KEEP_MS` ago.
+    pub alerts: usize,
 }
 
 /// Repeats one batched delete until a batch comes back short, yielding between batches; returns the total.
@@ -58,6 +60,7 @@ pub async fn prune(store: &Store, limits: Limits) -> Result<Pruned, StoreError> 
             )?)
         })
         .await?,
+        alerts: drain(store, move |c| alerts::prune(c, now_ms() - alerts::KEEP_MS)).await?,
     })
 }
 
@@ -74,6 +77,7 @@ pub async fn run(store: Store, limits: Limits, shutdown: CancellationToken) {
                 events = p.events,
                 webhook_receipts = p.webhook_receipts,
                 audit = p.audit,
+                alerts = p.alerts,
                 "retention: pruned"
             ),
             Ok(_) => {}
