@@ -4,7 +4,8 @@
 //! (`write_bytes` in /proc/PID/io: the state dir is the only place it writes to) are counted over that window.
 //!
 //! The MQTT uplink is on (a local mosquitto), as on a gateway of a fleet: its delivery cursor, connection counter and
-//! retained-device records must not add writes while nothing happens.
+//! retained-device records must not add writes while nothing happens. So are alert rules over every kind of state
+//! (devices, Xyte, the outbox, the disk) that hold for nothing: the alerter looks every 15 s and must write nothing.
 //!
 //! Ten minutes is the measurement the issue asks for, so the test is `#[ignore]`d in the plain `cargo test` run and
 //! `tests/run-all.sh` runs it explicitly in the background while the rest of the suite runs. `XYTE_IDLE_MINUTES`
@@ -72,6 +73,18 @@ fn an_idle_fleet_of_500_devices_costs_almost_no_disk_writes() {
 
     let broker = support::Broker::start(support::BrokerOptions::default());
     let state = dir.path().join("state");
+    let alerts = dir.path().join("alerts.json");
+    let rules = json!({
+        "channels": {"hook": {"type": "webhook", "url": "http://127.0.0.1:9/alerts"}},
+        "rules": [
+            {"name": "offline", "condition": "device_offline", "for": "1m", "channels": ["hook"]},
+            {"name": "wan", "condition": "xyte_unreachable", "for": "5m", "channels": ["hook"]},
+            {"name": "outbox", "condition": "outbox_older_than", "older_than": "5m", "channels": ["hook"]},
+            {"name": "disk", "condition": "disk_free_below", "below": "1MB", "channels": ["hook"]},
+            {"name": "commands", "condition": "command_failed", "channels": ["hook"]},
+        ]
+    });
+    std::fs::write(&alerts, rules.to_string()).unwrap();
     let mut daemon = support::Daemon::spawn({
         let mut c = support::bin();
         c.arg("serve")
@@ -83,6 +96,7 @@ fn an_idle_fleet_of_500_devices_costs_almost_no_disk_writes() {
             .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
             .env("XYTE_POLL_INTERVAL", poll_secs.to_string())
             .env("XYTE_MQTT_URL", broker.url())
+            .env("XYTE_ALERTS_FILE", &alerts)
             .env("XYTE_LOG_FORMAT", "text");
         c
     });
@@ -109,7 +123,7 @@ fn an_idle_fleet_of_500_devices_costs_almost_no_disk_writes() {
     let db_size: u64 =
         std::fs::read_dir(&state).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
     eprintln!(
-        "idle writes: {DEVICES} devices polled every {poll_secs} s for {minutes} min ({polls} polls, MQTT uplink on): \
+        "idle writes: {DEVICES} devices polled every {poll_secs} s for {minutes} min ({polls} polls, MQTT uplink and 5 alert rules on): \
          {written} bytes written ({:.1} KiB/hour; goal ≤ 1024 KiB/hour); state dir now {db_size} bytes",
         per_hour / 1024.0
     );

@@ -22,7 +22,7 @@ use crate::store::{Durability, now_ms, tasks};
 /// A silence lasts at most this long: a maintenance window, not a way to switch a rule off (edit the file for that).
 const SILENCE_MAX: Duration = Duration::from_secs(30 * 86_400);
 /// The messages listed per alert, newest first.
-const DELIVERIES_PER_ALERT: usize = 10;
+const DELIVERIES_PER_ALERT: usize = 50;
 
 #[derive(Deserialize, JsonSchema, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
