@@ -985,6 +985,113 @@ fn gauge(text: &str, series: &str) -> Option<f64> {
 }
 
 // ------------------------------------------------------------------------------------------------------------------
+// 0. The receivers themselves: they take what the gateway's senders send, and catch what is wrong
+// ------------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn the_receivers_accept_the_senders_messages_catch_bad_ones_and_restart_on_their_port() {
+    use xyte_edge::alerts::message::{self, Context};
+    use xyte_edge::alerts::{Notification, Subject};
+    use xyte_edge::channels::email::{EmailSender, Server};
+    use xyte_edge::channels::http::HttpSender;
+    use xyte_edge::channels::syslog::Syslog;
+    use xyte_edge::config::Secret;
+    use xyte_edge::config::alerts::{Severity, SmtpTls, SyslogTransport};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rx = Receivers::start(dir.path());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let subject = |i: usize| Subject {
+        key: format!("d{i}"),
+        label: format!("Display {i}"),
+        space: Some(format!("HQ/Floor 3/Room {i}")),
+    };
+    let n =
+        Notification { rule: "r".into(), kind: "firing", subjects: (0..3).map(subject).collect(), first_at: now_ms() };
+    let ctx = Context { site: SITE, severity: Severity::Warning };
+    let lines = message::syslog(&n, ctx, "gw", "2026-12-01T00:00:00Z");
+    let syslog = |t, port, ca: Option<&Path>| Syslog::new(t, "127.0.0.1", port, ca).unwrap();
+    let (udp, tcp, tls) = (
+        syslog(SyslogTransport::Udp, rx.udp.port, None),
+        syslog(SyslogTransport::Tcp, rx.tcp.port, None),
+        syslog(SyslogTransport::Tls, rx.tls.port, Some(&rx.syslog_ca)),
+    );
+    let http = HttpSender::default();
+    let base = format!("http://127.0.0.1:{}", rx.http.port);
+    let body = |v: Value| serde_json::to_vec(&v).unwrap();
+    let password = Secret::new(SMTP_PASSWORD.to_string());
+    let to: Vec<String> = MAIL_TO.iter().map(|a| a.to_string()).collect();
+    let mail = |port| {
+        let server = Server {
+            host: "localhost",
+            port,
+            tls: SmtpTls::StartTls,
+            username: Some(SMTP_USER),
+            password: Some(&password),
+            ca_file: Some(&rx.smtp_ca),
+        };
+        EmailSender::new(server, MAIL_FROM, &to).unwrap()
+    };
+    let (subject_line, text) = message::email(&n, ctx);
+    rt.block_on(async {
+        mail(rx.smtp.port).send(&subject_line, &text).await.unwrap();
+        udp.send(&lines).await.unwrap();
+        tcp.send(&lines).await.unwrap();
+        tls.send(&lines).await.unwrap();
+        http.post(&format!("{base}/slack/services/T0/B0/X"), body(message::slack(&n, ctx)), None).await.unwrap();
+        http.post(&format!("{base}/teams/webhookb2/x"), body(message::teams(&n, ctx)), None).await.unwrap();
+        http.post(&format!("{base}/hook"), body(message::webhook(&n, ctx)), Some(HOOK_SECRET)).await.unwrap();
+    });
+    let msgs =
+        rx.wait("one message on mail and each HTTP channel, 3 lines on each syslog", Duration::from_secs(10), |m| {
+            ["mail", "slack", "teams", "hook"].iter().all(|c| count(m, c, "firing") == 1)
+                && SYSLOG.iter().all(|c| count(m, c, "firing") == 3)
+        });
+    assert_no_problems(&msgs);
+    let keys: Vec<String> = (0..3).map(|i| format!("d{i}")).collect();
+    for c in SYSLOG {
+        let got: Vec<String> = msgs.iter().filter(|m| m.channel == c).flat_map(|m| m.keys.clone()).collect();
+        assert_eq!(got, keys, "{c}");
+    }
+    let title = message::title(&n, ctx);
+    for c in ["mail", "slack", "teams", "hook"] {
+        assert_eq!(msgs.iter().find(|m| m.channel == c).unwrap().title, title, "{c}");
+    }
+    let got = msgs.iter().find(|m| m.channel == "mail").unwrap();
+    assert_eq!(got.body.trim_end(), text.trim_end(), "the mail's body as the sink decoded it");
+
+    // What is wrong is caught: a signature made with another secret, broken framing, another facility.
+    rt.block_on(async {
+        http.post(&format!("{base}/hook"), body(message::webhook(&n, ctx)), Some("another-secret")).await.unwrap();
+    });
+    let mut raw = TcpStream::connect(("127.0.0.1", rx.tcp.port)).unwrap();
+    let user_facility = lines[0].replacen("<132>", "<12>", 1);
+    write!(raw, "{}", message::octet_counted(&user_facility)).unwrap();
+    write!(raw, "999 {}", lines[1]).unwrap();
+    drop(raw);
+    let msgs = rx.wait("the bad ones", Duration::from_secs(10), |m| m.len() == 4 + 9 + 3);
+    let bad: Vec<&Msg> = msgs.iter().filter(|m| !m.problems.is_empty()).collect();
+    assert_eq!(bad.len(), 3, "{}", summary(&msgs));
+    assert!(bad.iter().any(|m| m.channel == "hook" && m.problems[0].contains("does not verify")), "{}", summary(&msgs));
+    assert!(bad.iter().any(|m| m.problems[0].contains("facility 1 ")), "{}", summary(&msgs));
+    assert!(bad.iter().any(|m| m.problems[0].contains("octet counting")), "{}", summary(&msgs));
+
+    // Stopped, a receiver refuses; started again, it takes messages on the same port.
+    rx.tcp.stop();
+    rx.smtp.stop();
+    let refused = rt.block_on(tcp.send(&lines));
+    assert!(refused.is_err(), "the stopped receiver refuses");
+    assert!(TcpStream::connect(("127.0.0.1", rx.smtp.port)).is_err(), "the stopped SMTP sink refuses");
+    rx.tcp.start();
+    rx.smtp.start_again();
+    rt.block_on(tcp.send(&lines)).unwrap();
+    rt.block_on(mail(rx.smtp.port).send(&subject_line, &text)).unwrap();
+    rx.wait("a second mail", Duration::from_secs(10), |m| count(m, "mail", "firing") == 2);
+    // The three good lines, the one of another facility, three more.
+    rx.wait("3 more lines on syslog-tcp", Duration::from_secs(10), |m| count(m, "syslog-tcp", "firing") == 3 + 1 + 3);
+}
+
+// ------------------------------------------------------------------------------------------------------------------
 // 1. One device: told once per channel, its return once
 // ------------------------------------------------------------------------------------------------------------------
 
