@@ -87,6 +87,8 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         experimental_apis: config.experimental_apis,
         presets: std::sync::RwLock::new(Arc::new(Presets::load_or_report(&config.presets_file))),
         schedule_grace: config.schedule_grace,
+        alerts: std::sync::RwLock::new(Arc::new(crate::alerter::load(&config.alerts_file))),
+        site: config.site.clone(),
         ..App::new(store.clone(), client.clone())
     };
     app.cache.ttl = config.cache_ttl;
@@ -155,6 +157,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         tracing::warn!("room schedules: {e}");
     }
     tasks.spawn(scheduler.run(shutdown.clone()));
+    crate::alerter::start(app.clone(), &tasks, &shutdown);
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);
     systemd::ready(&summary);
@@ -166,6 +169,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     signals
         .wait_for_stop(|| {
             ops::rooms::reload(&app);
+            crate::alerter::reload(&app);
             if let Some(c) = &http.certificate {
                 c.reload();
             }
@@ -328,7 +332,8 @@ async fn print_demo_progress(
     }
 }
 
-/// SIGTERM/SIGINT stop the daemon; SIGHUP (`systemctl reload`) re-reads room presets and the TLS certificate.
+/// SIGTERM/SIGINT stop the daemon; SIGHUP (`systemctl reload`) re-reads room presets, alert rules and the TLS
+/// certificate.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,

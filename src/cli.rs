@@ -129,15 +129,21 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
     }
     let width = config.effective.iter().map(|e| e.key.len()).max().unwrap_or(0);
     let lines = config.effective.iter().map(|e| format!("{:width$} = {:40} # {}", e.key, e.value, e.source));
-    let (presets, problems) = presets_report(&config.presets_file);
+    let (presets, mut problems) = presets_report(&config.presets_file);
+    let (alerts, alert_problems) = alerts_report(&config.alerts_file);
+    problems.extend(alert_problems.iter().map(|p| format!("alerts file: {p}")));
     for p in &problems {
         eprintln!("error: {p}");
     }
     let verdict = match problems.len() {
         0 => format!("# configuration ok; Xyte credential: {}", config.credential_kind()),
-        n => format!("# {n} problem(s) in {} (listed on stderr)", config.presets_file.display()),
+        n => format!(
+            "# {n} problem(s) in {} or {} (listed on stderr)",
+            config.presets_file.display(),
+            config.alerts_file.display()
+        ),
     };
-    print_lines(lines.chain(presets).chain([verdict]));
+    print_lines(lines.chain(presets).chain(alerts).chain([verdict]));
     ExitCode::from(if problems.is_empty() { exit::OK } else { exit::CONFIG })
 }
 
@@ -164,6 +170,33 @@ fn presets_report(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
         lines.push(format!("#   schedule {}: {} / {}, {}; {state}", s.name, s.room, s.preset, s.describe()));
     }
     (lines, presets.problems.clone())
+}
+
+/// The alerts file as `check-config` shows it: each channel (type, hourly budget, no secrets) and rule (condition,
+/// severity, channels), and every problem, each naming its rule or channel.
+fn alerts_report(path: &std::path::Path) -> (Vec<String>, Vec<String>) {
+    let rules = match crate::config::alerts::AlertRules::load(path) {
+        Ok(r) => r,
+        Err(e) => return (vec![], vec![e]),
+    };
+    if !path.exists() {
+        return (vec![format!("# alerts: {} does not exist: no alerts", path.display())], vec![]);
+    }
+    let mut lines =
+        vec![format!("# alerts: {}: {} channels, {} rules", path.display(), rules.channels.len(), rules.rules.len())];
+    for c in rules.channels.values() {
+        lines.push(format!("#   channel {}: {}, at most {} messages an hour", c.name, c.kind.type_name(), c.per_hour));
+    }
+    for r in &rules.rules {
+        lines.push(format!(
+            "#   rule {}: {}, {}, to {}",
+            r.name,
+            r.condition.name(),
+            r.severity.as_str(),
+            if r.channels.is_empty() { "no channel".into() } else { r.channels.join(", ") }
+        ));
+    }
+    (lines, rules.problems)
 }
 
 /// Prints lines to stdout, stopping quietly when the reader has gone (`check-config | head`): `println!` would

@@ -139,6 +139,10 @@ pub struct Config {
     pub allowed_hosts: Vec<String>,
     pub webhook_secret: Option<Secret<String>>,
     pub presets_file: PathBuf,
+    /// `XYTE_ALERTS_FILE`: alert rules and channels (a missing file: no alerts).
+    pub alerts_file: PathBuf,
+    /// `XYTE_SITE`: names this gateway in alerts and, when the uplink is on, in its topics.
+    pub site: String,
     /// `XYTE_SCHEDULE_GRACE`: how late a room schedule's missed due time may still fire.
     pub schedule_grace: Duration,
     pub command_ttl: Duration,
@@ -249,6 +253,7 @@ const KEYS: &[KeySpec] = &[
     key("XYTE_WEBHOOK_SECRET_FILE", ""),
     key("XYTE_PRESETS_FILE", "/etc/xyte-edge/presets.json"),
     key("XYTE_SCHEDULE_GRACE", "15m"),
+    key("XYTE_ALERTS_FILE", "/etc/xyte-edge/alerts.json"),
     key("XYTE_COMMAND_TTL", "600"),
     // Empty: derived from XYTE_RATE_LIMIT and XYTE_COMMAND_TTL (see [`default_outbox_max`]).
     key("XYTE_OUTBOX_MAX", ""),
@@ -451,6 +456,7 @@ fn apply_demo_defaults(layers: &mut Layers, env: &HashMap<String, String>) {
     set(layers, "XYTE_STATE_DIR", state.display().to_string());
     set(layers, "XYTE_MCP_SOCKET", runtime.join("mcp.sock").display().to_string());
     set(layers, "XYTE_PRESETS_FILE", state.join("presets.json").display().to_string());
+    set(layers, "XYTE_ALERTS_FILE", state.join("alerts.json").display().to_string());
     set(layers, "XYTE_HTTP_LISTEN", "127.0.0.1:8443".into());
     set(layers, "XYTE_POLL_INTERVAL", "5".into());
     // The simulator is local and unmetered; a demo should not feel Xyte's production budget.
@@ -615,6 +621,7 @@ fn build(
         hosts
     };
     let presets_file = layers.typed("XYTE_PRESETS_FILE", |r| path(r, opts.demo));
+    let alerts_file = layers.typed("XYTE_ALERTS_FILE", |r| path(r, opts.demo));
     let schedule_grace = layers.typed("XYTE_SCHEDULE_GRACE", |r| duration_in(r, secs(1), secs(86_400)));
     let command_ttl = layers.typed("XYTE_COMMAND_TTL", |r| duration_in(r, secs(1), secs(7 * 86_400)));
     let outbox_max = layers.derived(
@@ -644,6 +651,11 @@ fn build(
     let experimental_apis = layers.typed("XYTE_EXPERIMENTAL_APIS", boolean);
     let max_connections = layers.typed("XYTE_MAX_CONNECTIONS", |r| integer_in(r, 1, 65_535).map(|n| n as usize));
     let mqtt = mqtt::mqtt(layers, &host_name());
+    // The uplink makes XYTE_SITE topic-safe; without it the value (or the host name) only names the gateway in alerts.
+    let site = match &mqtt {
+        Some(m) => m.site.clone(),
+        None => Some(layers.get("XYTE_SITE").trim().to_string()).filter(|s| !s.is_empty()).unwrap_or_else(host_name),
+    };
 
     let effective = KEYS
         .iter()
@@ -677,6 +689,7 @@ fn build(
         allowed_hosts,
         webhook_secret,
         presets_file,
+        alerts_file,
         schedule_grace,
         command_ttl,
         outbox_max,
@@ -688,6 +701,7 @@ fn build(
         experimental_apis,
         max_connections,
         mqtt,
+        site,
         effective,
         warnings: std::mem::take(&mut layers.warnings),
     }
@@ -915,7 +929,7 @@ fn is_loopback_host(host: &str) -> bool {
 }
 
 /// This machine's name (`gateway` when it has none).
-fn host_name() -> String {
+pub fn host_name() -> String {
     nix::unistd::gethostname()
         .ok()
         .and_then(|n| n.into_string().ok())

@@ -4,6 +4,7 @@
 
 /// Alerts, the decisions: which alerts fire, repeat, resolve or wait in a silence, and how they are grouped (being
 /// built: not wired yet).
+pub mod alerter;
 pub mod alerts;
 pub mod app;
 pub mod cache;

@@ -45,6 +45,9 @@ pub const EVENT_KINDS: &[&str] = &[
     "schedule.fired",
     "schedule.finished",
     "schedule.skipped",
+    "alert.firing",
+    "alert.resolved",
+    "alert.delivery_failed",
     "webhook.received",
     "audit",
     "edge.xyte_unreachable",
@@ -71,6 +74,11 @@ struct EndpointCodeLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResourceLabel {
     resource: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -385,6 +393,10 @@ pub struct Sampled {
     pub outbox_depth: i64,
     /// `XYTE_ENV`, an extra label on `xyte_edge_build_info`.
     pub env: String,
+    /// Alerts firing now (`xyte_edge_alerts_firing`).
+    pub alerts_firing: i64,
+    /// Alert messages in the database: pending, sent, given up (`xyte_edge_alert_deliveries{state}`).
+    pub alert_deliveries: (u64, u64, u64),
 }
 
 /// The OpenMetrics text exposition (serve with [`CONTENT_TYPE`]).
@@ -394,6 +406,17 @@ pub fn render(sampled: &Sampled) -> String {
         "xyte_edge_outbox_depth",
         "Commands queued or being sent to Xyte",
         ConstGauge::new(sampled.outbox_depth),
+    );
+    scrape.register("xyte_edge_alerts_firing", "Alerts firing now", ConstGauge::new(sampled.alerts_firing));
+    let deliveries = Family::<StateLabel, Gauge>::default();
+    let (pending, sent, given_up) = sampled.alert_deliveries;
+    for (state, n) in [("pending", pending), ("sent", sent), ("given_up", given_up)] {
+        deliveries.get_or_create(&StateLabel { state }).set(n as i64);
+    }
+    scrape.register(
+        "xyte_edge_alert_deliveries",
+        "Alert messages by state (pending, sent, given up; kept 7 days after they are done)",
+        deliveries,
     );
     scrape.register(
         "xyte_edge_build",
@@ -477,7 +500,7 @@ mod tests {
         let _sse = sse_client();
         let _mcp = mcp_connection("unix");
         upstream_reachable(true);
-        let text = render(&Sampled { outbox_depth: 3, env: "test".into() });
+        let text = render(&Sampled { outbox_depth: 3, env: "test".into(), ..Default::default() });
         let names = sample_names(&text);
         for name in [
             "xyte_request_latency_seconds_bucket",

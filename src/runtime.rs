@@ -9,6 +9,7 @@ use rusqlite::Connection;
 
 use crate::cache::{Cache, SyncStatus};
 use crate::config::Role;
+use crate::config::alerts::AlertRules;
 use crate::config::presets::Presets;
 use crate::error::Error;
 use crate::store::{Store, StoreError, tasks};
@@ -43,6 +44,12 @@ pub struct App {
     pub schedule_grace: Duration,
     /// Wakes the scheduler when the schedules or a pause changed.
     pub schedule_wake: tokio::sync::Notify,
+    /// Alert rules and channels (`XYTE_ALERTS_FILE`); replaced whole on SIGHUP.
+    pub alerts: std::sync::RwLock<Arc<AlertRules>>,
+    /// Wakes the alerter when the rules or the silences changed.
+    pub alerts_wake: tokio::sync::Notify,
+    /// `XYTE_SITE`: names this gateway in alerts.
+    pub site: String,
 }
 
 impl App {
@@ -74,11 +81,25 @@ impl App {
             uplink: Default::default(),
             schedule_grace: defaults.schedule_grace,
             schedule_wake: Default::default(),
+            alerts: Default::default(),
+            alerts_wake: Default::default(),
+            site: defaults.site,
         }
     }
 
     pub fn presets(&self) -> Arc<Presets> {
         self.presets.read().map(|p| p.clone()).unwrap_or_default()
+    }
+
+    pub fn alert_rules(&self) -> Arc<AlertRules> {
+        self.alerts.read().map(|a| a.clone()).unwrap_or_default()
+    }
+
+    pub fn set_alert_rules(&self, rules: AlertRules) {
+        if let Ok(mut a) = self.alerts.write() {
+            *a = Arc::new(rules);
+        }
+        self.alerts_wake.notify_one();
     }
 
     pub fn set_presets(&self, presets: Presets) {

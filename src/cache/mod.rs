@@ -165,6 +165,12 @@ impl Cache {
         Ok(list.complete.then(|| Cached { value: list.bodies.clone(), fetched_at: known, stale: !self.fresh(known) }))
     }
 
+    /// The stored collection as it is, never asking Xyte: for background watchers (alerts) that must add no upstream
+    /// load. `None` until a complete snapshot is stored.
+    pub async fn stored_collection(&self, resource: &'static str) -> Result<Option<Items>, Error> {
+        Ok(self.stored(resource).await?.map(|c| c.value))
+    }
+
     /// A whole collection (`device`, `incident`, `ticket`, `space`…), as the poller keeps it. `fetch` is what to ask
     /// Xyte for when the cache cannot answer (a plain function: the code of a read is compiled once, not once per
     /// caller).

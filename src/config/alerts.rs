@@ -4,8 +4,6 @@
 //! whole, every problem naming its rule or channel, so `check-config` can list them all at once; a rule or channel
 //! with a problem is dropped and the rest is kept, as a bad schedule entry is.
 //!
-//! Being built (the alerts issue): this module reads and checks the file; evaluating the rules and delivering the
-//! alerts come next, and nothing reads the file at run time yet.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -123,6 +121,27 @@ pub enum Condition {
     EventGap,
 }
 
+impl Condition {
+    /// The keyword the file names it by.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Condition::Device { error: false, .. } => "device_offline",
+            Condition::Device { error: true, .. } => "device_error",
+            Condition::IncidentOpened { .. } => "incident_opened",
+            Condition::TicketOpened => "ticket_opened",
+            Condition::CommandFailed => "command_failed",
+            Condition::PresetFailed => "preset_failed",
+            Condition::ScheduleFailed => "schedule_failed",
+            Condition::OutboxOlderThan(_) => "outbox_older_than",
+            Condition::OutboxDeeperThan(_) => "outbox_deeper_than",
+            Condition::XyteUnreachable { .. } => "xyte_unreachable",
+            Condition::UplinkDisconnected { .. } => "uplink_disconnected",
+            Condition::DiskFreeBelow(_) => "disk_free_below",
+            Condition::EventGap => "event_gap",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
@@ -173,6 +192,19 @@ pub enum ChannelKind {
     Webhook { url: String, secret: Option<Secret<String>> },
     /// Remote syslog (RFC 5424; octet-counted framing over TCP and TLS).
     Syslog { transport: SyslogTransport, host: String, port: u16, ca_file: Option<PathBuf> },
+}
+
+impl ChannelKind {
+    /// The `type` the file gives it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ChannelKind::Email { .. } => "email",
+            ChannelKind::Slack { .. } => "slack",
+            ChannelKind::Teams { .. } => "teams",
+            ChannelKind::Webhook { .. } => "webhook",
+            ChannelKind::Syslog { .. } => "syslog",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

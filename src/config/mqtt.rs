@@ -31,7 +31,7 @@ pub struct MqttConfig {
 }
 
 /// The uplink's keys besides `XYTE_MQTT_URL`: set while the URL is not, they are a warning (nothing connects).
-const DEPENDENT: [&str; 11] = [
+const DEPENDENT: [&str; 10] = [
     "XYTE_MQTT_CLIENT_ID",
     "XYTE_MQTT_USERNAME",
     "XYTE_MQTT_PASSWORD",
@@ -42,7 +42,6 @@ const DEPENDENT: [&str; 11] = [
     "XYTE_MQTT_TOPIC_PREFIX",
     "XYTE_MQTT_COMMANDS",
     "XYTE_MQTT_ROLE",
-    "XYTE_SITE",
 ];
 
 pub(super) fn mqtt(layers: &mut Layers, hostname: &str) -> Option<MqttConfig> {

@@ -54,6 +54,7 @@ pub const ROUTES: &[Route] = &[
     },
     Route { label: "/v1/rooms", pattern: &["v1", "rooms"], tool: "list_rooms", path_arg: None },
     Route { label: "/v1/schedules", pattern: &["v1", "schedules"], tool: "list_schedules", path_arg: None },
+    Route { label: "/v1/alerts", pattern: &["v1", "alerts"], tool: "list_alerts", path_arg: None },
     Route {
         label: "/v1/organization",
         pattern: &["v1", "organization"],

@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::schema::{input, output};
-use super::{Ctx, admin, analytics, commands, devices, endpoints, fleet, rooms, schedules, tasks, tickets};
+use super::{Ctx, admin, alerts, analytics, commands, devices, endpoints, fleet, rooms, schedules, tasks, tickets};
 use crate::config::Role;
 use crate::error::Error;
 
@@ -356,6 +356,19 @@ pub static CATALOGUE: LazyLock<Vec<Op>> = LazyLock::new(|| {
     }
     .handler(schedules::list_schedules),
     Entry {
+        name: "list_alerts",
+        title: "List alerts",
+        description: "The gateway's own alerts (rules of XYTE_ALERTS_FILE over devices, Xyte reachability, the outbox, \
+                      the disk, failed commands …): those firing, and those resolved in the last 7 days, each with \
+                      its messages per channel (pending with the last error, sent, given up) and whether a silence \
+                      covers it; the running silences; the rules and channels (no secrets); `errors` of the file.",
+        role: Role::Viewer,
+        kind: Kind::Read,
+        open_world: false,
+        output: list_out("alerts"),
+    }
+    .handler(alerts::list_alerts),
+    Entry {
         name: "get_device_analytics_report",
         title: "Device analytics report",
         description: "Availability %, offline episodes (count, longest, recent), command success rate and incidents of \
@@ -533,6 +546,30 @@ pub static CATALOGUE: LazyLock<Vec<Op>> = LazyLock::new(|| {
         output: output(json!({"name": {"type": "string"}, "paused": {"type": ["object", "null"]}}), &["name"]),
     }
     .handler(schedules::pause_schedule),
+    Entry {
+        name: "silence_alerts",
+        title: "Silence alerts",
+        description: "Keeps matching alerts quiet until a time (`until`) or for a while (`duration`, e.g. 2h; at most \
+                      30 days): by rule, space (a path prefix: site, floor or room) or device — every one given must \
+                      match. Silenced alerts still fire in list_alerts; one still firing when the silence ends is told \
+                      then. Survives restarts. Answers the silence and the firing alerts it covers.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: false,
+        output: output(json!({"silence": {"type": "object"}, "silenced": {"type": "array"}}), &[]),
+    }
+    .handler(alerts::silence_alerts),
+    Entry {
+        name: "end_silence",
+        title: "End an alert silence",
+        description: "Ends a running silence now (its id as list_alerts shows it); alerts it kept quiet that still fire \
+                      are told at once.",
+        role: Role::Operator,
+        kind: Kind::Write,
+        open_world: false,
+        output: output(json!({"id": {"type": "string"}, "ended": {"type": "boolean"}}), &[]),
+    }
+    .handler(alerts::end_silence),
     Entry {
         name: "resume_schedule",
         title: "Resume a room schedule",

@@ -3,6 +3,7 @@
 //! authenticate a `Principal`, build a [`Ctx`] and call [`call`]; they never reach Xyte or SQL themselves.
 
 mod admin;
+mod alerts;
 mod analytics;
 mod catalogue;
 mod commands;

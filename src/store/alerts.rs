@@ -8,7 +8,8 @@ use serde_json::Value;
 use super::StoreError;
 use crate::alerts::{Silence, Subject};
 
-/// An alert as recorded: `state` is `firing`, `resolved`, or `notified` (an event rule's alert, told once).
+/// An alert as recorded: `state` is `firing`, `resolving` (resolved, the notice not queued yet), `resolved`,
+/// `notified` (an event rule's alert, told once) or `silenced` (an event rule's alert that a silence kept quiet).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertRow {
     pub rule: String,
@@ -53,11 +54,13 @@ pub fn put(conn: &Connection, a: &AlertRow) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Marks a firing alert resolved at `at`; false when it was not firing.
-pub fn resolve(conn: &Connection, rule: &str, subject: &str, at: i64) -> Result<bool, StoreError> {
+/// Marks a firing alert resolved at `at` — `resolving` while its notice is still to be queued ([`resolve_told`]);
+/// false when it was not firing.
+pub fn resolve(conn: &Connection, rule: &str, subject: &str, at: i64, notice: bool) -> Result<bool, StoreError> {
+    let state = if notice { "resolving" } else { "resolved" };
     Ok(conn.execute(
-        "UPDATE alerts SET state = 'resolved', resolved_at = ?3 WHERE rule = ?1 AND subject = ?2 AND state = 'firing'",
-        params![rule, subject, at],
+        "UPDATE alerts SET state = ?4, resolved_at = ?3 WHERE rule = ?1 AND subject = ?2 AND state = 'firing'",
+        params![rule, subject, at, state],
     )? == 1)
 }
 
@@ -65,6 +68,15 @@ pub fn resolve(conn: &Connection, rule: &str, subject: &str, at: i64) -> Result<
 pub fn firing(conn: &Connection) -> Result<Vec<AlertRow>, StoreError> {
     let mut stmt =
         conn.prepare_cached(&format!("SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'firing' ORDER BY fired_at"))?;
+    let rows = stmt.query_map([], alert_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Event alerts recorded but not told yet (the daemon stopped inside their grouping window).
+pub fn untold_notices(conn: &Connection) -> Result<Vec<AlertRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'notified' AND told_at IS NULL ORDER BY fired_at"
+    ))?;
     let rows = stmt.query_map([], alert_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -100,17 +112,35 @@ pub fn add_silence(conn: &Connection, s: &Silence, created_at: i64, comment: Opt
 
 /// Silences that have not ended at `now`.
 pub fn silences(conn: &Connection, now: i64) -> Result<Vec<Silence>, StoreError> {
+    Ok(silence_rows(conn, now)?.into_iter().map(|r| r.silence).collect())
+}
+
+/// A silence with what only people read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceRow {
+    pub silence: Silence,
+    pub created_at: i64,
+    pub comment: Option<String>,
+}
+
+/// [`silences`], with when each was made and why.
+pub fn silence_rows(conn: &Connection, now: i64) -> Result<Vec<SilenceRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, rule, space, device, until, by FROM alert_silences WHERE until > ?1 ORDER BY created_at",
+        "SELECT id, rule, space, device, until, by, created_at, comment FROM alert_silences WHERE until > ?1
+         ORDER BY created_at",
     )?;
     let rows = stmt.query_map([now], |r| {
-        Ok(Silence {
-            id: r.get(0)?,
-            rule: r.get(1)?,
-            space: r.get(2)?,
-            device: r.get(3)?,
-            until: r.get(4)?,
-            by: r.get(5)?,
+        Ok(SilenceRow {
+            silence: Silence {
+                id: r.get(0)?,
+                rule: r.get(1)?,
+                space: r.get(2)?,
+                device: r.get(3)?,
+                until: r.get(4)?,
+                by: r.get(5)?,
+            },
+            created_at: r.get(6)?,
+            comment: r.get(7)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -227,6 +257,11 @@ pub fn of_alert(conn: &Connection, rule: &str, subject: &str, limit: usize) -> R
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// Alerts firing now, for the metrics.
+pub fn firing_count(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM alerts WHERE state = 'firing'", [], |r| r.get(0))?)
+}
+
 /// Messages pending, sent and given up, for the metrics.
 pub fn counts(conn: &Connection) -> Result<(u64, u64, u64), StoreError> {
     Ok(conn.query_row(
@@ -235,4 +270,41 @@ pub fn counts(conn: &Connection) -> Result<(u64, u64, u64), StoreError> {
         [],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
     )?)
+}
+
+/// A message waits for its channel's hourly budget: tried at `at`, without counting an attempt.
+pub fn defer(conn: &Connection, id: i64, at: i64) -> Result<(), StoreError> {
+    conn.execute("UPDATE alert_deliveries SET next_at = ?2 WHERE id = ?1 AND state = 'pending'", params![id, at])?;
+    Ok(())
+}
+
+/// People were told that `rule` fires for `subjects` (its messages are queued): a restart does not tell them again.
+pub fn told(conn: &Connection, rule: &str, subjects: &[&str], now: i64) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE alerts SET told_at = ?3 WHERE rule = ?1 AND subject = ?2 AND state IN ('firing', 'notified')",
+    )?;
+    for s in subjects {
+        stmt.execute(params![rule, s, now])?;
+    }
+    Ok(())
+}
+
+/// Alerts that resolved and whose resolve notice is not queued yet (`resolving`): queued now, they are `resolved`.
+pub fn resolve_told(conn: &Connection, rule: &str, subjects: &[&str]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE alerts SET state = 'resolved' WHERE rule = ?1 AND subject = ?2 AND state = 'resolving'",
+    )?;
+    for s in subjects {
+        stmt.execute(params![rule, s])?;
+    }
+    Ok(())
+}
+
+/// The alerts that resolved but whose notice was not queued when the daemon stopped: queued again at start.
+pub fn resolving(conn: &Connection) -> Result<Vec<AlertRow>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {ALERT_COLUMNS} FROM alerts WHERE state = 'resolving' ORDER BY resolved_at"
+    ))?;
+    let rows = stmt.query_map([], alert_row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
 }

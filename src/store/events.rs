@@ -113,3 +113,12 @@ pub fn prune(conn: &Connection, cutoff_ts: i64, max_rows: u64, batch: usize) -> 
     )?;
     Ok(n)
 }
+
+/// The time of each device's newest event of `kind` still in the log (the alerter's "offline since" after a restart).
+pub fn latest_per_device(conn: &Connection, kind: &str) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT device_id, MAX(ts) FROM events WHERE kind = ?1 AND device_id IS NOT NULL GROUP BY device_id",
+    )?;
+    let rows = stmt.query_map([kind], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

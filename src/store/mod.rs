@@ -233,7 +233,7 @@ impl Store {
         &self.inner.path
     }
 
-    fn state_dir(&self) -> &Path {
+    pub fn state_dir(&self) -> &Path {
         self.inner.path.parent().unwrap_or(Path::new("."))
     }
 

@@ -335,3 +335,8 @@ pub fn transition(
     )?;
     Ok(n == 1)
 }
+
+/// When the oldest command still waiting to reach Xyte was accepted (for the `outbox_older_than` alert).
+pub fn oldest_waiting(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(conn.query_row("SELECT MIN(created_at) FROM tasks WHERE state IN ('queued', 'sending')", [], |r| r.get(0))?)
+}

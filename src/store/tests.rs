@@ -438,7 +438,7 @@ fn alert_records_follow_an_alert_and_its_messages() {
             let kept = crate::store::schedules::state(c, "morning")?.map(|s| s.handled);
             a::put(c, &row)?;
             let firing = a::firing(c)?;
-            let resolved = (a::resolve(c, "offline", "p1", 900)?, a::resolve(c, "offline", "p1", 950)?);
+            let resolved = (a::resolve(c, "offline", "p1", 900, false)?, a::resolve(c, "offline", "p1", 950, false)?);
             let recent = a::recent(c, 800)?;
             let id = a::enqueue(c, "mail", "offline", &notification, 1_000)?;
             a::enqueue(c, "mail", "other", &json!({"subjects": [{"key": "p1"}]}), 1_001)?;
