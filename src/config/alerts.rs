@@ -625,6 +625,20 @@ mod tests {
         AlertRules::load(&path).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The example the package ships loads whole once its secret files sit beside it, as in /etc/xyte-edge.
+    #[test]
+    fn the_packaged_example_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/alerts.example.json");
+        let text = std::fs::read_to_string(example).unwrap();
+        for secret in ["smtp-password", "slack-webhook-url", "teams-webhook-url", "itsm-secret"] {
+            std::fs::write(dir.path().join(secret), "https://hooks.example.com/x\n").unwrap();
+        }
+        let rules = load(dir.path(), serde_json::from_str(&text).unwrap());
+        assert!(rules.problems.is_empty(), "{:?}", rules.problems);
+        assert_eq!((rules.channels.len(), rules.rules.len()), (5, 8));
+    }
+
     #[test]
     fn a_missing_file_means_no_alerts_and_a_broken_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
