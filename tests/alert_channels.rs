@@ -1,86 +1,21 @@
 //! The alert channels against real receivers (the alerts issue; the senders are not wired into the daemon yet): an
 //! HTTP receiver that checks the Slack and Teams payload shapes and verifies the webhook's HMAC over the raw body, and
-//! e-mail through Python's aiosmtpd with STARTTLS and AUTH required (`tests/receivers/smtp_sink.py`, run with
-//! `XYTE_TEST_PYTHON`, which tests/run-all.sh points at a venv with aiosmtpd), the message rendered by
+//! e-mail through Python's aiosmtpd with STARTTLS and AUTH required (`support::SmtpSink`: `tests/receivers/smtp_sink.py`
+//! run with `XYTE_TEST_PYTHON`, which tests/run-all.sh points at a venv with aiosmtpd), the message rendered by
 //! `alerts::message`. A missing Python or aiosmtpd fails the test with what to install.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::SmtpSink;
 use xyte_edge::alerts::message::{Context, email};
 use xyte_edge::alerts::{Notification, Subject};
 use xyte_edge::channels::email::{EmailSender, Server};
 use xyte_edge::config::Secret;
 use xyte_edge::config::alerts::{Severity, SmtpTls};
 
-/// aiosmtpd, listening; its JSON lines arrive on `lines`. Stopped (stdin closed, then killed) on drop.
-struct SmtpSink {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<Value>,
-    port: u16,
-}
-
-impl SmtpSink {
-    fn start(dir: &Path, user: &str, password: &str) -> SmtpSink {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap().self_signed(&key).unwrap();
-        std::fs::write(dir.join("smtp.pem"), cert.pem()).unwrap();
-        std::fs::write(dir.join("smtp.key"), key.serialize_pem()).unwrap();
-        let python = std::env::var("XYTE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers/smtp_sink.py");
-        let mut child = Command::new(&python)
-            .arg(script)
-            .args([dir.join("smtp.pem"), dir.join("smtp.key")])
-            .args([user, password])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {python}: {e} (set XYTE_TEST_PYTHON to a Python with aiosmtpd)"));
-        let (tx, lines) = mpsc::channel::<Value>();
-        let stdout = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str(&line) {
-                    let _ = tx.send(v);
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        let first = lines.recv_timeout(Duration::from_secs(20));
-        let port = match first {
-            Ok(v) => v["port"].as_u64().unwrap() as u16,
-            Err(_) => {
-                let _ = child.kill();
-                let mut err = String::new();
-                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
-                panic!(
-                    "the SMTP sink did not start ({python}; is aiosmtpd installed? tests/run-all.sh installs it):\n{err}"
-                );
-            }
-        };
-        SmtpSink { child, stdin, lines, port }
-    }
-
-    fn ca(dir: &Path) -> std::path::PathBuf {
-        dir.join("smtp.pem")
-    }
-}
-
-impl Drop for SmtpSink {
-    fn drop(&mut self) {
-        if let Some(mut s) = self.stdin.take() {
-            let _ = s.flush();
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod support;
 
 fn notification() -> Notification {
     Notification {

@@ -799,3 +799,129 @@ impl Daemon {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// Alert receivers (the alerts issue): e-mail through Python's aiosmtpd with STARTTLS and AUTH required.
+// ---------------------------------------------------------------------------------------------------------------
+
+/// aiosmtpd (`tests/receivers/smtp_sink.py`, run with `XYTE_TEST_PYTHON`, which tests/run-all.sh points at a venv with
+/// aiosmtpd) on a loopback port, STARTTLS with a certificate for `localhost` and `127.0.0.1` (`ca()` to trust) and
+/// AUTH required; one JSON line per accepted message arrives on `lines`. `stop` and `start_again` keep the port, so a
+/// sender configured for it finds the sink again. Killed on drop. A missing Python or aiosmtpd fails the test with
+/// what to install.
+pub struct SmtpSink {
+    child: Option<std::process::Child>,
+    /// Every accepted message, across restarts.
+    pub lines: mpsc::Receiver<Value>,
+    tx: mpsc::Sender<Value>,
+    pub port: u16,
+    dir: PathBuf,
+    user: String,
+    password: String,
+}
+
+impl SmtpSink {
+    /// Generates the certificate into `dir` and starts the sink on an ephemeral port.
+    pub fn start(dir: &Path, user: &str, password: &str) -> SmtpSink {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let cert = rcgen::CertificateParams::new(names).unwrap().self_signed(&key).unwrap();
+        std::fs::write(dir.join("smtp.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("smtp.key"), key.serialize_pem()).unwrap();
+        let (tx, lines) = mpsc::channel();
+        let mut sink = SmtpSink {
+            child: None,
+            lines,
+            tx,
+            port: 0,
+            dir: dir.to_path_buf(),
+            user: user.into(),
+            password: password.into(),
+        };
+        sink.spawn();
+        sink
+    }
+
+    /// The certificate the sink presents (self-signed), for the sender to trust.
+    pub fn ca(dir: &Path) -> PathBuf {
+        dir.join("smtp.pem")
+    }
+
+    fn spawn(&mut self) {
+        let python = std::env::var("XYTE_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers/smtp_sink.py");
+        let mut child = Command::new(&python)
+            .arg(script)
+            .args([self.dir.join("smtp.pem"), self.dir.join("smtp.key")])
+            .args([&self.user, &self.password])
+            .arg(self.port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {python}: {e} (set XYTE_TEST_PYTHON to a Python with aiosmtpd)"));
+        // Its stderr is read as it comes (a full pipe would stall it) and shown if it does not start.
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (stderr, sink) = (child.stderr.take().unwrap(), err.clone());
+        let err_reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut e) = sink.lock() {
+                    e.push_str(&line);
+                    e.push('\n');
+                }
+            }
+        });
+        // The first line says the port; every later one is a message, kept on the channel that outlives restarts.
+        let (ready_tx, ready) = mpsc::channel::<u16>();
+        let (stdout, tx) = (child.stdout.take().unwrap(), self.tx.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                match v["port"].as_u64() {
+                    Some(port) => {
+                        let _ = ready_tx.send(port as u16);
+                    }
+                    None => {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        match ready.recv_timeout(Duration::from_secs(20)) {
+            Ok(port) => {
+                assert!(self.port == 0 || self.port == port, "the sink took port {port}, not {}", self.port);
+                self.port = port;
+                self.child = Some(child);
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = err_reader.join();
+                let err = err.lock().map(|e| e.clone()).unwrap_or_default();
+                panic!(
+                    "the SMTP sink did not start ({python}; is aiosmtpd installed? tests/run-all.sh installs it):\n{err}"
+                );
+            }
+        }
+    }
+
+    /// Stops the sink (its port refuses connections until `start_again`).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the sink again on the same port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again while the sink runs");
+        self.spawn();
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
