@@ -177,7 +177,7 @@ struct TcpServer {
     port: u16,
     handler: Handler,
     conns: Arc<AtomicU64>,
-    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 impl TcpServer {
@@ -210,28 +210,31 @@ impl TcpServer {
                 }
             }
         });
-        self.running = Some((stop, thread));
+        self.running = Some(Running(stop, Some(thread)));
     }
 
     fn stop(&mut self) {
-        if let Some((flag, thread)) = self.running.take() {
-            flag.store(true, Ordering::SeqCst);
+        self.running = None;
+    }
+}
+
+/// A receiver's accepting thread and the flag that stops it: stopped and joined when dropped (with its server).
+struct Running(Arc<AtomicBool>, Option<JoinHandle<()>>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.1.take() {
             let _ = thread.join();
         }
     }
 }
 
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A loopback UDP socket whose datagrams are syslog lines; `stop` and `start` as [`TcpServer`].
+/// A loopback UDP socket whose datagrams are syslog lines; started as [`TcpServer`].
 struct UdpServer {
     port: u16,
     inbox: Inbox,
-    running: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    running: Option<Running>,
 }
 
 impl UdpServer {
@@ -271,20 +274,7 @@ impl UdpServer {
                 }
             }
         });
-        self.running = Some((stop, thread));
-    }
-
-    fn stop(&mut self) {
-        if let Some((flag, thread)) = self.running.take() {
-            flag.store(true, Ordering::SeqCst);
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for UdpServer {
-    fn drop(&mut self) {
-        self.stop();
+        self.running = Some(Running(stop, Some(thread)));
     }
 }
 
@@ -874,13 +864,7 @@ impl Edge {
 
     /// A LAN token, made with `xyte-edge token create` as an admin would.
     fn token(&self, name: &str, role: &str) -> String {
-        let out = support::bin()
-            .args(["token", "create", "--name", name, "--role", role])
-            .env("XYTE_STATE_DIR", self.dir.join("state"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        support::create_token(&self.dir.join("state"), name, role)
     }
 
     /// (status, body) of a request on the loopback listener; with `token` as Bearer.
@@ -998,27 +982,17 @@ fn assert_deliveries_listed(mcp: &mut support::Mcp, rule: &str, key: &str, chann
     );
 }
 
-/// The data of every event of `kind`, oldest first (the whole log, page by page).
-fn events(mcp: &mut support::Mcp, kind: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = mcp
-            .call("list_events", json!({"kind": kind, "after_id": after, "limit": 500}))
-            .unwrap_or_else(|e| panic!("list_events: {e}"));
-        let list = page["events"].as_array().cloned().unwrap_or_default();
-        let Some(last) = list.last() else { break };
-        after = last["id"].as_i64().expect("an event id");
-        let full = list.len() == 500;
-        for e in list {
-            assert_eq!(e["kind"], kind, "list_events filters by kind: {e}");
-            out.push(e["data"].clone());
-        }
-        if !full {
-            break;
-        }
+/// After `d` came back: no receiver holds a bad message, and every channel got exactly one firing and one resolve
+/// message about it, as `list_alerts` records them.
+fn assert_told_once_and_resolved_once(rx: &Receivers, mcp: &mut support::Mcp, d: &Device) {
+    let msgs = rx.messages();
+    assert_no_problems(&msgs);
+    check_device_messages(&msgs, "offline", d, "resolved");
+    for c in CHANNELS {
+        assert_eq!((count(&msgs, c, "firing"), count(&msgs, c, "resolved")), (1, 1), "{c}:\n{}", summary(&msgs));
     }
-    out
+    assert_eq!(msgs.len(), 14, "{}", summary(&msgs));
+    assert_deliveries_listed(mcp, "offline", &d.id, &CHANNELS);
 }
 
 /// A gauge's value in the Prometheus text of `/v1/metrics`.
@@ -1221,14 +1195,14 @@ fn an_offline_device_is_told_once_on_every_channel_and_its_return_once() {
 
     // The event log: one alert.firing and one alert.resolved, naming the device.
     let subject = json!([{"key": d.id, "label": d.name, "space": d.space}]);
-    let firing = events(&mut mcp, "alert.firing");
+    let firing = mcp.events("alert.firing");
     assert_eq!(firing.len(), 1, "{firing:#?}");
     assert_eq!(
         (&firing[0]["rule"], &firing[0]["severity"], &firing[0]["count"], &firing[0]["subjects"]),
         (&json!("offline"), &json!("warning"), &json!(1), &subject),
         "{firing:#?}"
     );
-    let resolved = events(&mut mcp, "alert.resolved");
+    let resolved = mcp.events("alert.resolved");
     assert_eq!(resolved.len(), 1, "{resolved:#?}");
     assert_eq!(
         (&resolved[0]["rule"], &resolved[0]["count"], &resolved[0]["subjects"]),
@@ -1323,7 +1297,7 @@ fn two_hundred_devices_going_dark_together_are_one_grouped_message_per_channel()
 
     let firing = list_alerts(&mut mcp, json!({"state": "firing"}));
     assert_eq!(firing["total"], 200, "every device's alert fires: total {}", firing["total"]);
-    let events_firing = events(&mut mcp, "alert.firing");
+    let events_firing = mcp.events("alert.firing");
     assert_eq!(events_firing.len(), 1, "one alert.firing for the group: {events_firing:#?}");
     assert_eq!(events_firing[0]["count"], 200, "{:#}", events_firing[0]);
     assert_eq!(events_firing[0]["subjects"].as_array().map(Vec::len), Some(50), "at most 50 subjects in the event");
@@ -1345,7 +1319,7 @@ fn two_hundred_devices_going_dark_together_are_one_grouped_message_per_channel()
         assert_eq!((count(&msgs, c, "firing"), count(&msgs, c, "resolved")), (200, 200), "{c}:\n{}", summary(&msgs));
     }
     assert_eq!(msgs.len(), 4 * 2 + 3 * 400, "nothing else arrived:\n{}", summary(&msgs));
-    assert_eq!(events(&mut mcp, "alert.resolved").len(), 1, "one alert.resolved for the group");
+    assert_eq!(mcp.events("alert.resolved").len(), 1, "one alert.resolved for the group");
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -1450,7 +1424,7 @@ fn a_silenced_alert_is_told_once_when_the_silence_ends_and_one_resolved_meanwhil
     let list = list_alerts(&mut mcp, json!({}));
     let b_now = alert_in(&list, "offline", &b.id).unwrap_or_else(|| panic!("B is listed (resolved): {list:#}"));
     assert_eq!((&b_now["deliveries"], &b_now["told_at"]), (&json!([]), &Value::Null), "B was never told: {b_now:#}");
-    let firing = events(&mut mcp, "alert.firing");
+    let firing = mcp.events("alert.firing");
     assert_eq!(firing.len(), 1, "one alert.firing, for A after the silence: {firing:#?}");
     assert_eq!(firing[0]["subjects"][0]["key"], json!(a.id), "{firing:#?}");
 
@@ -1550,14 +1524,7 @@ fn a_receiver_that_is_down_gets_its_message_once_when_it_listens_again() {
         let x = deliveries(&done, c, "resolved")[0];
         assert!(x["state"] == "sent" && x["attempts"].as_u64() >= Some(2), "{c} was retried: {x}");
     }
-    let msgs = rx.messages();
-    assert_no_problems(&msgs);
-    check_device_messages(&msgs, "offline", &d, "resolved");
-    for c in CHANNELS {
-        assert_eq!((count(&msgs, c, "firing"), count(&msgs, c, "resolved")), (1, 1), "{c}:\n{}", summary(&msgs));
-    }
-    assert_eq!(msgs.len(), 14, "{}", summary(&msgs));
-    assert_deliveries_listed(&mut mcp, "offline", &d.id, &CHANNELS);
+    assert_told_once_and_resolved_once(&rx, &mut mcp, &d);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -1608,14 +1575,7 @@ fn a_message_queued_before_a_sigkill_is_delivered_once_after_the_restart() {
     xyte.set(&d.id, "online");
     rx.wait_each(&CHANNELS, "resolved", 1, Duration::from_secs(40));
     wait_all_sent(&mut mcp, 14, Duration::from_secs(40));
-    let msgs = rx.messages();
-    assert_no_problems(&msgs);
-    check_device_messages(&msgs, "offline", &d, "resolved");
-    for c in CHANNELS {
-        assert_eq!((count(&msgs, c, "firing"), count(&msgs, c, "resolved")), (1, 1), "{c}:\n{}", summary(&msgs));
-    }
-    assert_eq!(msgs.len(), 14, "{}", summary(&msgs));
-    assert_deliveries_listed(&mut mcp, "offline", &d.id, &CHANNELS);
+    assert_told_once_and_resolved_once(&rx, &mut mcp, &d);
 }
 
 // ------------------------------------------------------------------------------------------------------------------
@@ -1704,7 +1664,7 @@ fn a_broken_alerts_file_is_named_rule_by_rule_and_the_good_rule_still_works() {
     let mail_id = deliveries(&fired, "mail", "firing")[0]["id"].clone();
     let failed =
         wait_for("alert.delivery_failed for the mail", Duration::from_secs(120), Duration::from_millis(500), || {
-            let list = events(&mut mcp, "alert.delivery_failed");
+            let list = mcp.events("alert.delivery_failed");
             list.iter().find(|e| e["channel"] == "mail").cloned().ok_or_else(|| format!("{list:#?}"))
         });
     assert_eq!((&failed["rule"], &failed["delivery_id"]), (&json!("good"), &mail_id), "{failed:#}");

@@ -228,13 +228,7 @@ impl Edge {
 
     /// A LAN token, made with `xyte-edge token create` as an admin would.
     fn token(&self, name: &str, role: &str) -> String {
-        let out = support::bin()
-            .args(["token", "create", "--name", name, "--role", role])
-            .env("XYTE_STATE_DIR", self.dir.join("state"))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        support::create_token(&self.dir.join("state"), name, role)
     }
 
     /// (status, JSON body) of a REST request on the loopback listener with `token`.
@@ -265,29 +259,9 @@ impl Edge {
 // The event log and the schedule tools
 // ------------------------------------------------------------------------------------------------------------------
 
-/// The data of every event of `kind` about schedule `name`, oldest first (the whole log, page by page).
+/// The data of every event of `kind` about schedule `name`, oldest first.
 fn events(mcp: &mut support::Mcp, kind: &str, name: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = mcp
-            .call("list_events", json!({"kind": kind, "after_id": after, "limit": 500}))
-            .unwrap_or_else(|e| panic!("list_events: {e}"));
-        let list = page["events"].as_array().cloned().unwrap_or_default();
-        let Some(last) = list.last() else { break };
-        after = last["id"].as_i64().expect("an event id");
-        let full = list.len() == 500;
-        for e in list {
-            assert_eq!(e["kind"], kind, "list_events filters by kind: {e}");
-            if e["data"]["schedule"] == name {
-                out.push(e["data"].clone());
-            }
-        }
-        if !full {
-            break;
-        }
-    }
-    out
+    mcp.events(kind).into_iter().filter(|d| d["schedule"] == name).collect()
 }
 
 /// Waits for an event of `kind` about schedule `name` that satisfies `hit`; returns its data.

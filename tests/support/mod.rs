@@ -341,6 +341,29 @@ impl Mcp {
             None => panic!("{tool}: not a tool result: {r}"),
         }
     }
+
+    /// The data of every event of `kind` in the log, oldest first (page by page through `list_events`).
+    pub fn events(&mut self, kind: &str) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self
+                .call("list_events", serde_json::json!({"kind": kind, "after_id": after, "limit": 500}))
+                .unwrap_or_else(|e| panic!("list_events: {e}"));
+            let list = page["events"].as_array().cloned().unwrap_or_default();
+            let Some(last) = list.last() else { break };
+            after = last["id"].as_i64().expect("an event id");
+            let full = list.len() == 500;
+            for e in list {
+                assert_eq!(e["kind"], kind, "list_events filters by kind: {e}");
+                out.push(e["data"].clone());
+            }
+            if !full {
+                break;
+            }
+        }
+        out
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -349,6 +372,17 @@ impl Mcp {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// A loopback port that was free a moment ago (bound to port 0, then released).
+/// A LAN token for the daemon whose state is `state_dir`, made with `xyte-edge token create` as an admin would.
+pub fn create_token(state_dir: &Path, name: &str, role: &str) -> String {
+    let out = bin()
+        .args(["token", "create", "--name", name, "--role", role])
+        .env("XYTE_STATE_DIR", state_dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
