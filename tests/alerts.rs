@@ -1698,3 +1698,76 @@ fn a_broken_alerts_file_is_named_rule_by_rule_and_the_good_rule_still_works() {
         BTreeMap::from([(("hook".into(), "firing".into()), 1), (("hook".into(), "resolved".into()), 1)])
     );
 }
+
+// ------------------------------------------------------------------------------------------------------------------
+// 7. Gateway-wide and event rules, and a reload
+// ------------------------------------------------------------------------------------------------------------------
+
+/// An event rule (an incident opened) is told once; a SIGHUP adds a rule over the gateway's own state (Xyte
+/// unreachable), which fires while the simulator answers only errors and resolves when it answers again.
+#[test]
+fn an_opened_incident_and_an_unreachable_xyte_are_told_and_a_reload_brings_new_rules() {
+    let xyte = Xyte::start(6);
+    let d = xyte.devices()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let inbox: Inbox = Arc::default();
+    let mut http = TcpServer::new(http_handler(inbox.clone()));
+    http.start();
+    let channels = json!({"hook": {"type": "webhook", "url": format!("http://127.0.0.1:{}/hook", http.port), "secret": HOOK_SECRET}});
+    let incidents = json!({"name": "incidents", "condition": "incident_opened", "group_window": "0s",
+                           "severity": "critical", "channels": ["hook"]});
+    write_alerts(dir.path(), &json!({"channels": channels, "rules": [incidents]}));
+    let mut edge = Edge::start(dir.path(), &xyte);
+    let mut mcp = edge.mcp();
+    let received = |rule: &str, status: &str| {
+        inbox
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.json["rule"] == rule && m.status == status)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // The simulator opens an incident when a device goes offline; the poll brings it as incident.opened.
+    xyte.set(&d.id, "offline");
+    let told = wait_for("the incident's message", Duration::from_secs(60), Duration::from_millis(50), || {
+        let got = received("incidents", "firing");
+        if got.is_empty() { Err(summary(&inbox.lock().unwrap())) } else { Ok(got) }
+    });
+    assert_no_problems(&told);
+    assert_eq!((told.len(), &told[0].json["severity"], &told[0].json["count"]), (1, &json!("critical"), &json!(1)));
+    let key = told[0].keys[0].clone();
+    assert!(key.starts_with("incident:"), "an incident is the subject: {key}");
+    let listed = wait_alert(&mut mcp, "the incident told", "incidents", &key, Duration::from_secs(10), |a| {
+        a["state"] == "notified" && deliveries(a, "hook", "firing").first().is_some_and(|x| x["state"] == "sent")
+    });
+    assert!(listed["told_at"].is_string(), "{listed:#}");
+
+    // A reload adds a rule over Xyte's reachability; the incident rule stays and does not tell again.
+    let wan = json!({"name": "wan", "condition": "xyte_unreachable", "for": "2s", "group_window": "0s",
+                     "severity": "critical", "channels": ["hook"]});
+    write_alerts(dir.path(), &json!({"channels": channels, "rules": [incidents, wan]}));
+    edge.daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    edge.daemon.wait_line("alert rules reloaded", Duration::from_secs(10));
+    xyte.sim.sim.set_faults("error_rate=1".parse().unwrap());
+    let down = wait_for("the wan rule's message", Duration::from_secs(90), Duration::from_millis(50), || {
+        let got = received("wan", "firing");
+        if got.is_empty() { Err(summary(&inbox.lock().unwrap())) } else { Ok(got) }
+    });
+    assert_eq!((down.len(), down[0].keys.as_slice()), (1, ["gateway".to_string()].as_slice()), "{down:?}");
+    assert!(down[0].title.contains("Xyte unreachable"), "{}", down[0]);
+    xyte.sim.sim.set_faults(Default::default());
+    wait_for("the wan rule's resolve", Duration::from_secs(90), Duration::from_millis(50), || {
+        let got = received("wan", "resolved");
+        if got.is_empty() { Err(summary(&inbox.lock().unwrap())) } else { Ok(got) }
+    });
+    let msgs = inbox.lock().unwrap().clone();
+    assert_no_problems(&msgs);
+    assert_eq!(
+        (received("incidents", "firing").len(), received("wan", "firing").len(), received("wan", "resolved").len()),
+        (1, 1, 1),
+        "{}",
+        summary(&msgs)
+    );
+}

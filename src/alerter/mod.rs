@@ -114,9 +114,12 @@ impl Watcher {
         }
     }
 
-    /// Rebuilds the tracker from the records: firing alerts (told or not), resolves not yet told, event alerts not
+    /// Rebuilds the tracker from the records (at start, and after a pass failed half-way, so memory and records agree
+    /// again): firing alerts (told or not), resolves not yet told, event alerts not
     /// yet told; and starts the event rules at the end of the log (events before the start were someone else's news).
     async fn restore(&mut self) -> Result<(), Error> {
+        self.tracker = Tracker::default();
+        self.grouper = Grouper::default();
         let now = now_ms();
         let (firing, resolving, untold, silences, cursor, changed) = self
             .app
@@ -163,10 +166,16 @@ impl Watcher {
             return;
         }
         loop {
-            let next = self.pass(now_ms()).await.unwrap_or_else(|e| {
-                tracing::warn!("alerts: {e}");
-                None
-            });
+            let next = match self.pass(now_ms()).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::warn!("alerts: {e}; starting again from the records");
+                    if let Err(e) = self.restore().await {
+                        tracing::warn!("alerts: cannot read their records: {e}");
+                    }
+                    None
+                }
+            };
             let wait = next.map_or(RECHECK, |n| Duration::from_millis((n - now_ms()).max(0) as u64));
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -193,6 +202,12 @@ impl Watcher {
         if !Arc::ptr_eq(&rules, &self.rules) {
             self.rules = rules.clone();
             tokio::spawn(probe(rules.clone()));
+            // Rules loaded now watch events from now on: what happened before is not news to them.
+            self.cursor = self.app.store.read(events::latest_id).await?;
+        }
+        // No rules and nothing left to tell (a gateway without alerts): nothing to read.
+        if rules.rules.is_empty() && self.tracker.alerts.is_empty() && self.grouper.next_due(|_| 0).is_none() {
+            return Ok(None);
         }
         let silences = self.app.store.read(move |c| records::silences(c, now)).await?;
         let devices = self.devices(&rules, now).await?;
@@ -342,6 +357,10 @@ impl Watcher {
             .filter(|r| conditions::holding(&r.condition, &[], &Gateway::default(), now).is_none())
             .collect();
         let mut changes = vec![];
+        if watched.is_empty() {
+            self.cursor = self.app.store.read(events::latest_id).await?;
+            return Ok(changes);
+        }
         loop {
             let cursor = self.cursor;
             let batch =

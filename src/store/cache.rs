@@ -26,6 +26,8 @@ pub struct CacheDiff {
     /// (key, old body, new body)
     pub changed: Vec<(String, Value, Value)>,
     pub removed: Vec<(String, Value)>,
+    /// The first complete snapshot of the resource (an empty cache filled): its rows are not news.
+    pub first: bool,
 }
 
 impl CacheDiff {
@@ -146,7 +148,7 @@ pub fn replace_set(
             existing.insert(k, (h, b));
         }
     }
-    let mut diff = CacheDiff::default();
+    let mut diff = CacheDiff { first: !has_set(conn, resource)?, ..Default::default() };
     let mut upsert = conn.prepare_cached(
         "INSERT INTO cache (resource, key, body, hash, fetched_at) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (resource, key) DO UPDATE SET body = excluded.body, hash = excluded.hash,

@@ -78,7 +78,14 @@ fn cache_snapshots_write_only_what_changed() {
         |status: &str| vec![("a".to_string(), json!({"id":"a","status":status})), ("b".to_string(), json!({"id":"b"}))];
     let diff =
         store.write_blocking(Durability::Normal, move |c| cache::replace_set(c, "device", &snap("online"), 1)).unwrap();
-    assert_eq!((diff.added.len(), diff.changed.len(), diff.removed.len()), (2, 0, 0));
+    assert_eq!((diff.added.len(), diff.changed.len(), diff.removed.len(), diff.first), (2, 0, 0, true));
+    // A snapshot that only adds to a known set (one new incident, nothing else) is news, not a first fill.
+    let more = |c: &rusqlite::Connection| cache::replace_set(c, "incident", &[("i1".into(), json!({"id": "i1"}))], 1);
+    let (empty, added) = store
+        .write_blocking(Durability::Normal, move |c| Ok((cache::replace_set(c, "incident", &[], 1)?, more(c)?)))
+        .unwrap();
+    assert!(empty.first && empty.is_empty());
+    assert_eq!((added.added.len(), added.first), (1, false));
 
     let changes_before: i64 = store.write_blocking(Durability::Normal, |c| Ok(c.total_changes() as i64)).unwrap();
     let diff =

@@ -201,9 +201,10 @@ impl Poller {
     }
 }
 
-/// True when a snapshot only filled an empty cache (first start): that is not news, so no events.
+/// True when a snapshot only filled an empty cache (first start): that is not news, so no events. (A snapshot that
+/// only adds to a known set — one new incident, nothing else changed — is news.)
 fn initial_fill(diff: &CacheDiff) -> bool {
-    diff.changed.is_empty() && diff.removed.is_empty()
+    diff.first
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {
