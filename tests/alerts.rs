@@ -1,4 +1,4 @@
-//! Alerts end to end (issue 27): the real daemon (`serve`) against the in-process simulator, telling real receivers
+//! Alerts end to end: the real daemon (`serve`) against the in-process simulator, telling real receivers
 //! that the test starts on ephemeral loopback ports and can stop and start again on the same port:
 //!
 //! - e-mail: Python's aiosmtpd with STARTTLS and AUTH required (`support::SmtpSink`);
@@ -11,7 +11,8 @@
 //! `list_alerts`' deliveries, with the `alert.firing` / `alert.resolved` events and the metrics); 200 devices going
 //! dark together are one grouped message per channel; a silence keeps an alert quiet until it ends, then it is told
 //! once (and one that resolved meanwhile never); a receiver that is down gets the message once when it is back, also
-//! across a SIGKILL of the daemon; a broken alerts file (check-config, serve) and an unreachable mail server.
+//! across a SIGKILL of the daemon; a broken alerts file (check-config, serve) and an unreachable mail server; an
+//! event rule (an incident opened) and a gateway-wide one (Xyte unreachable) added by SIGHUP; a channel's hourly budget.
 //!
 //! Nothing sleeps to synchronise: every wait polls with a deadline.
 
@@ -1770,4 +1771,45 @@ fn an_opened_incident_and_an_unreachable_xyte_are_told_and_a_reload_brings_new_r
         "{}",
         summary(&msgs)
     );
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// 8. A channel's hourly budget
+// ------------------------------------------------------------------------------------------------------------------
+
+/// A channel that takes one message an hour gets the first alert; the second waits for the hour, unattempted.
+#[test]
+fn a_channel_over_its_hourly_budget_holds_the_next_message_back() {
+    let xyte = Xyte::start(6);
+    let devices = xyte.devices();
+    let (a, b) = (&devices[0], &devices[1]);
+    let dir = tempfile::tempdir().unwrap();
+    let inbox: Inbox = Arc::default();
+    let mut http = TcpServer::new(http_handler(inbox.clone()));
+    http.start();
+    let hook = format!("http://127.0.0.1:{}/hook", http.port);
+    let rule = json!({"name": "offline", "condition": "device_offline", "for": "0s", "group_window": "0s",
+                      "channels": ["hook"]});
+    let channels = json!({"hook": {"type": "webhook", "url": hook, "secret": HOOK_SECRET, "per_hour": 1}});
+    write_alerts(dir.path(), &json!({"channels": channels, "rules": [rule]}));
+    let edge = Edge::start(dir.path(), &xyte);
+    let mut mcp = edge.mcp();
+
+    xyte.set(&a.id, "offline");
+    wait_alert(&mut mcp, "the first alert sent", "offline", &a.id, Duration::from_secs(30), |x| {
+        deliveries(x, "hook", "firing").first().is_some_and(|d| d["state"] == "sent")
+    });
+    xyte.set(&b.id, "offline");
+    let held = wait_alert(&mut mcp, "the second alert queued", "offline", &b.id, Duration::from_secs(30), |x| {
+        deliveries(x, "hook", "firing")
+            .first()
+            .is_some_and(|d| d["next_at"].is_string() && ms(&d["next_at"]) > now_ms())
+    });
+    let d = deliveries(&held, "hook", "firing")[0];
+    assert_eq!((&d["state"], &d["attempts"]), (&json!("pending"), &json!(0)), "held back, not tried: {d}");
+    assert!(ms(&d["next_at"]) - ms(&d["created_at"]) > 50 * 60_000, "it waits for the hour: {d}");
+    let msgs = inbox.lock().unwrap().clone();
+    assert_no_problems(&msgs);
+    assert_eq!(msgs.len(), 1, "one message in the hour: {}", summary(&msgs));
+    assert_eq!(msgs[0].keys, [a.id.clone()], "{}", summary(&msgs));
 }
