@@ -92,6 +92,14 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         ..App::new(store.clone(), client.clone())
     };
     app.cache.ttl = config.cache_ttl;
+    // Until the first sync of this run, what the database holds is the truth (a restart while Xyte is unreachable
+    // serves a warm cache, and says so, rather than "nothing cached yet").
+    match store.read(crate::store::cache::device_summary).await {
+        Ok((devices, online, newest)) => app.sync.update(|s| {
+            (s.devices, s.online, s.last_ok_ms) = (devices, online, newest);
+        }),
+        Err(e) => tracing::warn!("cannot read the cached devices: {e}"),
+    }
     let app = Arc::new(app);
     // Every listener is bound before READY=1, so a client started after systemd says "ready" finds it.
     let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections));

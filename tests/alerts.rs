@@ -1811,5 +1811,5 @@ fn a_channel_over_its_hourly_budget_holds_the_next_message_back() {
     let msgs = inbox.lock().unwrap().clone();
     assert_no_problems(&msgs);
     assert_eq!(msgs.len(), 1, "one message in the hour: {}", summary(&msgs));
-    assert_eq!(msgs[0].keys, [a.id.clone()], "{}", summary(&msgs));
+    assert_eq!(msgs[0].keys.as_slice(), std::slice::from_ref(&a.id), "{}", summary(&msgs));
 }

@@ -1,5 +1,6 @@
 //! `serve --demo` as a user runs it: reaches READY=1 on a real notify socket, syncs the simulator's devices into the
-//! SQLite cache, and exits 0 within 5 s of SIGTERM after STOPPING=1.
+//! SQLite cache, and exits 0 within 5 s of SIGTERM after STOPPING=1. And what systemd and `xyte-edge status` say
+//! about the cache after a restart while Xyte is unreachable.
 
 mod support;
 
@@ -141,4 +142,51 @@ fn status_summarises_and_the_watchdog_waits_for_a_stuck_store_writer() {
     let (status, body) = writer.join().unwrap();
     eprintln!("webhook while the database was locked: {status} {body}");
     assert!(notify.wait_for("WATCHDOG=1", Duration::from_secs(10)).is_ok(), "the watchdog ping did not resume");
+}
+
+/// After a restart while Xyte is unreachable (a reboot during a WAN outage), systemd's `STATUS=` and `xyte-edge
+/// status` tell what the database holds — the cached devices and when they came — not "nothing cached yet" / "never".
+#[test]
+fn a_restart_while_xyte_is_unreachable_reports_the_cache_it_serves() {
+    use xyte_edge::sim::{self, SimOptions};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let opts = SimOptions { devices: 12, churn: false, seed: 1, ..Default::default() };
+    let xyte = rt.block_on(sim::spawn("127.0.0.1:0".parse().unwrap(), opts)).expect("simulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("mcp.sock");
+    let serve = |notify: &NotifySocket| {
+        let mut cmd = bin();
+        cmd.arg("serve")
+            .env("XYTE_STATE_DIR", dir.path().join("state"))
+            .env("XYTE_MCP_SOCKET", &socket)
+            .env("XYTE_HTTP_LISTEN", "")
+            .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
+            .env("XYTE_BASE_URL", xyte.base_url())
+            .env("XYTE_API_KEY", xyte.sim.api_key())
+            .env("XYTE_POLL_INTERVAL", "1s")
+            .env("XYTE_REQUEST_TIMEOUT", "2s")
+            .env("XYTE_LOG_FORMAT", "text")
+            .env("NOTIFY_SOCKET", &notify.path);
+        Daemon::spawn(cmd)
+    };
+    let notify = NotifySocket::bind(dir.path());
+    let mut first = serve(&notify);
+    first.wait_line("Xyte reachable", Duration::from_secs(30));
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.wait_exit(Duration::from_secs(10)).0, Some(0));
+
+    xyte.sim.set_faults("error_rate=1".parse().unwrap());
+    notify.drain();
+    let mut second = serve(&notify);
+    let seen = notify
+        .wait_until(|l| l.starts_with("STATUS=Xyte UNREACHABLE, serving the cache from 20"), Duration::from_secs(60));
+    let seen = seen.unwrap_or_else(|seen| panic!("no STATUS= about the cache: {seen:?}"));
+    assert!(!seen.iter().any(|l| l.contains("nothing cached yet")), "{seen:?}");
+    let out = bin().args(["status", "--socket"]).arg(&socket).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("UNREACHABLE") && text.contains("cache:      12 devices, last sync "), "{text}");
+    assert!(!text.contains("never"), "{text}");
+    second.signal(Signal::SIGTERM);
+    assert_eq!(second.wait_exit(Duration::from_secs(10)).0, Some(0));
 }

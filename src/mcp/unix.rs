@@ -4,7 +4,7 @@
 //! `XYTE_MCP_SOCKET_ROLE`.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -57,8 +57,13 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     if let Ok(Some(group)) = nix::unistd::Group::from_name(SOCKET_GROUP) {
-        // Works when we run as root or are a member of the group; otherwise the socket keeps our primary group.
-        if let Err(e) = nix::unistd::chown(path, None, Some(group.gid)) {
+        // Under the packaged unit (`Group=xyte-edge`) the socket is born in the group, and chown is not even allowed
+        // (its system-call filter denies @privileged): only change what is not right yet. Otherwise this works when
+        // we run as root or are a member of the group, and the socket keeps our primary group when it does not.
+        let current = std::fs::metadata(path)?.gid();
+        if current != group.gid.as_raw()
+            && let Err(e) = nix::unistd::chown(path, None, Some(group.gid))
+        {
             tracing::warn!(error = %e, "could not give {} to group {SOCKET_GROUP}", path.display());
         }
     }

@@ -109,6 +109,17 @@ pub fn list<T>(
     Ok(out)
 }
 
+/// What the stored devices say before the first sync of this run: how many, how many online, and when the newest
+/// row came from Xyte (0: none) — a restart while Xyte is unreachable tells the truth about its cache from this.
+pub fn device_summary(conn: &Connection) -> Result<(usize, usize, i64), StoreError> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(body ->> '$.status' = 'online'), 0), COALESCE(MAX(fetched_at), 0)
+         FROM cache WHERE resource = 'device'",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as usize, r.get::<_, i64>(1)? as usize, r.get(2)?)),
+    )?)
+}
+
 /// Marks entries stale (after a write through the daemon) while keeping their bodies for stale answers.
 pub fn invalidate(conn: &Connection, resource: &str, key: Option<&str>) -> Result<usize, StoreError> {
     let n = match key {

@@ -256,13 +256,7 @@ impl Gateway {
 
     /// A LAN token made with `xyte-edge token create`, as an admin would.
     pub fn token(&self, name: &str, role: &str) -> String {
-        let out = bin()
-            .args(["token", "create", "--name", name, "--role", role])
-            .env("XYTE_STATE_DIR", &self.state)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "token create: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
+        create_token(&self.state, name, role)
     }
 
     /// A client that trusts exactly `cert` (the daemon's own, as a LAN user would with `--cacert`).
