@@ -48,7 +48,7 @@ if [ ${#mqtt_missing[@]} -gt 0 ]; then
 fi
 dpkg-query -W -f='${Package} ${Version}\n' mosquitto mosquitto-clients
 
-step "alert receivers: Python's aiosmtpd in the tests' venv (tests/alert_channels.rs sends alert mail through it)"
+step "alert receivers: Python's aiosmtpd in the tests' venv (tests/alert_channels.rs and tests/alerts.rs send alert mail through it)"
 VENV=${XYTE_INTEROP_VENV:-$ROOT/tests/interop/.venv}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --disable-pip-version-check "aiosmtpd==1.4.6"
