@@ -4,7 +4,8 @@ use std::convert::Infallible;
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{Value, json};
@@ -45,14 +46,30 @@ fn finish(r: &mut Response<Body>, tls: bool) {
     }
 }
 
-pub async fn handle(http: Arc<Http>, peer: Peer, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(http: Arc<Http>, peer: Peer, mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let started = Instant::now();
     let method = req.method().clone();
+    // HEAD is answered here, once for every route, as the GET it stands for without its body (RFC 9110, 9.3.2):
+    // the routes below match GET only, so before this a HEAD fell through to the token check (401 for the
+    // dashboard) and, over HTTP/2, a body went out after a HEAD's headers, which clients treat as a protocol error.
+    let head = method == Method::HEAD;
+    if head {
+        *req.method_mut() = Method::GET;
+        // A stream has no headers of its own to preview, and opening one (`/v1/events`, `/mcp`) would hold a
+        // subscription (and replace an MCP session's stream) for an answer nobody reads: HEAD gets the headers of
+        // the answer a GET that asked for no stream gets.
+        if wants_sse(req.headers()) {
+            req.headers_mut().remove(header::ACCEPT);
+        }
+    }
     // Boxed: hyper keeps room for this future in every connection for the connection's whole life, and `route`
     // inlines the state of every handler (about 6 KiB). Boxed, an idle keep-alive or SSE connection holds a
     // pointer, and the handler's state exists only while a request is in flight.
     let (label, principal, mut response) = Box::pin(route(&http, peer, req)).await;
     finish(&mut response, peer.tls);
+    if head {
+        without_body(&mut response);
+    }
     crate::metrics::http_request(label, response.status().as_u16(), started.elapsed().as_secs_f64());
     tracing::info!(
         target: "xyte_edge::http",
@@ -65,6 +82,17 @@ pub async fn handle(http: Arc<Http>, peer: Peer, req: Request<Incoming>) -> Resu
         "request"
     );
     Ok(response)
+}
+
+/// The answer to a HEAD: GET's status and headers, no body. Content-Length is the GET body's, written here because
+/// hyper derives it from the body it is given, which is now empty.
+fn without_body(r: &mut Response<Body>) {
+    if let Some(len) = r.body().size_hint().exact()
+        && !r.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    *r.body_mut() = Empty::new().boxed();
 }
 
 /// (route label for logs and metrics — a pattern, never a raw id —, principal, response)
