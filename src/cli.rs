@@ -1,5 +1,6 @@
 //! The command line: subcommands, their flags, and the small commands that need no daemon.
 
+pub mod diagnose;
 pub mod token;
 
 use std::net::SocketAddr;
@@ -74,6 +75,18 @@ pub enum Command {
         #[command(subcommand)]
         command: token::TokenCommand,
     },
+    /// Write a support bundle to attach to a ticket: one plain-text file, nothing secret in it.
+    ///
+    /// Version, configuration (secrets masked), the daemon's status, readiness, metrics, database statistics, recent
+    /// warnings from the journal and the unit's state. Exit 0 once the file is written, also when the daemon is down.
+    Diagnose {
+        /// Configuration file (default /etc/xyte-edge/xyte-edge.conf).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Where to write the bundle (`-` for stdout; default xyte-edge-diagnose-HOST-TIME.txt here).
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+    },
     /// Print version and build information.
     Version,
 }
@@ -127,8 +140,7 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
     for w in &config.warnings {
         eprintln!("warning: {w}");
     }
-    let width = config.effective.iter().map(|e| e.key.len()).max().unwrap_or(0);
-    let lines = config.effective.iter().map(|e| format!("{:width$} = {:40} # {}", e.key, e.value, e.source));
+    let lines = effective_lines(&config);
     let (presets, mut problems) = presets_report(&config.presets_file);
     let (alerts, alert_problems) = alerts_report(&config.alerts_file);
     problems.extend(alert_problems.iter().map(|p| format!("alerts file: {p}")));
@@ -143,8 +155,14 @@ pub fn check_config(path: Option<PathBuf>) -> ExitCode {
             config.alerts_file.display()
         ),
     };
-    print_lines(lines.chain(presets).chain(alerts).chain([verdict]));
+    print_lines(lines.into_iter().chain(presets).chain(alerts).chain([verdict]));
     ExitCode::from(if problems.is_empty() { exit::OK } else { exit::CONFIG })
+}
+
+/// Every effective value with where it came from, one aligned line each (secrets are masked in `effective` already).
+fn effective_lines(config: &Config) -> Vec<String> {
+    let width = config.effective.iter().map(|e| e.key.len()).max().unwrap_or(0);
+    config.effective.iter().map(|e| format!("{:width$} = {:40} # {}", e.key, e.value, e.source)).collect()
 }
 
 /// The presets file as `check-config` shows it: its rooms and schedules, each schedule with its next three run times

@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some(Command::Version) => version(),
         Some(Command::CheckConfig { config }) => cli::check_config(config),
         Some(Command::Token { command }) => cli::token::run(command),
+        Some(Command::Diagnose { config, to }) => cli::diagnose::run(config, to),
         Some(Command::Mcp { socket }) => mcp::bridge::run(&cli::socket_path(socket)),
         Some(Command::Status { socket }) => mcp::bridge::status(&cli::socket_path(socket)),
         Some(Command::Serve { config, demo }) => app::serve(config, demo),

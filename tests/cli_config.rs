@@ -124,7 +124,11 @@ fn version_help_and_usage_errors() {
         .take_while(|l| l.starts_with("  "))
         .filter_map(|l| l.split_whitespace().next())
         .collect();
-    assert_eq!(commands, ["serve", "sim", "mcp", "status", "check-config", "token", "version", "help"], "{stdout}");
+    assert_eq!(
+        commands,
+        ["serve", "sim", "mcp", "status", "check-config", "token", "diagnose", "version", "help"],
+        "{stdout}"
+    );
 
     let out = xyte_edge(&["serve", "--no-such-flag"], &[]);
     assert_eq!(out.status.code(), Some(64));

@@ -86,35 +86,42 @@ fn copy(from: &mut impl Read, to: &mut impl Write) -> Result<(), Failed> {
     }
 }
 
-/// `xyte-edge status`: asks the running daemon for `edge://status` over the socket and prints a summary.
-pub fn status(path: &Path) -> ExitCode {
+/// The daemon's `edge://status` document, read over the socket at `path` with `timeout` for each read and write; or
+/// the sysexits code and what went wrong, in words for the operator. `status` prints it, `diagnose` bundles it.
+pub fn read_status(path: &Path, timeout: std::time::Duration) -> Result<serde_json::Value, (u8, String)> {
     use std::io::BufRead;
-    let mut socket = match UnixStream::connect(path) {
-        Ok(s) => s,
-        Err(e) => {
-            let (code, message) = connect_error(path, &e);
-            eprintln!("xyte-edge status: {message}");
-            return ExitCode::from(code);
-        }
-    };
-    let _ = socket.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut socket = UnixStream::connect(path).map_err(|e| connect_error(path, &e))?;
+    let _ = socket.set_read_timeout(Some(timeout));
+    let _ = socket.set_write_timeout(Some(timeout));
     let request = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": "edge://status",
         "_meta": {"io.modelcontextprotocol/protocolVersion": super::MODERN_VERSION, "io.modelcontextprotocol/clientCapabilities": {},
                   "io.modelcontextprotocol/clientInfo": {"name": "xyte-edge status", "version": env!("CARGO_PKG_VERSION")}}}});
     let mut line = request.to_string();
     line.push('\n');
     let mut answer = String::new();
-    let read = socket.write_all(line.as_bytes()).and_then(|_| io::BufReader::new(&socket).read_line(&mut answer));
+    // The answer is one line of a few hundred bytes; the bound keeps a confused peer from filling memory.
+    let read = socket
+        .write_all(line.as_bytes())
+        .and_then(|_| io::BufReader::new(&socket).take(1024 * 1024).read_line(&mut answer));
     if let Err(e) = read {
-        eprintln!("xyte-edge status: the daemon did not answer on {}: {e}", path.display());
-        return ExitCode::from(exit::UNAVAILABLE);
+        return Err((exit::UNAVAILABLE, format!("the daemon did not answer on {}: {e}", path.display())));
     }
     let parsed: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
     let Some(text) = parsed.pointer("/result/contents/0/text").and_then(|t| t.as_str()) else {
-        eprintln!("xyte-edge status: unexpected answer: {}", answer.trim());
-        return ExitCode::from(exit::SOFTWARE);
+        return Err((exit::SOFTWARE, format!("unexpected answer: {}", answer.trim())));
     };
-    let s: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    Ok(serde_json::from_str(text).unwrap_or_default())
+}
+
+/// `xyte-edge status`: asks the running daemon for `edge://status` over the socket and prints a summary.
+pub fn status(path: &Path) -> ExitCode {
+    let s = match read_status(path, std::time::Duration::from_secs(10)) {
+        Ok(s) => s,
+        Err((code, message)) => {
+            eprintln!("xyte-edge status: {message}");
+            return ExitCode::from(code);
+        }
+    };
     let reachable = match s["xyte"]["reachable"].as_bool() {
         Some(true) => "reachable".to_string(),
         Some(false) => format!("UNREACHABLE ({})", s["xyte"]["last_error"].as_str().unwrap_or("unknown error")),
