@@ -4,5 +4,7 @@ pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
+/// A file the user named could not be written (`diagnose --to`).
+pub const IO_ERROR: u8 = 74;
 pub const NO_PERMISSION: u8 = 77;
 pub const CONFIG: u8 = 78;

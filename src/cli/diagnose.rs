@@ -25,9 +25,6 @@ use crate::config::{Config, ConfigError, LoadOptions, XyteCredential};
 use crate::exit;
 use crate::store::{self, tokens};
 
-/// sysexits(3) EX_IOERR: the bundle could not be written. Only this command writes a file a user names, so the
-/// code lives here rather than among the daemon's codes in `exit.rs`.
-const IO_ERROR: u8 = 74;
 /// The longest one call to the daemon, one HTTP request or one external command may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest the database statistics may take together (`quick_check` reads every page of a large file).
@@ -452,7 +449,7 @@ fn write(to: PathBuf, bundle: &[u8]) -> ExitCode {
             Ok(()) => ExitCode::from(exit::OK),
             Err(e) => {
                 eprintln!("xyte-edge diagnose: cannot write to stdout: {e}");
-                ExitCode::from(IO_ERROR)
+                ExitCode::from(exit::IO_ERROR)
             }
         };
     }
@@ -480,7 +477,7 @@ fn write(to: PathBuf, bundle: &[u8]) -> ExitCode {
         Err(e) => {
             eprintln!("xyte-edge diagnose: cannot write {}: {e}", shown.display());
             let denied = matches!(e.kind(), io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem);
-            ExitCode::from(if denied { exit::NO_PERMISSION } else { IO_ERROR })
+            ExitCode::from(if denied { exit::NO_PERMISSION } else { exit::IO_ERROR })
         }
     }
 }
@@ -545,11 +542,9 @@ fn words(secs: u64) -> String {
     }
 }
 
+/// To the second, as the rest of the gateway writes times.
 fn rfc3339(t: OffsetDateTime) -> String {
-    t.replace_nanosecond(0)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
+    crate::cache::rfc3339(t.unix_timestamp() * 1000).unwrap_or_default()
 }
 
 #[cfg(test)]
