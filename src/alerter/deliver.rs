@@ -4,7 +4,7 @@
 //! its channel's `give_up_after` is given up with the reason logged and an `alert.delivery_failed` event. Channels are
 //! sent to side by side, each in order, and each at most its `per_hour` messages an hour (the rest wait).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,11 +34,15 @@ const IDLE: Duration = Duration::from_secs(60);
 pub async fn run(app: Arc<App>, queued: Arc<Notify>, shutdown: CancellationToken) {
     let mut senders = Senders::default();
     let mut budgets: HashMap<String, Budget> = HashMap::new();
+    // Messages a receiver acknowledged whose record could not be written (a full disk): never sent again, recorded
+    // before anything else is tried.
+    let mut unrecorded: HashSet<i64> = HashSet::new();
     let host = crate::config::host_name();
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => return,
-            next = round(&app, &mut senders, &mut budgets, &host) => next.unwrap_or_else(|e| {
+            next = round(&app, &mut senders, &mut budgets, &mut unrecorded, &host) => next.unwrap_or_else(|e| {
+                // The store refused a write: wait, rather than try (and send) again at once.
                 tracing::warn!("alert delivery: {e}");
                 Some(now_ms() + 5_000)
             }),
@@ -60,8 +64,16 @@ async fn round(
     app: &Arc<App>,
     senders: &mut Senders,
     budgets: &mut HashMap<String, Budget>,
+    unrecorded: &mut HashSet<i64>,
     host: &str,
 ) -> Result<Option<i64>, Error> {
+    if !unrecorded.is_empty() {
+        let ids: Vec<i64> = unrecorded.iter().copied().collect();
+        app.store
+            .write(Durability::Full, move |c| ids.iter().try_for_each(|id| records::sent(c, *id, now_ms()).map(drop)))
+            .await?;
+        unrecorded.clear();
+    }
     let now = now_ms();
     let due = app.store.read(move |c| records::due(c, now, BATCH)).await?;
     if due.is_empty() {
@@ -85,17 +97,41 @@ async fn round(
         running.spawn(async move {
             let mut budget = budget;
             for d in list {
-                send_one(&app, channel.as_ref(), sender.as_deref(), &mut budget, &site, &host, d).await;
+                // A record that cannot be written ends this channel's turn (the next messages would fail alike).
+                if let Err(e) = send_one(&app, channel.as_ref(), sender.as_deref(), &mut budget, &site, &host, d).await
+                {
+                    return (name, budget, Some(e));
+                }
             }
-            (name, budget)
+            (name, budget, None)
         });
     }
+    let mut failed = None;
     while let Some(done) = running.join_next().await {
-        if let Ok((name, budget)) = done {
+        if let Ok((name, budget, error)) = done {
             budgets.insert(name, budget);
+            if let Some(e) = error {
+                unrecorded.extend(e.sent);
+                failed = Some(e.error);
+            }
         }
     }
-    Ok(Some(now_ms()))
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(Some(now_ms())),
+    }
+}
+
+/// A record of an attempt that could not be written; `sent` when the receiver had acknowledged the message.
+struct Unrecorded {
+    sent: Option<i64>,
+    error: Error,
+}
+
+impl Unrecorded {
+    fn of(sent: Option<i64>) -> impl FnOnce(crate::store::StoreError) -> Unrecorded {
+        move |e| Unrecorded { sent, error: e.into() }
+    }
 }
 
 /// Tries one message and records the outcome.
@@ -107,7 +143,7 @@ async fn send_one(
     site: &str,
     host: &str,
     d: Delivery,
-) {
+) -> Result<(), Unrecorded> {
     let now = now_ms();
     let (Some(channel), Some(sender)) = (channel, sender) else {
         let why = format!("channel {:?} is no longer in the alerts file", d.channel);
@@ -116,10 +152,11 @@ async fn send_one(
     if let Err(at) = budget.take(now) {
         // Over the channel's hourly budget: it waits, without counting an attempt.
         let id = d.id;
-        if let Err(e) = app.store.write(Durability::Normal, move |c| records::defer(c, id, at)).await {
-            tracing::warn!("alert delivery: {e}");
-        }
-        return;
+        return app
+            .store
+            .write(Durability::Normal, move |c| records::defer(c, id, at))
+            .await
+            .map_err(Unrecorded::of(None));
     }
     let Some(n) = notification(&d) else {
         return record_failure(app, &d, "the stored message cannot be read", Retry::GiveUp).await;
@@ -134,22 +171,22 @@ async fn send_one(
         Ok(()) => {
             let id = d.id;
             // FULL: an acknowledged message must stay acknowledged across a power loss, or it would go out twice.
-            match app.store.write(Durability::Full, move |c| records::sent(c, id, now_ms())).await {
-                Ok(_) => {
-                    tracing::info!(channel = %d.channel, rule = %d.rule, attempts = d.attempts + 1, "alert delivered")
-                }
-                Err(e) => tracing::warn!("alert delivery: delivered, but not recorded: {e}"),
-            }
+            app.store
+                .write(Durability::Full, move |c| records::sent(c, id, now_ms()))
+                .await
+                .map_err(Unrecorded::of(Some(id)))?;
+            tracing::info!(channel = %d.channel, rule = %d.rule, attempts = d.attempts + 1, "alert delivered");
+            Ok(())
         }
         Err(error) => {
             let attempts = d.attempts + 1;
             let retry = after_failure(d.created_at, attempts, now_ms(), channel.give_up_after.as_millis() as i64);
-            record_failure(app, &d, &error, retry).await;
+            record_failure(app, &d, &error, retry).await
         }
     }
 }
 
-async fn record_failure(app: &App, d: &Delivery, error: &str, retry: Retry) {
+async fn record_failure(app: &App, d: &Delivery, error: &str, retry: Retry) -> Result<(), Unrecorded> {
     let (id, attempts, now) = (d.id, d.attempts + 1, now_ms());
     let error = error.to_string();
     match retry {
@@ -161,9 +198,7 @@ async fn record_failure(app: &App, d: &Delivery, error: &str, retry: Retry) {
                 tracing::debug!(channel = %d.channel, rule = %d.rule, attempts, "alert not delivered: {error}");
             }
             let written = app.store.write(Durability::Normal, move |c| records::failed(c, id, &error, Some(at), now));
-            if let Err(e) = written.await {
-                tracing::warn!("alert delivery: {e}");
-            }
+            written.await.map(drop).map_err(Unrecorded::of(None))
         }
         Retry::GiveUp => {
             tracing::warn!(channel = %d.channel, rule = %d.rule, attempts, "alert given up: {error}");
@@ -171,17 +206,16 @@ async fn record_failure(app: &App, d: &Delivery, error: &str, retry: Retry) {
                 "alert.delivery_failed",
                 json!({"delivery_id": id, "channel": d.channel, "rule": d.rule, "attempts": attempts, "error": error}),
             );
-            let written = app
+            let appended = app
                 .store
                 .write(Durability::Normal, move |c| {
                     records::failed(c, id, &error, None, now)?;
                     events::append(c, &[event], now)
                 })
-                .await;
-            match written {
-                Ok(appended) => app.bus.broadcast(&appended),
-                Err(e) => tracing::warn!("alert delivery: {e}"),
-            }
+                .await
+                .map_err(Unrecorded::of(None))?;
+            app.bus.broadcast(&appended);
+            Ok(())
         }
     }
 }

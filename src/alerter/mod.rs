@@ -312,7 +312,8 @@ impl Watcher {
                 since,
             });
         }
-        self.statuses.retain(|id, _| out.iter().any(|d| &d.id == id));
+        let present: std::collections::HashSet<&str> = out.iter().map(|d| d.id.as_str()).collect();
+        self.statuses.retain(|id, _| present.contains(id.as_str()));
         Ok(out)
     }
 
