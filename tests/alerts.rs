@@ -12,7 +12,8 @@
 //! dark together are one grouped message per channel; a silence keeps an alert quiet until it ends, then it is told
 //! once (and one that resolved meanwhile never); a receiver that is down gets the message once when it is back, also
 //! across a SIGKILL of the daemon; a broken alerts file (check-config, serve) and an unreachable mail server; an
-//! event rule (an incident opened) and a gateway-wide one (Xyte unreachable) added by SIGHUP; a channel's hourly budget.
+//! event rule (an incident opened) and a gateway-wide one (Xyte unreachable) added by SIGHUP; a channel's hourly budget;
+//! a message acknowledged while the store refuses writes is not sent again.
 //!
 //! Nothing sleeps to synchronise: every wait polls with a deadline.
 
@@ -1812,4 +1813,52 @@ fn a_channel_over_its_hourly_budget_holds_the_next_message_back() {
     assert_no_problems(&msgs);
     assert_eq!(msgs.len(), 1, "one message in the hour: {}", summary(&msgs));
     assert_eq!(msgs[0].keys.as_slice(), std::slice::from_ref(&a.id), "{}", summary(&msgs));
+}
+
+// ------------------------------------------------------------------------------------------------------------------
+// 9. A record that cannot be written when the receiver acknowledges
+// ------------------------------------------------------------------------------------------------------------------
+
+/// The store refuses writes (here another process holds the database's write lock, as a full disk or a failing
+/// card would refuse them) while a message waits for its receiver. The receiver comes back and takes it; the record
+/// that it was sent cannot be written, and the message is not sent again while writes fail (two more rounds of the
+/// sender); once the store writes again it is recorded as sent — delivered once.
+#[test]
+fn a_message_acknowledged_while_its_record_cannot_be_written_is_not_sent_again() {
+    let xyte = Xyte::start(6);
+    let d = xyte.devices()[0].clone();
+    let dir = tempfile::tempdir().unwrap();
+    let inbox: Inbox = Arc::default();
+    let mut http = TcpServer::new(http_handler(inbox.clone()));
+    let rule = json!({"name": "offline", "condition": "device_offline", "for": "0s", "group_window": "0s",
+                      "channels": ["hook"]});
+    let hook = json!({"type": "webhook", "url": format!("http://127.0.0.1:{}/hook", http.port), "secret": HOOK_SECRET});
+    write_alerts(dir.path(), &json!({"channels": {"hook": hook}, "rules": [rule]}));
+    let mut edge = Edge::start(dir.path(), &xyte);
+    let mut mcp = edge.mcp();
+
+    xyte.set(&d.id, "offline");
+    wait_alert(&mut mcp, "the message waiting for its receiver", "offline", &d.id, Duration::from_secs(30), |a| {
+        deliveries(a, "hook", "firing").first().is_some_and(|x| x["state"] == "pending" && x["attempts"] == 1)
+    });
+    let db = rusqlite::Connection::open(dir.path().join("state").join("xyte-edge.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE").unwrap();
+    http.start();
+    wait_for("the receiver's message", Duration::from_secs(60), Duration::from_millis(20), || {
+        let msgs = inbox.lock().unwrap().clone();
+        if count(&msgs, "hook", "firing") >= 1 { Ok(()) } else { Err(summary(&msgs)) }
+    });
+    // Two more refused rounds of the sender (each waits out the store's busy timeout, then 5 s): nothing sent again.
+    let refused = "alert delivery: ";
+    let seen = edge.daemon.output.iter().filter(|l| l.contains(refused)).count();
+    edge.daemon.wait_lines(refused, seen + 2, Duration::from_secs(60));
+    assert_eq!(count(&inbox.lock().unwrap(), "hook", "firing"), 1, "sent again while its record could not be written");
+
+    db.execute_batch("ROLLBACK").unwrap();
+    let sent = wait_alert(&mut mcp, "the message recorded as sent", "offline", &d.id, Duration::from_secs(30), |a| {
+        deliveries(a, "hook", "firing").first().is_some_and(|x| x["state"] == "sent")
+    });
+    let msgs = inbox.lock().unwrap().clone();
+    assert_no_problems(&msgs);
+    assert_eq!(msgs.len(), 1, "delivered once: {}\n{}", summary(&msgs), delivery_lines(&sent));
 }
