@@ -250,7 +250,13 @@ fn client_config(config: &Config) -> Result<ClientConfig, Fatal> {
 
 fn store_fatal(config: &Config, e: crate::store::StoreError) -> Fatal {
     let text = e.to_string();
-    let code = if text.contains("ermission denied") { exit::NO_PERMISSION } else { exit::SOFTWARE };
+    let code = match e {
+        // A file from a newer release: installing that release (or restoring a backup) is the fix, as for a bad
+        // setting.
+        crate::store::StoreError::TooNew { .. } => exit::CONFIG,
+        _ if text.contains("ermission denied") => exit::NO_PERMISSION,
+        _ => exit::SOFTWARE,
+    };
     Fatal::new(code, format!("cannot open the store in {}: {text}", config.state_dir.display()))
 }
 

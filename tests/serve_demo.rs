@@ -190,3 +190,37 @@ fn a_restart_while_xyte_is_unreachable_reports_the_cache_it_serves() {
     second.signal(Signal::SIGTERM);
     assert_eq!(second.wait_exit(Duration::from_secs(10)).0, Some(0));
 }
+
+/// A database written by a newer release (after a downgrade): `serve` refuses to start with exit 78 and says what to
+/// do, and the file is left exactly as it was.
+#[test]
+fn a_database_from_a_newer_release_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir(&state).unwrap();
+    let db = state.join("xyte-edge.db");
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE from_the_future (x); PRAGMA user_version=99;").unwrap();
+    drop(c);
+    let before = std::fs::read(&db).unwrap();
+    let out = bin()
+        .arg("serve")
+        .env("XYTE_STATE_DIR", &state)
+        .env("XYTE_API_KEY", "k")
+        .env("XYTE_BASE_URL", "http://127.0.0.1:9/core/v1/organization")
+        .env("XYTE_MCP_SOCKET", dir.path().join("mcp.sock"))
+        .env("XYTE_HTTP_LISTEN", "")
+        .env("XYTE_HTTP_LOCAL_LISTEN", "127.0.0.1:0")
+        .env("XYTE_LOG_FORMAT", "text")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains("schema version 99, newer than this xyte-edge understands")
+            && stderr.contains("install the newer version again or restore a backup"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the newer release's database was changed");
+    assert!(!dir.path().join("mcp.sock").exists(), "nothing else was started");
+}

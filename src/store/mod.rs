@@ -197,9 +197,11 @@ impl Store {
                 .map_err(|source| StoreError::Io { path: path.clone(), source })?;
         }
         let conn = Connection::open(&path).map_err(|source| StoreError::Open { path: path.clone(), source })?;
+        // Before anything may write (even switching the journal mode): a newer release's file is left as it is.
+        refuse_newer(&conn, &path)?;
         configure_writer(&conn).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         check_integrity(&conn, &path)?;
-        migrate(&conn, &path)?;
+        migrate(&conn)?;
         // The integrity check read every page into this connection's cache; the writer needs few of them again.
         conn.release_memory().map_err(|source| StoreError::Open { path: path.clone(), source })?;
 
@@ -423,18 +425,33 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// A database written by a newer release (a downgrade, or a restored backup from a newer gateway) is not ours to
+/// change: refused with what to do, touching nothing.
+fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|source| StoreError::Open { path: path.into(), source })?;
     if found > known {
         return Err(StoreError::TooNew { path: path.into(), found, known });
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    Ok(())
+}
+
+/// Brings the schema up to date in one transaction: an upgrade that fails half-way (a crash, a full disk) leaves
+/// the database as the previous release wrote it, and that release can still open it.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if found >= known {
+        return Ok(());
     }
+    let tx = conn.unchecked_transaction()?;
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
     Ok(())
 }
 

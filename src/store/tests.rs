@@ -27,6 +27,33 @@ fn creates_private_files_in_wal_mode_at_the_current_schema() {
     drop(Store::open(&state, StoreOptions::default()).unwrap());
 }
 
+/// An upgrade over several migrations is one transaction: one that fails (here: a table in the way of the last)
+/// leaves the database at the version it had, without the tables of the migrations before it.
+#[test]
+fn pending_migrations_apply_together_or_not_at_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    for sql in &MIGRATIONS[..5] {
+        c.execute_batch(sql).unwrap();
+    }
+    c.pragma_update(None, "user_version", 5).unwrap();
+    c.execute_batch("CREATE TABLE alert_silences (x);").unwrap();
+    drop(c);
+    let err = Store::open(dir.path(), StoreOptions::default()).err().expect("the last migration fails");
+    assert!(err.to_string().contains("alert_silences"), "{err}");
+    let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    let tables: i64 = c
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('schedules', 'alerts')", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((version, tables), (5, 0), "migrations 6 and 7 rolled back together");
+    c.execute_batch("DROP TABLE alert_silences;").unwrap();
+    drop(c);
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let version: i64 = store.read_blocking(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)).unwrap();
+    assert_eq!(version, MIGRATIONS.len() as i64);
+}
+
 #[test]
 fn refuses_a_newer_schema_and_reports_corruption() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,8 +61,13 @@ fn refuses_a_newer_schema_and_reports_corruption() {
     let c = Connection::open(&path).unwrap();
     c.pragma_update(None, "user_version", 99).unwrap();
     drop(c);
+    let before = std::fs::read(&path).unwrap();
     let err = Store::open(dir.path(), StoreOptions::default()).err().expect("newer schema refused");
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
     assert!(err.to_string().contains("schema version 99"), "{err}");
+    // Touched nothing: not even switched to WAL.
+    assert_eq!(std::fs::read(&path).unwrap(), before, "a newer release's database was changed");
+    assert!(!dir.path().join(format!("{DB_FILE}-wal")).exists());
 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(DB_FILE), vec![0x42u8; 8192]).unwrap();
