@@ -783,6 +783,11 @@ impl Xyte {
     }
 }
 
+/// The signed webhook channel of a test's own HTTP receiver.
+fn hook_channel(http: &TcpServer) -> Value {
+    json!({"type": "webhook", "url": format!("http://127.0.0.1:{}/hook", http.port), "secret": HOOK_SECRET})
+}
+
 /// A device-offline rule for the tests: 3 s, one-second group window.
 fn offline_rule(name: &str, channels: &[&str]) -> Value {
     json!({"name": name, "condition": "device_offline", "for": "3s", "group_window": "1s", "channels": channels})
@@ -1594,7 +1599,7 @@ fn a_broken_alerts_file_is_named_rule_by_rule_and_the_good_rule_still_works() {
     http.start();
     let dead = support::free_port();
     let channels = json!({
-        "hook": {"type": "webhook", "url": format!("http://127.0.0.1:{}/hook", http.port), "secret": HOOK_SECRET},
+        "hook": hook_channel(&http),
         "mail": {"type": "email", "url": format!("smtp://127.0.0.1:{dead}"), "from": MAIL_FROM, "to": MAIL_TO,
                  "give_up_after": "60s"},
     });
@@ -1715,7 +1720,7 @@ fn an_opened_incident_and_an_unreachable_xyte_are_told_and_a_reload_brings_new_r
     let inbox: Inbox = Arc::default();
     let mut http = TcpServer::new(http_handler(inbox.clone()));
     http.start();
-    let channels = json!({"hook": {"type": "webhook", "url": format!("http://127.0.0.1:{}/hook", http.port), "secret": HOOK_SECRET}});
+    let channels = json!({"hook": hook_channel(&http)});
     let incidents = json!({"name": "incidents", "condition": "incident_opened", "group_window": "0s",
                            "severity": "critical", "channels": ["hook"]});
     write_alerts(dir.path(), &json!({"channels": channels, "rules": [incidents]}));
@@ -1788,10 +1793,11 @@ fn a_channel_over_its_hourly_budget_holds_the_next_message_back() {
     let inbox: Inbox = Arc::default();
     let mut http = TcpServer::new(http_handler(inbox.clone()));
     http.start();
-    let hook = format!("http://127.0.0.1:{}/hook", http.port);
     let rule = json!({"name": "offline", "condition": "device_offline", "for": "0s", "group_window": "0s",
                       "channels": ["hook"]});
-    let channels = json!({"hook": {"type": "webhook", "url": hook, "secret": HOOK_SECRET, "per_hour": 1}});
+    let mut hook = hook_channel(&http);
+    hook["per_hour"] = json!(1);
+    let channels = json!({"hook": hook});
     write_alerts(dir.path(), &json!({"channels": channels, "rules": [rule]}));
     let edge = Edge::start(dir.path(), &xyte);
     let mut mcp = edge.mcp();
@@ -1832,7 +1838,7 @@ fn a_message_acknowledged_while_its_record_cannot_be_written_is_not_sent_again()
     let mut http = TcpServer::new(http_handler(inbox.clone()));
     let rule = json!({"name": "offline", "condition": "device_offline", "for": "0s", "group_window": "0s",
                       "channels": ["hook"]});
-    let hook = json!({"type": "webhook", "url": format!("http://127.0.0.1:{}/hook", http.port), "secret": HOOK_SECRET});
+    let hook = hook_channel(&http);
     write_alerts(dir.path(), &json!({"channels": {"hook": hook}, "rules": [rule]}));
     let mut edge = Edge::start(dir.path(), &xyte);
     let mut mcp = edge.mcp();

@@ -352,11 +352,7 @@ impl Watcher {
         now: i64,
         writes: &mut Vec<Write>,
     ) -> Result<Vec<Change>, Error> {
-        let watched: Vec<&Rule> = rules
-            .rules
-            .iter()
-            .filter(|r| conditions::holding(&r.condition, &[], &Gateway::default(), now).is_none())
-            .collect();
+        let watched: Vec<&Rule> = rules.rules.iter().filter(|r| r.condition.is_event()).collect();
         let mut changes = vec![];
         if watched.is_empty() {
             self.cursor = self.app.store.read(events::latest_id).await?;

@@ -201,6 +201,11 @@ mod tests {
         assert!(holding(&Condition::OutboxDeeperThan(150), &[], &gw, 7).unwrap().is_empty());
         assert_eq!(holding(&Condition::DiskFreeBelow(500_000_000), &[], &gw, 7).unwrap().len(), 1);
         assert!(holding(&Condition::TicketOpened, &[], &gw, 7).is_none(), "an event condition");
+        for c in
+            [Condition::TicketOpened, Condition::EventGap, Condition::OutboxDeeperThan(1), Condition::DiskFreeBelow(1)]
+        {
+            assert_eq!(c.is_event(), holding(&c, &[], &gw, 7).is_none(), "{c:?}: is_event and holding agree");
+        }
     }
 
     #[test]

@@ -122,6 +122,19 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// An event condition (something happened: told once) rather than a state that holds until it clears.
+    pub fn is_event(&self) -> bool {
+        matches!(
+            self,
+            Condition::IncidentOpened { .. }
+                | Condition::TicketOpened
+                | Condition::CommandFailed
+                | Condition::PresetFailed
+                | Condition::ScheduleFailed
+                | Condition::EventGap
+        )
+    }
+
     /// The keyword the file names it by.
     pub fn name(&self) -> &'static str {
         match self {
