@@ -14,6 +14,7 @@ use crate::config::presets::Presets;
 use crate::config::{Config, LoadOptions, Secret, XyteCredential};
 use crate::runtime::{App, OutboxLimits};
 use crate::store::Store;
+use crate::store::lock::StateLock;
 use crate::sync::poller::Poller;
 use crate::systemd::{self, Heartbeat};
 use crate::xyte::{ClientConfig, XyteClient};
@@ -73,10 +74,15 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     let demo = if config.demo { Some(start_demo_simulator(&mut config).await?) } else { None };
 
     let state_dir = config.state_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&state_dir, Default::default()))
-        .await
-        .map_err(|e| Fatal::new(exit::SOFTWARE, format!("store start-up panicked: {e}")))?
-        .map_err(|e| store_fatal(&config, e))?;
+    // Held until `run` returns: `restore` refuses while it is, and so does a second daemon on the same directory.
+    let (_state_lock, store) = tokio::task::spawn_blocking(move || {
+        crate::store::prepare_dir(&state_dir).map_err(|e| store_fatal(&state_dir, e))?;
+        let lock = StateLock::acquire(&state_dir, true).map_err(|e| Fatal::new(exit::TEMPFAIL, e.to_string()))?;
+        let store = Store::open(&state_dir, Default::default()).map_err(|e| store_fatal(&state_dir, e))?;
+        Ok::<_, Fatal>((lock, store))
+    })
+    .await
+    .map_err(|e| Fatal::new(exit::SOFTWARE, format!("store start-up panicked: {e}")))??;
 
     let client = XyteClient::new(client_config(&config)?).map_err(|e| Fatal::new(exit::CONFIG, e.to_string()))?;
     let mut app = App {
@@ -248,7 +254,7 @@ fn client_config(config: &Config) -> Result<ClientConfig, Fatal> {
     })
 }
 
-fn store_fatal(config: &Config, e: crate::store::StoreError) -> Fatal {
+fn store_fatal(state_dir: &std::path::Path, e: crate::store::StoreError) -> Fatal {
     let text = e.to_string();
     let code = match e {
         // A file from a newer release: installing that release (or restoring a backup) is the fix, as for a bad
@@ -257,7 +263,7 @@ fn store_fatal(config: &Config, e: crate::store::StoreError) -> Fatal {
         _ if text.contains("ermission denied") => exit::NO_PERMISSION,
         _ => exit::SOFTWARE,
     };
-    Fatal::new(code, format!("cannot open the store in {}: {text}", config.state_dir.display()))
+    Fatal::new(code, format!("cannot open the store in {}: {text}", state_dir.display()))
 }
 
 /// `--demo`: an in-process simulator on a loopback port, and the client pointed at it.

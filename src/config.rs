@@ -143,6 +143,8 @@ pub struct Config {
     pub alerts_file: PathBuf,
     /// `XYTE_SITE`: names this gateway in alerts and, when the uplink is on, in its topics.
     pub site: String,
+    /// Periodic backups, when `XYTE_BACKUP_DIR` is set.
+    pub backup: Option<BackupSchedule>,
     /// `XYTE_SCHEDULE_GRACE`: how late a room schedule's missed due time may still fire.
     pub schedule_grace: Duration,
     pub command_ttl: Duration,
@@ -169,6 +171,15 @@ pub struct Effective {
     pub key: &'static str,
     pub value: String,
     pub source: String,
+}
+
+/// `XYTE_BACKUP_DIR`, `XYTE_BACKUP_INTERVAL`, `XYTE_BACKUP_KEEP`: where the daemon writes its periodic backups, how
+/// often (skipped while nothing changed) and how many it keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupSchedule {
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub keep: usize,
 }
 
 /// One validation failure, naming the key, the (masked) value and what is allowed.
@@ -254,6 +265,10 @@ const KEYS: &[KeySpec] = &[
     key("XYTE_PRESETS_FILE", "/etc/xyte-edge/presets.json"),
     key("XYTE_SCHEDULE_GRACE", "15m"),
     key("XYTE_ALERTS_FILE", "/etc/xyte-edge/alerts.json"),
+    // Periodic backups (backup/periodic.rs): off while XYTE_BACKUP_DIR is empty.
+    key("XYTE_BACKUP_DIR", ""),
+    key("XYTE_BACKUP_INTERVAL", "24h"),
+    key("XYTE_BACKUP_KEEP", "7"),
     key("XYTE_COMMAND_TTL", "600"),
     // Empty: derived from XYTE_RATE_LIMIT and XYTE_COMMAND_TTL (see [`default_outbox_max`]).
     key("XYTE_OUTBOX_MAX", ""),
@@ -431,6 +446,31 @@ impl Config {
     /// What [`crate::runtime::App::new`] starts from, so no default is written twice.
     pub fn defaults() -> Config {
         build(&mut Layers::defaults(), &LoadOptions::default(), &HashMap::new(), None, false)
+    }
+
+    /// Every secret value the configuration and the alert rules hold, longest first (so a secret containing another
+    /// is replaced whole).
+    pub fn secret_values(&self, alerts: Option<&alerts::AlertRules>) -> Vec<String> {
+        let mut all: Vec<&String> = vec![];
+        if let Some(XyteCredential::ApiKey(s) | XyteCredential::UserToken(s) | XyteCredential::OAuth(s)) =
+            &self.credential
+        {
+            all.push(s.expose());
+        }
+        all.extend(self.webhook_secret.as_ref().map(|s| s.expose()));
+        all.extend(self.mqtt.as_ref().and_then(|m| m.password.as_ref()).map(|s| s.expose()));
+        for channel in alerts.map(|a| a.channels.values()).into_iter().flatten() {
+            match &channel.kind {
+                alerts::ChannelKind::Email { password: Some(s), .. }
+                | alerts::ChannelKind::Webhook { secret: Some(s), .. } => all.push(s.expose()),
+                alerts::ChannelKind::Slack { url } | alerts::ChannelKind::Teams { url } => all.push(url.expose()),
+                _ => {}
+            }
+        }
+        let mut all: Vec<String> = all.into_iter().filter(|s| !s.is_empty()).cloned().collect();
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        all.dedup();
+        all
     }
 
     /// The label of the configured credential kind, for status output.
@@ -622,6 +662,7 @@ fn build(
     };
     let presets_file = layers.typed("XYTE_PRESETS_FILE", |r| path(r, opts.demo));
     let alerts_file = layers.typed("XYTE_ALERTS_FILE", |r| path(r, opts.demo));
+    let backup = backup_schedule(layers, opts.demo);
     let schedule_grace = layers.typed("XYTE_SCHEDULE_GRACE", |r| duration_in(r, secs(1), secs(86_400)));
     let command_ttl = layers.typed("XYTE_COMMAND_TTL", |r| duration_in(r, secs(1), secs(7 * 86_400)));
     let outbox_max = layers.derived(
@@ -690,6 +731,7 @@ fn build(
         webhook_secret,
         presets_file,
         alerts_file,
+        backup,
         schedule_grace,
         command_ttl,
         outbox_max,
@@ -825,6 +867,24 @@ fn secret_setting(layers: &mut Layers, key: &'static str, file_key: &'static str
         (false, true) => Some(Some(Secret::new(direct))),
         (true, false) => Some(read_secret_file(Path::new(&from_file)).map_err(|e| layers.problem(file_key, e)).ok()),
         (true, true) => None,
+    }
+}
+
+fn backup_schedule(layers: &mut Layers, demo: bool) -> Option<BackupSchedule> {
+    use values::{duration_in, integer_in};
+    let secs = Duration::from_secs;
+    let interval = layers.typed("XYTE_BACKUP_INTERVAL", |r| duration_in(r, secs(1), secs(365 * 86_400)));
+    let keep = layers.typed("XYTE_BACKUP_KEEP", |r| integer_in(r, 1, 1000).map(|n| n as usize));
+    let raw = layers.get("XYTE_BACKUP_DIR").to_string();
+    if raw.trim().is_empty() {
+        return None;
+    }
+    match path(&raw, demo) {
+        Ok(dir) => Some(BackupSchedule { dir, interval, keep }),
+        Err(why) => {
+            layers.bad_value("XYTE_BACKUP_DIR", why);
+            None
+        }
     }
 }
 

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use time::OffsetDateTime;
 
-use crate::config::alerts::{AlertRules, ChannelKind};
-use crate::config::{Config, ConfigError, LoadOptions, XyteCredential};
+use crate::config::alerts::AlertRules;
+use crate::config::{Config, ConfigError, LoadOptions};
 use crate::exit;
 use crate::store::{self, tokens};
 
@@ -71,7 +71,7 @@ pub fn run(config_path: Option<PathBuf>, to: Option<PathBuf>) -> ExitCode {
             text.push('\n');
         }
     }
-    let text = scrub(&text, &secrets(&config, alerts.as_ref()));
+    let text = scrub(&text, &config.secret_values(alerts.as_ref()));
     write(to.unwrap_or_else(|| default_file(&host, now)), text.as_bytes())
 }
 
@@ -379,32 +379,6 @@ fn bounded(reader: impl Read) -> String {
 // ---------------------------------------------------------------------------------------------------------------
 // Nothing secret.
 // ---------------------------------------------------------------------------------------------------------------
-
-/// Every secret value the configuration and the alert rules hold, longest first (so a secret containing another
-/// is replaced whole).
-fn secrets(config: &Config, alerts: Option<&AlertRules>) -> Vec<String> {
-    let mut all: Vec<&String> = vec![];
-    if let Some(XyteCredential::ApiKey(s) | XyteCredential::UserToken(s) | XyteCredential::OAuth(s)) =
-        &config.credential
-    {
-        all.push(s.expose());
-    }
-    all.extend(config.webhook_secret.as_ref().map(|s| s.expose()));
-    all.extend(config.mqtt.as_ref().and_then(|m| m.password.as_ref()).map(|s| s.expose()));
-    for channel in alerts.map(|a| a.channels.values()).into_iter().flatten() {
-        match &channel.kind {
-            ChannelKind::Email { password: Some(s), .. } | ChannelKind::Webhook { secret: Some(s), .. } => {
-                all.push(s.expose())
-            }
-            ChannelKind::Slack { url } | ChannelKind::Teams { url } => all.push(url.expose()),
-            _ => {}
-        }
-    }
-    let mut all: Vec<String> = all.into_iter().filter(|s| !s.is_empty()).cloned().collect();
-    all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    all.dedup();
-    all
-}
 
 /// `text` with every value of `secrets` replaced by `***` and every LAN token (`xe_` and the base64url alphabet,
 /// store/tokens.rs) by `xe_***`. A token starts after anything but a letter or digit (`Bearer xe_…`, `token_xe_…`),

@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod cache;
 pub mod context;
 pub mod events;
+pub mod lock;
 pub mod schedules;
 pub mod tasks;
 pub mod tokens;
@@ -47,6 +48,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("schedules.sql"),
     include_str!("alerts.sql"),
 ];
+
+/// The schema version this release writes (`PRAGMA user_version` once every migration ran).
+pub fn schema_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
 const MAX_BATCH: usize = 256;
@@ -381,7 +387,8 @@ impl Store {
     }
 }
 
-fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
+/// Creates the state directory (0700) when it does not exist yet.
+pub fn prepare_dir(dir: &Path) -> Result<(), StoreError> {
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.into(), source })?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -415,7 +422,7 @@ fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let mut stmt = conn.prepare("PRAGMA integrity_check")?;
     let rows: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
     if rows.len() == 1 && rows[0] == "ok" {
@@ -427,7 +434,7 @@ fn check_integrity(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 
 /// A database written by a newer release (a downgrade, or a restored backup from a newer gateway) is not ours to
 /// change: refused with what to do, touching nothing.
-fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+pub(crate) fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     let found: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
