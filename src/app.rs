@@ -172,6 +172,7 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
     }
     tasks.spawn(scheduler.run(shutdown.clone()));
     crate::alerter::start(app.clone(), &tasks, &shutdown);
+    crate::backup::periodic::start(&config, &tasks, &shutdown);
 
     let summary = format!("serving {} ({})", config.base_url, config.env_label);
     systemd::ready(&summary);

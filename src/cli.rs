@@ -1,5 +1,6 @@
 //! The command line: subcommands, their flags, and the small commands that need no daemon.
 
+pub mod backup;
 pub mod diagnose;
 pub mod token;
 
@@ -86,6 +87,35 @@ pub enum Command {
         /// Where to write the bundle (`-` for stdout; default xyte-edge-diagnose-HOST-TIME.txt here).
         #[arg(long, value_name = "FILE")]
         to: Option<PathBuf>,
+    },
+    /// Write a backup: a consistent copy of the database (taken while the daemon runs) and the configuration files,
+    /// as one file (mode 0600) to copy off the box. Secrets are left out unless --with-secrets.
+    Backup {
+        /// Configuration file (default /etc/xyte-edge/xyte-edge.conf).
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Where to write it (default xyte-edge-HOST-TIME.backup here). Its path is printed on stdout.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
+        /// Include the secrets: the API key and other secret settings, secret files and the TLS key.
+        #[arg(long)]
+        with_secrets: bool,
+    },
+    /// Restore a backup into the state directory (stop the daemon first). The database it replaces is kept aside.
+    ///
+    /// The file is checked first (whole, undamaged, made by xyte-edge, a schema this release can upgrade); a bad file
+    /// changes nothing. Configuration files are restored only with --with-config.
+    Restore {
+        /// The backup file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Configuration file (default /etc/xyte-edge/xyte-edge.conf); its XYTE_STATE_DIR is restored into.
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Also write the configuration files back (a replaced file is kept as NAME.before-restore-TIME; one whose
+        /// secrets were left out of the backup never replaces an existing file).
+        #[arg(long)]
+        with_config: bool,
     },
     /// Print version and build information.
     Version,

@@ -2,6 +2,8 @@
 
 pub const OK: u8 = 0;
 pub const USAGE: u8 = 64;
+/// The input file is not what it must be (`restore` of a foreign, truncated or damaged file).
+pub const DATA_ERROR: u8 = 65;
 pub const UNAVAILABLE: u8 = 69;
 pub const SOFTWARE: u8 = 70;
 /// A file the user named could not be written (`diagnose --to`).

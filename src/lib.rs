@@ -7,6 +7,7 @@
 pub mod alerter;
 pub mod alerts;
 pub mod app;
+pub mod backup;
 pub mod cache;
 pub mod channels;
 pub mod cli;

@@ -19,6 +19,8 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { config }) => cli::check_config(config),
         Some(Command::Token { command }) => cli::token::run(command),
         Some(Command::Diagnose { config, to }) => cli::diagnose::run(config, to),
+        Some(Command::Backup { config, to, with_secrets }) => cli::backup::backup(config, to, with_secrets),
+        Some(Command::Restore { file, config, with_config }) => cli::backup::restore(file, config, with_config),
         Some(Command::Mcp { socket }) => mcp::bridge::run(&cli::socket_path(socket)),
         Some(Command::Status { socket }) => mcp::bridge::status(&cli::socket_path(socket)),
         Some(Command::Serve { config, demo }) => app::serve(config, demo),
