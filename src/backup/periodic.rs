@@ -62,7 +62,7 @@ async fn run(config: Config, schedule: BackupSchedule, shutdown: CancellationTok
         wait = schedule.interval;
         let version = data_version();
         if version.is_some() && version == backed_up_at {
-            tracing::debug!("periodic backup skipped: nothing changed since the last one");
+            tracing::info!("periodic backup skipped: nothing changed since the last one");
             continue;
         }
         let (cfg, sched) = (config.clone(), schedule.clone());

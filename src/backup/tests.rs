@@ -175,7 +175,8 @@ fn secrets_stay_out_unless_asked_for() {
     let etc = dir.path().join("etc");
     std::fs::create_dir(&etc).unwrap();
     let conf = etc.join("xyte-edge.conf");
-    std::fs::write(&conf, "XYTE_API_KEY=key-6d2f91\nXYTE_WEBHOOK_SECRET=hook-77aa01-5e0c9b2d4f\nXYTE_ENV=test\n").unwrap();
+    std::fs::write(&conf, "XYTE_API_KEY=key-6d2f91\nXYTE_WEBHOOK_SECRET=hook-77aa01-5e0c9b2d4f\nXYTE_ENV=test\n")
+        .unwrap();
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o640)).unwrap();
     std::fs::write(etc.join("smtp-password"), "hook-77aa01-5e0c9b2d4f\n").unwrap();
     std::fs::write(etc.join("client.key"), "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n").unwrap();
@@ -202,7 +203,10 @@ fn secrets_stay_out_unless_asked_for() {
     let c = by_name(&without, "xyte-edge.conf").unwrap();
     let text = String::from_utf8(c.content.clone().unwrap()).unwrap();
     assert!(c.secrets_removed && c.mode == 0o640, "{c:?}");
-    assert!(!text.contains("key-6d2f91") && !text.contains("hook-77aa01-5e0c9b2d4f") && text.contains("XYTE_ENV=test"), "{text}");
+    assert!(
+        !text.contains("key-6d2f91") && !text.contains("hook-77aa01-5e0c9b2d4f") && text.contains("XYTE_ENV=test"),
+        "{text}"
+    );
     assert!(text.contains(&format!("XYTE_API_KEY={}", files::SECRET_MARK)), "{text}");
     for secret in ["smtp-password", "client.key", "key.pem"] {
         let e = by_name(&without, secret).unwrap();
