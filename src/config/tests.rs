@@ -386,3 +386,23 @@ fn mqtt_uplink_settings() {
     }
     assert!(!err.to_string().contains("\"p\""), "the password is never shown: {err}");
 }
+
+#[test]
+fn periodic_backups_are_off_by_default_and_checked_when_on() {
+    let (_d, opts) = with_file("XYTE_API_KEY=abc123\n");
+    assert_eq!(Config::load_from(&opts, &env(&[])).unwrap().backup, None);
+    let on = Config::load_from(&opts, &env(&[("XYTE_BACKUP_DIR", "/srv/backups"), ("XYTE_BACKUP_KEEP", "3")])).unwrap();
+    assert_eq!(
+        on.backup,
+        Some(BackupSchedule { dir: "/srv/backups".into(), interval: Duration::from_secs(86_400), keep: 3 })
+    );
+    let bad = env(&[("XYTE_BACKUP_DIR", "backups"), ("XYTE_BACKUP_INTERVAL", "0"), ("XYTE_BACKUP_KEEP", "0")]);
+    let found = problems(Config::load_from(&opts, &bad).unwrap_err());
+    for (key, why) in [
+        ("XYTE_BACKUP_DIR", "absolute path"),
+        ("XYTE_BACKUP_INTERVAL", "between 1s and 365d"),
+        ("XYTE_BACKUP_KEEP", "from 1 to 1000"),
+    ] {
+        assert!(found.iter().any(|p| p.contains(key) && p.contains(why)), "{key}: {found:?}");
+    }
+}
