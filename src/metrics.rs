@@ -159,6 +159,8 @@ struct Metrics {
     mqtt_backlog: Gauge,
     mqtt_reconnects: Counter,
     mqtt_requests: Family<OutcomeLabel, Counter>,
+    backup_last: Gauge,
+    backup_failures: Counter,
 }
 
 impl Metrics {
@@ -186,6 +188,8 @@ impl Metrics {
             mqtt_backlog: Gauge::default(),
             mqtt_reconnects: Counter::default(),
             mqtt_requests: Family::default(),
+            backup_last: Gauge::default(),
+            backup_failures: Counter::default(),
         };
         // Both transports are always exposed, so a dashboard shows 0 rather than "no data".
         for transport in ["unix", "http"] {
@@ -261,6 +265,17 @@ impl Metrics {
             "xyte_edge_mqtt_requests",
             "Command requests received over MQTT, by outcome (ok, an error code, refused, expired, repeated)",
             m.mqtt_requests.clone(),
+        );
+        r.register_with_unit(
+            "xyte_edge_backup_last_success",
+            "When the last periodic backup was written (Unix time; 0: none since start)",
+            Unit::Seconds,
+            m.backup_last.clone(),
+        );
+        r.register(
+            "xyte_edge_backup_failures",
+            "Periodic backups that could not be written",
+            m.backup_failures.clone(),
         );
         Metrics { registry: r, ..m }
     }
@@ -384,6 +399,18 @@ pub fn mqtt_reconnect() {
 /// One command request; `outcome` is `ok`, an [`ErrorCode::as_str`], `refused`, `expired` or `repeated`.
 pub fn mqtt_request(outcome: &'static str) {
     METRICS.mqtt_requests.get_or_create(&OutcomeLabel { outcome }).inc();
+}
+
+/// A periodic backup was written (`unix_secs`: when) or failed.
+pub fn backup(written_at: Option<i64>) {
+    match written_at {
+        Some(t) => {
+            METRICS.backup_last.set(t);
+        }
+        None => {
+            METRICS.backup_failures.inc();
+        }
+    }
 }
 
 /// Values sampled by the caller at scrape time.

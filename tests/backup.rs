@@ -262,4 +262,19 @@ fn periodic_backups_are_skipped_while_nothing_changes_and_pruned() {
     let out =
         bin().args(["restore", newest.to_str().unwrap()]).env("XYTE_STATE_DIR", dir.path().join("x")).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // The metrics say when the last one was written, and that none failed.
+    let metrics = Gateway::agent(&gw.cert)
+        .get(&format!("http://{}/v1/metrics", gw.local))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let value = |name: &str| -> f64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name}:\n{metrics}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    assert!((now - value("xyte_edge_backup_last_success_seconds ")).abs() < 60.0, "{metrics}");
+    assert_eq!(value("xyte_edge_backup_failures_total "), 0.0);
 }

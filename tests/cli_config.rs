@@ -126,7 +126,7 @@ fn version_help_and_usage_errors() {
         .collect();
     assert_eq!(
         commands,
-        ["serve", "sim", "mcp", "status", "check-config", "token", "diagnose", "version", "help"],
+        ["serve", "sim", "mcp", "status", "check-config", "token", "diagnose", "backup", "restore", "version", "help"],
         "{stdout}"
     );
 

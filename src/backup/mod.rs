@@ -183,7 +183,7 @@ fn annotate(copy: &Connection, files: &[FileEntry], with_secrets: bool) -> rusql
         format: FORMAT,
         version: env!("CARGO_PKG_VERSION").to_string(),
         schema,
-        created_at: rfc3339_now(),
+        created_at: crate::cache::rfc3339(store::now_ms()).unwrap_or_default(),
         host: crate::config::host_name(),
         with_secrets,
         counts: Counts::read(copy)?,
@@ -367,14 +367,20 @@ fn sync_dir(path: &Path) {
     }
 }
 
-/// `YYYYMMDDTHHMMSSZ` in UTC: file names of backups and of what a restore sets aside, sorting by time.
-pub fn stamp_now() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default()
+/// `YYYYMMDDTHHMMSSZ` in UTC: in the names of backups, support bundles and what a restore sets aside, sorting by
+/// time.
+pub fn stamp(t: time::OffsetDateTime) -> String {
+    t.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default()
 }
 
-fn rfc3339_now() -> String {
-    time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
+pub fn stamp_now() -> String {
+    stamp(time::OffsetDateTime::now_utc())
+}
+
+/// `PREFIX-HOST-STAMP.EXT`, the host name reduced to characters every filesystem and shell takes as they are.
+pub fn stamped_name(prefix: &str, host: &str, stamp: &str, ext: &str) -> String {
+    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    format!("{prefix}-{host}-{stamp}.{ext}")
 }
 
 #[cfg(test)]

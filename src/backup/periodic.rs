@@ -17,8 +17,7 @@ use crate::store;
 
 /// `xyte-edge-HOST-STAMP.backup`: the name of every backup file (the CLI's default too), so pruning touches only ours.
 pub fn file_name(host: &str, stamp: &str) -> String {
-    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    format!("xyte-edge-{host}-{stamp}.backup")
+    super::stamped_name("xyte-edge", host, stamp, "backup")
 }
 
 fn is_ours(path: &Path) -> bool {
@@ -69,10 +68,17 @@ async fn run(config: Config, schedule: BackupSchedule, shutdown: CancellationTok
         match tokio::task::spawn_blocking(move || write_one(&cfg, &sched)).await {
             Ok(Ok((path, manifest))) => {
                 backed_up_at = version;
+                crate::metrics::backup(Some(store::now_ms() / 1000));
                 tracing::info!(file = %path.display(), "backup written: {}", manifest.counts);
             }
-            Ok(Err(e)) => tracing::warn!(dir = %schedule.dir.display(), "periodic backup failed: {e}"),
-            Err(e) => tracing::warn!("periodic backup panicked: {e}"),
+            Ok(Err(e)) => {
+                crate::metrics::backup(None);
+                tracing::warn!(dir = %schedule.dir.display(), "periodic backup failed: {e}");
+            }
+            Err(e) => {
+                crate::metrics::backup(None);
+                tracing::warn!("periodic backup panicked: {e}");
+            }
         }
     }
 }

@@ -410,10 +410,7 @@ fn scrub(text: &str, secrets: &[String]) -> String {
 
 /// `xyte-edge-diagnose-<host>-<UTC yyyymmddThhmmssZ>.txt` in the current directory.
 fn default_file(host: &str, now: OffsetDateTime) -> PathBuf {
-    let stamp =
-        now.format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z")).unwrap_or_default();
-    let host: String = host.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-    PathBuf::from(format!("xyte-edge-diagnose-{host}-{stamp}.txt"))
+    PathBuf::from(crate::backup::stamped_name("xyte-edge-diagnose", host, &crate::backup::stamp(now), "txt"))
 }
 
 /// Writes the bundle to `to` (`-`: stdout), 0600 since it describes the gateway in detail, and says where it went.
