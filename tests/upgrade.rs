@@ -491,7 +491,7 @@ fn the_fixture_holds_what_its_manifest_says() {
         let row = query(&format!(
             "SELECT task_id, device_id, command, state, xyte_command_id, last_error FROM tasks WHERE task_id = '{id}'"
         ));
-        assert_eq!(row, [t.clone()], "finished task {id}");
+        assert_eq!(row, std::slice::from_ref(t), "finished task {id}");
         assert!(matches!(t["state"].as_str(), Some("done" | "failed")) && t["xyte_command_id"].is_string(), "{t}");
     }
 
