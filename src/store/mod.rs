@@ -77,6 +77,11 @@ pub enum StoreError {
          version again or restore a backup"
     )]
     TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error(
+        "cannot upgrade {path} from schema version {from} to {to}: migration {failed} failed ({source}); the upgrade \
+         was rolled back, the file is as the previous release left it"
+    )]
+    Migrate { path: PathBuf, from: i64, to: i64, failed: usize, source: rusqlite::Error },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("stored data could not be read: {0}")]
@@ -207,7 +212,7 @@ impl Store {
         refuse_newer(&conn, &path)?;
         configure_writer(&conn).map_err(|source| StoreError::Open { path: path.clone(), source })?;
         check_integrity(&conn, &path)?;
-        migrate(&conn)?;
+        migrate(&conn, &path)?;
         // The integrity check read every page into this connection's cache; the writer needs few of them again.
         conn.release_memory().map_err(|source| StoreError::Open { path: path.clone(), source })?;
 
@@ -447,15 +452,22 @@ pub(crate) fn refuse_newer(conn: &Connection, path: &Path) -> Result<(), StoreEr
 
 /// Brings the schema up to date in one transaction: an upgrade that fails half-way (a crash, a full disk) leaves
 /// the database as the previous release wrote it, and that release can still open it.
-fn migrate(conn: &Connection) -> Result<(), StoreError> {
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let known = MIGRATIONS.len() as i64;
     let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     if found >= known {
         return Ok(());
     }
     let tx = conn.unchecked_transaction()?;
-    for sql in &MIGRATIONS[found as usize..] {
-        tx.execute_batch(sql)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        // Dropping `tx` on the way out rolls back every migration of this upgrade.
+        tx.execute_batch(sql).map_err(|source| StoreError::Migrate {
+            path: path.into(),
+            from: found,
+            to: known,
+            failed: i + 1,
+            source,
+        })?;
     }
     tx.pragma_update(None, "user_version", known)?;
     tx.commit()?;

@@ -41,6 +41,9 @@ fn pending_migrations_apply_together_or_not_at_all() {
     drop(c);
     let err = Store::open(dir.path(), StoreOptions::default()).err().expect("the last migration fails");
     assert!(err.to_string().contains("alert_silences"), "{err}");
+    let upgrade = format!("from schema version 5 to {}: migration 7 failed", MIGRATIONS.len());
+    assert!(err.to_string().contains(&upgrade), "{err}");
+    assert!(err.to_string().contains("rolled back"), "{err}");
     let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
     let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
     let tables: i64 = c

@@ -820,6 +820,16 @@ impl Daemon {
         }
     }
 
+    /// The address of the listener whose `HTTP listener ready` line says `tls=<tls>` (`XYTE_HTTP_LISTEN` when true,
+    /// `XYTE_HTTP_LOCAL_LISTEN` when false; both may be `127.0.0.1:0`), waiting for it until `timeout`.
+    pub fn listener(&mut self, tls: bool, timeout: Duration) -> String {
+        let flag = format!("tls={tls}");
+        let line = self.wait_line_where(&format!("an HTTP listener with {flag}"), timeout, |l| {
+            l.contains("HTTP listener ready") && l.split_whitespace().any(|w| w == flag)
+        });
+        line.split("addr=").nth(1).and_then(|r| r.split_whitespace().next()).expect("addr= in the line").to_string()
+    }
+
     /// Collects the output that has arrived, without waiting.
     pub fn drain_output(&mut self) {
         while let Ok(line) = self.lines.try_recv() {
