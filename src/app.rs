@@ -221,7 +221,7 @@ async fn report_status(app: Arc<App>, shutdown: CancellationToken) {
             None => "connecting to Xyte".to_string(),
             Some(true) => format!("Xyte reachable, {} devices ({} online)", sync.devices, sync.online),
             Some(false) => match crate::cache::rfc3339(sync.last_ok_ms) {
-                Some(at) => format!("Xyte UNREACHABLE, serving the cache from {at}"),
+                Some(at) => format!("Xyte UNREACHABLE, serving the cache from {at} ({} devices)", sync.devices),
                 None => "Xyte UNREACHABLE, nothing cached yet".to_string(),
             },
         };

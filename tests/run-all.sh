@@ -82,6 +82,9 @@ deb=$(ls "$CARGO_TARGET_DIR"/debian/xyte-edge_*_amd64.deb)
 lintian --allow-root --fail-on error,warning "$deb"
 tests/packaging/deb-install.sh "$deb"
 
+step "packaging: the .deb under systemd in a booted bookworm container (systemd-nspawn), upgraded from 0.1.0 while running"
+tests/packaging/systemd-boot.sh "$deb"
+
 step "packaging: arm64 and armhf .debs (Debian cross compilers), lintian, unit tests and serve --demo under qemu-user"
 tests/packaging/arm.sh arm64 armhf
 

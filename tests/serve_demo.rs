@@ -181,6 +181,9 @@ fn a_restart_while_xyte_is_unreachable_reports_the_cache_it_serves() {
     let seen = notify
         .wait_until(|l| l.starts_with("STATUS=Xyte UNREACHABLE, serving the cache from 20"), Duration::from_secs(60));
     let seen = seen.unwrap_or_else(|seen| panic!("no STATUS= about the cache: {seen:?}"));
+    // The cached devices too, not only when they came.
+    let status = seen.iter().flat_map(|m| m.lines()).rfind(|l| l.starts_with("STATUS=Xyte UNREACHABLE")).unwrap();
+    assert!(status.contains(" (12 devices); "), "{status}");
     assert!(!seen.iter().any(|l| l.contains("nothing cached yet")), "{seen:?}");
     let out = bin().args(["status", "--socket"]).arg(&socket).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
