@@ -6,7 +6,9 @@
 # schema migrated, token, devices, command and events kept); then on the new version: STATUS=, the structured
 # journal fields, the MCP socket's owner and mode with no chown warning, group members (status, mcp) and others
 # (exit 77), /readyz, reload (same PID), restart (new PID), a restart with Xyte unreachable (the cache reported,
-# not "nothing cached yet"), the watchdog (a stopped daemon is killed and restarted), a stop within 1 s,
+# not "nothing cached yet"), the watchdog (a stopped daemon is killed and restarted), a backup taken by root while
+# it runs and restored with it stopped (restore refused while it runs; every file still the service account's), a
+# stop within 1 s,
 # `systemd-analyze security` on the live unit, and purge (nothing left but the service account, as documented).
 # The root is made once by debootstrap under $CARGO_TARGET_DIR/systemd-root/ (rebuilt when its package list
 # changes); every run boots a throwaway overlay (or copy) of it, torn down at exit, also on failure.
@@ -438,6 +440,34 @@ exposure=$(sed -n 's/.*Overall exposure level for xyte-edge.service: \([0-9.]*\)
 [ -n "$exposure" ] || { cat "$RUN/security.txt"; fail "expected systemd-analyze security to print an overall exposure"; }
 awk -v e="$exposure" 'BEGIN { exit !(e <= 2.0) }' || { cat "$RUN/security.txt"; fail "expected exposure at most 2.0, got $exposure"; }
 echo "exposure: $(grep 'Overall exposure' "$RUN/security.txt" | sed 's/^→ //')"
+
+step "backup as root while the service runs; restore refused while it runs; stop, restore, start"
+rc=0
+ct xyte-edge backup --to /root/gw.backup >"$RUN/backup.log" 2>&1 || rc=$?
+[ $rc = 0 ] || { cat "$RUN/backup.log"; fail "xyte-edge backup as root with the service running: expected exit 0, got $rc"; }
+[ "$(ct stat -c '%U %a' /root/gw.backup)" = "root 600" ] ||
+  fail "expected the backup root-owned 0600, it is $(ct stat -c '%U %a' /root/gw.backup)"
+is_active || fail "expected the service active after a backup, it is $(ct systemctl is-active xyte-edge)"
+ct xyte-edge token create --name after-backup --role viewer >/dev/null 2>&1 || fail "token create after the backup failed"
+rc=0
+ct xyte-edge restore /root/gw.backup >"$RUN/restore-busy.log" 2>&1 || rc=$?
+[ $rc = 75 ] || { cat "$RUN/restore-busy.log"; fail "restore with the service running: expected exit 75, got $rc"; }
+ct systemctl stop xyte-edge
+ct xyte-edge restore /root/gw.backup >"$RUN/restore.log" 2>&1 ||
+  { cat "$RUN/restore.log"; fail "restore with the service stopped: expected exit 0"; }
+# Run as root, backup and restore must leave every file of the state directory to the service account.
+foreign=$(ct find /var/lib/xyte-edge ! -user xyte-edge)
+[ -z "$foreign" ] || fail "expected every file under /var/lib/xyte-edge owned by xyte-edge after restore, not: $foreign"
+ct systemctl start xyte-edge
+is_active || fail "expected xyte-edge active after the restore, it is $(ct systemctl is-active xyte-edge)"
+PID=$(main_pid)
+wait_for 30 "/readyz after the restore" ct curl -sf "$LOCAL/readyz"
+[ "$(api GET "/v1/tasks/$TASK" | py 'd["state"]')" = "$TASK_STATE" ] || fail "expected command $TASK in the restored database"
+ct xyte-edge token list >"$RUN/tokens.txt" 2>&1
+grep -q upgrade-check "$RUN/tokens.txt" && ! grep -q after-backup "$RUN/tokens.txt" ||
+  { cat "$RUN/tokens.txt"; fail "expected the restored tokens: upgrade-check, and not after-backup (made after the backup)"; }
+echo "backup: $(head -1 "$RUN/backup.log"); restore refused while running (75), restored with it stopped:"
+sed 's/^/  /' "$RUN/restore.log"
 
 step "stop within 1 s"
 mark=$(cursor)
