@@ -35,6 +35,8 @@ fi
 
 for arch in "${ARCHES[@]}"; do
   t=$(triple "$arch")
+  # Packages of earlier versions left in a reused build directory would be picked up beside the new one.
+  rm -f "$CARGO_TARGET_DIR"/debian/xyte-edge_*_"$arch".deb "$CARGO_TARGET_DIR/$t"/debian/xyte-edge_*_"$arch".deb
   if [ "$arch" = amd64 ]; then
     cargo deb --locked
   else
