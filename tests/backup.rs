@@ -151,7 +151,7 @@ fn a_backup_under_load_restores_on_a_fresh_state_directory() {
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains("there was no database before") && said.contains("tokens"), "{said}");
-    assert!(said.contains("`--with-config` restores them"), "{said}");
+    assert!(said.contains("holds 2 configuration files; `--with-config` restores them"), "{said}");
     assert_eq!(
         std::fs::read(fresh_state.join("tls/key.pem")).unwrap(),
         std::fs::read(gw.state.join("tls/key.pem")).unwrap(),

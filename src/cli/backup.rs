@@ -126,7 +126,8 @@ pub fn restore(file: PathBuf, config_path: Option<PathBuf>, with_config: bool) -
     } else {
         let n = m.files.iter().filter(|f| f.kind == backup::FileKind::Config && f.content.is_some()).count();
         if n > 0 {
-            println!("  the backup also holds {n} configuration files; `--with-config` restores them");
+            let (files, them) = if n == 1 { ("file", "it") } else { ("files", "them") };
+            println!("  the backup also holds {n} configuration {files}; `--with-config` restores {them}");
         }
     }
     println!("start the daemon: systemctl start xyte-edge");
