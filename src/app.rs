@@ -24,9 +24,16 @@ use crate::{cli, exit, mcp, ops, sim, telemetry};
 /// well below the 5 s an operator waits at a terminal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
-/// The tokio runtime, built by hand: two workers suit the small boxes this runs on.
+/// The tokio runtime, built by hand: two workers suit the small boxes this runs on. The blocking pool (store scans,
+/// the upstream client's requests) is capped well below tokio's 512: a burst of work then queues for a thread
+/// instead of starting hundreds, each keeping its stack and allocator caches resident.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("xyte-edge").enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(64)
+        .thread_name("xyte-edge")
+        .enable_all()
+        .build()
 }
 
 /// A start-up failure: what to print and which sysexits code to leave with.
@@ -165,6 +172,11 @@ pub async fn run(mut config: Config) -> Result<(), Fatal> {
         crate::uplink::start(mqtt, app.clone(), &tasks, &shutdown).map_err(|e| Fatal::new(exit::CONFIG, e))?;
     }
     tasks.spawn(report_status(app.clone(), shutdown.clone()));
+    let caches = store.clone();
+    tasks.spawn(crate::heap::trim_after_bursts(shutdown.clone(), move || {
+        let caches = caches.clone();
+        async move { caches.release_page_caches().await }
+    }));
     // Due times that passed while the daemon was down are fired or skipped before it reports ready.
     let scheduler = crate::scheduler::Scheduler::new(app.clone(), Arc::new(crate::scheduler::SystemClock));
     if let Err(e) = scheduler.catch_up().await {

@@ -7,8 +7,20 @@
 //! 2 MiB was live (measured with heaptrack and `/proc/PID/smaps_rollup`, BENCHMARKS.md). `malloc_trim(0)` hands
 //! every whole free page back (`MADV_DONTNEED`), wherever it is. Its cost is a walk over the free lists under each
 //! arena's lock, well below a millisecond for a heap this size, so it runs once per sync cycle (see
-//! [`crate::sync::poller`]), which also bounds how long memory left by any other burst (a load spike, a storm of
-//! TLS handshakes) stays resident.
+//! [`crate::sync::poller`]).
+//!
+//! A burst of requests (a load spike, a thousand SSE clients, a storm of TLS handshakes) leaves the same kind of
+//! free-but-resident pages behind, and polling may be slow or off; [`trim_after_bursts`] notices that and trims
+//! within seconds.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// How often [`trim_after_bursts`] looks.
+const TRIM_CHECK: Duration = Duration::from_secs(5);
+/// Free-but-resident memory grown by more than this since the last trim is worth a trim.
+const TRIM_SLACK: u64 = 4 * 1024 * 1024;
 
 /// Returns free heap pages to the kernel (glibc only; other C libraries keep their own policy).
 #[allow(unsafe_code)]
@@ -18,4 +30,57 @@ pub fn release_free_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
+}
+
+/// Trims after a burst: every few seconds it compares the memory resident but not in use by the heap (the RSS less
+/// what malloc has handed out) with what it was after the last trim, and trims when that grew by [`TRIM_SLACK`].
+/// Under steady load the heap in use grows with the RSS and nothing is trimmed; when the load ends the heap in use
+/// falls while its pages stay resident, and the next look gives them back (after `before_trim`, which frees what
+/// caches hold only for speed: the daemon's SQLite page caches). Two small reads (`/proc/self/status`,
+/// `mallinfo2`) per look; off where glibc is not the allocator.
+pub async fn trim_after_bursts<F, Fut>(shutdown: CancellationToken, before_trim: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut tick = tokio::time::interval(TRIM_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut base: Option<u64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(slack) = slack_bytes() else { return };
+        match base {
+            Some(b) if slack <= b + TRIM_SLACK => base = Some(b.min(slack)),
+            _ => {
+                before_trim().await;
+                release_free_memory();
+                base = slack_bytes();
+            }
+        }
+    }
+}
+
+/// Resident bytes the heap does not account as in use: freed pages not yet returned, plus what is not heap at all
+/// (code, stacks), which stays about the same.
+pub fn slack_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((kib * 1024).saturating_sub(heap_in_use()?))
+}
+
+/// Bytes malloc has handed out and not had back (arenas and mmapped chunks).
+#[allow(unsafe_code)]
+fn heap_in_use() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no arguments and returns a struct by value; it locks each arena itself.
+        let info = unsafe { libc::mallinfo2() };
+        Some((info.uordblks + info.hblkhd) as u64)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
 }

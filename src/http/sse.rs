@@ -223,7 +223,9 @@ impl Feed {
 
     /// Runs until the stream has to end, and says why.
     async fn serve(&mut self, live: &mut broadcast::Receiver<Event>, resume: Option<i64>) -> Result<Infallible, End> {
-        let latest = self.store.read(events::latest_id).await.map_err(End::Store)?;
+        // Inline: a lookup on the primary key, and a thousand clients connecting at once would otherwise each take
+        // a thread of the blocking pool.
+        let latest = self.store.read_blocking(events::latest_id).map_err(End::Store)?;
         let start = match resume {
             Some(id) if id <= latest => id,
             // Ahead of the log: it was reset or restored, so every event it holds may be new to this client.

@@ -21,7 +21,7 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,21 @@ pub fn schema_version() -> i64 {
 
 /// Jobs merged into one transaction at most; bounds the latency a single commit adds to the first caller.
 const MAX_BATCH: usize = 256;
+/// Read connections kept open while idle.
 const READERS: usize = 3;
+/// Read connections open at once, at most: a burst of concurrent reads (a thousand SSE clients connecting, each
+/// reading the log once) waits for one to come back instead of opening a connection each — every one costs a
+/// page cache and a parsed schema, and the benchmark saw 450 of them at once (BENCHMARKS.md).
+const MAX_READERS: usize = 8;
+
+/// How long a read waits for a connection at [`MAX_READERS`] before it opens one more.
+const READER_WAIT: Duration = Duration::from_secs(2);
+
+/// The read connections: those idle, and how many are open (idle or in use).
+struct Readers {
+    idle: Vec<Connection>,
+    open: usize,
+}
 /// Below this much free space on the state directory's filesystem, readiness reports the disk as full: the WAL and
 /// checkpoints need room to grow, and an operator should hear about it before the first write fails.
 pub const MIN_FREE_BYTES: u64 = 1024 * 1024;
@@ -179,7 +193,9 @@ struct Inner {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Readers>,
+    /// Signalled when a reader connection comes back (or closes), for readers waiting at [`MAX_READERS`].
+    reader_back: Condvar,
     heartbeat: Heartbeat,
     /// Set when a write failed for lack of space, cleared by the next commit that changed rows (see `writer_loop`).
     full: Arc<AtomicBool>,
@@ -235,7 +251,8 @@ impl Store {
                 path,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(writer)),
-                readers: Mutex::new(readers),
+                readers: Mutex::new(Readers { open: readers.len(), idle: readers }),
+                reader_back: Condvar::new(),
                 heartbeat,
                 full,
             }),
@@ -353,18 +370,42 @@ impl Store {
     where
         F: FnOnce(&Connection) -> Result<T, StoreError>,
     {
-        let pooled = self.inner.readers.lock().map_err(|_| StoreError::Closed)?.pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => open_reader(&self.inner.path)?,
-        };
+        let conn = self.take_reader()?;
         let result = f(&conn);
-        if let Ok(mut pool) = self.inner.readers.lock()
-            && pool.len() < READERS
-        {
-            pool.push(conn);
+        if let Ok(mut pool) = self.inner.readers.lock() {
+            if pool.idle.len() < READERS {
+                pool.idle.push(conn);
+            } else {
+                pool.open -= 1;
+            }
         }
+        self.inner.reader_back.notify_one();
         result
+    }
+
+    /// An idle read connection, else a new one while fewer than [`MAX_READERS`] are open, else the next one to come
+    /// back (reads are short: a wait is one read's time). Past [`READER_WAIT`] it opens one anyway, so a read made
+    /// while holding another connection can never wait for itself.
+    fn take_reader(&self) -> Result<Connection, StoreError> {
+        let deadline = Instant::now() + READER_WAIT;
+        let mut pool = self.inner.readers.lock().map_err(|_| StoreError::Closed)?;
+        loop {
+            if let Some(conn) = pool.idle.pop() {
+                return Ok(conn);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if pool.open < MAX_READERS || left.is_zero() {
+                pool.open += 1;
+                drop(pool);
+                return open_reader(&self.inner.path).inspect_err(|_| {
+                    if let Ok(mut pool) = self.inner.readers.lock() {
+                        pool.open -= 1;
+                    }
+                    self.inner.reader_back.notify_one();
+                });
+            }
+            pool = self.inner.reader_back.wait_timeout(pool, left).map_err(|_| StoreError::Closed)?.0;
+        }
     }
 
     /// Drops the SQLite page caches' clean pages, on the writer and the idle readers: after a sync cycle they hold
@@ -373,7 +414,7 @@ impl Store {
     /// stay cached (a closed store has nothing to release).
     pub async fn release_page_caches(&self) {
         if let Ok(pool) = self.inner.readers.lock() {
-            for conn in pool.iter() {
+            for conn in pool.idle.iter() {
                 let _ = conn.release_memory();
             }
         }

@@ -534,3 +534,34 @@ fn alert_records_follow_an_alert_and_its_messages() {
     assert_eq!(counts, (0, 1, 1));
     assert_eq!(pruned, 4, "the resolved alert, both finished messages and the ended silence");
 }
+
+/// A burst of concurrent reads (a thousand SSE clients connecting) shares at most MAX_READERS connections: the
+/// others wait for one to come back instead of each opening its own.
+#[test]
+fn concurrent_reads_share_a_bounded_number_of_connections() {
+    use std::sync::atomic::AtomicUsize;
+    let (_dir, store) = open();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let readers: Vec<_> = (0..32)
+        .map(|_| {
+            let (store, now, most) = (store.clone(), now.clone(), most.clone());
+            std::thread::spawn(move || {
+                store
+                    .read_blocking(|c| {
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(n, Ordering::SeqCst);
+                        // Hold the connection so the others must wait (this is what is measured, not a sync).
+                        std::thread::sleep(Duration::from_millis(20));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?)
+                    })
+                    .unwrap()
+            })
+        })
+        .collect();
+    assert!(readers.into_iter().all(|r| r.join().unwrap() == 1));
+    let most = most.load(Ordering::SeqCst);
+    assert!((2..=MAX_READERS).contains(&most), "{most} reads ran at once");
+    let pool = store.inner.readers.lock().unwrap();
+    assert_eq!((pool.idle.len(), pool.open), (READERS, READERS), "the extra connections were closed");
+}

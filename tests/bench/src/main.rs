@@ -346,13 +346,10 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     let operator = layout.token(&args.bin, "bench-operator", "operator")?;
     wait_synced(&mut daemon, &layout, &viewer, plan.devices)?;
     let devices = device_ids(&sim)?;
-    report.add(
-        &format!("rss.idle_{}_devices", plan.devices),
-        "MiB",
-        Some(Target::Max(15.0)),
-        mib(procs::settled_rss_kib(daemon.pid())?),
-        None,
-    );
+    let idle_kib = procs::settled_rss_kib(daemon.pid())?;
+    report.add(&format!("rss.idle_{}_devices", plan.devices), "MiB", Some(Target::Max(15.0)), mib(idle_kib), None);
+    // From here the peak (VmHWM) counts the load phases only, not start-up and the first sync.
+    procs::reset_peak_rss(daemon.pid())?;
 
     let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     let tls = load::client_tls(&layout.cert())?;
@@ -500,13 +497,28 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         }
         Ok::<(), String>(())
     })?;
+    let n = plan.devices;
     report.add(
-        &format!("rss.after_load_{}_devices", plan.devices),
+        &format!("rss.peak_load_{n}_devices"),
         "MiB",
-        None,
-        mib(procs::rss_kib(daemon.pid())?),
+        Some(Target::Max(64.0)),
+        mib(procs::peak_rss_kib(daemon.pid())?),
         None,
     );
+    report.add(&format!("rss.after_load_{n}_devices"), "MiB", None, mib(procs::rss_kib(daemon.pid())?), None);
+    // Memory must come back once the load is over: the RSS a minute later (or as soon as it is within 1.5x idle),
+    // against the idle RSS measured before the load.
+    let wait = if plan.smoke { Duration::from_secs(3) } else { Duration::from_secs(60) };
+    phase(&format!("memory after the load: RSS until it is within 1.5x idle, at most {}s", wait.as_secs()));
+    let (back_kib, took) = procs::rss_back_within(daemon.pid(), idle_kib * 3 / 2, wait)?;
+    report.add(
+        &format!("rss.60s_after_load_{n}_devices"),
+        "MiB",
+        Some(Target::RatioMax(1.5)),
+        mib(back_kib),
+        Some(mib(idle_kib)),
+    );
+    report.add(&format!("rss.seconds_to_1.5x_idle_{n}_devices"), "s", None, took.as_secs_f64(), None);
     phase("stopping the daemon and the simulator");
     daemon.stop(Duration::from_secs(30))?;
     drop(sim);

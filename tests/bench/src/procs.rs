@@ -115,12 +115,38 @@ fn signal(pid: u32, sig: i32) {
 
 /// The resident set of a process in KiB (VmRSS).
 pub fn rss_kib(pid: u32) -> Res<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+fn status_kib(pid: u32, field: &str) -> Res<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).map_err(|e| format!("/proc/{pid}: {e}"))?;
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .ok_or_else(|| "no VmRSS".to_string())
+        .ok_or_else(|| format!("no {field} in /proc/{pid}/status"))
+}
+
+/// The peak resident set (VmHWM) since start or since [`reset_peak_rss`], in KiB.
+pub fn peak_rss_kib(pid: u32) -> Res<u64> {
+    status_kib(pid, "VmHWM:")
+}
+
+/// Starts the peak (VmHWM) over from the current RSS (`5` to `/proc/PID/clear_refs`, Linux 4.0 and later).
+pub fn reset_peak_rss(pid: u32) -> Res<()> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").map_err(|e| format!("/proc/{pid}/clear_refs: {e}"))
+}
+
+/// Samples VmRSS every 200 ms until it is at most `limit_kib` or `wait` has passed; the last sample and the time.
+pub fn rss_back_within(pid: u32, limit_kib: u64, wait: Duration) -> Res<(u64, Duration)> {
+    let start = Instant::now();
+    loop {
+        let rss = rss_kib(pid)?;
+        if rss <= limit_kib || start.elapsed() >= wait {
+            return Ok((rss, start.elapsed()));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// CPU time (user + system) a process has used so far, in seconds (`/proc/PID/stat`).
