@@ -1,6 +1,7 @@
 //! xyte-bench: the reproducible benchmark of issue #8 (see BENCHMARKS.md). It starts `xyte-edge sim` and
 //! `xyte-edge serve` from the binary it is given, loads the daemon over loopback for bounded times, measures the
-//! floors (NDJSON echo, hyper + rustls, raw SQLite) in the same run, and prints a table plus JSON.
+//! peers (an rmcp MCP server, an axum REST server: what users would pick instead, answering the daemon's own
+//! documents) and the floors (NDJSON echo, hyper + rustls, raw SQLite) in the same run, and prints a table plus JSON.
 //!
 //! Usage: xyte-bench PATH/TO/xyte-edge [--smoke] [--json PATH] [--binary-arm64 PATH] [--binary-armhf PATH]
 //!        [--phase-secs S] [--only mqtt]
@@ -11,6 +12,7 @@
 
 mod load;
 mod mqtt;
+mod peers;
 mod procs;
 mod sse;
 
@@ -79,31 +81,40 @@ impl Plan {
 
 #[derive(Clone, Copy)]
 enum Target {
-    /// value / floor at most this
+    /// value / comparison (peer or floor) at most this
     RatioMax(f64),
-    /// value / floor at least this
+    /// value / comparison (peer or floor) at least this
     RatioMin(f64),
     Max(f64),
     Min(f64),
 }
 
+/// What a figure is compared with, measured back to back with the daemon in the same run.
+const RMCP: &str = "rmcp peer";
+const AXUM: &str = "axum peer";
+const ECHO: &str = "echo floor";
+const HYPER: &str = "hyper floor";
+const SQLITE: &str = "sqlite floor";
+
 impl Target {
-    fn text(self) -> String {
+    fn text(self, against: &str) -> String {
         match self {
-            Target::RatioMax(x) => format!("<= {x}x floor"),
-            Target::RatioMin(x) => format!(">= {:.0}% floor", x * 100.0),
+            Target::RatioMax(x) => format!("<= {x}x {against}"),
+            Target::RatioMin(x) => format!(">= {:.0}% {against}", x * 100.0),
             Target::Max(x) => format!("<= {x}"),
             Target::Min(x) => format!(">= {x}"),
         }
     }
 }
 
-/// One reported figure: its value per round (and its floor's, when it has one).
+/// One reported figure: its value per round (and its comparison's, a peer or a floor, when it has one).
 struct Figure {
     name: String,
     unit: &'static str,
     values: Vec<f64>,
     floors: Vec<f64>,
+    /// What `floors` are: `RMCP`, `AXUM`, `ECHO`, `HYPER`, `SQLITE`, "floor", or "" without a comparison.
+    against: &'static str,
     target: Option<Target>,
 }
 
@@ -146,23 +157,40 @@ struct Report {
 }
 
 impl Report {
+    /// A figure, with a floor when it has one (`add_vs` names what it is compared with).
     fn add(&mut self, name: &str, unit: &'static str, target: Option<Target>, value: f64, floor: Option<f64>) {
+        self.add_vs(name, unit, target, value, floor.map(|f| ("floor", f)));
+    }
+
+    /// A figure compared with `vs` = (what, its value in the same round).
+    fn add_vs(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        target: Option<Target>,
+        value: f64,
+        vs: Option<(&'static str, f64)>,
+    ) {
+        let (against, floor) = match vs {
+            Some((a, f)) => (a, Some(f)),
+            None => ("", None),
+        };
         if let Some(f) = self.figures.iter_mut().find(|f| f.name == name) {
             f.values.push(value);
             f.floors.extend(floor);
         } else {
             let floors = floor.into_iter().collect();
-            self.figures.push(Figure { name: name.into(), unit, values: vec![value], floors, target });
+            self.figures.push(Figure { name: name.into(), unit, values: vec![value], floors, against, target });
         }
-        let floor = floor.map(|f| format!(" (floor {f:.3})")).unwrap_or_default();
+        let floor = floor.map(|f| format!(" ({against} {f:.3})")).unwrap_or_default();
         eprintln!("  {name}: {value:.3} {unit}{floor}");
     }
 
     fn table(&self) -> String {
         let opt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         let mut out = format!(
-            "{:<40} {:>12} {:<9} {:>12} {:>8} {:<16} {}\n",
-            "figure", "value", "unit", "floor", "ratio", "target", "met?"
+            "{:<44} {:>12} {:<9} {:<12} {:>12} {:>8} {:<24} {}\n",
+            "figure", "daemon", "unit", "vs", "peer/floor", "ratio", "target", "met?"
         );
         for f in &self.figures {
             let met = match f.met() {
@@ -171,13 +199,14 @@ impl Report {
                 None => "",
             };
             out.push_str(&format!(
-                "{:<40} {:>12} {:<9} {:>12} {:>8} {:<16} {}\n",
+                "{:<44} {:>12} {:<9} {:<12} {:>12} {:>8} {:<24} {}\n",
                 f.name,
                 opt(f.value()),
                 f.unit,
+                f.against,
                 opt(f.floor()),
                 f.ratio().map_or("-".into(), |r| format!("{r:.2}")),
-                f.target.map(Target::text).unwrap_or_default(),
+                f.target.map(|t| t.text(f.against)).unwrap_or_default(),
                 met
             ));
         }
@@ -189,8 +218,10 @@ impl Report {
             .figures
             .iter()
             .map(|f| {
-                json!({"name": f.name, "unit": f.unit, "value": f.value(), "floor": f.floor(), "ratio": f.ratio(),
-                       "target": f.target.map(Target::text), "met": f.met(), "rounds": f.values,
+                // "floor" is the comparison's value, a peer's or a floor's: "against" says which.
+                json!({"name": f.name, "unit": f.unit, "value": f.value(), "floor": f.floor(),
+                       "against": (!f.against.is_empty()).then_some(f.against), "ratio": f.ratio(),
+                       "target": f.target.map(|t| t.text(f.against)), "met": f.met(), "rounds": f.values,
                        "floor_rounds": f.floors})
             })
             .collect();
@@ -333,6 +364,9 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         .enable_all()
         .build()
         .unwrap();
+    // The peers (rmcp, axum) on a third runtime, also with 2 workers: each server runs on threads of its own.
+    let peers =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("peer").enable_all().build().unwrap();
 
     binary_sizes(args, report)?;
 
@@ -384,13 +418,20 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         report.add(&format!("rss.with_{subs}_sse_clients"), "MiB", Some(Target::Max(40.0)), mib(fan.rss_kib), None);
         daemon.alive()?;
 
+        phase("MCP peer (rmcp): the daemon's answers for every device and list_devices, checked");
+        let answers = peers::capture_mcp(&layout.socket, &devices).await?;
+        let rmcp_sock = dir.join("rmcp.sock");
+        peers::mcp_peer(&peers, rmcp_sock.clone(), &answers)?;
+        peers::check_mcp(&rmcp_sock, &answers).await?;
+        drop(answers);
         let echo = dir.join("echo.sock");
         load::echo_server(&floors, echo.clone())?;
-        // The floor's first connection and allocations are not part of what it measures.
+        // The first connections and allocations of the floor and the peer are not part of what they measure.
         let first = mcp_lines(&devices).remove(0).1;
-        load::lines_closed_loop(&echo, false, 1, 0.1, first, |q, a| a.trim_end() == q).await?;
+        load::lines_closed_loop(&echo, false, 1, 0.1, first.clone(), |q, a| a.trim_end() == q).await?;
+        load::lines_closed_loop(&rmcp_sock, true, 1, 0.1, first, |_, a| load::tool_ok(a)).await?;
         for round in 0..plan.rounds {
-            phase(&format!("MCP over the Unix socket, round {}/{}", round + 1, plan.rounds));
+            phase(&format!("MCP over the Unix socket (daemon, rmcp peer, echo), round {}/{}", round + 1, plan.rounds));
             for (tool, line) in mcp_lines(&devices) {
                 for conns in [1usize, 8] {
                     let mut d =
@@ -398,29 +439,28 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
                             load::tool_ok(a)
                         })
                         .await?;
+                    let mut p = load::lines_closed_loop(&rmcp_sock, true, conns, plan.secs, line.clone(), |_, a| {
+                        load::tool_ok(a)
+                    })
+                    .await?;
                     let mut f =
                         load::lines_closed_loop(&echo, false, conns, plan.secs, line.clone(), |q, a| a.trim_end() == q)
                             .await?;
                     let pre = format!("mcp.{tool}.{conns}conn");
+                    let (rate, p50, p99) = (d.rate(), d.pct_ms(50.0), d.pct_ms(99.0));
                     if conns == 1 {
-                        report.add(
-                            &format!("{pre}.p50"),
-                            "ms",
-                            Some(Target::RatioMax(2.0)),
-                            d.pct_ms(50.0),
-                            Some(f.pct_ms(50.0)),
-                        );
-                        report.add(&format!("{pre}.p99"), "ms", None, d.pct_ms(99.0), Some(f.pct_ms(99.0)));
-                        report.add(&format!("{pre}.calls_per_s"), "1/s", None, d.rate(), Some(f.rate()));
-                    } else {
-                        report.add(
-                            &format!("{pre}.calls_per_s"),
-                            "1/s",
-                            Some(Target::RatioMin(0.5)),
-                            d.rate(),
-                            Some(f.rate()),
-                        );
+                        let t = Some(Target::RatioMax(1.0));
+                        report.add_vs(&format!("{pre}.p50"), "ms", t, p50, Some((RMCP, p.pct_ms(50.0))));
+                        report.add_vs(&format!("{pre}.p99"), "ms", None, p99, Some((RMCP, p.pct_ms(99.0))));
                     }
+                    let t = Some(Target::RatioMin(1.0));
+                    report.add_vs(&format!("{pre}.calls_per_s"), "1/s", t, rate, Some((RMCP, p.rate())));
+                    // The echo floor, as context: the same daemon measurement against a server doing no work.
+                    if conns == 1 {
+                        report.add_vs(&format!("{pre}.p50.vs_echo"), "ms", None, p50, Some((ECHO, f.pct_ms(50.0))));
+                        report.add_vs(&format!("{pre}.p99.vs_echo"), "ms", None, p99, Some((ECHO, f.pct_ms(99.0))));
+                    }
+                    report.add_vs(&format!("{pre}.calls_per_s.vs_echo"), "1/s", None, rate, Some((ECHO, f.rate())));
                 }
             }
             daemon.alive()?;
@@ -437,6 +477,10 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             return Err(format!("GET {path}: {status}"));
         }
         let floor_addr = load::hyper_floor(&floors, &layout.cert(), &layout.key(), headers, body)?;
+        let answers = peers::capture_rest(layout.lan, &tls, &auth, &devices).await?;
+        let peer_addr = peers::rest_peer(&peers, &layout.cert(), &layout.key(), &viewer, answers.clone())?;
+        peers::check_rest(peer_addr, &tls, &auth, &answers).await?;
+        drop(answers);
         let make: Arc<dyn Fn(usize, u64) -> _ + Send + Sync> = {
             let (devices, auth) = (devices.clone(), auth.clone());
             Arc::new(move |c: usize, i: u64| {
@@ -447,15 +491,21 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         for round in 0..plan.rounds {
             eprintln!("  round {}/{}", round + 1, plan.rounds);
             let mut d = load::http_closed_loop(layout.lan, &tls, 32, plan.secs, 200, make.clone()).await?;
+            let mut p = load::http_closed_loop(peer_addr, &tls, 32, plan.secs, 200, make.clone()).await?;
             let mut f = load::http_closed_loop(floor_addr, &tls, 32, plan.secs, 200, make.clone()).await?;
-            report.add(
-                "rest.get_device.32conn.req_per_s",
+            let pre = "rest.get_device.32conn";
+            let (rate, p99) = (d.rate(), d.pct_ms(99.0));
+            report.add_vs(
+                &format!("{pre}.req_per_s"),
                 "1/s",
-                Some(Target::RatioMin(0.5)),
-                d.rate(),
-                Some(f.rate()),
+                Some(Target::RatioMin(0.8)),
+                rate,
+                Some((AXUM, p.rate())),
             );
-            report.add("rest.get_device.32conn.p99", "ms", None, d.pct_ms(99.0), Some(f.pct_ms(99.0)));
+            report.add_vs(&format!("{pre}.p99"), "ms", Some(Target::RatioMax(1.5)), p99, Some((AXUM, p.pct_ms(99.0))));
+            // The hyper floor, as context.
+            report.add_vs(&format!("{pre}.req_per_s.vs_hyper"), "1/s", None, rate, Some((HYPER, f.rate())));
+            report.add_vs(&format!("{pre}.p99.vs_hyper"), "ms", None, p99, Some((HYPER, f.pct_ms(99.0))));
             daemon.alive()?;
         }
 
@@ -475,7 +525,13 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             });
             let d = load::http_closed_loop(layout.lan, &tls, DURABLE_CLIENTS, plan.secs, 202, hook).await?;
             let f = sqlite_floor(dir, "webhook-floor", 200, plan.secs).await?;
-            report.add("webhook.events_per_s", "1/s", Some(Target::Min(20_000.0)), d.rate(), Some(f.rate()));
+            report.add_vs(
+                "webhook.events_per_s",
+                "1/s",
+                Some(Target::Min(20_000.0)),
+                d.rate(),
+                Some((SQLITE, f.rate())),
+            );
 
             let cmd: Arc<dyn Fn(usize, u64) -> _ + Send + Sync> = {
                 let (devices, auth) = (devices.clone(), format!("Bearer {operator}"));
@@ -492,7 +548,8 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             };
             let d = load::http_closed_loop(layout.lan, &tls, DURABLE_CLIENTS, plan.secs, 200, cmd).await?;
             let f = sqlite_floor(dir, "command-floor", 400, plan.secs).await?;
-            report.add("commands.async_accepted_per_s", "1/s", Some(Target::Min(5_000.0)), d.rate(), Some(f.rate()));
+            let t = Some(Target::Min(5_000.0));
+            report.add_vs("commands.async_accepted_per_s", "1/s", t, d.rate(), Some((SQLITE, f.rate())));
             daemon.alive()?;
         }
         Ok::<(), String>(())
@@ -527,6 +584,7 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     mqtt::run(&args.bin, dir, &client, &plan.mqtt, report)?;
     drop(client);
     drop(floors);
+    drop(peers);
     Ok(())
 }
 
