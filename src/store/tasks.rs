@@ -259,12 +259,34 @@ pub fn device_outbox_depth(conn: &Connection, device_id: &str) -> Result<i64, St
     Ok(stmt.query_row([device_id], |r| r.get(0)).optional()?.unwrap_or(0))
 }
 
-pub fn in_states(conn: &Connection, states: &[TaskState]) -> Result<Vec<Task>, StoreError> {
+pub fn in_states(conn: &Connection, device_id: &str, states: &[TaskState]) -> Result<Vec<Task>, StoreError> {
     let list = serde_json::to_string(states)?;
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM tasks WHERE state IN (SELECT value FROM json_each(?1)) ORDER BY seq"
+        "SELECT {COLUMNS} FROM tasks WHERE device_id = ?1 AND state IN (SELECT value FROM json_each(?2)) ORDER BY seq"
     ))?;
-    let rows = stmt.query_map([list], row)?;
+    let rows = stmt.query_map(params![device_id, list], row)?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// The devices with a task in one of `states`, in id order: callers then read one device's tasks at a time, so a
+/// deep outbox (tens of thousands of commands) is never held in memory at once.
+pub fn devices_in_states(conn: &Connection, states: &[TaskState]) -> Result<Vec<String>, StoreError> {
+    let list = serde_json::to_string(states)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT DISTINCT device_id FROM tasks WHERE state IN (SELECT value FROM json_each(?1)) ORDER BY device_id",
+    )?;
+    let rows = stmt.query_map([list], |r| r.get(0))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Queued tasks past their expiry, oldest first, at most `limit` — except those whose last POST has an unknown
+/// outcome: they may be at Xyte, so only reconciliation may call them expired.
+pub fn expired(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Task>, StoreError> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM tasks WHERE state = 'queued' AND expires_at <= ?1 AND outcome_unknown = 0
+         ORDER BY seq LIMIT ?2"
+    ))?;
+    let rows = stmt.query_map(params![now, limit as i64], row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 

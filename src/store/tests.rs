@@ -565,3 +565,35 @@ fn concurrent_reads_share_a_bounded_number_of_connections() {
     let pool = store.inner.readers.lock().unwrap();
     assert_eq!((pool.idle.len(), pool.open), (READERS, READERS), "the extra connections were closed");
 }
+
+/// The forwarder reads expired tasks in batches and open tasks one device at a time, so a deep outbox is never held
+/// in memory whole; what it reads is exactly what it used to filter out of the whole table.
+#[test]
+fn expired_tasks_come_in_batches_and_open_tasks_per_device() {
+    use tasks::{Patch, TaskState::*};
+    let (_dir, store) = open();
+    let cmd =
+        crate::xyte::SendCommand { command: "reboot".into(), friendly_name: None, extra_params: None, file_id: None };
+    let (expired, first, open, devices) = store
+        .write_blocking(Durability::Full, move |c| {
+            // Created at 1,000 with a TTL of 1,000: expired at 2,000. d3's is still young.
+            let mut ids = vec![];
+            for device in ["d1", "d2", "d1", "d2", "d1"] {
+                ids.push(tasks::insert(c, device, &cmd, "uid:0", 1_000, 1_000)?.task_id);
+            }
+            tasks::insert(c, "d3", &cmd, "uid:0", 1_000, 10_000)?;
+            // One whose last POST had an unknown outcome, one already sent (at Xyte), one done.
+            c.execute("UPDATE tasks SET outcome_unknown = 1 WHERE task_id = ?1", [&ids[0]])?;
+            tasks::transition(c, &ids[1], &[Queued], Sent, &Patch::default(), 1_500)?;
+            tasks::transition(c, &ids[2], &[Queued], Done, &Patch::default(), 1_500)?;
+            let expired: Vec<String> = tasks::expired(c, 2_000, 10)?.into_iter().map(|t| t.task_id).collect();
+            let first = tasks::expired(c, 2_000, 1)?.len();
+            let open: Vec<String> = tasks::in_states(c, "d2", &[Sent])?.into_iter().map(|t| t.task_id).collect();
+            let devices = tasks::devices_in_states(c, &[Queued, Sent])?;
+            Ok((expired, first, open == vec![ids[1].clone()], devices))
+        })
+        .unwrap();
+    assert_eq!(expired.len(), 2, "the queued ones past their expiry, not the unknown outcome: {expired:?}");
+    assert_eq!((first, open), (1, true));
+    assert_eq!(devices, ["d1", "d2", "d3"]);
+}

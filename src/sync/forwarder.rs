@@ -19,6 +19,8 @@ use crate::xyte::Priority;
 
 const EXPIRED: &str = "not delivered within XYTE_COMMAND_TTL";
 const TRACK_EVERY: Duration = Duration::from_secs(2);
+/// Expired tasks read and marked per store read.
+const EXPIRE_BATCH: usize = 256;
 /// Commands read per device when reconciling or tracking: what real clients ask for, so a busy
 /// device's task is not pushed out of view by the 100 newest.
 const COMMAND_LIST: usize = 500;
@@ -103,11 +105,17 @@ impl Forwarder {
 
     async fn expire(&self) {
         let now = now_ms();
-        let Ok(queued) = self.app.store.read(|c| tasks::in_states(c, &[TaskState::Queued])).await else { return };
         // A task whose last POST has an unknown outcome may already be at Xyte: calling it expired (and never
-        // delivered) could be a lie. `deliver` expires it once reconciliation shows it never arrived.
-        for t in queued.into_iter().filter(|t| t.expires_at <= now && !t.outcome_unknown) {
-            self.expire_one(&t).await;
+        // delivered) could be a lie, so `tasks::expired` leaves it out; `deliver` expires it once reconciliation
+        // shows it never arrived. In batches: an outbox tens of thousands deep is never read whole.
+        loop {
+            let Ok(batch) = self.app.store.read(move |c| tasks::expired(c, now, EXPIRE_BATCH)).await else { return };
+            for t in &batch {
+                self.expire_one(t).await;
+            }
+            if batch.len() < EXPIRE_BATCH {
+                return;
+            }
         }
     }
 
@@ -233,12 +241,11 @@ impl Forwarder {
 
     /// Follows delivered commands to their final status at Xyte.
     async fn track(&self) {
-        let Ok(open) = self.app.store.read(|c| tasks::in_states(c, AT_XYTE)).await else { return };
-        let mut by_device: std::collections::BTreeMap<String, Vec<Task>> = Default::default();
-        for t in open {
-            by_device.entry(t.device_id.clone()).or_default().push(t);
-        }
-        for (device, list) in by_device {
+        // One device at a time: the tasks at Xyte of a deep outbox would otherwise all be held for the whole cycle.
+        let Ok(devices) = self.app.store.read(|c| tasks::devices_in_states(c, AT_XYTE)).await else { return };
+        for device in devices {
+            let id = device.clone();
+            let Ok(list) = self.app.store.read(move |c| tasks::in_states(c, &id, AT_XYTE)).await else { continue };
             let Ok(rows) = self.app.client.list_commands(&device, None, COMMAND_LIST, Priority::Interactive).await
             else {
                 continue;
