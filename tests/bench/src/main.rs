@@ -568,12 +568,12 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     let wait = if plan.smoke { Duration::from_secs(3) } else { Duration::from_secs(60) };
     phase(&format!("memory after the load: RSS until it is within 1.5x idle, at most {}s", wait.as_secs()));
     let (back_kib, took) = procs::rss_back_within(daemon.pid(), idle_kib * 3 / 2, wait)?;
-    report.add(
+    report.add_vs(
         &format!("rss.60s_after_load_{n}_devices"),
         "MiB",
         Some(Target::RatioMax(1.5)),
         mib(back_kib),
-        Some(mib(idle_kib)),
+        Some(("idle", mib(idle_kib))),
     );
     report.add(&format!("rss.seconds_to_1.5x_idle_{n}_devices"), "s", None, took.as_secs_f64(), None);
     phase("stopping the daemon and the simulator");
