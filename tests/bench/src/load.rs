@@ -286,15 +286,8 @@ pub async fn http_closed_loop(
     .await
 }
 
-/// The REST floor: hyper's HTTP/1.1 server over rustls (ring) with the daemon's own certificate and key, answering
-/// every request with the bytes the daemon sent for the same route (status, headers, body), on its own runtime.
-pub fn hyper_floor(
-    rt: &tokio::runtime::Runtime,
-    cert: &Path,
-    key: &Path,
-    headers: hyper::HeaderMap,
-    body: Bytes,
-) -> Res<SocketAddr> {
+/// A TLS acceptor with the daemon's certificate and key, ring, TLS 1.2 and 1.3 (rustls' safe defaults) and `alpn`.
+pub fn server_tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Res<tokio_rustls::TlsAcceptor> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| e.to_string())?
         .collect::<Result<_, _>>()
@@ -307,8 +300,20 @@ pub fn hyper_floor(
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| e.to_string())?;
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+/// The REST floor: hyper's HTTP/1.1 server over rustls (ring) with the daemon's own certificate and key, answering
+/// every request with the bytes the daemon sent for the same route (status, headers, body), on its own runtime.
+pub fn hyper_floor(
+    rt: &tokio::runtime::Runtime,
+    cert: &Path,
+    key: &Path,
+    headers: hyper::HeaderMap,
+    body: Bytes,
+) -> Res<SocketAddr> {
+    let acceptor = server_tls(cert, key, &[b"http/1.1"])?;
     let std = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     std.set_nonblocking(true).map_err(|e| e.to_string())?;
     let addr = std.local_addr().map_err(|e| e.to_string())?;
