@@ -19,7 +19,7 @@ use crate::xyte::Priority;
 
 const EXPIRED: &str = "not delivered within XYTE_COMMAND_TTL";
 const TRACK_EVERY: Duration = Duration::from_secs(2);
-/// Expired tasks read and marked per store read.
+/// Expired tasks read and marked per forwarder round.
 const EXPIRE_BATCH: usize = 256;
 /// Commands read per device when reconciling or tracking: what real clients ask for, so a busy
 /// device's task is not pushed out of view by the 100 newest.
@@ -107,15 +107,11 @@ impl Forwarder {
         let now = now_ms();
         // A task whose last POST has an unknown outcome may already be at Xyte: calling it expired (and never
         // delivered) could be a lie, so `tasks::expired` leaves it out; `deliver` expires it once reconciliation
-        // shows it never arrived. In batches: an outbox tens of thousands deep is never read whole.
-        loop {
-            let Ok(batch) = self.app.store.read(move |c| tasks::expired(c, now, EXPIRE_BATCH)).await else { return };
-            for t in &batch {
-                self.expire_one(t).await;
-            }
-            if batch.len() < EXPIRE_BATCH {
-                return;
-            }
+        // shows it never arrived. One batch per round (rounds are a second apart): an outbox tens of thousands deep
+        // is never read whole, and a batch that cannot be marked (a full disk) is not re-read in a busy loop.
+        let Ok(batch) = self.app.store.read(move |c| tasks::expired(c, now, EXPIRE_BATCH)).await else { return };
+        for t in &batch {
+            self.expire_one(t).await;
         }
     }
 
