@@ -2,18 +2,59 @@
 //! ([`Principal`], [`Ctx`]). Below the operations and the background work, so that both use it without importing
 //! each other.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+use serde_json::{Value, json};
 
 use crate::cache::{Cache, SyncStatus};
 use crate::config::Role;
 use crate::config::alerts::AlertRules;
 use crate::config::presets::Presets;
 use crate::error::Error;
-use crate::store::{Store, StoreError, tasks};
+use crate::store::{Store, StoreError, context, tasks};
 use crate::xyte::XyteClient;
+
+/// Each principal's `set_context` defaults, which most tools read when an argument is left out. Kept in memory after
+/// the first read: the daemon is the only writer (`set_context`, which calls [`Contexts::changed`] after its commit),
+/// so a tool call costs no database read for them. A read that started before a change is not kept.
+#[derive(Default)]
+pub struct Contexts(Mutex<(u64, HashMap<String, Value>)>);
+
+/// Far more principals than a gateway serves; past it the table starts again rather than grow.
+const MAX_CONTEXTS: usize = 1024;
+
+impl Contexts {
+    /// The principal's stored context, `{}` when none.
+    pub fn get(&self, store: &Store, principal: &str) -> Result<Value, StoreError> {
+        let generation = {
+            let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(v) = kept.1.get(principal) {
+                return Ok(v.clone());
+            }
+            kept.0
+        };
+        // A primary-key lookup: on this thread, not through the blocking pool (see `Store::read_blocking`).
+        let found = store.read_blocking(|c| context::get(c, principal))?.unwrap_or_else(|| json!({}));
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if kept.0 == generation {
+            if kept.1.len() >= MAX_CONTEXTS {
+                kept.1.clear();
+            }
+            kept.1.insert(principal.to_string(), found.clone());
+        }
+        Ok(found)
+    }
+
+    /// After a write of the principal's context (committed or not): read it again next time.
+    pub fn changed(&self, principal: &str) {
+        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        kept.0 += 1;
+        kept.1.remove(principal);
+    }
+}
 
 /// Everything operations need, shared by every front door.
 pub struct App {
@@ -50,6 +91,8 @@ pub struct App {
     pub alerts_wake: tokio::sync::Notify,
     /// `XYTE_SITE`: names this gateway in alerts.
     pub site: String,
+    /// Each principal's `set_context` defaults, as last read or written.
+    pub contexts: Contexts,
 }
 
 impl App {
@@ -84,6 +127,7 @@ impl App {
             alerts: Default::default(),
             alerts_wake: Default::default(),
             site: defaults.site,
+            contexts: Default::default(),
         }
     }
 

@@ -243,3 +243,44 @@ async fn http2_is_offered_by_alpn_and_sighup_reloads_the_certificate() {
     reader.read_exact(&mut frame).await.expect("the server still talks on the old connection");
     assert_eq!(frame[3], 4, "the server's first frame is SETTINGS");
 }
+
+/// The daemon keeps the tokens it verified in memory (a request costs no database read), and that stays exact:
+/// `token revoke`, run by another process while the daemon serves, refuses the token from the very next request;
+/// a name reused after revocation gets a new secret and the old one stays refused; an expiring token is refused
+/// from its expiry on, although it was answered from memory a moment before.
+#[test]
+fn tokens_kept_in_memory_are_refused_once_revoked_or_expired() {
+    let gw = Gateway::start(&[]);
+    let agent = Gateway::agent(&gw.cert);
+    let devices = gw.url("/v1/devices");
+    let cli = |args: &[&str]| {
+        let out = support::bin().arg("token").args(args).env("XYTE_STATE_DIR", &gw.state).output().unwrap();
+        assert!(out.status.success(), "token {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+
+    let first = gw.token("kiosk", "viewer");
+    for _ in 0..3 {
+        assert_eq!(get(&agent, &devices, Some(&first)).0, 200);
+    }
+    cli(&["revoke", "kiosk"]);
+    assert_eq!(get(&agent, &devices, Some(&first)).0, 401, "a revoked token must be refused at once");
+
+    let second = cli(&["create", "--name", "kiosk", "--role", "viewer"]);
+    assert_eq!(get(&agent, &devices, Some(&second)).0, 200);
+    assert_eq!(get(&agent, &devices, Some(&first)).0, 401, "the revoked secret stays refused");
+    // Revoking one token forgets every kept one; the others are read again and still pass.
+    let other = gw.token("panel", "viewer");
+    assert_eq!(get(&agent, &devices, Some(&other)).0, 200);
+    cli(&["revoke", "kiosk"]);
+    assert_eq!(get(&agent, &devices, Some(&second)).0, 401);
+    assert_eq!(get(&agent, &devices, Some(&other)).0, 200);
+
+    // `now` in `token create` is taken before it returns, so the token has expired 2 s after that.
+    let expiring = cli(&["create", "--name", "visitor", "--role", "viewer", "--expires", "2s"]);
+    let made = std::time::Instant::now();
+    assert_eq!(get(&agent, &devices, Some(&expiring)).0, 200);
+    assert_eq!(get(&agent, &devices, Some(&expiring)).0, 200);
+    std::thread::sleep((made + Duration::from_millis(2100)).saturating_duration_since(std::time::Instant::now()));
+    assert_eq!(get(&agent, &devices, Some(&expiring)).0, 401, "an expired token must be refused");
+}

@@ -17,8 +17,26 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use serde_json::Value;
+
 use super::compact::Compact;
 use crate::store::cache::CacheEntry;
+
+/// A cache row as reads share it: a read takes a reference to the kept body, not a copy (a device's commands or a
+/// model's definition were copied whole on every `get_device_status`, to use five commands of a hundred).
+#[derive(Debug, Clone)]
+pub struct Row {
+    pub key: String,
+    pub body: Arc<Value>,
+    /// ms since the epoch; 0 after an invalidation.
+    pub fetched_at: i64,
+}
+
+impl From<CacheEntry> for Row {
+    fn from(e: CacheEntry) -> Row {
+        Row { key: e.key, body: Arc::new(e.body), fetched_at: e.fetched_at }
+    }
+}
 
 /// A collection larger than this is parsed per read instead (10,000 parsed devices would hold tens of MiB).
 const MAX_LIST_ROWS: usize = 2000;
@@ -49,9 +67,10 @@ impl CachedList {
     }
 
     /// The row with this key, if the collection has it.
-    fn get(&self, key: &str) -> Option<CacheEntry> {
+    fn get(&self, key: &str) -> Option<Row> {
         let i = self.keys.binary_search_by(|k| k.as_str().cmp(key)).ok()?;
-        Some(CacheEntry { key: self.keys[i].clone(), body: self.bodies[i].to_value(), fetched_at: self.fetched_at[i] })
+        let body = Arc::new(self.bodies[i].to_value());
+        Some(Row { key: self.keys[i].clone(), body, fetched_at: self.fetched_at[i] })
     }
 }
 
@@ -59,7 +78,7 @@ impl CachedList {
 pub struct Memo {
     generation: HashMap<&'static str, u64>,
     lists: HashMap<&'static str, Arc<CachedList>>,
-    entries: HashMap<(&'static str, String), CacheEntry>,
+    entries: HashMap<(&'static str, String), Row>,
 }
 
 impl Memo {
@@ -72,7 +91,7 @@ impl Memo {
         self.lists.get(resource).cloned()
     }
 
-    pub fn entry(&self, resource: &'static str, key: &str) -> Option<CacheEntry> {
+    pub fn entry(&self, resource: &'static str, key: &str) -> Option<Row> {
         if let Some(e) = self.lists.get(resource).and_then(|l| l.get(key)) {
             return Some(e);
         }
@@ -91,7 +110,7 @@ impl Memo {
 
     /// Keeps a single entry read that started at `generation`, unless a write came in between or its collection is
     /// kept (which has the row).
-    pub fn keep_entry(&mut self, resource: &'static str, generation: u64, entry: &CacheEntry) {
+    pub fn keep_entry(&mut self, resource: &'static str, generation: u64, entry: &Row) {
         if self.generation(resource) != generation || self.lists.contains_key(resource) {
             return;
         }
@@ -119,6 +138,10 @@ mod tests {
         CacheEntry { key: key.into(), body: json!({"v": v}), fetched_at: v }
     }
 
+    fn row(key: &str, v: i64) -> Row {
+        entry(key, v).into()
+    }
+
     fn list(entries: Vec<CacheEntry>) -> Arc<CachedList> {
         let mut keys = Keys::default();
         let rows = entries.into_iter().map(|e| (e.key, Compact::of(&e.body, &mut keys), e.fetched_at)).collect();
@@ -130,13 +153,13 @@ mod tests {
         let mut m = Memo::default();
         let before = m.generation("device");
         m.forget("device"); // a write committed while the read was in SQLite
-        m.keep_entry("device", before, &entry("a", 1));
+        m.keep_entry("device", before, &row("a", 1));
         m.keep_list("device", before, &list(vec![entry("a", 1)]));
         assert!(m.entry("device", "a").is_none());
         assert!(m.list("device").is_none());
 
         let now = m.generation("device");
-        m.keep_entry("device", now, &entry("a", 2));
+        m.keep_entry("device", now, &row("a", 2));
         m.keep_list("device", now, &list(vec![entry("a", 2), entry("b", 5)]));
         assert_eq!(m.entry("device", "a").unwrap().body["v"], 2);
         let list = m.list("device").unwrap();
@@ -146,7 +169,7 @@ mod tests {
     #[test]
     fn a_kept_collection_serves_its_rows_and_replaces_their_single_copies() {
         let mut m = Memo::default();
-        m.keep_entry("device", 0, &entry("b", 1));
+        m.keep_entry("device", 0, &row("b", 1));
         let rows = vec![entry("a", 3), entry("b", 4), CacheEntry { fetched_at: 0, ..entry("c", 5) }];
         m.keep_list("device", 0, &list(rows));
         assert!(m.entries.is_empty(), "the collection holds the only copy");
@@ -154,7 +177,7 @@ mod tests {
         assert_eq!((b.key.as_str(), b.body["v"].as_i64(), b.fetched_at), ("b", Some(4), 4));
         assert_eq!(m.entry("device", "c").unwrap().fetched_at, 0, "a stale row stays stale");
         assert!(m.entry("device", "d").is_none());
-        m.keep_entry("device", 0, &entry("a", 9));
+        m.keep_entry("device", 0, &row("a", 9));
         assert!(m.entries.is_empty());
         m.forget("device");
         assert!(m.entry("device", "a").is_none());
@@ -163,8 +186,8 @@ mod tests {
     #[test]
     fn a_write_forgets_only_its_resource_and_the_bounds_hold() {
         let mut m = Memo::default();
-        m.keep_entry("device", 0, &entry("a", 1));
-        m.keep_entry("model", 0, &entry("m", 1));
+        m.keep_entry("device", 0, &row("a", 1));
+        m.keep_entry("model", 0, &row("m", 1));
         m.forget("device");
         assert!(m.entry("device", "a").is_none());
         assert!(m.entry("model", "m").is_some());
@@ -173,7 +196,7 @@ mod tests {
         m.keep_list("space", 0, &list(big));
         assert!(m.list("space").is_none(), "a list over the bound is parsed per read, not held");
         for i in 0..MAX_ENTRIES + 1 {
-            m.keep_entry("commands", 0, &entry(&format!("c{i}"), 1));
+            m.keep_entry("commands", 0, &row(&format!("c{i}"), 1));
         }
         assert!(m.entries.len() <= MAX_ENTRIES);
     }

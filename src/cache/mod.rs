@@ -26,11 +26,12 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedMutexGuard, watch};
 
 pub use compact::{Compact, Keys};
+pub use memo::Row;
 use memo::{CachedList, Memo};
 pub use xyte::{DeviceStatus, Ordered, model_id};
 
 use crate::error::{Error, ErrorCode};
-use crate::store::cache::{self, CacheDiff, CacheEntry};
+use crate::store::cache::{self, CacheDiff};
 use crate::store::{Durability, Store, StoreError, now_ms};
 use crate::xyte::XyteClient;
 
@@ -205,7 +206,7 @@ impl Cache {
         resource: &'static str,
         key: &str,
         fetch: fn(XyteClient, String) -> Refresh<Value>,
-    ) -> Result<Cached<Value>, Error> {
+    ) -> Result<Cached<Arc<Value>>, Error> {
         let cached = self.get(resource, key).await?.map(|e| {
             // An invalidated row (`fetched_at` 0) stays stale whatever the poll confirmed since.
             let known = self.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
@@ -244,12 +245,12 @@ impl Cache {
         resource: &'static str,
         key: String,
         fetch: Refresh<Value>,
-    ) -> Result<Cached<Value>, Error> {
+    ) -> Result<Cached<Arc<Value>>, Error> {
         let since = self.state.invalidations(resource);
         let v = fetch.await?;
         let at = now_ms();
         let kept = self.put(resource, &key, v.clone(), at, Some(since)).await;
-        Ok(Cached { value: v, stale: stale_unless_kept(resource, kept.err()), fetched_at: at })
+        Ok(Cached { value: Arc::new(v), stale: stale_unless_kept(resource, kept.err()), fetched_at: at })
     }
 }
 
@@ -396,7 +397,7 @@ impl Cache {
     }
 
     /// One cached entry, with its volatile fields as last seen.
-    pub async fn get(&self, resource: &'static str, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+    pub async fn get(&self, resource: &'static str, key: &str) -> Result<Option<Row>, StoreError> {
         let generation = {
             let kept = self.state.kept();
             if let Some(e) = kept.memo.entry(resource, key) {
@@ -404,12 +405,11 @@ impl Cache {
             }
             kept.memo.generation(resource)
         };
-        let mut entry = self.store.read_blocking(|c| cache::get(c, resource, key))?;
-        if let Some(e) = entry.as_mut() {
-            self.state.lay_volatile(resource, &e.key, &mut e.body);
-            self.state.kept().memo.keep_entry(resource, generation, e);
-        }
-        Ok(entry)
+        let Some(mut entry) = self.store.read_blocking(|c| cache::get(c, resource, key))? else { return Ok(None) };
+        self.state.lay_volatile(resource, &entry.key, &mut entry.body);
+        let row = Row::from(entry);
+        self.state.kept().memo.keep_entry(resource, generation, &row);
+        Ok(Some(row))
     }
 
     /// Every cached entry of `resource`, with their volatile fields as last seen, and whether they are a complete
@@ -497,7 +497,7 @@ impl Fetches {
 #[derive(Default)]
 struct Refreshes {
     pub collections: InFlight<&'static str, Cached<Items>>,
-    pub entries: InFlight<(&'static str, String), Cached<Value>>,
+    pub entries: InFlight<(&'static str, String), Cached<Arc<Value>>>,
     /// The last refresh that landed could not reach Xyte or took longer than [`REVALIDATE_WAIT`]: under a storm
     /// of errors, 429s or latency, reads with a cached answer then serve it without waiting at all. Any refresh
     /// that lands in time ends this (the refreshes go on while reads do not wait for them).

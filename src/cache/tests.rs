@@ -36,7 +36,7 @@ fn t(s: i64) -> time::OffsetDateTime {
 }
 
 /// Waits for the refresh of a device that runs now.
-async fn refresh_of(cache: &Cache, id: &str) -> Result<Cached<Value>, Error> {
+async fn refresh_of(cache: &Cache, id: &str) -> Result<Cached<Arc<Value>>, Error> {
     let key = ("device", id.to_string());
     let none = || Box::pin(std::future::ready(Err(Error::internal("no refresh ran")))) as Refresh<_>;
     let refreshes = &cache.state.refreshes;

@@ -56,12 +56,12 @@ impl Cache {
             .await
     }
 
-    pub async fn device(&self, id: &str) -> Result<Cached<Value>, Error> {
+    pub async fn device(&self, id: &str) -> Result<Cached<Arc<Value>>, Error> {
         self.entry("device", id, |c, id| Box::pin(async move { Ok(to_json(c.get_device(&id, P).await?)) })).await
     }
 
     /// The device's recent commands.
-    pub async fn commands(&self, device_id: &str) -> Result<Cached<Value>, Error> {
+    pub async fn commands(&self, device_id: &str) -> Result<Cached<Arc<Value>>, Error> {
         self.entry("commands", device_id, |c, id| {
             Box::pin(async move { Ok(to_json(c.list_commands(&id, None, 100, P).await?)) })
         })
@@ -69,17 +69,17 @@ impl Cache {
     }
 
     /// One ticket with its comments.
-    pub async fn ticket(&self, id: &str) -> Result<Cached<Value>, Error> {
+    pub async fn ticket(&self, id: &str) -> Result<Cached<Arc<Value>>, Error> {
         self.entry("ticket_full", id, |c, id| Box::pin(async move { Ok(to_json(c.get_ticket(&id, P).await?)) })).await
     }
 
-    pub async fn organization(&self) -> Result<Cached<Value>, Error> {
+    pub async fn organization(&self) -> Result<Cached<Arc<Value>>, Error> {
         self.entry("organization", "info", |c, _| Box::pin(async move { Ok(to_json(c.info(P).await?)) })).await
     }
 
     /// The definition (with its command list) of the model a device's `model` field names. `None` when it names
     /// none; an error when the model cannot be read.
-    pub async fn model(&self, model: &Value) -> Result<Option<Value>, Error> {
+    pub async fn model(&self, model: &Value) -> Result<Option<Arc<Value>>, Error> {
         let Some(id) = model_id(model) else { return Ok(None) };
         let read = self.entry("model", &id, |c, id| Box::pin(async move { Ok(to_json(c.get_model(&id, P).await?)) }));
         Ok(Some(read.await?.value))

@@ -242,6 +242,18 @@ fn revoke(store: &Store, name: &str) -> Result<u8, Failure> {
         .write_blocking(Durability::Full, move |c| tokens::revoke(c, &owned, now))
         .map_err(|e| store_failure(&e, store.path()))?;
     if revoked {
+        // A running daemon keeps verified tokens in memory until this file changes (see `tokens::changes_file`).
+        tokens::mark_changed(store.path()).map_err(|e| {
+            Failure(
+                exit::IO_ERROR,
+                format!(
+                    "revoked token {name:?} in {}, but could not tell a running daemon ({}: {e}); restart it \
+                     (systemctl restart xyte-edge) so that requests using the token are refused",
+                    store.path().display(),
+                    tokens::changes_file(store.path()).display()
+                ),
+            )
+        })?;
         println!("revoked token {name:?}; requests using it are refused from now on");
         return Ok(exit::OK);
     }

@@ -3,12 +3,14 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, ErrorCode};
 use crate::runtime::{App, Principal};
-use crate::store::{Durability, now_ms, tokens};
+use crate::store::tokens::{self, ChangesStamp, TokenInfo};
+use crate::store::{Durability, now_ms};
 
 /// Failed attempts per address within a window: after `SLOW_AFTER` each answer is delayed, after `BLOCK_AFTER`
 /// the address gets 429 until the window ends.
@@ -68,6 +70,96 @@ impl FailureLimiter {
     }
 }
 
+/// The tokens this daemon verified, by their SHA-256, so that an authenticated request costs a `stat` rather than a
+/// database read (a read transaction's locks were a sixth of the daemon's time serving cached REST reads).
+///
+/// Exact, not eventually right: everything that can make a kept token invalid is seen before it is used. Expiry is
+/// checked against the clock on every use. Revocation is the only other change (a new token never invalidates an
+/// old one: `token create` only replaces a revoked or expired token), and `token revoke` runs in another process,
+/// which touches [`tokens::changes_file`] after its commit: when that file's metadata differs from what was seen,
+/// every kept token is forgotten before this request is answered. A read that started before the change and ends
+/// after it is not kept ([`KnownTokens::keep`] compares generations), so nothing revoked comes back.
+pub struct KnownTokens {
+    changes: PathBuf,
+    known: Mutex<Known>,
+}
+
+#[derive(Default)]
+struct Known {
+    stamp: ChangesStamp,
+    /// Counts the times everything was forgotten.
+    generation: u64,
+    by_digest: HashMap<[u8; 32], TokenInfo>,
+}
+
+/// Far more tokens than a gateway has; past it the table starts again rather than grow.
+const MAX_KNOWN: usize = 1024;
+
+/// What [`KnownTokens::get`] found.
+enum Lookup {
+    Known(TokenInfo),
+    /// Not kept: read the database, and keep what it says if the generation is still this one.
+    Read(Option<u64>),
+}
+
+impl KnownTokens {
+    pub fn new(db: &Path) -> KnownTokens {
+        KnownTokens { changes: tokens::changes_file(db), known: Mutex::default() }
+    }
+
+    fn get(&self, digest: &[u8; 32], now: i64) -> Lookup {
+        // A changes file that cannot be examined means nothing kept can be trusted: read the database every time.
+        let Ok(stamp) = tokens::changes_stamp(&self.changes) else { return Lookup::Read(None) };
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.stamp != stamp {
+            known.by_digest.clear();
+            known.generation += 1;
+            known.stamp = stamp;
+        }
+        match known.by_digest.get(digest) {
+            Some(info) if info.is_active(now) => Lookup::Known(info.clone()),
+            _ => Lookup::Read(Some(known.generation)),
+        }
+    }
+
+    fn keep(&self, generation: u64, digest: [u8; 32], info: &TokenInfo) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if known.generation != generation {
+            return;
+        }
+        if known.by_digest.len() >= MAX_KNOWN {
+            known.by_digest.clear();
+        }
+        known.by_digest.insert(digest, info.clone());
+    }
+
+    /// `last_used_at` as just written, so the next request does not write it again.
+    fn touched(&self, digest: &[u8; 32], now: i64) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(info) = known.by_digest.get_mut(digest) {
+            info.last_used_at = Some(now);
+        }
+    }
+
+    /// The active token whose secret is `presented`, from memory or from the database.
+    fn verify(&self, app: &App, presented: &str, now: i64) -> Result<Option<TokenInfo>, crate::store::StoreError> {
+        if !tokens::plausible(presented) {
+            return Ok(None);
+        }
+        let digest = tokens::digest(presented);
+        let generation = match self.get(&digest, now) {
+            Lookup::Known(info) => return Ok(Some(info)),
+            Lookup::Read(generation) => generation,
+        };
+        // A lookup by primary key: on this thread, not through the blocking pool (see `Store::read_blocking`).
+        let found = app.store.read_blocking(|c| tokens::verify(c, presented, now))?;
+        if let (Some(info), Some(generation)) = (&found, generation) {
+            self.keep(generation, digest, info);
+        }
+        Ok(found)
+    }
+}
+
 /// Who a request comes from.
 pub enum Caller {
     Anonymous,
@@ -86,6 +178,7 @@ pub enum Rejection {
 pub async fn authenticate(
     app: &App,
     limiter: &FailureLimiter,
+    known: &KnownTokens,
     addr: IpAddr,
     header: Option<&str>,
 ) -> Result<Caller, Rejection> {
@@ -101,9 +194,7 @@ pub async fn authenticate(
         return Err(Rejection::Unauthenticated("the Authorization header must be `Bearer <token>`".into()));
     };
     let now = now_ms();
-    // A lookup by primary key on every request: on this thread, not through the blocking pool (see `Store::read_blocking`).
-    let found = app.store.read_blocking(|c| tokens::verify(c, secret, now));
-    let info = match found {
+    let info = match known.verify(app, secret, now) {
         Ok(Some(info)) => info,
         Ok(None) => {
             limiter.failed(addr).await;
@@ -112,7 +203,8 @@ pub async fn authenticate(
         Err(e) => return Err(Rejection::Refused(Error::internal(format!("cannot check the token: {e}")))),
     };
     // `last_used_at` is kept to the minute; most requests cost no write at all.
-    if info.last_used_at.is_none_or(|t| now - t > 60_000) {
+    if info.last_used_at.is_none_or(|t| now - t > tokens::TOUCH_INTERVAL_MS) {
+        known.touched(&tokens::digest(secret), now);
         let name = info.name.clone();
         let store = app.store.clone();
         tokio::spawn(async move {
@@ -122,4 +214,51 @@ pub async fn authenticate(
         });
     }
     Ok(Caller::Token(Principal { id: format!("token:{}", info.name), role: info.role }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Role;
+
+    fn info(name: &str) -> TokenInfo {
+        TokenInfo {
+            name: name.into(),
+            role: Role::Viewer,
+            created_at: 0,
+            expires_at: Some(2_000),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    #[test]
+    fn a_change_forgets_everything_and_a_read_from_before_it_is_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("xyte-edge.db");
+        let known = KnownTokens::new(&db);
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+
+        let Lookup::Read(Some(before)) = known.get(&a, 1_000) else { panic!("nothing is kept yet") };
+        known.keep(before, a, &info("a"));
+        assert!(matches!(known.get(&a, 1_000), Lookup::Known(i) if i.name == "a"));
+        assert!(matches!(known.get(&a, 2_000), Lookup::Read(_)), "expired at 2000: read again");
+
+        // A read of `b` starts, then `token revoke` marks a change before the read is kept.
+        let Lookup::Read(Some(started)) = known.get(&b, 1_000) else { panic!() };
+        tokens::mark_changed(&db).unwrap();
+        assert!(matches!(known.get(&a, 1_000), Lookup::Read(Some(g)) if g > started), "forgotten after the change");
+        known.keep(started, b, &info("b"));
+        assert!(matches!(known.get(&b, 1_000), Lookup::Read(_)), "a read from before the change is not kept");
+
+        // Two changes within one tick of the file system's clock still differ (the file grows by a byte each).
+        let Lookup::Read(Some(now)) = known.get(&a, 1_000) else { panic!() };
+        known.keep(now, a, &info("a"));
+        tokens::mark_changed(&db).unwrap();
+        assert!(matches!(known.get(&a, 1_000), Lookup::Read(_)));
+        let Lookup::Read(Some(now)) = known.get(&a, 1_000) else { panic!() };
+        known.keep(now, a, &info("a"));
+        tokens::mark_changed(&db).unwrap();
+        assert!(matches!(known.get(&a, 1_000), Lookup::Read(_)));
+    }
 }

@@ -93,10 +93,12 @@ pub async fn start(
     };
     let acceptor =
         certificate.as_ref().map(|c| tokio_rustls::TlsAcceptor::from(tls::server_config(c.resolver.clone())));
+    let known_tokens = auth::KnownTokens::new(app.store.path());
     let http = Arc::new(state::Http {
         app,
         mcp_extension,
         limiter: Default::default(),
+        known_tokens,
         heartbeats,
         webhook_secret: config.webhook_secret.clone(),
         allowed_hosts: config.allowed_hosts.clone(),

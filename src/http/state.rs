@@ -10,7 +10,7 @@ use hyper::{Response, header};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::{Caller, FailureLimiter, Rejection, authenticate};
+use super::auth::{Caller, FailureLimiter, KnownTokens, Rejection, authenticate};
 use super::body::Chunk;
 use super::response::{Body, error_response, unauthenticated};
 use crate::config::Secret;
@@ -25,6 +25,8 @@ pub struct Http {
     /// What `/mcp` sessions serve beside the catalogue.
     pub mcp_extension: Arc<dyn crate::mcp::Extension>,
     pub limiter: FailureLimiter,
+    /// The tokens verified so far (a request costs a `stat`, not a database read).
+    pub known_tokens: KnownTokens,
     /// Store writer and forwarder: `/healthz` is 200 only while they beat.
     pub heartbeats: Vec<Heartbeat>,
     /// `XYTE_WEBHOOK_SECRET`: HMAC key for `POST /v1/webhook`.
@@ -53,7 +55,7 @@ pub async fn require_token(
     headers: &hyper::HeaderMap,
 ) -> Result<Principal, Box<Response<Body>>> {
     let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    match authenticate(&http.app, &http.limiter, peer.addr.ip(), auth).await {
+    match authenticate(&http.app, &http.limiter, &http.known_tokens, peer.addr.ip(), auth).await {
         Ok(Caller::Token(p)) => Ok(p),
         Ok(Caller::Anonymous) => Err(Box::new(unauthenticated("a bearer token is required"))),
         Err(Rejection::Unauthenticated(m)) => Err(Box::new(unauthenticated(&m))),

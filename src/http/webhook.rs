@@ -98,7 +98,7 @@ async fn accept(app: &App, raw: &[u8], via: &str) -> Response<Body> {
 
 /// The caller's principal id when its bearer token has at least the `operator` role.
 async fn by_token(http: &Http, peer: Peer, authorization: Option<&str>) -> Result<String, Response<Body>> {
-    match authenticate(&http.app, &http.limiter, peer.addr.ip(), authorization).await {
+    match authenticate(&http.app, &http.limiter, &http.known_tokens, peer.addr.ip(), authorization).await {
         Ok(Caller::Token(p)) if p.role >= Role::Operator => Ok(p.id),
         Ok(Caller::Token(p)) => Err(error_response(
             &Error::new(

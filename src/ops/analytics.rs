@@ -159,7 +159,7 @@ pub async fn get_device_analytics_report(ctx: &Ctx, a: AnalyticsArgs) -> Result<
     }
 
     // Commands sent in the period.
-    let commands = ctx.app.cache.commands(&id).await.map(|c| c.value).unwrap_or_else(|_| json!([]));
+    let commands = ctx.app.cache.commands(&id).await.map(|c| c.value).unwrap_or_default();
     let mut by_status = serde_json::Map::new();
     for c in commands.as_array().into_iter().flatten() {
         if parse_ts(c["created_at"].as_str()).is_some_and(|t| t >= start_s) {

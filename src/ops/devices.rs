@@ -2,6 +2,8 @@
 //! `search_device_histories`, `claim_device`, `update_device`, `delete_device`, and the per-principal context
 //! (`set_context`) that lets tools default `device_id`/`space_id`/`room`.
 
+use std::sync::Arc;
+
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -25,8 +27,7 @@ pub fn summary(d: &Compact) -> Value {
 
 /// The calling principal's stored context (`set_context`), `{}` when none.
 pub async fn stored_context(ctx: &Ctx) -> Result<Value, Error> {
-    // A primary-key lookup: on this thread, not through the blocking pool (see `Store::read_blocking`).
-    Ok(ctx.app.store.read_blocking(|c| context::get(c, &ctx.principal.id))?.unwrap_or_else(|| json!({})))
+    Ok(ctx.app.contexts.get(&ctx.app.store, &ctx.principal.id)?)
 }
 
 /// `device_id` from the arguments, else from the principal's context, else a clear error.
@@ -139,7 +140,7 @@ pub struct DeviceRef {
 
 /// The device, or `invalid_params` naming the id when Xyte does not know it (a caller's mistake, not a lookup miss).
 pub async fn existing_device(ctx: &Ctx, id: &str) -> Result<Value, Error> {
-    ctx.app.cache.device(id).await.map(|d| d.value).map_err(|e| match e.code {
+    ctx.app.cache.device(id).await.map(|d| Arc::unwrap_or_clone(d.value)).map_err(|e| match e.code {
         ErrorCode::NotFound => Error::invalid_params(format!("no device {id}")),
         _ => e,
     })
@@ -148,12 +149,15 @@ pub async fn existing_device(ctx: &Ctx, id: &str) -> Result<Value, Error> {
 pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let cache = &ctx.app.cache;
-    let mut read = cache.device(&id).await?;
-    let device = std::mem::take(&mut read.value);
+    let read = cache.device(&id).await?;
+    let provenance = Cached { value: (), stale: read.stale, fetched_at: read.fetched_at };
+    // Taken whole when the cache's copy was made for this read (a device of the parsed collection), else copied.
+    let device = Arc::unwrap_or_clone(read.value);
     let incidents = cache.active_incidents().await.map(|s| s.value).unwrap_or_default();
     let open: Vec<Value> = incidents.iter().filter(|i| i["device_id"] == id.as_str()).map(Compact::to_value).collect();
+    // Five of the cached commands, and of the model only its command list: the rest stays shared with the cache.
     let recent = match cache.commands(&id).await {
-        Ok(Cached { value: Value::Array(list), .. }) => list.into_iter().take(5).collect(),
+        Ok(Cached { value, .. }) => value.as_array().map(|l| l.iter().take(5).cloned().collect()).unwrap_or_default(),
         _ => Vec::new(),
     };
     // What the model accepts, so a caller (the dashboard, an agent) can offer valid commands without another call.
@@ -163,7 +167,7 @@ pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Value, Error> 
         _ => false,
     };
     let commands = if !uncached {
-        cache.model(&device["model"]).await.ok().flatten().map(|mut m| m["commands"].take())
+        cache.model(&device["model"]).await.ok().flatten().map(|m| m["commands"].clone())
     } else {
         None
     };
@@ -177,7 +181,7 @@ pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Value, Error> 
         ("recent_commands".to_string(), Value::Array(recent)),
         ("commands".to_string(), commands.unwrap_or(Value::Null)),
     ]));
-    Ok(read.stamp(out))
+    Ok(provenance.stamp(out))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -280,6 +284,8 @@ pub async fn set_context(ctx: &Ctx, a: SetContext) -> Result<Value, Error> {
         current["room"] = json!(r);
     }
     let (who, data) = (ctx.principal.id.clone(), current.clone());
-    ctx.app.store.write(Durability::Normal, move |c| context::set(c, &who, &data, now_ms())).await?;
+    let written = ctx.app.store.write(Durability::Normal, move |c| context::set(c, &who, &data, now_ms())).await;
+    ctx.app.contexts.changed(&ctx.principal.id);
+    written?;
     Ok(json!({"principal": ctx.principal.id, "context": current}))
 }

@@ -58,7 +58,7 @@ pub struct NoArgs {}
 
 pub async fn get_organization_info(ctx: &Ctx, _: NoArgs) -> Result<Value, Error> {
     let info = ctx.app.cache.organization().await?;
-    Ok(info.stamp(json!({"organization": info.value})))
+    Ok(info.stamp(json!({"organization": *info.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]

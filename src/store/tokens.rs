@@ -6,6 +6,11 @@
 //! computed one in constant time as defence in depth. Rows are kept after revocation or expiry so `token list`
 //! can show what happened to a token; a new token with the name of a dead one replaces it.
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use serde::Serialize;
 
@@ -101,7 +106,59 @@ fn base64url(bytes: &[u8]) -> String {
 }
 
 fn hash(secret: &str) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref().to_vec()
+    digest(secret).to_vec()
+}
+
+/// The SHA-256 a secret is stored and looked up by.
+pub fn digest(secret: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref());
+    out
+}
+
+/// Whether `presented` is shaped like a secret: anything else cannot match, so it is neither hashed (an attacker
+/// chooses its size) nor looked up.
+pub fn plausible(presented: &str) -> bool {
+    presented.starts_with(PREFIX) && presented.len() <= 128
+}
+
+/// The file beside the database that `token create` and `token revoke` touch after their commit. The daemon keeps
+/// the tokens it verified in memory and forgets them all when this file's metadata changes, so a revocation made
+/// by another process takes effect at the daemon's next request without a database read per request. What the file
+/// holds means nothing: each change appends a byte, so even two changes within one tick of the file system's clock
+/// leave different sizes.
+pub fn changes_file(db: &Path) -> PathBuf {
+    db.with_file_name("tokens.changed")
+}
+
+/// Tells a running daemon that the tokens table changed (see [`changes_file`]). Made by root, the file is given to
+/// the state directory's owner like everything else there.
+pub fn mark_changed(db: &Path) -> std::io::Result<()> {
+    let path = changes_file(db);
+    let mut file = OpenOptions::new().create(true).append(true).mode(0o644).open(&path)?;
+    // Kept small: past 4 KiB it starts again (its size still differs from the one before).
+    if file.metadata()?.len() >= 4096 {
+        file.set_len(0)?;
+    }
+    file.write_all(b"\n")?;
+    if let Some(dir) = path.parent() {
+        super::lock::give_to_owner_of(&path, dir)?;
+    }
+    Ok(())
+}
+
+/// One state of the changes file: inode, size, modification and change times (ns). `None` while there is none.
+pub type ChangesStamp = Option<(u64, u64, i128, i128)>;
+
+pub fn changes_stamp(file: &Path) -> std::io::Result<ChangesStamp> {
+    match std::fs::metadata(file) {
+        Ok(m) => {
+            let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+            Ok(Some((m.ino(), m.len(), ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec()))))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Equality whose running time does not depend on where the inputs differ. ring 0.17 deprecated its public
@@ -192,8 +249,7 @@ pub fn revoke(conn: &Connection, name: &str, now: i64) -> Result<bool, StoreErro
 /// The active token whose secret is `presented`, or `None` (unknown, revoked or expired — the caller does not learn
 /// which, and neither does an attacker). Read-only, so it runs on a reader connection for every request.
 pub fn verify(conn: &Connection, presented: &str, now: i64) -> Result<Option<TokenInfo>, StoreError> {
-    // Anything that is not shaped like a secret cannot match; skip hashing arbitrary attacker-sized input.
-    if !presented.starts_with(PREFIX) || presented.len() > 128 {
+    if !plausible(presented) {
         return Ok(None);
     }
     let computed = hash(presented);
