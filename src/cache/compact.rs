@@ -75,6 +75,24 @@ impl Compact {
         o.binary_search_by(|(k, _)| (**k).cmp(key)).ok().map(|i| &o[i].1)
     }
 
+    /// [`Compact::get`] for the same key in many objects of one shape (the devices of a page): `at` is where the key
+    /// was last found, tried first; one comparison instead of a binary search when the shapes agree.
+    pub fn get_near(&self, key: &str, at: &mut usize) -> &Compact {
+        let Compact::Object(o) = self else { return &NULL };
+        if let Some((k, v)) = o.get(*at)
+            && **k == *key
+        {
+            return v;
+        }
+        match o.binary_search_by(|(k, _)| (**k).cmp(key)) {
+            Ok(i) => {
+                *at = i;
+                &o[i].1
+            }
+            Err(_) => &NULL,
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Compact::String(s) => Some(s),

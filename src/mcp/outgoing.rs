@@ -150,15 +150,123 @@ fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind)
             error_code: msg.pointer("/error/code").and_then(Value::as_i64),
         },
     };
-    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    let mut line = Vec::new();
+    if write_message(&mut line, msg).is_err() {
+        line.clear();
+    }
     line.push(b'\n');
     (Bytes::from(line), kind)
+}
+
+/// Writes a message (or a batch of them) as JSON.
+///
+/// A tool's result carries its answer twice: as `structuredContent` and as the same JSON in a text block, escaped.
+/// The session leaves that block's `text` out ([`super::session`]'s `call_tool`) and it is written here from the
+/// structured content's bytes, so the answer is serialised once rather than twice (a 28 KB `list_devices` answer was
+/// serialised three times: for the text, then both again in the message). A text block without `text` is not valid
+/// MCP, so it cannot be anything else.
+fn write_message(out: &mut Vec<u8>, msg: &Value) -> serde_json::Result<()> {
+    if let Value::Array(items) = msg {
+        out.push(b'[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_message(out, item)?;
+        }
+        out.push(b']');
+        return Ok(());
+    }
+    let (Value::Object(fields), Some(Value::Object(result))) = (msg, msg.get("result")) else {
+        return serde_json::to_writer(out, msg);
+    };
+    let (Some(structured), Some([Value::Object(block)])) =
+        (result.get("structuredContent"), result.get("content").and_then(Value::as_array).map(Vec::as_slice))
+    else {
+        return serde_json::to_writer(out, msg);
+    };
+    if block.get("type").and_then(Value::as_str) != Some("text") || block.contains_key("text") {
+        return serde_json::to_writer(out, msg);
+    }
+    let json = serde_json::to_vec(structured)?;
+    out.reserve(json.len() * 5 / 2 + 256);
+    let text = std::str::from_utf8(&json).map_err(serde::ser::Error::custom)?;
+    write_object(out, fields, |out, key, value| match key {
+        "result" => write_object(out, result, |out, key, value| match key {
+            "structuredContent" => {
+                out.extend_from_slice(&json);
+                Ok(())
+            }
+            "content" => {
+                out.push(b'[');
+                write_object(out, block, |out, _, value| serde_json::to_writer(out, value))?;
+                // `write_object` left the block open for this field.
+                out.truncate(out.len() - 1);
+                out.extend_from_slice(if block.is_empty() { b"\"text\":" } else { b",\"text\":" });
+                serde_json::to_writer(&mut *out, text)?;
+                out.extend_from_slice(b"}]");
+                Ok(())
+            }
+            _ => serde_json::to_writer(out, value),
+        }),
+        _ => serde_json::to_writer(out, value),
+    })
+}
+
+/// `{"key":value,…}` with each value written by `value`.
+fn write_object(
+    out: &mut Vec<u8>,
+    fields: &serde_json::Map<String, Value>,
+    mut value: impl FnMut(&mut Vec<u8>, &str, &Value) -> serde_json::Result<()>,
+) -> serde_json::Result<()> {
+    out.push(b'{');
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, k)?;
+        out.push(b':');
+        value(out, k, v)?;
+    }
+    out.push(b'}');
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_tool_result_gets_its_structured_content_as_text() {
+        let answer = json!({"devices": [{"name": "Lobby \"A\" \\ \u{e9}\n", "n": 1.5}], "stale": false});
+        let result = |extra: Value| {
+            let mut r = json!({"isError": false, "content": [{"type": "text"}], "structuredContent": answer});
+            r.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            r
+        };
+        let msg = json!({"jsonrpc": "2.0", "id": "a\"b", "result": result(json!({}))});
+        let modern =
+            json!({"jsonrpc": "2.0", "id": 7, "result": result(json!({"_meta": {"k": 1}, "resultType": "complete"}))});
+        let (line, kind) = serialise(&msg, None);
+        assert_eq!(kind, Kind::Response { id: Some(r#""a\"b""#.into()), error_code: None });
+        for (sent, original) in [(line, &msg), (serialise(&modern, None).0, &modern)] {
+            assert!(sent.ends_with(b"\n"));
+            let back: Value = serde_json::from_slice(&sent).unwrap();
+            let text = back["result"]["content"][0]["text"].as_str().unwrap();
+            assert_eq!(text, serde_json::to_string(&answer).unwrap());
+            let mut expected = original.clone();
+            expected["result"]["content"][0]["text"] = json!(text);
+            assert_eq!(back, expected);
+        }
+        // In a batch, each response; a block that has its text (an extension's tool) is left as it is.
+        let own = json!({"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "hi"}],
+                         "structuredContent": {"x": 1}}});
+        let (batch, _) = serialise(&json!([msg, own]), None);
+        let back: Value = serde_json::from_slice(&batch).unwrap();
+        assert_eq!(back[0]["result"]["content"][0]["text"], serde_json::to_string(&answer).unwrap());
+        assert_eq!(back[1], own);
+    }
 
     #[tokio::test]
     async fn responses_wait_for_room_and_notifications_are_dropped() {

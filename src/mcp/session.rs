@@ -577,11 +577,9 @@ impl Session {
                 (e.to_body(), true)
             }
         };
-        // The text and the result moved in, not interpolated: `json!` would copy them (see `jsonrpc::result`).
-        let mut block = json!({"type": "text"});
-        block["text"] = json_text(&value);
-        let mut result = json!({"isError": is_error});
-        result["content"] = Value::Array(vec![block]);
+        // The text block's `text` is the structured content's JSON: written by `outgoing` from the same bytes when the
+        // message is serialised, not serialised twice. The result is moved in, not interpolated (`json!` would copy).
+        let mut result = json!({"isError": is_error, "content": [{"type": "text"}]});
         result["structuredContent"] = value;
         Ok(result)
     }

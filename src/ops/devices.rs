@@ -18,11 +18,37 @@ use crate::xyte::{HistoryQuery, Priority};
 
 const P: Priority = Priority::Interactive;
 
+/// What `list_devices` and the uplink say about a device.
 pub fn summary(d: &Compact) -> Value {
-    json!({
-        "id": d["id"], "name": d["name"], "status": d["status"], "model": d["model"]["name"],
-        "space_id": d["space"]["id"], "space": d["space"]["full_path"], "last_seen_at": d["last_seen_at"], "sn": d["sn"],
-    })
+    Summaries::default().of(d)
+}
+
+/// Summaries of many devices: built directly from the parsed copies (`json!` would take each field through serde's
+/// `Value` serializer), looking each field up where it was in the device before (devices share one shape). Building
+/// and looking up were a third of a `list_devices` call in perf.
+#[derive(Default)]
+struct Summaries {
+    at: [usize; 10],
+}
+
+impl Summaries {
+    fn of(&mut self, d: &Compact) -> Value {
+        let [id, name, status, model, model_name, space, space_id, space_path, seen, sn] = &mut self.at;
+        let (m, s) = (d.get_near("model", model), d.get_near("space", space));
+        Value::Object(Map::from_iter(
+            [
+                ("id", d.get_near("id", id)),
+                ("name", d.get_near("name", name)),
+                ("status", d.get_near("status", status)),
+                ("model", m.get_near("name", model_name)),
+                ("space_id", s.get_near("id", space_id)),
+                ("space", s.get_near("full_path", space_path)),
+                ("last_seen_at", d.get_near("last_seen_at", seen)),
+                ("sn", d.get_near("sn", sn)),
+            ]
+            .map(|(k, v)| (k.to_string(), v.to_value())),
+        ))
+    }
 }
 
 /// The calling principal's stored context (`set_context`), `{}` when none.
@@ -122,7 +148,8 @@ pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
         matched.retain(|(_, s)| *s == Some(wanted));
     }
     let (shown, next, omitted) = page(&matched, a.limit, a.cursor.as_deref())?;
-    let items: Vec<Value> = shown.into_iter().map(|(d, _)| summary(d)).collect();
+    let mut summaries = Summaries::default();
+    let items: Vec<Value> = shown.into_iter().map(|(d, _)| summaries.of(d)).collect();
     let mut out = json!({"total": matched.len(), "counts": counts, "omitted": omitted});
     out["devices"] = Value::Array(items); // moved, not copied by `json!`
     if let Some(n) = next {
