@@ -12,6 +12,7 @@ pub mod cache;
 pub mod channels;
 pub mod cli;
 pub mod config;
+pub mod copies;
 pub mod error;
 pub mod events;
 pub mod exit;

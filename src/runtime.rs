@@ -2,8 +2,7 @@
 //! ([`Principal`], [`Ctx`]). Below the operations and the background work, so that both use it without importing
 //! each other.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -13,46 +12,39 @@ use crate::cache::{Cache, SyncStatus};
 use crate::config::Role;
 use crate::config::alerts::AlertRules;
 use crate::config::presets::Presets;
+use crate::copies::Copies;
 use crate::error::Error;
 use crate::store::{Store, StoreError, context, tasks};
 use crate::xyte::XyteClient;
 
 /// Each principal's `set_context` defaults, which most tools read when an argument is left out. Kept in memory after
-/// the first read: the daemon is the only writer (`set_context`, which calls [`Contexts::changed`] after its commit),
-/// so a tool call costs no database read for them. A read that started before a change is not kept.
-#[derive(Default)]
-pub struct Contexts(Mutex<(u64, HashMap<String, Value>)>);
+/// the first read ([`Copies`]): the daemon is the only writer (`set_context`, which calls [`Contexts::changed`] after
+/// its commit), so a tool call costs no database read for them.
+pub struct Contexts(Copies<String, Value>);
 
-/// Far more principals than a gateway serves; past it the table starts again rather than grow.
-const MAX_CONTEXTS: usize = 1024;
+impl Default for Contexts {
+    /// Far more principals than a gateway serves.
+    fn default() -> Contexts {
+        Contexts(Copies::new(1024))
+    }
+}
 
 impl Contexts {
     /// The principal's stored context, `{}` when none.
     pub fn get(&self, store: &Store, principal: &str) -> Result<Value, StoreError> {
-        let generation = {
-            let kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(v) = kept.1.get(principal) {
-                return Ok(v.clone());
-            }
-            kept.0
+        let generation = match self.0.get(principal) {
+            Ok(kept) => return Ok(kept),
+            Err(generation) => generation,
         };
         // A primary-key lookup: on this thread, not through the blocking pool (see `Store::read_blocking`).
         let found = store.read_blocking(|c| context::get(c, principal))?.unwrap_or_else(|| json!({}));
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if kept.0 == generation {
-            if kept.1.len() >= MAX_CONTEXTS {
-                kept.1.clear();
-            }
-            kept.1.insert(principal.to_string(), found.clone());
-        }
+        self.0.keep(generation, principal.to_string(), found.clone());
         Ok(found)
     }
 
     /// After a write of the principal's context (committed or not): read it again next time.
     pub fn changed(&self, principal: &str) {
-        let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        kept.0 += 1;
-        kept.1.remove(principal);
+        self.0.forget(principal);
     }
 }
 

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::copies::Copies;
 use crate::error::{Error, ErrorCode};
 use crate::runtime::{App, Principal};
 use crate::store::tokens::{self, ChangesStamp, TokenInfo};
@@ -73,72 +74,45 @@ impl FailureLimiter {
 /// The tokens this daemon verified, by their SHA-256, so that an authenticated request costs a `stat` rather than a
 /// database read (a read transaction's locks were a sixth of the daemon's time serving cached REST reads).
 ///
-/// Exact, not eventually right: everything that can make a kept token invalid is seen before it is used. Expiry is
-/// checked against the clock on every use. Revocation is the only other change (a new token never invalidates an
-/// old one: `token create` only replaces a revoked or expired token), and `token revoke` runs in another process,
-/// which touches [`tokens::changes_file`] after its commit: when that file's metadata differs from what was seen,
-/// every kept token is forgotten before this request is answered. A read that started before the change and ends
-/// after it is not kept ([`KnownTokens::keep`] compares generations), so nothing revoked comes back.
+/// Exact, not eventually right ([`Copies`]): everything that can make a kept token invalid is seen before it is
+/// used. Expiry is checked against the clock on every use. Revocation is the only other change (a new token never
+/// invalidates an old one: `token create` only replaces a revoked or expired token), and `token revoke` runs in
+/// another process, which touches [`tokens::changes_file`] after its commit: when that file's metadata differs from
+/// what was seen, every kept token is forgotten before this request is answered.
 pub struct KnownTokens {
     changes: PathBuf,
-    known: Mutex<Known>,
-}
-
-#[derive(Default)]
-struct Known {
-    stamp: ChangesStamp,
-    /// Counts the times everything was forgotten.
-    generation: u64,
-    by_digest: HashMap<[u8; 32], TokenInfo>,
-}
-
-/// Far more tokens than a gateway has; past it the table starts again rather than grow.
-const MAX_KNOWN: usize = 1024;
-
-/// What [`KnownTokens::get`] found.
-enum Lookup {
-    Known(TokenInfo),
-    /// Not kept: read the database, and keep what it says if the generation is still this one.
-    Read(Option<u64>),
+    /// The changes file as last seen.
+    seen: Mutex<ChangesStamp>,
+    by_digest: Copies<[u8; 32], TokenInfo>,
 }
 
 impl KnownTokens {
     pub fn new(db: &Path) -> KnownTokens {
-        KnownTokens { changes: tokens::changes_file(db), known: Mutex::default() }
+        // Far more tokens than a gateway has.
+        KnownTokens { changes: tokens::changes_file(db), seen: Mutex::default(), by_digest: Copies::new(1024) }
     }
 
-    fn get(&self, digest: &[u8; 32], now: i64) -> Lookup {
+    /// The kept token, or the generation a database read starts from; `Err(None)`: read, and keep nothing.
+    fn get(&self, digest: &[u8; 32], now: i64) -> Result<TokenInfo, Option<u64>> {
         // A changes file that cannot be examined means nothing kept can be trusted: read the database every time.
-        let Ok(stamp) = tokens::changes_stamp(&self.changes) else { return Lookup::Read(None) };
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if known.stamp != stamp {
-            known.by_digest.clear();
-            known.generation += 1;
-            known.stamp = stamp;
+        let stamp = tokens::changes_stamp(&self.changes).map_err(|_| None)?;
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            if *seen != stamp {
+                *seen = stamp;
+                self.by_digest.forget_all();
+            }
         }
-        match known.by_digest.get(digest) {
-            Some(info) if info.is_active(now) => Lookup::Known(info.clone()),
-            _ => Lookup::Read(Some(known.generation)),
+        match self.by_digest.get(digest) {
+            Ok(info) if info.is_active(now) => Ok(info),
+            Ok(_) => Err(None),
+            Err(generation) => Err(Some(generation)),
         }
-    }
-
-    fn keep(&self, generation: u64, digest: [u8; 32], info: &TokenInfo) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if known.generation != generation {
-            return;
-        }
-        if known.by_digest.len() >= MAX_KNOWN {
-            known.by_digest.clear();
-        }
-        known.by_digest.insert(digest, info.clone());
     }
 
     /// `last_used_at` as just written, so the next request does not write it again.
     fn touched(&self, digest: &[u8; 32], now: i64) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(info) = known.by_digest.get_mut(digest) {
-            info.last_used_at = Some(now);
-        }
+        self.by_digest.update(digest, |info| info.last_used_at = Some(now));
     }
 
     /// The active token whose secret is `presented`, from memory or from the database.
@@ -148,13 +122,13 @@ impl KnownTokens {
         }
         let digest = tokens::digest(presented);
         let generation = match self.get(&digest, now) {
-            Lookup::Known(info) => return Ok(Some(info)),
-            Lookup::Read(generation) => generation,
+            Ok(info) => return Ok(Some(info)),
+            Err(generation) => generation,
         };
         // A lookup by primary key: on this thread, not through the blocking pool (see `Store::read_blocking`).
         let found = app.store.read_blocking(|c| tokens::verify(c, presented, now))?;
         if let (Some(info), Some(generation)) = (&found, generation) {
-            self.keep(generation, digest, info);
+            self.by_digest.keep(generation, digest, info.clone());
         }
         Ok(found)
     }
@@ -239,26 +213,28 @@ mod tests {
         let known = KnownTokens::new(&db);
         let (a, b) = ([1u8; 32], [2u8; 32]);
 
-        let Lookup::Read(Some(before)) = known.get(&a, 1_000) else { panic!("nothing is kept yet") };
-        known.keep(before, a, &info("a"));
-        assert!(matches!(known.get(&a, 1_000), Lookup::Known(i) if i.name == "a"));
-        assert!(matches!(known.get(&a, 2_000), Lookup::Read(_)), "expired at 2000: read again");
+        let keep = |generation, digest, name: &str| known.by_digest.keep(generation, digest, info(name));
+
+        let Err(Some(before)) = known.get(&a, 1_000) else { panic!("nothing is kept yet") };
+        keep(before, a, "a");
+        assert!(matches!(known.get(&a, 1_000), Ok(i) if i.name == "a"));
+        assert!(known.get(&a, 2_000).is_err(), "expired at 2000: read again");
 
         // A read of `b` starts, then `token revoke` marks a change before the read is kept.
-        let Lookup::Read(Some(started)) = known.get(&b, 1_000) else { panic!() };
+        let Err(Some(started)) = known.get(&b, 1_000) else { panic!() };
         tokens::mark_changed(&db).unwrap();
-        assert!(matches!(known.get(&a, 1_000), Lookup::Read(Some(g)) if g > started), "forgotten after the change");
-        known.keep(started, b, &info("b"));
-        assert!(matches!(known.get(&b, 1_000), Lookup::Read(_)), "a read from before the change is not kept");
+        assert!(matches!(known.get(&a, 1_000), Err(Some(g)) if g > started), "forgotten after the change");
+        keep(started, b, "b");
+        assert!(known.get(&b, 1_000).is_err(), "a read from before the change is not kept");
 
         // Two changes within one tick of the file system's clock still differ (the file grows by a byte each).
-        let Lookup::Read(Some(now)) = known.get(&a, 1_000) else { panic!() };
-        known.keep(now, a, &info("a"));
+        let Err(Some(now)) = known.get(&a, 1_000) else { panic!() };
+        keep(now, a, "a");
         tokens::mark_changed(&db).unwrap();
-        assert!(matches!(known.get(&a, 1_000), Lookup::Read(_)));
-        let Lookup::Read(Some(now)) = known.get(&a, 1_000) else { panic!() };
-        known.keep(now, a, &info("a"));
+        assert!(known.get(&a, 1_000).is_err());
+        let Err(Some(now)) = known.get(&a, 1_000) else { panic!() };
+        keep(now, a, "a");
         tokens::mark_changed(&db).unwrap();
-        assert!(matches!(known.get(&a, 1_000), Lookup::Read(_)));
+        assert!(known.get(&a, 1_000).is_err());
     }
 }
