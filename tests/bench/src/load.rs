@@ -179,28 +179,37 @@ where
 /// The MCP floor: a minimal tokio NDJSON echo server on a Unix socket (one task per connection, a line in, the
 /// same line out), on a runtime of its own with as many workers as the daemon's.
 pub fn echo_server(rt: &tokio::runtime::Runtime, path: PathBuf) -> Res<()> {
-    let _ = std::fs::remove_file(&path);
-    let std = std::os::unix::net::UnixListener::bind(&path).map_err(|e| format!("echo: {e}"))?;
+    serve_unix(rt, &path, "echo", |s| async move {
+        let (rd, mut wr) = s.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            buf.clear();
+            match rd.read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if wr.write_all(&buf).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Listens on the Unix socket `path` (replacing a stale one) on `rt`, serving each connection in a task of its own.
+pub fn serve_unix<F, Fut>(rt: &tokio::runtime::Runtime, path: &Path, what: &str, serve: F) -> Res<()>
+where
+    F: Fn(tokio::net::UnixStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::fs::remove_file(path);
+    let std = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("{what}: {e}"))?;
     std.set_nonblocking(true).map_err(|e| e.to_string())?;
     rt.spawn(async move {
         let listener = UnixListener::from_std(std).expect("a non-blocking listener");
         while let Ok((s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (rd, mut wr) = s.into_split();
-                let mut rd = BufReader::with_capacity(64 * 1024, rd);
-                let mut buf = Vec::with_capacity(4096);
-                loop {
-                    buf.clear();
-                    match rd.read_until(b'\n', &mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            if wr.write_all(&buf).await.is_err() {
-                                break;
-                            }
-                        }
-                    }
-                }
-            });
+            tokio::spawn(serve(s));
         }
     });
     Ok(())

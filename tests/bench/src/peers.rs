@@ -28,7 +28,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler, ServiceExt};
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::TcpListener;
 
 use crate::load;
 use crate::procs::Res;
@@ -129,21 +129,14 @@ pub fn mcp_peer(rt: &tokio::runtime::Runtime, path: PathBuf, answers: &McpAnswer
         ),
     ];
     let peer = McpPeer { status: Arc::new(status), list: Arc::new(parse(&answers.list)?), tools: Arc::new(tools) };
-    let _ = std::fs::remove_file(&path);
-    let std = std::os::unix::net::UnixListener::bind(&path).map_err(|e| format!("rmcp peer: {e}"))?;
-    std.set_nonblocking(true).map_err(|e| e.to_string())?;
-    rt.spawn(async move {
-        let listener = UnixListener::from_std(std).expect("a non-blocking listener");
-        while let Ok((s, _)) = listener.accept().await {
-            let peer = peer.clone();
-            tokio::spawn(async move {
-                if let Ok(running) = peer.serve(s).await {
-                    let _ = running.waiting().await;
-                }
-            });
+    load::serve_unix(rt, &path, "rmcp peer", move |s| {
+        let peer = peer.clone();
+        async move {
+            if let Ok(running) = peer.serve(s).await {
+                let _ = running.waiting().await;
+            }
         }
-    });
-    Ok(())
+    })
 }
 
 /// Checks that the peer on `path` answers every captured call with the daemon's own result document.
