@@ -177,7 +177,7 @@ where
 }
 
 /// The MCP floor: a minimal tokio NDJSON echo server on a Unix socket (one task per connection, a line in, the
-/// same line out), on a runtime of its own with as many workers as the daemon's.
+/// same line out), on `rt` (in a process of its own: `servers.rs`).
 pub fn echo_server(rt: &tokio::runtime::Runtime, path: PathBuf) -> Res<()> {
     serve_unix(rt, &path, "echo", |s| async move {
         let (rd, mut wr) = s.into_split();
@@ -314,7 +314,8 @@ pub fn server_tls(cert: &Path, key: &Path, alpn: &[&[u8]]) -> Res<tokio_rustls::
 }
 
 /// The REST floor: hyper's HTTP/1.1 server over rustls (ring) with the daemon's own certificate and key, answering
-/// every request with the bytes the daemon sent for the same route (status, headers, body), on its own runtime.
+/// every request with the bytes the daemon sent for the same route (status, headers, body), on `rt` (in a process of
+/// its own: `servers.rs`).
 pub fn hyper_floor(
     rt: &tokio::runtime::Runtime,
     cert: &Path,

@@ -14,6 +14,7 @@ mod load;
 mod mqtt;
 mod peers;
 mod procs;
+mod servers;
 mod sse;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 
 use load::Run;
 use procs::{Layout, Notify, Proc, Res, Sim};
+use servers::{Server, Spec};
 
 /// Concurrent clients for the durable writes (webhook, commands): the store commits concurrent writes together
 /// (group commit), so acceptance scales with concurrency up to the fsync rate times the batch size.
@@ -300,6 +302,12 @@ fn args() -> Res<Args> {
 
 fn main() -> ExitCode {
     let started = *STARTED.get_or_init(Instant::now);
+    // A peer or a floor started by the runner (servers.rs).
+    if let [_, serve, spec] = &std::env::args().collect::<Vec<_>>()[..]
+        && serve == "serve"
+    {
+        return servers::child(Path::new(spec));
+    }
     let args = match args() {
         Ok(a) => a,
         Err(e) => {
@@ -355,18 +363,8 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     }
     let tmp = tempfile::Builder::new().prefix("xyte-bench").tempdir().map_err(|e| e.to_string())?;
     let dir = tmp.path();
-    // The load generator's runtime, and a separate one for the in-process floors with as many workers as the
-    // daemon has (2), so a floor server is scheduled like the daemon: on its own threads, sharing the same cores.
+    // The load generator's runtime. The peers and the floors are processes of their own (servers.rs), as the daemon.
     let client = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let floors = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("floor")
-        .enable_all()
-        .build()
-        .unwrap();
-    // The peers (rmcp, axum) on a third runtime, also with 2 workers: each server runs on threads of its own.
-    let peers =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("peer").enable_all().build().unwrap();
 
     binary_sizes(args, report)?;
 
@@ -421,11 +419,11 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         phase("MCP peer (rmcp): the daemon's answers for every device and list_devices, checked");
         let answers = peers::capture_mcp(&layout.socket, &devices).await?;
         let rmcp_sock = dir.join("rmcp.sock");
-        peers::mcp_peer(&peers, rmcp_sock.clone(), &answers)?;
+        let mut rmcp = Server::start(dir, "rmcp-peer", &Spec::Rmcp { socket: &rmcp_sock, answers: &answers })?;
         peers::check_mcp(&rmcp_sock, &answers).await?;
         drop(answers);
         let echo = dir.join("echo.sock");
-        load::echo_server(&floors, echo.clone())?;
+        let mut echo_floor = Server::start(dir, "echo-floor", &Spec::Echo { socket: &echo })?;
         // The first connections and allocations of the floor and the peer are not part of what they measure.
         let first = mcp_lines(&devices).remove(0).1;
         load::lines_closed_loop(&echo, false, 1, 0.1, first.clone(), |q, a| a.trim_end() == q).await?;
@@ -434,13 +432,18 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             phase(&format!("MCP over the Unix socket (daemon, rmcp peer, echo), round {}/{}", round + 1, plan.rounds));
             for (tool, line) in mcp_lines(&devices) {
                 for conns in [1usize, 8] {
-                    let mut d =
+                    let (mut d, d_cpu) = with_cpu(daemon.pid(), async {
                         load::lines_closed_loop(&layout.socket, true, conns, plan.secs, line.clone(), |_, a| {
                             load::tool_ok(a)
                         })
-                        .await?;
-                    let mut p = load::lines_closed_loop(&rmcp_sock, true, conns, plan.secs, line.clone(), |_, a| {
-                        load::tool_ok(a)
+                        .await
+                    })
+                    .await?;
+                    let (mut p, p_cpu) = with_cpu(rmcp.pid(), async {
+                        load::lines_closed_loop(&rmcp_sock, true, conns, plan.secs, line.clone(), |_, a| {
+                            load::tool_ok(a)
+                        })
+                        .await
                     })
                     .await?;
                     let mut f =
@@ -461,9 +464,13 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
                         report.add_vs(&format!("{pre}.p99.vs_echo"), "ms", None, p99, Some((ECHO, f.pct_ms(99.0))));
                     }
                     report.add_vs(&format!("{pre}.calls_per_s.vs_echo"), "1/s", None, rate, Some((ECHO, f.rate())));
+                    // Where the time goes, whatever the load generator costs: each server's own CPU per call.
+                    report.add_vs(&format!("{pre}.cpu_us_per_call"), "us", None, d_cpu, Some((RMCP, p_cpu)));
                 }
             }
             daemon.alive()?;
+            rmcp.alive()?;
+            echo_floor.alive()?;
         }
 
         phase("REST over TLS, 32 keep-alive connections, GET /v1/devices/{id}");
@@ -476,9 +483,14 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         if status != 200 {
             return Err(format!("GET {path}: {status}"));
         }
-        let floor_addr = load::hyper_floor(&floors, &layout.cert(), &layout.key(), headers, body)?;
+        let (cert, key) = (layout.cert(), layout.key());
+        let mut hyper_floor =
+            Server::start(dir, "hyper-floor", &Spec::Hyper { cert: &cert, key: &key, headers: &headers, body: &body })?;
+        let floor_addr = hyper_floor.socket_addr()?;
         let answers = peers::capture_rest(layout.lan, &tls, &auth, &devices).await?;
-        let peer_addr = peers::rest_peer(&peers, &layout.cert(), &layout.key(), &viewer, answers.clone())?;
+        let spec = Spec::Axum { cert: &cert, key: &key, token: &viewer, answers: &answers };
+        let mut axum = Server::start(dir, "axum-peer", &spec)?;
+        let peer_addr = axum.socket_addr()?;
         peers::check_rest(peer_addr, &tls, &auth, &answers).await?;
         drop(answers);
         let make: Arc<dyn Fn(usize, u64) -> _ + Send + Sync> = {
@@ -490,8 +502,11 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         };
         for round in 0..plan.rounds {
             eprintln!("  round {}/{}", round + 1, plan.rounds);
-            let mut d = load::http_closed_loop(layout.lan, &tls, 32, plan.secs, 200, make.clone()).await?;
-            let mut p = load::http_closed_loop(peer_addr, &tls, 32, plan.secs, 200, make.clone()).await?;
+            let (mut d, d_cpu) =
+                with_cpu(daemon.pid(), load::http_closed_loop(layout.lan, &tls, 32, plan.secs, 200, make.clone()))
+                    .await?;
+            let (mut p, p_cpu) =
+                with_cpu(axum.pid(), load::http_closed_loop(peer_addr, &tls, 32, plan.secs, 200, make.clone())).await?;
             let mut f = load::http_closed_loop(floor_addr, &tls, 32, plan.secs, 200, make.clone()).await?;
             let pre = "rest.get_device.32conn";
             let (rate, p99) = (d.rate(), d.pct_ms(99.0));
@@ -506,7 +521,10 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             // The hyper floor, as context.
             report.add_vs(&format!("{pre}.req_per_s.vs_hyper"), "1/s", None, rate, Some((HYPER, f.rate())));
             report.add_vs(&format!("{pre}.p99.vs_hyper"), "ms", None, p99, Some((HYPER, f.pct_ms(99.0))));
+            report.add_vs(&format!("{pre}.cpu_us_per_request"), "us", None, d_cpu, Some((AXUM, p_cpu)));
             daemon.alive()?;
+            axum.alive()?;
+            hyper_floor.alive()?;
         }
 
         for round in 0..plan.rounds {
@@ -583,9 +601,15 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
     cold_start(args, plan, dir, report)?;
     mqtt::run(&args.bin, dir, &client, &plan.mqtt, report)?;
     drop(client);
-    drop(floors);
-    drop(peers);
     Ok(())
+}
+
+/// A measurement and the CPU time the server process `pid` spent during it, in microseconds per answered call.
+async fn with_cpu(pid: u32, run: impl Future<Output = Res<Run>>) -> Res<(Run, f64)> {
+    let before = procs::cpu_secs(pid)?;
+    let run = run.await?;
+    let per_call = (procs::cpu_secs(pid)? - before) * 1e6 / run.calls as f64;
+    Ok((run, per_call))
 }
 
 fn mib(kib: u64) -> f64 {

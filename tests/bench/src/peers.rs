@@ -8,7 +8,8 @@
 //!   key, routing `GET /v1/devices/{id}`, checking the bearer token against its SHA-256 in constant time, answering
 //!   the daemon's bytes (headers and body) for that device.
 //!
-//! Each runs on a runtime of its own with as many workers as the daemon (2), like the floors.
+//! Each runs in a process of its own (`servers.rs`) on a runtime with as many workers as the daemon (2), like the
+//! floors.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
