@@ -62,14 +62,16 @@ pub fn serve(config_path: Option<PathBuf>, demo: bool) -> ExitCode {
         tracing::warn!("{warning}");
     }
     let result = runtime().map_err(|e| Fatal::new(exit::SOFTWARE, format!("cannot start the runtime: {e}")));
-    match result.and_then(|rt| rt.block_on(run(config))) {
+    let code = match result.and_then(|rt| rt.block_on(run(config))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(fatal) => {
             tracing::error!("{}", fatal.message);
             eprintln!("xyte-edge: {}", fatal.message);
             ExitCode::from(fatal.code)
         }
-    }
+    };
+    crate::log_writer::flush();
+    code
 }
 
 /// Runs the daemon until SIGTERM/SIGINT. Everything started here is stopped here, in reverse order.

@@ -18,6 +18,7 @@ pub mod events;
 pub mod exit;
 pub mod heap;
 pub mod http;
+pub mod log_writer;
 pub mod mcp;
 pub mod metrics;
 pub mod ops;

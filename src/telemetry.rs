@@ -1,4 +1,4 @@
-//! Logging setup: journald under systemd, else text or JSON on stderr; `XYTE_LOG_LEVEL` filters; an optional
+//! Logging setup: journald under systemd, else text or JSON on stderr (through [`crate::log_writer`]); `XYTE_LOG_LEVEL` filters; an optional
 //! syslog sink (`XYTE_SYSLOG`) fed through a bounded queue so a slow or dead syslog server never blocks the daemon.
 
 use std::fmt::Write as _;
@@ -33,7 +33,7 @@ pub fn init(config: &Config) -> Vec<String> {
                 text_layer()
             }
         },
-        LogFormat::Json => Box::new(tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr)),
+        LogFormat::Json => Box::new(tracing_subscriber::fmt::layer().json().with_writer(crate::log_writer::stderr())),
         _ => text_layer(),
     };
     let syslog = config.syslog.clone().map(|target| Box::new(SyslogLayer::spawn(target)) as BoxedLayer<_>);
@@ -47,7 +47,9 @@ fn text_layer<S>() -> BoxedLayer<S>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    Box::new(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).with_target(false))
+    Box::new(
+        tracing_subscriber::fmt::layer().with_writer(crate::log_writer::stderr()).with_ansi(false).with_target(false),
+    )
 }
 
 /// systemd sets `JOURNAL_STREAM=dev:inode` when stderr goes to the journal; compare it with stderr itself so a
