@@ -116,8 +116,8 @@ struct State {
     /// Refreshes from Xyte that reads started, one per collection or entry at a time.
     refreshes: Refreshes,
     kept: Mutex<Kept>,
-    /// The device collection in name order, for `list_devices`.
-    device_order: xyte::NameOrder,
+    /// The device collection in name order, and `list_devices` pages, for `list_devices`.
+    from_devices: xyte::FromDevices,
 }
 
 impl Cache {

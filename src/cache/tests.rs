@@ -177,3 +177,51 @@ async fn a_fetch_that_began_before_an_invalidation_is_not_stored_as_fresh() {
     cache.put("device", "a", json!({"id":"a","status":"after"}), 3000, Some(since)).await.unwrap();
     assert_eq!(cache.get("device", "a").await.unwrap().unwrap().fetched_at, 3000);
 }
+
+#[tokio::test]
+async fn answers_from_the_device_collection_are_kept_per_collection_and_key() {
+    let (_dir, cache) = offline();
+    let mut keys = Keys::default();
+    let collection = |names: &[&str], keys: &mut Keys| -> Items {
+        Arc::new(names.iter().map(|n| Compact::of(&json!({"id": n, "name": n}), keys)).collect())
+    };
+    let first = collection(&["b", "a"], &mut keys);
+    let computed = std::sync::atomic::AtomicUsize::new(0);
+    let answer = |devices: &Items, key: &str| {
+        cache
+            .from_devices(devices, key.to_string(), || {
+                computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let order = cache.device_order(devices);
+                Ok(json!({"key": key, "names": order.iter().map(|(i, _)| devices[*i as usize]["name"].to_value())
+                                                        .collect::<Vec<_>>()}))
+            })
+            .unwrap()
+    };
+    let count = || computed.load(std::sync::atomic::Ordering::SeqCst);
+
+    assert_eq!(answer(&first, "k1"), json!({"key": "k1", "names": ["a", "b"]}));
+    assert_eq!(answer(&first, "k1"), json!({"key": "k1", "names": ["a", "b"]}));
+    assert_eq!(count(), 1, "the same collection and key: computed once");
+    answer(&first, "k2");
+    assert_eq!(count(), 2, "another key is another answer");
+
+    // A new collection (what a write of the rows makes), even with an equal content: computed again.
+    let second = collection(&["c", "a"], &mut keys);
+    assert_eq!(answer(&second, "k1"), json!({"key": "k1", "names": ["a", "c"]}));
+    assert_eq!(count(), 3);
+    // The first collection is no longer the one kept: asking with it again recomputes, right.
+    assert_eq!(answer(&first, "k1"), json!({"key": "k1", "names": ["a", "b"]}));
+    assert_eq!(count(), 4);
+
+    // An error is answered, not kept.
+    let failed = cache.from_devices(&first, "bad".into(), || Err(Error::invalid_params("invalid cursor")));
+    assert!(failed.is_err());
+    assert_eq!(answer(&first, "bad"), json!({"key": "bad", "names": ["a", "b"]}));
+
+    // Bounded: past MAX_ANSWERS keys the kept answers are dropped and refill.
+    for i in 0..200 {
+        answer(&first, &format!("page {i}"));
+    }
+    let kept = cache.state.from_devices.answers_kept();
+    assert!(kept <= 64, "{kept} answers kept");
+}

@@ -1,8 +1,10 @@
 //! What the organization has, as reads see it through the cache: the collections the poller keeps (devices,
 //! spaces, active incidents, open tickets) and single entries (a device, its recent commands, a model, a ticket with
-//! its comments, the organization's info), with what is derived from them and kept (the devices in name order).
+//! its comments, the organization's info), with what is derived from them and kept (the devices in name order, and
+//! `list_devices` pages).
 
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -87,7 +89,26 @@ impl Cache {
 
     /// The device collection `devices` (as [`Cache::devices`] answered it) in name order.
     pub fn device_order(&self, devices: &Items) -> Arc<[Ordered]> {
-        self.state.device_order.of(devices)
+        self.state.from_devices.order(devices)
+    }
+
+    /// `compute`'s answer, computed once per device collection and `key` (see [`FromDevices`]): `compute` must read
+    /// nothing but `devices`, and `key` must name everything else its answer depends on (the arguments). An error is
+    /// not kept.
+    pub fn from_devices(
+        &self,
+        devices: &Items,
+        key: String,
+        compute: impl FnOnce() -> Result<Value, Error>,
+    ) -> Result<Value, Error> {
+        let kept = self.state.from_devices.answer(devices, &key);
+        // Copied outside the lock: a page is tens of microseconds to copy, and the other worker may want the lock.
+        if let Some(answer) = kept {
+            return Ok((*answer).clone());
+        }
+        let answer = compute()?;
+        self.state.from_devices.keep(devices, key, Arc::new(answer.clone()));
+        Ok(answer)
     }
 }
 
@@ -119,31 +140,59 @@ impl DeviceStatus {
 /// One device of the collection in name order: where it is in the collection, and its status.
 pub type Ordered = (u32, Option<DeviceStatus>);
 
-/// The device collection in name order, kept for the collection it was computed from: looking up and sorting 500
-/// names on every `list_devices` call was a fifth of its time (BENCHMARKS.md). The cache shares one parsed
-/// collection (`Arc`) until its rows are written, so that `Arc` identifies it; the `Weak` kept here also keeps its
-/// allocation, so a newer collection cannot have the same address.
+/// What is derived from one device collection and kept while it is current: the devices in name order (looking up
+/// and sorting 500 names on every `list_devices` call was a fifth of its time, BENCHMARKS.md), and answers computed
+/// from the collection alone (a `list_devices` page: building its fifty summaries was most of a call; a copy of the
+/// kept page costs a fraction of that). The cache shares one parsed collection (`Arc`) until its rows are written
+/// (volatile fields included: they change only with a write, which drops the collection), so that `Arc` identifies
+/// it; the `Weak` kept here also keeps its allocation, so a newer collection cannot have the same address.
 #[derive(Default)]
-pub(super) struct NameOrder(Mutex<Option<Kept>>);
+pub(super) struct FromDevices(Mutex<Option<Derived>>);
 
-/// The collection an order was computed from, and the order.
-type Kept = (Weak<Vec<Compact>>, Arc<[Ordered]>);
+struct Derived {
+    of: Weak<Vec<Compact>>,
+    order: Arc<[Ordered]>,
+    /// By a key naming every other input of the answer; bounded by [`MAX_ANSWERS`] (all dropped when full).
+    answers: HashMap<String, Arc<Value>>,
+}
 
-impl NameOrder {
-    fn of(&self, devices: &Items) -> Arc<[Ordered]> {
+/// Different `list_devices` arguments kept per collection (filters, pages, page sizes).
+const MAX_ANSWERS: usize = 64;
+
+impl FromDevices {
+    /// What is kept for `devices`, computing its name order first when the collection is not the one kept.
+    fn derived(&self, devices: &Items) -> MutexGuard<'_, Option<Derived>> {
         let mut kept = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((of, order)) = kept.as_ref()
-            && std::ptr::eq(of.as_ptr(), Arc::as_ptr(devices))
-        {
-            return order.clone();
+        if kept.as_ref().is_none_or(|d| !std::ptr::eq(d.of.as_ptr(), Arc::as_ptr(devices))) {
+            let mut by_name: Vec<(u32, Option<&str>)> =
+                devices.iter().enumerate().map(|(i, d)| (i as u32, d["name"].as_str())).collect();
+            // Stable: devices with the same name (or none) stay in the collection's order.
+            by_name.sort_by(|a, b| a.1.cmp(&b.1));
+            let order = by_name.into_iter().map(|(i, _)| (i, DeviceStatus::of(&devices[i as usize]))).collect();
+            *kept = Some(Derived { of: Arc::downgrade(devices), order, answers: HashMap::new() });
         }
-        let mut by_name: Vec<(u32, Option<&str>)> =
-            devices.iter().enumerate().map(|(i, d)| (i as u32, d["name"].as_str())).collect();
-        // Stable: devices with the same name (or none) stay in the collection's order.
-        by_name.sort_by(|a, b| a.1.cmp(&b.1));
-        let order: Arc<[Ordered]> =
-            by_name.into_iter().map(|(i, _)| (i, DeviceStatus::of(&devices[i as usize]))).collect();
-        *kept = Some((Arc::downgrade(devices), order.clone()));
-        order
+        kept
+    }
+
+    fn order(&self, devices: &Items) -> Arc<[Ordered]> {
+        self.derived(devices).as_ref().map(|d| d.order.clone()).unwrap_or_default()
+    }
+
+    fn answer(&self, devices: &Items, key: &str) -> Option<Arc<Value>> {
+        self.derived(devices).as_ref()?.answers.get(key).cloned()
+    }
+
+    #[cfg(test)]
+    pub(super) fn answers_kept(&self) -> usize {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map_or(0, |d| d.answers.len())
+    }
+
+    fn keep(&self, devices: &Items, key: String, answer: Arc<Value>) {
+        if let Some(d) = self.derived(devices).as_mut() {
+            if d.answers.len() >= MAX_ANSWERS {
+                d.answers.clear();
+            }
+            d.answers.insert(key, answer);
+        }
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::page;
 use super::schema::{Id, TimeArg};
-use crate::cache::{Cached, Compact, DeviceStatus, model_id};
+use crate::cache::{Cached, Compact, DeviceStatus, Items, model_id};
 use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;
 use crate::store::{Durability, context, now_ms};
@@ -109,21 +109,43 @@ fn in_space(d: &Compact, space_id: &str, spaces: &[Compact]) -> bool {
 
 pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
     let snap = ctx.app.cache.devices().await?;
-    let space = match a.space_id {
-        Some(s) => Some(s.0),
+    let space = match &a.space_id {
+        Some(s) => Some(s.0.clone()),
         None => stored_context(ctx)
             .await?
             .get("space_id")
             .and_then(|v| v.as_str().map(String::from).or(v.as_i64().map(|i| i.to_string()))),
     };
-    let spaces = if space.is_some() { ctx.app.cache.spaces().await?.value } else { Default::default() };
+    let out = match space {
+        // Then the answer depends on the spaces too: computed every time.
+        Some(space) => {
+            let spaces = ctx.app.cache.spaces().await?.value;
+            devices_page(ctx, &snap.value, Some((&space, &spaces)), &a)?
+        }
+        // Else on the collection and the arguments alone: kept per collection (the cache's `FromDevices`).
+        None => {
+            let key = format!("{:?} {:?} {:?} {:?}", a.status.map(DeviceStatus::as_str), a.query, a.limit, a.cursor);
+            ctx.app.cache.from_devices(&snap.value, key, || devices_page(ctx, &snap.value, None, &a))?
+        }
+    };
+    Ok(snap.stamp(out))
+}
+
+/// One `list_devices` answer (without its freshness): the devices of `devices` in `space` (with the spaces) that
+/// match `a`'s filters, in name order, a page of their summaries, the counts by status and the next cursor.
+fn devices_page(
+    ctx: &Ctx,
+    devices: &Items,
+    space: Option<(&str, &[Compact])>,
+    a: &ListDevices,
+) -> Result<Value, Error> {
     let q = a.query.as_deref().map(str::to_lowercase);
-    // In name order, with each device's status at hand (see `NameOrder`); only the returned page is summarised.
-    let order = ctx.app.cache.device_order(&snap.value);
+    // In name order, with each device's status at hand (see `FromDevices`); only the returned page is summarised.
+    let order = ctx.app.cache.device_order(devices);
     let mut matched: Vec<(&Compact, Option<DeviceStatus>)> = order
         .iter()
-        .map(|&(i, status)| (&snap.value[i as usize], status))
-        .filter(|(d, _)| space.as_deref().is_none_or(|s| in_space(d, s, &spaces)))
+        .map(|&(i, status)| (&devices[i as usize], status))
+        .filter(|(d, _)| space.is_none_or(|(s, spaces)| in_space(d, s, spaces)))
         .filter(|(d, _)| {
             q.as_deref().is_none_or(|q| {
                 ["name", "sn", "mac", "cloud_id"]
@@ -155,7 +177,7 @@ pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
     if let Some(n) = next {
         out["next_cursor"] = json!(n);
     }
-    Ok(snap.stamp(out))
+    Ok(out)
 }
 
 #[derive(Deserialize, JsonSchema)]
