@@ -266,11 +266,21 @@ struct Args {
     secs: Option<f64>,
     /// `--only mqtt`: that phase alone.
     only_mqtt: bool,
+    /// `--only peers`: the MCP and REST phases against the peers and floors alone (e.g. to profile them).
+    only_peers: bool,
 }
 
 fn args() -> Res<Args> {
-    let mut a =
-        Args { bin: PathBuf::new(), smoke: false, json: None, arm64: None, armhf: None, secs: None, only_mqtt: false };
+    let mut a = Args {
+        bin: PathBuf::new(),
+        smoke: false,
+        json: None,
+        arm64: None,
+        armhf: None,
+        secs: None,
+        only_mqtt: false,
+        only_peers: false,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut path = |flag: &str| it.next().map(PathBuf::from).ok_or(format!("{flag} needs a path"));
@@ -285,7 +295,8 @@ fn args() -> Res<Args> {
             }
             "--only" => match it.next().as_deref() {
                 Some("mqtt") => a.only_mqtt = true,
-                other => return Err(format!("--only takes one phase name: mqtt (got {other:?})")),
+                Some("peers") => a.only_peers = true,
+                other => return Err(format!("--only takes one phase name: mqtt or peers (got {other:?})")),
             },
             s if s.starts_with('-') => return Err(format!("unknown flag {s}")),
             s => a.bin = PathBuf::from(s),
@@ -293,7 +304,7 @@ fn args() -> Res<Args> {
     }
     if a.bin.as_os_str().is_empty() {
         return Err("usage: xyte-bench PATH/TO/xyte-edge [--smoke] [--json PATH] [--binary-arm64 PATH] \
-                    [--binary-armhf PATH] [--phase-secs S] [--only mqtt]"
+                    [--binary-armhf PATH] [--phase-secs S] [--only mqtt|peers]"
             .into());
     }
     a.bin = std::fs::canonicalize(&a.bin).map_err(|e| format!("{}: {e}", a.bin.display()))?;
@@ -398,23 +409,25 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         report.add("upstream.calls_during_cached_reads", "calls", Some(Target::Max(0.0)), upstream as f64, None);
 
         // Before the load phases, so the RSS with the SSE clients is not inflated by what the load left behind.
-        phase(&format!("SSE fan-out to {} subscribers over TLS, {} events", plan.sse_subscribers, plan.sse_events));
-        let mut fan = sse::fanout(
-            layout.lan,
-            &tls,
-            &viewer,
-            &layout.secret,
-            plan.sse_subscribers,
-            plan.sse_events,
-            nonce,
-            daemon.pid(),
-        )
-        .await?;
-        let subs = plan.sse_subscribers;
-        report.add("sse.delivery.p50", "ms", None, fan.run.pct_ms(50.0), None);
-        report.add("sse.delivery.p99", "ms", Some(Target::Max(50.0)), fan.run.pct_ms(99.0), None);
-        report.add(&format!("rss.with_{subs}_sse_clients"), "MiB", Some(Target::Max(40.0)), mib(fan.rss_kib), None);
-        daemon.alive()?;
+        if !args.only_peers {
+            phase(&format!("SSE fan-out to {} subscribers over TLS, {} events", plan.sse_subscribers, plan.sse_events));
+            let mut fan = sse::fanout(
+                layout.lan,
+                &tls,
+                &viewer,
+                &layout.secret,
+                plan.sse_subscribers,
+                plan.sse_events,
+                nonce,
+                daemon.pid(),
+            )
+            .await?;
+            let subs = plan.sse_subscribers;
+            report.add("sse.delivery.p50", "ms", None, fan.run.pct_ms(50.0), None);
+            report.add("sse.delivery.p99", "ms", Some(Target::Max(50.0)), fan.run.pct_ms(99.0), None);
+            report.add(&format!("rss.with_{subs}_sse_clients"), "MiB", Some(Target::Max(40.0)), mib(fan.rss_kib), None);
+            daemon.alive()?;
+        }
 
         phase("MCP peer (rmcp): the daemon's answers for every device and list_devices, checked");
         let answers = peers::capture_mcp(&layout.socket, &devices).await?;
@@ -527,7 +540,8 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
             hyper_floor.alive()?;
         }
 
-        for round in 0..plan.rounds {
+        let write_rounds = if args.only_peers { 0 } else { plan.rounds };
+        for round in 0..write_rounds {
             phase(&format!("durable writes, round {}/{}", round + 1, plan.rounds));
             let secret = layout.secret.clone();
             let hook: Arc<dyn Fn(usize, u64) -> _ + Send + Sync> = Arc::new(move |c: usize, i: u64| {
@@ -572,6 +586,10 @@ fn run(args: &Args, plan: &Plan, report: &mut Report) -> Res<()> {
         }
         Ok::<(), String>(())
     })?;
+    if args.only_peers {
+        daemon.stop(Duration::from_secs(30))?;
+        return Ok(());
+    }
     let n = plan.devices;
     report.add(
         &format!("rss.peak_load_{n}_devices"),
