@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -91,6 +91,11 @@ impl SyncStatus {
         self.state.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// [`SyncState::reachable`] alone: reads ask on every call, and need no copy of the rest.
+    pub fn reachable(&self) -> Option<bool> {
+        self.state.lock().map(|s| s.reachable).unwrap_or_default()
+    }
+
     pub fn update(&self, f: impl FnOnce(&mut SyncState)) {
         if let Ok(mut s) = self.state.lock() {
             f(&mut s);
@@ -115,7 +120,8 @@ struct State {
     fetches: Fetches,
     /// Refreshes from Xyte that reads started, one per collection or entry at a time.
     refreshes: Refreshes,
-    kept: Mutex<Kept>,
+    /// Read by every cached read on both workers, written by the cache's writes: readers do not wait for each other.
+    kept: RwLock<Kept>,
     /// The device collection in name order, and `list_devices` pages, for `list_devices`.
     from_devices: xyte::FromDevices,
 }
@@ -134,7 +140,7 @@ impl Cache {
     /// once instead of spending its time budget on retries against a link that is down. The next successful poll
     /// ends this.
     pub fn known_unreachable(&self) -> bool {
-        self.sync.get().reachable == Some(false)
+        self.sync.reachable() == Some(false)
     }
 
     /// Whether a whole-collection fetch of `resource` is running now.
@@ -293,12 +299,19 @@ struct Kept {
 }
 
 impl State {
-    fn kept(&self) -> MutexGuard<'_, Kept> {
-        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
+    /// For a change.
+    fn kept(&self) -> RwLockWriteGuard<'_, Kept> {
+        self.kept.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// For a look: a cached read takes this several times (it was a `Mutex`, and the two workers' reads of the
+    /// memo put each other to sleep on it: a tenth of a cached `get_device_status` on eight connections).
+    fn seen(&self) -> RwLockReadGuard<'_, Kept> {
+        self.kept.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn invalidations(&self, resource: &'static str) -> u64 {
-        self.kept().invalidated.get(resource).copied().unwrap_or(0)
+        self.seen().invalidated.get(resource).copied().unwrap_or(0)
     }
 
     /// Checked inside the write transaction too, so that an invalidation queued before it wins.
@@ -311,7 +324,7 @@ impl State {
 
     /// Lays the latest volatile fields of a row over its body (before it is kept in any form).
     fn lay_volatile(&self, resource: &'static str, key: &str, body: &mut Value) {
-        let kept = self.kept();
+        let kept = self.seen();
         if let (Some(fields), Some(body)) = (kept.volatile.get(resource).and_then(|r| r.get(key)), body.as_object_mut())
         {
             body.extend(fields.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -321,7 +334,7 @@ impl State {
 
 impl Cache {
     fn confirmed_at(&self, resource: &'static str) -> Option<i64> {
-        self.state.kept().confirmed.get(resource).copied()
+        self.state.seen().confirmed.get(resource).copied()
     }
 
     /// Stores a snapshot of `resource` (see [`cache::replace_set`]) and marks it confirmed. With `since` (the
@@ -399,7 +412,7 @@ impl Cache {
     /// One cached entry, with its volatile fields as last seen.
     pub async fn get(&self, resource: &'static str, key: &str) -> Result<Option<Row>, StoreError> {
         let generation = {
-            let kept = self.state.kept();
+            let kept = self.state.seen();
             if let Some(e) = kept.memo.entry(resource, key) {
                 return Ok(Some(e));
             }
@@ -416,7 +429,7 @@ impl Cache {
     /// snapshot ([`cache::has_set`]).
     async fn list(&self, resource: &'static str) -> Result<Arc<CachedList>, StoreError> {
         let (generation, listed) = {
-            let kept = self.state.kept();
+            let kept = self.state.seen();
             if let Some(list) = kept.memo.list(resource) {
                 return Ok(list);
             }

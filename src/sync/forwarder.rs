@@ -60,11 +60,11 @@ impl Forwarder {
         // device, and with a slow Xyte that took seconds during which new commands waited in the outbox.
         let tracker = Forwarder { app: self.app.clone(), heartbeat: self.heartbeat.clone() };
         let tracking = tokio::spawn(tracker.track_until(shutdown.clone()));
-        let mut reachable = self.app.sync.get().reachable;
+        let mut reachable = self.app.sync.reachable();
         loop {
             self.heartbeat.beat();
             // Xyte is back after an outage: what waited out a long backoff goes now, not up to a minute later.
-            let now_reachable = self.app.sync.get().reachable;
+            let now_reachable = self.app.sync.reachable();
             if reachable == Some(false) && now_reachable == Some(true) {
                 self.retry_now().await;
             }
