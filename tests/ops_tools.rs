@@ -304,6 +304,23 @@ async fn single_cached_entries_never_pass_for_the_whole_collection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_status_shows_that_devices_open_incidents_and_no_others() {
+    let rig = rig(false).await;
+    let ids = rig.sim.sim.device_ids();
+    // Every device online (no incident), then two of them down: one incident each.
+    for id in &ids {
+        assert!(rig.sim.sim.set_device_status(id, "online"));
+    }
+    assert!(rig.sim.sim.set_device_status(&ids[1], "offline") && rig.sim.sim.set_device_status(&ids[4], "error"));
+    for (id, open) in [(&ids[1], 1), (&ids[4], 1), (&ids[0], 0)] {
+        let status = ok(&rig, Role::Viewer, "get_device_status", json!({"device_id": id})).await;
+        let incidents = status["open_incidents"].as_array().unwrap_or_else(|| panic!("{status}"));
+        assert_eq!(incidents.len(), open, "{id}: {status}");
+        assert!(incidents.iter().all(|i| i["device_id"] == id.as_str() && i["status"] == "active"), "{status}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_collection_is_a_cached_answer_too() {
     let rig = rig(false).await;
     // Every device online: no active incident, so the stored snapshot of incidents is empty.

@@ -203,7 +203,10 @@ pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Value, Error> 
     // Taken whole when the cache's copy was made for this read (a device of the parsed collection), else copied.
     let device = Arc::unwrap_or_clone(read.value);
     let incidents = cache.active_incidents().await.map(|s| s.value).unwrap_or_default();
-    let open: Vec<Value> = incidents.iter().filter(|i| i["device_id"] == id.as_str()).map(Compact::to_value).collect();
+    // Every active incident is looked at; they share one shape, so `device_id` is where it was in the previous one.
+    let mut at = 0;
+    let open: Vec<Value> =
+        incidents.iter().filter(|i| *i.get_near("device_id", &mut at) == id.as_str()).map(Compact::to_value).collect();
     // Five of the cached commands, and of the model only its command list: the rest stays shared with the cache.
     let recent = match cache.commands(&id).await {
         Ok(Cached { value, .. }) => value.as_array().map(|l| l.iter().take(5).cloned().collect()).unwrap_or_default(),
