@@ -126,16 +126,25 @@ impl Session {
             Ok(Incoming::Batch(items)) => self.batch(items).await,
             Ok(Incoming::Request(req)) => {
                 let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+                // Most requests (cached reads, lists, pings) finish without waiting for anything: answered here, they
+                // cost no task of their own and no hand-over between tasks. One that would wait continues as a task
+                // of its own, so the next line is read meanwhile and the request can be cancelled.
+                let (session, id) = (self.clone(), req.id.clone());
+                let mut request = Box::pin(async move { session.request(req).await });
+                let first = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx))).await;
+                if let std::task::Poll::Ready(r) = first {
+                    self.out.send(&r).await;
+                    return;
+                }
                 let token = CancellationToken::new();
                 if let Ok(mut map) = self.inflight.lock() {
-                    map.insert(req.id.clone(), token.clone());
+                    map.insert(id.clone(), token.clone());
                 }
                 let session = self.clone();
                 tokio::spawn(async move {
-                    let id = req.id.clone();
                     let response = tokio::select! {
                         _ = token.cancelled() => None,
-                        r = session.request(req) => Some(r),
+                        r = request => Some(r),
                     };
                     if let Ok(mut map) = session.inflight.lock() {
                         map.remove(&id);
