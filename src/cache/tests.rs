@@ -223,5 +223,5 @@ async fn answers_from_the_device_collection_are_kept_per_collection_and_key() {
         answer(&first, &format!("page {i}"));
     }
     let kept = cache.state.from_devices.answers_kept();
-    assert!(kept <= 64, "{kept} answers kept");
+    assert!(kept <= 16, "{kept} answers kept");
 }

@@ -156,8 +156,10 @@ struct Derived {
     answers: HashMap<String, Arc<Value>>,
 }
 
-/// Different `list_devices` arguments kept per collection (filters, pages, page sizes).
-const MAX_ANSWERS: usize = 64;
+/// Different `list_devices` arguments kept per collection (filters, pages, page sizes). A page of the largest size
+/// (500 devices) is under half a megabyte as a `Value`: at most ~7 MB however callers vary their arguments, and all
+/// of it goes with the collection.
+const MAX_ANSWERS: usize = 16;
 
 impl FromDevices {
     /// What is kept for `devices`, computing its name order first when the collection is not the one kept.
