@@ -71,26 +71,24 @@ impl<W: Write> Shared<W> {
                 return;
             }
         };
-        let (bytes, dropped) = self.take();
-        Self::emit(&mut out, &bytes, dropped);
+        self.drain(&mut out);
         let _ = out.write_all(line);
     }
 
     /// Writes everything buffered so far.
     fn flush(&self) {
         let mut out = lock(&self.out);
-        let (bytes, dropped) = self.take();
-        Self::emit(&mut out, &bytes, dropped);
+        self.drain(&mut out);
         let _ = out.flush();
     }
 
-    fn take(&self) -> (Vec<u8>, u64) {
-        let mut p = lock(&self.pending);
-        (std::mem::take(&mut p.bytes), std::mem::take(&mut p.dropped))
-    }
-
-    fn emit(out: &mut W, bytes: &[u8], dropped: u64) {
-        let _ = out.write_all(bytes);
+    /// Takes what is buffered and writes it to `out` (held by the caller), with the count of lines dropped.
+    fn drain(&self, out: &mut W) {
+        let (bytes, dropped) = {
+            let mut p = lock(&self.pending);
+            (std::mem::take(&mut p.bytes), std::mem::take(&mut p.dropped))
+        };
+        let _ = out.write_all(&bytes);
         if dropped > 0 {
             let _ = writeln!(out, "xyte-edge: {dropped} log lines dropped: stderr was not read fast enough");
         }

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use super::page;
 use super::schema::{Id, TimeArg};
-use crate::cache::{Cached, Compact, DeviceStatus, Items, model_id};
+use crate::cache::{Cache, Cached, Compact, DeviceStatus, Items, model_id};
 use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;
 use crate::store::{Durability, context, now_ms};
@@ -120,12 +120,12 @@ pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
         // Then the answer depends on the spaces too: computed every time.
         Some(space) => {
             let spaces = ctx.app.cache.spaces().await?.value;
-            devices_page(ctx, &snap.value, Some((&space, &spaces)), &a)?
+            devices_page(&ctx.app.cache, &snap.value, Some((&space, &spaces)), &a)?
         }
         // Else on the collection and the arguments alone: kept per collection (the cache's `FromDevices`).
         None => {
             let key = format!("{:?} {:?} {:?} {:?}", a.status.map(DeviceStatus::as_str), a.query, a.limit, a.cursor);
-            ctx.app.cache.from_devices(&snap.value, key, || devices_page(ctx, &snap.value, None, &a))?
+            ctx.app.cache.from_devices(&snap.value, key, || devices_page(&ctx.app.cache, &snap.value, None, &a))?
         }
     };
     Ok(snap.stamp(out))
@@ -134,14 +134,14 @@ pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
 /// One `list_devices` answer (without its freshness): the devices of `devices` in `space` (with the spaces) that
 /// match `a`'s filters, in name order, a page of their summaries, the counts by status and the next cursor.
 fn devices_page(
-    ctx: &Ctx,
+    cache: &Cache,
     devices: &Items,
     space: Option<(&str, &[Compact])>,
     a: &ListDevices,
 ) -> Result<Value, Error> {
     let q = a.query.as_deref().map(str::to_lowercase);
     // In name order, with each device's status at hand (see `FromDevices`); only the returned page is summarised.
-    let order = ctx.app.cache.device_order(devices);
+    let order = cache.device_order(devices);
     let mut matched: Vec<(&Compact, Option<DeviceStatus>)> = order
         .iter()
         .map(|&(i, status)| (&devices[i as usize], status))

@@ -130,15 +130,17 @@ fn serve(spec: &Path) -> Res<()> {
         .map_err(|e| e.to_string())?;
     let addr = match doc["kind"].as_str() {
         Some("echo") => {
-            load::echo_server(&rt, path("socket")?)?;
-            path("socket")?.display().to_string()
+            let socket = path("socket")?;
+            load::echo_server(&rt, socket.clone())?;
+            socket.display().to_string()
         }
         Some("rmcp") => {
             let status: HashMap<String, Value> =
                 serde_json::from_value(doc["status"].clone()).map_err(|e| format!("status: {e}"))?;
             let answers = McpAnswers { status, list: doc["list"].clone() };
-            peers::mcp_peer(&rt, path("socket")?, &answers)?;
-            path("socket")?.display().to_string()
+            let socket = path("socket")?;
+            peers::mcp_peer(&rt, socket.clone(), &answers)?;
+            socket.display().to_string()
         }
         Some("axum") => {
             let answers: RestAnswers = doc["answers"]
