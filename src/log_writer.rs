@@ -132,13 +132,19 @@ pub fn flush() {
     }
 }
 
+impl<W> Shared<W> {
+    fn new(out: W, bound: usize) -> Arc<Self> {
+        Arc::new(Shared {
+            pending: Mutex::new(Pending { bytes: Vec::new(), dropped: 0, waiting: false }),
+            wake: Condvar::new(),
+            out: Mutex::new(out),
+            bound,
+        })
+    }
+}
+
 fn start<W: Write + Send + 'static>(out: W, bound: usize) -> Arc<Shared<W>> {
-    let shared = Arc::new(Shared {
-        pending: Mutex::new(Pending { bytes: Vec::new(), dropped: 0, waiting: false }),
-        wake: Condvar::new(),
-        out: Mutex::new(out),
-        bound,
-    });
+    let shared = Shared::new(out, bound);
     let writer = shared.clone();
     // If the thread cannot start, lines stay buffered up to the bound (then are counted as dropped), warnings and
     // errors are still written at once, and `flush` writes the rest.
@@ -205,7 +211,9 @@ mod tests {
     #[test]
     fn lines_keep_their_order_and_urgent_ones_are_written_at_once() {
         let sink = Sink::default();
-        let shared = start(sink.clone(), 1 << 20);
+        // No writer thread: were it writing a batch at the moment of `write_now`, the warning would (rightly) follow
+        // that batch instead of being written before `write_now` returns, which this test checks.
+        let shared = Shared::new(sink.clone(), 1 << 20);
         for i in 0..1000 {
             assert!(shared.queue(format!("info {i}\n").as_bytes()));
         }
