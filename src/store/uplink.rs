@@ -31,7 +31,7 @@ pub fn next_session(conn: &Connection) -> Result<i64, StoreError> {
 /// Where delivery resumes. The first time, the head of the log: the uplink delivers what happens from the moment it
 /// is configured; what happened before stays readable through `/v1/events`.
 pub fn cursor(conn: &Connection) -> Result<i64, StoreError> {
-    match get(conn, "cursor")?.and_then(|v| v.parse::<i64>().ok()) {
+    match saved_cursor(conn)? {
         Some(id) => Ok(id),
         None => {
             let head = super::events::latest_id(conn)?;
@@ -39,6 +39,11 @@ pub fn cursor(conn: &Connection) -> Result<i64, StoreError> {
             Ok(head)
         }
     }
+}
+
+/// The cursor as written, without setting it the first time (for readers).
+pub fn saved_cursor(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    Ok(get(conn, "cursor")?.and_then(|v| v.parse::<i64>().ok()))
 }
 
 pub fn set_cursor(conn: &Connection, id: i64) -> Result<(), StoreError> {

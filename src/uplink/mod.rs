@@ -50,6 +50,8 @@ const DEVICES_AT_LEAST: Duration = Duration::from_secs(30);
 const LAST_SEEN_EVERY: Duration = Duration::from_secs(300);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How often the backlog is counted again while the broker is away.
+const BACKLOG_EVERY: Duration = Duration::from_secs(2);
 /// A connection that lasted this long was healthy: the next loss starts the backoff from the minimum again (a broker
 /// restarted for maintenance is found again within a second or two). Shorter ones (a broker that accepts and then
 /// drops the connection) keep doubling it, so a flapping broker costs little.
@@ -155,11 +157,32 @@ impl Uplink {
             } else {
                 tracing::debug!(broker = %self.config.url, "MQTT uplink: {last_logged}; retrying in {:.1}s", wait.as_secs_f64());
             }
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
+            let retry = tokio::time::sleep(wait);
+            tokio::pin!(retry);
+            let mut look = tokio::time::interval(BACKLOG_EVERY);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = &mut retry => break,
+                    _ = look.tick() => self.backlog_while_away().await,
+                }
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// While the broker is away the events keep coming: the backlog is what the log holds past the cursor last
+    /// written (the connection's own count stops with it).
+    async fn backlog_while_away(&self) {
+        let read = self
+            .app
+            .store
+            .read(|c| Ok((crate::store::events::latest_id(c)?, records::saved_cursor(c)?)))
+            .await;
+        if let Ok((head, Some(cursor))) = read {
+            let backlog = head.saturating_sub(cursor).max(0) as u64;
+            crate::metrics::mqtt_state(false, backlog);
+            self.app.update_uplink(|u| u.backlog = backlog);
         }
     }
 
