@@ -27,13 +27,42 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 /// The tokio runtime, built by hand: two workers suit the small boxes this runs on. The blocking pool (store scans,
 /// the upstream client's requests) is capped well below tokio's 512: a burst of work then queues for a thread
 /// instead of starting hundreds, each keeping its stack and allocator caches resident.
+///
+/// The runtime is handed out only once both workers run. glibc ties a thread to an arena (and its lock) at the
+/// thread's first allocation, taking the arenas in turn once `MALLOC_ARENA_MAX` of them exist (the unit sets 2).
+/// tokio starts its workers as tasks of the blocking pool, and a thread started for the first `spawn_blocking`
+/// (opening the store) sometimes took the second worker's task first: in about one start in ten the two workers
+/// then shared one arena, and every call under concurrency cost about twice the CPU, waiting for its lock
+/// (BENCHMARKS.md; seen with gdb, `thread_arena` of each thread). With nothing else started until both run, the
+/// workers are the pool's first two threads and take different arenas.
 pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    const WORKERS: usize = 2;
+    thread_local! {
+        static RUNNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    let running = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
+    let hook = running.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(WORKERS)
         .max_blocking_threads(64)
         .thread_name("xyte-edge")
+        // Only workers park; each counts itself the first time (a worker with nothing to do parks at once).
+        .on_thread_park(move || {
+            if !RUNNING.replace(true) {
+                let (count, changed) = &*hook;
+                *count.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
+                changed.notify_all();
+            }
+        })
         .enable_all()
-        .build()
+        .build()?;
+    let (count, changed) = &*running;
+    let mut n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    while *n < WORKERS {
+        n = changed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
+    }
+    drop(n);
+    Ok(runtime)
 }
 
 /// A start-up failure: what to print and which sysexits code to leave with.

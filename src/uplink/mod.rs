@@ -174,11 +174,7 @@ impl Uplink {
     /// While the broker is away the events keep coming: the backlog is what the log holds past the cursor last
     /// written (the connection's own count stops with it).
     async fn backlog_while_away(&self) {
-        let read = self
-            .app
-            .store
-            .read(|c| Ok((crate::store::events::latest_id(c)?, records::saved_cursor(c)?)))
-            .await;
+        let read = self.app.store.read(|c| Ok((crate::store::events::latest_id(c)?, records::saved_cursor(c)?))).await;
         if let Ok((head, Some(cursor))) = read {
             let backlog = head.saturating_sub(cursor).max(0) as u64;
             crate::metrics::mqtt_state(false, backlog);
