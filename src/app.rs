@@ -56,12 +56,10 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         })
         .enable_all()
         .build()?;
+    // Bounded: the order only matters for speed, and a start must never hang on it.
     let (count, changed) = &*running;
-    let mut n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    while *n < WORKERS {
-        n = changed.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
-    }
-    drop(n);
+    let n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    drop(changed.wait_timeout_while(n, Duration::from_secs(2), |n| *n < WORKERS));
     Ok(runtime)
 }
 
