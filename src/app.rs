@@ -40,26 +40,26 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     thread_local! {
         static RUNNING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     }
-    let running = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
-    let hook = running.clone();
+    let (ran, running) = std::sync::mpsc::channel();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS)
         .max_blocking_threads(64)
         .thread_name("xyte-edge")
-        // Only workers park; each counts itself the first time (a worker with nothing to do parks at once).
+        // Only workers park; each says so the first time (a worker with nothing to do parks at once).
         .on_thread_park(move || {
             if !RUNNING.replace(true) {
-                let (count, changed) = &*hook;
-                *count.lock().unwrap_or_else(std::sync::PoisonError::into_inner) += 1;
-                changed.notify_all();
+                let _ = ran.send(());
             }
         })
         .enable_all()
         .build()?;
     // Bounded: the order only matters for speed, and a start must never hang on it.
-    let (count, changed) = &*running;
-    let n = count.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    drop(changed.wait_timeout_while(n, Duration::from_secs(2), |n| *n < WORKERS));
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    for _ in 0..WORKERS {
+        if running.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())).is_err() {
+            break;
+        }
+    }
     Ok(runtime)
 }
 
