@@ -21,7 +21,12 @@ pub fn full(status: StatusCode, content_type: &'static str, body: impl Into<Byte
 }
 
 pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    full(status, "application/json", serde_json::to_vec(v).unwrap_or_default())
+    let body = crate::heap::build_bytes(|out, _| {
+        if serde_json::to_writer(&mut *out, v).is_err() {
+            out.clear();
+        }
+    });
+    full(status, "application/json", body)
 }
 
 pub fn error_response(e: &Error) -> Response<Body> {

@@ -150,12 +150,13 @@ fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind)
             error_code: msg.pointer("/error/code").and_then(Value::as_i64),
         },
     };
-    let mut line = Vec::new();
-    if write_message(&mut line, msg).is_err() {
-        line.clear();
-    }
-    line.push(b'\n');
-    (Bytes::from(line), kind)
+    let line = crate::heap::build_bytes(|line, json| {
+        if write_message(line, json, msg).is_err() {
+            line.clear();
+        }
+        line.push(b'\n');
+    });
+    (line, kind)
 }
 
 /// Writes a message (or a batch of them) as JSON.
@@ -165,14 +166,15 @@ fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind)
 /// structured content's bytes, so the answer is serialised once rather than twice (a 28 KB `list_devices` answer was
 /// serialised three times: for the text, then both again in the message). A text block without `text` is not valid
 /// MCP, so it cannot be anything else.
-fn write_message(out: &mut Vec<u8>, msg: &Value) -> serde_json::Result<()> {
+/// `json` is scratch space for the structured answer ([`crate::heap::build_bytes`]).
+fn write_message(out: &mut Vec<u8>, json: &mut Vec<u8>, msg: &Value) -> serde_json::Result<()> {
     if let Value::Array(items) = msg {
         out.push(b'[');
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_message(out, item)?;
+            write_message(out, json, item)?;
         }
         out.push(b']');
         return Ok(());
@@ -188,13 +190,15 @@ fn write_message(out: &mut Vec<u8>, msg: &Value) -> serde_json::Result<()> {
     if block.get("type").and_then(Value::as_str) != Some("text") || block.contains_key("text") {
         return serde_json::to_writer(out, msg);
     }
-    let json = serde_json::to_vec(structured)?;
+    json.clear();
+    serde_json::to_writer(&mut *json, structured)?;
+    let json = &json[..];
     out.reserve(json.len() * 5 / 2 + 256);
-    let text = std::str::from_utf8(&json).map_err(serde::ser::Error::custom)?;
+    let text = std::str::from_utf8(json).map_err(serde::ser::Error::custom)?;
     write_object(out, fields, |out, key, value| match key {
         "result" => write_object(out, result, |out, key, value| match key {
             "structuredContent" => {
-                out.extend_from_slice(&json);
+                out.extend_from_slice(json);
                 Ok(())
             }
             "content" => {
@@ -266,6 +270,27 @@ mod tests {
         let back: Value = serde_json::from_slice(&batch).unwrap();
         assert_eq!(back[0]["result"]["content"][0]["text"], serde_json::to_string(&answer).unwrap());
         assert_eq!(back[1], own);
+    }
+
+    #[test]
+    fn messages_serialised_one_after_another_on_a_thread_share_no_bytes() {
+        let tool = |id: u64, answer: Value| {
+            json!({"jsonrpc": "2.0", "id": id,
+                   "result": {"content": [{"type": "text"}], "structuredContent": answer}})
+        };
+        let big = tool(1, json!({"devices": vec!["d".repeat(100); 1000]}));
+        let small = tool(2, json!({"ok": true}));
+        let error = json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32601, "message": "m"}});
+        for msg in [&big, &small, &error, &small, &big, &error] {
+            let (line, _) = serialise(msg, None);
+            let back: Value = serde_json::from_slice(&line).unwrap();
+            assert_eq!(back["id"], msg["id"]);
+            if let Some(answer) = msg.pointer("/result/structuredContent") {
+                assert_eq!(back["result"]["content"][0]["text"], serde_json::to_string(answer).unwrap());
+            } else {
+                assert_eq!(&back, msg);
+            }
+        }
     }
 
     #[tokio::test]
