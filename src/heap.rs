@@ -3,8 +3,8 @@
 //! Answers (MCP messages, REST bodies) are serialised into a per-thread buffer and copied out at their exact size
 //! ([`build_bytes`]). A buffer grown step by step is a `realloc` per step, and each takes the lock of the glibc arena
 //! the block came from; tasks move between the two workers, so that lock was often the other worker's, held. Waiting
-//! for it made four in five of the daemon's futex calls under concurrent MCP load (0.9 per call before, 0.07 after,
-//! BENCHMARKS.md).
+//! for it made four in five of the daemon's futex calls under concurrent MCP load (0.9 per call before, 0.04–0.10
+//! after, BENCHMARKS.md).
 //!
 //! glibc's allocator returns memory to the kernel only from the top of each arena. A sync cycle parses every device,
 //! incident and space at once (about 9 MiB of heap at its peak for 500 devices, 147 MiB for 10,000) and frees it
