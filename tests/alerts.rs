@@ -175,25 +175,55 @@ type Handler = Arc<dyn Fn(TcpStream, u64) + Send + Sync>;
 
 /// A loopback TCP listener on a port reserved at creation; each connection is handled on its own thread. Not
 /// listening until `start`; `stop` closes the port (connections are refused) and `start` opens it again.
+///
+/// While it does not listen, the port stays bound (`reserved`). A port merely remembered can be taken meanwhile, e.g.
+/// as the source port of an outgoing connection (the daemon's retries to this very port draw theirs from the same
+/// range): CI once saw "Address already in use" for the whole 10 s wait. The kernel never hands out a bound port as a
+/// source port, and a bound socket that does not listen refuses connections, as a stopped receiver should.
 struct TcpServer {
     port: u16,
+    reserved: Option<std::os::fd::OwnedFd>,
     handler: Handler,
     conns: Arc<AtomicU64>,
     running: Option<Running>,
 }
 
+/// A TCP socket bound to 127.0.0.1:`port` (0: any free one), not listening.
+fn bound_socket(port: u16) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, setsockopt, socket, sockopt};
+    use std::os::fd::AsRawFd;
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    // Bindable again right after `stop`, whatever connections of the last listener wait in TIME_WAIT.
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    bind(fd.as_raw_fd(), &SockaddrIn::new(127, 0, 0, 1, port))?;
+    Ok(fd)
+}
+
 impl TcpServer {
     fn new(handler: Handler) -> TcpServer {
-        TcpServer { port: support::free_port(), handler, conns: Arc::new(AtomicU64::new(0)), running: None }
+        use std::os::fd::AsRawFd;
+        let fd = bound_socket(0).expect("a free loopback port");
+        let addr: nix::sys::socket::SockaddrIn = nix::sys::socket::getsockname(fd.as_raw_fd()).unwrap();
+        let (port, reserved) = (addr.port(), Some(fd));
+        TcpServer { port, reserved, handler, conns: Arc::new(AtomicU64::new(0)), running: None }
+    }
+
+    /// Binds the port again after `stop` (only the last listener's thread held it in between).
+    fn reserve(&mut self) -> std::os::fd::OwnedFd {
+        let port = self.port;
+        self.reserved.take().unwrap_or_else(|| {
+            wait_for(&format!("port {port} to bind"), Duration::from_secs(10), Duration::from_millis(20), || {
+                bound_socket(port).map_err(|e| e.to_string())
+            })
+        })
     }
 
     fn start(&mut self) {
         assert!(self.running.is_none(), "port {} listens already", self.port);
-        let port = self.port;
-        let listener =
-            wait_for(&format!("port {port} to listen on"), Duration::from_secs(10), Duration::from_millis(20), || {
-                TcpListener::bind(("127.0.0.1", port)).map_err(|e| e.to_string())
-            });
+        let fd = self.reserve();
+        nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::new(128).unwrap())
+            .unwrap_or_else(|e| panic!("cannot listen on port {}: {e}", self.port));
+        let listener = TcpListener::from(fd);
         listener.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let (flag, handler, conns) = (stop.clone(), self.handler.clone(), self.conns.clone());
@@ -217,6 +247,7 @@ impl TcpServer {
 
     fn stop(&mut self) {
         self.running = None;
+        self.reserved = Some(self.reserve());
     }
 }
 
