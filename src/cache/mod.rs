@@ -53,9 +53,15 @@ pub struct Cached<T> {
 impl<T> Cached<T> {
     /// The object `out` with `stale` and `fetched_at`, as every read result carries them.
     pub fn stamp(&self, mut out: Value) -> Value {
-        out["stale"] = json!(self.stale);
-        out["fetched_at"] = json!(rfc3339(self.fetched_at));
+        for (key, value) in self.freshness() {
+            out[key] = value;
+        }
         out
+    }
+
+    /// The fields [`Cached::stamp`] sets, in key order.
+    pub fn freshness(&self) -> [(&'static str, Value); 2] {
+        [("fetched_at", json!(rfc3339(self.fetched_at))), ("stale", json!(self.stale))]
     }
 }
 

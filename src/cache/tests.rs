@@ -192,9 +192,10 @@ async fn answers_from_the_device_collection_are_kept_per_collection_and_key() {
             .from_devices(devices, key.to_string(), || {
                 computed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let order = cache.device_order(devices);
-                Ok(json!({"key": key, "names": order.iter().map(|(i, _)| devices[*i as usize]["name"].to_value())
-                                                        .collect::<Vec<_>>()}))
+                let names: Vec<_> = order.iter().map(|(i, _)| devices[*i as usize]["name"].to_value()).collect();
+                Ok(json!({"key": key, "names": names}).as_object().cloned().unwrap())
             })
+            .map(|kept| Value::Object((*kept).clone()))
             .unwrap()
     };
     let count = || computed.load(std::sync::atomic::Ordering::SeqCst);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::{Cache, Cached, Compact, Items};
 use crate::error::Error;
@@ -94,20 +94,18 @@ impl Cache {
 
     /// `compute`'s answer, computed once per device collection and `key` (see [`FromDevices`]): `compute` must read
     /// nothing but `devices`, and `key` must name everything else its answer depends on (the arguments). An error is
-    /// not kept.
+    /// not kept. The answer is shared, not copied ([`crate::ops::Answer`] writes it with the call's freshness).
     pub fn from_devices(
         &self,
         devices: &Items,
         key: String,
-        compute: impl FnOnce() -> Result<Value, Error>,
-    ) -> Result<Value, Error> {
-        let kept = self.state.from_devices.answer(devices, &key);
-        // Copied outside the lock: a page is tens of microseconds to copy, and the other worker may want the lock.
-        if let Some(answer) = kept {
-            return Ok((*answer).clone());
+        compute: impl FnOnce() -> Result<Map<String, Value>, Error>,
+    ) -> Result<Arc<Map<String, Value>>, Error> {
+        if let Some(answer) = self.state.from_devices.answer(devices, &key) {
+            return Ok(answer);
         }
-        let answer = compute()?;
-        self.state.from_devices.keep(devices, key, Arc::new(answer.clone()));
+        let answer = Arc::new(compute()?);
+        self.state.from_devices.keep(devices, key, answer.clone());
         Ok(answer)
     }
 }
@@ -153,7 +151,7 @@ struct Derived {
     of: Weak<Vec<Compact>>,
     order: Arc<[Ordered]>,
     /// By a key naming every other input of the answer; bounded by [`MAX_ANSWERS`] (all dropped when full).
-    answers: HashMap<String, Arc<Value>>,
+    answers: HashMap<String, Arc<Map<String, Value>>>,
 }
 
 /// Different `list_devices` arguments kept per collection (filters, pages, page sizes). A page of the largest size
@@ -180,7 +178,7 @@ impl FromDevices {
         self.derived(devices).as_ref().map(|d| d.order.clone()).unwrap_or_default()
     }
 
-    fn answer(&self, devices: &Items, key: &str) -> Option<Arc<Value>> {
+    fn answer(&self, devices: &Items, key: &str) -> Option<Arc<Map<String, Value>>> {
         self.derived(devices).as_ref()?.answers.get(key).cloned()
     }
 
@@ -189,7 +187,7 @@ impl FromDevices {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map_or(0, |d| d.answers.len())
     }
 
-    fn keep(&self, devices: &Items, key: String, answer: Arc<Value>) {
+    fn keep(&self, devices: &Items, key: String, answer: Arc<Map<String, Value>>) {
         if let Some(d) = self.derived(devices).as_mut() {
             if d.answers.len() >= MAX_ANSWERS {
                 d.answers.clear();

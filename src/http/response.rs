@@ -7,7 +7,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::error::Error;
 
@@ -20,7 +20,7 @@ pub fn full(status: StatusCode, content_type: &'static str, body: impl Into<Byte
     r
 }
 
-pub fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+pub fn json_response(status: StatusCode, v: &impl serde::Serialize) -> Response<Body> {
     let body = crate::heap::build_bytes(|out, _| {
         if serde_json::to_writer(&mut *out, v).is_err() {
             out.clear();

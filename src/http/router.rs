@@ -149,14 +149,14 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
         (["v1", "tools", name], &Method::POST) => {
             let name = name.to_string();
             let response = match read_json(req).await {
-                Ok(args) => answer(ops::call(&ctx, &name, args).await),
+                Ok(args) => answer(ops::answer(&ctx, &name, args).await),
                 Err(r) => r,
             };
             ("/v1/tools/{name}", response)
         }
         (["v1", "tools", _], _) => ("/v1/tools/{name}", method_not_allowed("POST")),
         (segs, &Method::GET) => match rest::resolve(segs, req.uri().query()) {
-            Some((label, Ok((tool, args)))) => (label, answer(ops::call(&ctx, tool, args).await)),
+            Some((label, Ok((tool, args)))) => (label, answer(ops::answer(&ctx, tool, args).await)),
             Some((label, Err(e))) => (label, error_response(&e)),
             None => ("(unknown)", not_found(&path)),
         },
@@ -168,9 +168,9 @@ async fn route(http: &Http, peer: Peer, req: Request<Incoming>) -> (&'static str
     (label, who, response)
 }
 
-fn answer(outcome: Result<Value, Error>) -> Response<Body> {
+fn answer(outcome: Result<ops::Answer, Error>) -> Response<Body> {
     match outcome {
-        Ok(v) => json_response(StatusCode::OK, &v),
+        Ok(a) => json_response(StatusCode::OK, &a),
         Err(e) => error_response(&e),
     }
 }

@@ -15,6 +15,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::ops::Answer;
+
 /// Unsent bytes one connection may have queued before the daemon stops reading its requests (README).
 pub const QUEUE_BYTES: usize = 1024 * 1024;
 
@@ -73,6 +75,31 @@ impl Outgoing {
     }
 }
 
+/// A message to send: JSON-RPC, and for a tool's result the tool's answer, which `json` holds as
+/// `"structuredContent": null` and which is written in that place ([`write_message`]): a kept answer is written from
+/// the shared document, never copied into the message ([`Answer`]).
+pub struct Message {
+    pub json: Value,
+    pub answer: Option<Answer>,
+}
+
+impl Message {
+    /// The message as one JSON document (the answer moved into its place), for a batch's list of responses.
+    pub fn into_value(self) -> Value {
+        let Message { mut json, answer } = self;
+        if let (Some(answer), Some(slot)) = (answer, json.pointer_mut("/result/structuredContent")) {
+            *slot = answer.into_value();
+        }
+        json
+    }
+}
+
+impl From<Value> for Message {
+    fn from(json: Value) -> Message {
+        Message { json, answer: None }
+    }
+}
+
 /// The session's end of the queue.
 #[derive(Clone)]
 pub struct Sender {
@@ -99,8 +126,9 @@ fn permits(line: &Bytes) -> u32 {
 
 impl Sender {
     /// Queues a response (or any message that must not be lost), waiting for room. False when the peer has gone.
-    pub async fn send(&self, msg: &Value) -> bool {
-        let (line, kind) = serialise(msg, None);
+    pub async fn send(&self, msg: impl Into<Message>) -> bool {
+        let msg = msg.into();
+        let (line, kind) = serialise(&msg.json, msg.answer.as_ref(), None);
         let Ok(permit) = self.room.clone().acquire_many_owned(permits(&line)).await else { return false };
         self.tx.send(Outgoing { line, kind, room: Room(Some(permit)) }).is_ok()
     }
@@ -108,7 +136,7 @@ impl Sender {
     /// Queues a notification if there is room; drops it (logged once per connection) if the peer is not reading.
     /// `related` is the request it belongs to. False when the peer has gone.
     pub fn notify(&self, msg: &Value, related: Option<&super::jsonrpc::Id>) -> bool {
-        let (line, kind) = serialise(msg, related);
+        let (line, kind) = serialise(msg, None, related);
         match self.room.clone().try_acquire_many_owned(permits(&line)) {
             Ok(permit) => self.tx.send(Outgoing { line, kind, room: Room(Some(permit)) }).is_ok(),
             Err(_) => {
@@ -137,7 +165,8 @@ impl Sender {
     }
 }
 
-fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind) {
+/// The message's line and kind; `answer` is a tool result's structured content (see [`Message`]).
+fn serialise(msg: &Value, answer: Option<&Answer>, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind) {
     let text = |v: &Value| serde_json::to_string(v).unwrap_or_default();
     let kind = match msg {
         Value::Array(_) => Kind::Batch,
@@ -151,7 +180,7 @@ fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind)
         },
     };
     let line = crate::heap::build_bytes(|line, json| {
-        if write_message(line, json, msg).is_err() {
+        if write_message(line, json, msg, answer).is_err() {
             line.clear();
         }
         line.push(b'\n');
@@ -166,32 +195,48 @@ fn serialise(msg: &Value, related: Option<&super::jsonrpc::Id>) -> (Bytes, Kind)
 /// structured content's bytes, so the answer is serialised once rather than twice (a 28 KB `list_devices` answer was
 /// serialised three times: for the text, then both again in the message). A text block without `text` is not valid
 /// MCP, so it cannot be anything else.
-/// `json` is scratch space for the structured answer ([`crate::heap::build_bytes`]).
-fn write_message(out: &mut Vec<u8>, json: &mut Vec<u8>, msg: &Value) -> serde_json::Result<()> {
+/// `json` is scratch space for the structured answer ([`crate::heap::build_bytes`]); `answer`, when given, is written
+/// in place of the structured content's placeholder ([`Message`]).
+fn write_message(
+    out: &mut Vec<u8>,
+    json: &mut Vec<u8>,
+    msg: &Value,
+    answer: Option<&Answer>,
+) -> serde_json::Result<()> {
     if let Value::Array(items) = msg {
         out.push(b'[');
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
                 out.push(b',');
             }
-            write_message(out, json, item)?;
+            write_message(out, json, item, None)?;
         }
         out.push(b']');
         return Ok(());
     }
+    // Not a tool result of that shape: as it is (with the answer in its place, if one came with it).
+    let plain = |out: &mut Vec<u8>| match answer {
+        None => serde_json::to_writer(out, msg),
+        Some(answer) => {
+            serde_json::to_writer(out, &Message { json: msg.clone(), answer: Some(answer.clone()) }.into_value())
+        }
+    };
     let (Value::Object(fields), Some(Value::Object(result))) = (msg, msg.get("result")) else {
-        return serde_json::to_writer(out, msg);
+        return plain(out);
     };
     let (Some(structured), Some([Value::Object(block)])) =
         (result.get("structuredContent"), result.get("content").and_then(Value::as_array).map(Vec::as_slice))
     else {
-        return serde_json::to_writer(out, msg);
+        return plain(out);
     };
     if block.get("type").and_then(Value::as_str) != Some("text") || block.contains_key("text") {
-        return serde_json::to_writer(out, msg);
+        return plain(out);
     }
     json.clear();
-    serde_json::to_writer(&mut *json, structured)?;
+    match answer {
+        Some(answer) => serde_json::to_writer(&mut *json, answer)?,
+        None => serde_json::to_writer(&mut *json, structured)?,
+    }
     let json = &json[..];
     out.reserve(json.len() * 5 / 2 + 256);
     let text = std::str::from_utf8(json).map_err(serde::ser::Error::custom)?;
@@ -252,9 +297,9 @@ mod tests {
         let msg = json!({"jsonrpc": "2.0", "id": "a\"b", "result": result(json!({}))});
         let modern =
             json!({"jsonrpc": "2.0", "id": 7, "result": result(json!({"_meta": {"k": 1}, "resultType": "complete"}))});
-        let (line, kind) = serialise(&msg, None);
+        let (line, kind) = serialise(&msg, None, None);
         assert_eq!(kind, Kind::Response { id: Some(r#""a\"b""#.into()), error_code: None });
-        for (sent, original) in [(line, &msg), (serialise(&modern, None).0, &modern)] {
+        for (sent, original) in [(line, &msg), (serialise(&modern, None, None).0, &modern)] {
             assert!(sent.ends_with(b"\n"));
             let back: Value = serde_json::from_slice(&sent).unwrap();
             let text = back["result"]["content"][0]["text"].as_str().unwrap();
@@ -266,10 +311,35 @@ mod tests {
         // In a batch, each response; a block that has its text (an extension's tool) is left as it is.
         let own = json!({"jsonrpc": "2.0", "id": 2, "result": {"content": [{"type": "text", "text": "hi"}],
                          "structuredContent": {"x": 1}}});
-        let (batch, _) = serialise(&json!([msg, own]), None);
+        let (batch, _) = serialise(&json!([msg, own]), None, None);
         let back: Value = serde_json::from_slice(&batch).unwrap();
         assert_eq!(back[0]["result"]["content"][0]["text"], serde_json::to_string(&answer).unwrap());
         assert_eq!(back[1], own);
+    }
+
+    #[test]
+    fn a_kept_answer_is_written_in_its_place_as_its_copy_would_be() {
+        let doc = json!({"devices": [{"name": "Lobby \"A\" \u{e9}"}], "next_cursor": "1", "total": 2});
+        let read = crate::cache::Cached { value: (), stale: true, fetched_at: 1_700_000_000_000 };
+        let answer = Answer::kept(Arc::new(doc.as_object().unwrap().clone()), &read);
+        let message = |result: Value| Message {
+            json: json!({"jsonrpc": "2.0", "id": 1, "result": result}),
+            answer: Some(answer.clone()),
+        };
+        let tool = message(json!({"content": [{"type": "text"}], "isError": false, "structuredContent": null}));
+        let (line, _) = serialise(&tool.json, tool.answer.as_ref(), None);
+        let (copied, _) = serialise(&tool.into_value(), None, None);
+        assert_eq!(line, copied);
+        let back: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back["result"]["structuredContent"], read.stamp(doc.clone()));
+        let text = back["result"]["content"][0]["text"].as_str().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(text).unwrap(), read.stamp(doc.clone()));
+        // A result of another shape still gets the answer in its place.
+        let other = message(json!({"content": [{"type": "text", "text": "t"}], "structuredContent": null}));
+        let (line, _) = serialise(&other.json, other.answer.as_ref(), None);
+        let back: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back["result"]["structuredContent"], read.stamp(doc));
+        assert_eq!(back["result"]["content"][0]["text"], "t");
     }
 
     #[test]
@@ -282,7 +352,7 @@ mod tests {
         let small = tool(2, json!({"ok": true}));
         let error = json!({"jsonrpc": "2.0", "id": 3, "error": {"code": -32601, "message": "m"}});
         for msg in [&big, &small, &error, &small, &big, &error] {
-            let (line, _) = serialise(msg, None);
+            let (line, _) = serialise(msg, None, None);
             let back: Value = serde_json::from_slice(&line).unwrap();
             assert_eq!(back["id"], msg["id"]);
             if let Some(answer) = msg.pointer("/result/structuredContent") {
@@ -297,7 +367,7 @@ mod tests {
     async fn responses_wait_for_room_and_notifications_are_dropped() {
         let (tx, mut rx) = queue();
         let big = json!({"jsonrpc": "2.0", "id": 1, "result": {"text": "x".repeat(QUEUE_BYTES - 100)}});
-        assert!(tx.send(&big).await);
+        assert!(tx.send(big).await);
         // The queue is nearly full: a notification that does not fit is dropped, not queued.
         let note = json!({"jsonrpc": "2.0", "method": "notifications/progress",
                           "params": {"progressToken": "t", "progress": 1, "message": "x".repeat(200)}});
@@ -306,7 +376,7 @@ mod tests {
         let second = json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -32602, "message": "no"}});
         let waiting = tokio::spawn({
             let tx = tx.clone();
-            async move { tx.send(&second).await }
+            async move { tx.send(second).await }
         });
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished());
@@ -323,10 +393,10 @@ mod tests {
 
     #[test]
     fn kinds_name_what_the_http_transport_routes_by() {
-        let (_, kind) = serialise(&json!([{"jsonrpc": "2.0", "id": 1, "result": {}}]), None);
+        let (_, kind) = serialise(&json!([{"jsonrpc": "2.0", "id": 1, "result": {}}]), None, None);
         assert_eq!(kind, Kind::Batch);
         let note = json!({"jsonrpc": "2.0", "method": "notifications/progress", "params": {"progressToken": 7}});
-        let (_, kind) = serialise(&note, Some(&super::super::jsonrpc::Id::String("a".into())));
+        let (_, kind) = serialise(&note, None, Some(&super::super::jsonrpc::Id::String("a".into())));
         assert_eq!(kind, Kind::Notification { progress: Some("7".into()), related: Some("\"a\"".into()) });
     }
 }

@@ -13,9 +13,10 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::jsonrpc::{self, Id, Incoming, Request, RpcError};
-use super::{Call, Extension, LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, Outcome, SERVER_NAME, mrtr, outgoing};
+use super::outgoing::{self, Message};
+use super::{Call, Extension, LEGACY_VERSIONS, MAX_IN_FLIGHT, MODERN_VERSION, Outcome, SERVER_NAME, mrtr};
 use crate::error::{Error, ErrorCode};
-use crate::ops::{self, prompts, resources};
+use crate::ops::{self, Answer, prompts, resources};
 use crate::runtime::{App, Ctx, Principal, Progress};
 
 const META_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
@@ -102,7 +103,7 @@ impl Session {
 
     /// A framing problem found by the transport (e.g. an oversized line): answered without an id.
     pub async fn receive_error(&self, error: RpcError) {
-        self.out.send(&jsonrpc::error(None, &error)).await;
+        self.out.send(jsonrpc::error(None, &error)).await;
     }
 
     /// A notification not tied to a request; dropped if the peer is not reading (see [`outgoing`]).
@@ -119,7 +120,7 @@ impl Session {
     pub async fn receive(self: &Arc<Self>, bytes: &[u8]) {
         match jsonrpc::decode(bytes) {
             Err(e) => {
-                self.out.send(&jsonrpc::error(e.id.as_ref(), &e.error)).await;
+                self.out.send(jsonrpc::error(e.id.as_ref(), &e.error)).await;
             }
             Ok(Incoming::Response) => {}
             Ok(Incoming::Notification(n)) => self.notification(&n.method, &n.params),
@@ -133,7 +134,7 @@ impl Session {
                 let mut request = Box::pin(async move { session.request(req).await });
                 let first = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx))).await;
                 if let std::task::Poll::Ready(r) = first {
-                    self.out.send(&r).await;
+                    self.out.send(r).await;
                     return;
                 }
                 let token = CancellationToken::new();
@@ -154,7 +155,7 @@ impl Session {
                     {
                         // Waits for room in the connection's queue, still counted as in flight: a peer that does
                         // not read stops being read once MAX_IN_FLIGHT answers wait for it.
-                        session.out.send(&r).await;
+                        session.out.send(r).await;
                     }
                     drop(permit);
                 });
@@ -169,20 +170,20 @@ impl Session {
                 jsonrpc::INVALID_REQUEST,
                 "invalid request: batches are only allowed in protocol 2025-03-26",
             );
-            self.out.send(&jsonrpc::error(None, &e)).await;
+            self.out.send(jsonrpc::error(None, &e)).await;
             return;
         }
         let mut responses = Vec::new();
         for item in items {
             match jsonrpc::decode_value(item) {
                 Err(e) => responses.push(jsonrpc::error(e.id.as_ref(), &e.error)),
-                Ok(Incoming::Request(req)) => responses.push(self.request(req).await),
+                Ok(Incoming::Request(req)) => responses.push(self.request(req).await.into_value()),
                 Ok(Incoming::Notification(n)) => self.notification(&n.method, &n.params),
                 Ok(_) => {}
             }
         }
         if !responses.is_empty() {
-            self.out.send(&Value::Array(responses)).await;
+            self.out.send(Value::Array(responses)).await;
         }
     }
 
@@ -207,7 +208,7 @@ impl Session {
     }
 
     /// Answers one request with a full JSON-RPC response message.
-    async fn request(self: &Arc<Self>, req: Request) -> Value {
+    async fn request(self: &Arc<Self>, req: Request) -> Message {
         let meta = req.params.get("_meta").and_then(Value::as_object).cloned().unwrap_or_default();
         let era = match meta.get(META_VERSION) {
             Some(v) => {
@@ -221,11 +222,11 @@ impl Session {
                         format!("unsupported protocol version {requested:?}"),
                     )
                     .with_data(json!({"supported": supported, "requested": v}));
-                    return jsonrpc::error(Some(&req.id), &e);
+                    return jsonrpc::error(Some(&req.id), &e).into();
                 }
                 if !meta.contains_key(META_CAPABILITIES) {
                     let e = RpcError::new(jsonrpc::INVALID_PARAMS, format!("_meta lacks {META_CAPABILITIES}"));
-                    return jsonrpc::error(Some(&req.id), &e);
+                    return jsonrpc::error(Some(&req.id), &e).into();
                 }
                 Era::Modern
             }
@@ -233,13 +234,13 @@ impl Session {
         };
         let progress = meta.get("progressToken").cloned().map(|token| self.progress_sink(token));
         match self.method(era, &req, &meta, progress).await {
-            Ok(mut result) => {
+            Ok((mut result, answer)) => {
                 if era == Era::Modern {
                     finish_modern(&req.method, &mut result);
                 }
-                jsonrpc::result(&req.id, result)
+                Message { json: jsonrpc::result(&req.id, result), answer }
             }
-            Err(e) => jsonrpc::error(Some(&req.id), &e),
+            Err(e) => jsonrpc::error(Some(&req.id), &e).into(),
         }
     }
 
@@ -260,13 +261,14 @@ impl Session {
         req: &Request,
         meta: &Map<String, Value>,
         progress: Option<Progress>,
-    ) -> Result<Value, RpcError> {
+    ) -> Result<(Value, Option<Answer>), RpcError> {
         let p = &req.params;
         let (ext, modern) = (&self.extension, era == Era::Modern);
         let listed = |list: Vec<Value>| {
             p.get("name").and_then(Value::as_str).is_some_and(|n| list.iter().any(|e| e["name"] == n))
         };
-        match (era, req.method.as_str()) {
+        // A result, and for one of the catalogue's tools its answer apart (see `call_tool`).
+        let result = match (era, req.method.as_str()) {
             (Era::Legacy, "initialize") => Ok(self.initialize(p)),
             (Era::Legacy, "ping") => Ok(json!({})),
             (Era::Modern, "server/discover") => Ok(json!({
@@ -280,7 +282,7 @@ impl Session {
                 Ok(json!({"tools": tools}))
             }
             (_, "tools/call") if listed(ext.list("tools", modern)) => self.extension(era, req, meta, progress).await,
-            (_, "tools/call") => self.call_tool(p, progress).await,
+            (_, "tools/call") => return self.call_tool(p, progress).await,
             (_, "resources/list") => {
                 let mut list = resources::list();
                 list.extend(ext.list("resources", modern));
@@ -294,7 +296,7 @@ impl Session {
             (_, "resources/read") => {
                 let uri = string_param(p, "uri")?;
                 if let Some(contents) = ext.read(&uri) {
-                    return Ok(json!({"contents": contents}));
+                    return Ok((json!({"contents": contents}), None));
                 }
                 let ctx = self.ctx(progress);
                 let value = resources::read(&ctx, &uri).await.map_err(|e| resource_error(era, &uri, e))?;
@@ -363,7 +365,8 @@ impl Session {
                 format!("server/discover needs _meta[\"{META_VERSION}\"] = \"{MODERN_VERSION}\""),
             )),
             (_, m) => Err(RpcError::new(jsonrpc::METHOD_NOT_FOUND, format!("method not found: {m}"))),
-        }
+        };
+        result.map(|r| (r, None))
     }
 
     fn initialize(&self, p: &Map<String, Value>) -> Value {
@@ -562,7 +565,13 @@ impl Session {
         }
     }
 
-    async fn call_tool(&self, p: &Map<String, Value>, progress: Option<Progress>) -> Result<Value, RpcError> {
+    /// The result of one of the catalogue's tools, and its answer: the result holds `"structuredContent": null` in
+    /// its place ([`Message`]).
+    async fn call_tool(
+        &self,
+        p: &Map<String, Value>,
+        progress: Option<Progress>,
+    ) -> Result<(Value, Option<Answer>), RpcError> {
         let name = p
             .get("name")
             .and_then(Value::as_str)
@@ -573,24 +582,23 @@ impl Session {
         let args = p.get("arguments").cloned().unwrap_or(json!({}));
         let ctx = self.ctx(progress);
         let started = std::time::Instant::now();
-        let outcome = ops::call(&ctx, name, args).await;
+        let outcome = ops::answer(&ctx, name, args).await;
         let ms = started.elapsed().as_millis() as u64;
-        let (value, is_error) = match outcome {
-            Ok(value) => {
+        let (answer, is_error) = match outcome {
+            Ok(answer) => {
                 tracing::info!(principal = %self.principal.id, tool = name, ms, "tool call ok");
-                (value, false)
+                (answer, false)
             }
             Err(e) => {
                 tracing::info!(principal = %self.principal.id, tool = name, ms, code = %e.code, "tool call failed");
                 self.log("warning", json!({"tool": name, "error": e}));
-                (e.to_body(), true)
+                (Answer::Built(e.to_body()), true)
             }
         };
-        // The text block's `text` is the structured content's JSON: written by `outgoing` from the same bytes when the
-        // message is serialised, not serialised twice. The result is moved in, not interpolated (`json!` would copy).
-        let mut result = json!({"isError": is_error, "content": [{"type": "text"}]});
-        result["structuredContent"] = value;
-        Ok(result)
+        // The text block's `text` is the structured content's JSON: both are written by `outgoing` from the answer when
+        // the message is serialised, from the same bytes.
+        let result = json!({"isError": is_error, "content": [{"type": "text"}], "structuredContent": null});
+        Ok((result, Some(answer)))
     }
 }
 

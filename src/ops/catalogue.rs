@@ -1,7 +1,7 @@
 //! The list of operations. Each entry carries its handler, built from the handler's argument type by one typed
 //! constructor ([`Entry::handler`]): the input schema and the parsing come from that type, the arguments are parsed
 //! once, and the schemas are computed once, when the catalogue is first used. Adding an operation = one entry here
-//! + its handler (`async fn(&Ctx, Args) -> Result<Value, Error>`) in the module of its family.
+//! + its handler (`async fn(&Ctx, Args) -> Result<Value, Error>`, or an [`Answer`]) in the module of its family.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::schema::{input, output};
-use super::{Ctx, admin, alerts, analytics, commands, devices, endpoints, fleet, rooms, schedules, tasks, tickets};
+use super::{
+    Answer, Ctx, admin, alerts, analytics, commands, devices, endpoints, fleet, rooms, schedules, tasks, tickets,
+};
 use crate::config::Role;
 use crate::error::Error;
 
@@ -70,7 +72,7 @@ pub struct Op {
 /// A call whose arguments were parsed: what it needs, and the handler's future.
 pub struct Prepared<'a> {
     pub access: Access,
-    pub run: Pin<Box<dyn Future<Output = Result<Value, Error>> + Send + 'a>>,
+    pub run: Pin<Box<dyn Future<Output = Result<Answer, Error>> + Send + 'a>>,
 }
 
 impl Op {
@@ -80,17 +82,21 @@ impl Op {
     }
 }
 
-/// A handler: an `async fn(&Ctx, A) -> Result<Value, Error>`. (A trait, because the future borrows the context.)
+/// A handler: an `async fn(&Ctx, A) -> Result<R, Error>`, `R` a `Value` or an [`Answer`]. (A trait, because the
+/// future borrows the context.)
 pub trait Handler<'a, A>: Copy + Send + Sync + 'static {
-    type Future: Future<Output = Result<Value, Error>> + Send + 'a;
+    type Output: Into<Answer>;
+    type Future: Future<Output = Result<Self::Output, Error>> + Send + 'a;
     fn call(self, ctx: &'a Ctx, args: A) -> Self::Future;
 }
 
-impl<'a, A, F, Fut> Handler<'a, A> for F
+impl<'a, A, F, Fut, R> Handler<'a, A> for F
 where
     F: Fn(&'a Ctx, A) -> Fut + Copy + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, Error>> + Send + 'a,
+    Fut: Future<Output = Result<R, Error>> + Send + 'a,
+    R: Into<Answer>,
 {
+    type Output = R;
     type Future = Fut;
     fn call(self, ctx: &'a Ctx, args: A) -> Fut {
         self(ctx, args)
@@ -117,7 +123,8 @@ where
     fn prepare<'a>(&self, ctx: &'a Ctx, args: &Value, least: Access) -> Result<Prepared<'a>, Error> {
         let args = A::deserialize(args).map_err(|e| Error::invalid_params(format!("invalid arguments: {e}")))?;
         let access = self.access.map_or(least, |rule| rule(&args));
-        Ok(Prepared { access, run: Box::pin(self.handler.call(ctx, args)) })
+        let run = self.handler.call(ctx, args);
+        Ok(Prepared { access, run: Box::pin(async move { run.await.map(Into::into) }) })
     }
 }
 

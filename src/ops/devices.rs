@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::page;
 use super::schema::{Id, TimeArg};
+use super::{Answer, page};
 use crate::cache::{Cache, Cached, Compact, DeviceStatus, Items, model_id};
 use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;
@@ -107,7 +107,7 @@ fn in_space(d: &Compact, space_id: &str, spaces: &[Compact]) -> bool {
     false
 }
 
-pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
+pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Answer, Error> {
     let snap = ctx.app.cache.devices().await?;
     let space = match &a.space_id {
         Some(s) => Some(s.0.clone()),
@@ -116,19 +116,22 @@ pub async fn list_devices(ctx: &Ctx, a: ListDevices) -> Result<Value, Error> {
             .get("space_id")
             .and_then(|v| v.as_str().map(String::from).or(v.as_i64().map(|i| i.to_string()))),
     };
-    let out = match space {
+    match space {
         // Then the answer depends on the spaces too: computed every time.
         Some(space) => {
             let spaces = ctx.app.cache.spaces().await?.value;
-            devices_page(&ctx.app.cache, &snap.value, Some((&space, &spaces)), &a)?
+            let page = devices_page(&ctx.app.cache, &snap.value, Some((&space, &spaces)), &a)?;
+            Ok(Answer::Built(snap.stamp(Value::Object(page))))
         }
-        // Else on the collection and the arguments alone: kept per collection (the cache's `FromDevices`).
+        // Else on the collection and the arguments alone: kept per collection (the cache's `FromDevices`) and written
+        // from there with this call's freshness.
         None => {
             let key = format!("{:?} {:?} {:?} {:?}", a.status.map(DeviceStatus::as_str), a.query, a.limit, a.cursor);
-            ctx.app.cache.from_devices(&snap.value, key, || devices_page(&ctx.app.cache, &snap.value, None, &a))?
+            let page =
+                ctx.app.cache.from_devices(&snap.value, key, || devices_page(&ctx.app.cache, &snap.value, None, &a))?;
+            Ok(Answer::kept(page, &snap))
         }
-    };
-    Ok(snap.stamp(out))
+    }
 }
 
 /// One `list_devices` answer (without its freshness): the devices of `devices` in `space` (with the spaces) that
@@ -138,7 +141,7 @@ fn devices_page(
     devices: &Items,
     space: Option<(&str, &[Compact])>,
     a: &ListDevices,
-) -> Result<Value, Error> {
+) -> Result<Map<String, Value>, Error> {
     let q = a.query.as_deref().map(str::to_lowercase);
     // In name order, with each device's status at hand (see `FromDevices`); only the returned page is summarised.
     let order = cache.device_order(devices);
@@ -172,10 +175,13 @@ fn devices_page(
     let (shown, next, omitted) = page(&matched, a.limit, a.cursor.as_deref())?;
     let mut summaries = Summaries::default();
     let items: Vec<Value> = shown.into_iter().map(|(d, _)| summaries.of(d)).collect();
-    let mut out = json!({"total": matched.len(), "counts": counts, "omitted": omitted});
-    out["devices"] = Value::Array(items); // moved, not copied by `json!`
+    let mut out = Map::new();
+    out.insert("total".into(), json!(matched.len()));
+    out.insert("counts".into(), counts);
+    out.insert("omitted".into(), json!(omitted));
+    out.insert("devices".into(), Value::Array(items));
     if let Some(n) = next {
-        out["next_cursor"] = json!(n);
+        out.insert("next_cursor".into(), json!(n));
     }
     Ok(out)
 }

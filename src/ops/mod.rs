@@ -5,6 +5,7 @@
 mod admin;
 mod alerts;
 mod analytics;
+mod answer;
 mod catalogue;
 mod commands;
 mod devices;
@@ -20,6 +21,7 @@ mod tickets;
 
 use serde_json::{Value, json};
 
+pub use answer::Answer;
 pub use catalogue::{Access, CATALOGUE, Kind, Op, find};
 pub use devices::summary as device_summary;
 
@@ -27,9 +29,15 @@ use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;
 use crate::store::Durability;
 
-/// Calls operation `name` with `args` for `ctx.principal`: checks the role and read-only mode, runs the handler,
-/// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome.
+/// [`answer`], as the document itself.
 pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
+    answer(ctx, name, args).await.map(Answer::into_value)
+}
+
+/// Calls operation `name` with `args` for `ctx.principal`: checks the role and read-only mode, runs the handler,
+/// and writes an audit record for every mutating call (dry runs included). Every call is counted by outcome. Front
+/// doors that write the answer as JSON take it as it is ([`Answer`]).
+pub async fn answer(ctx: &Ctx, name: &str, args: Value) -> Result<Answer, Error> {
     let Some(op) = find(name) else {
         // The metric's tool label is bounded: the catalogue's name, or `unknown` for a name a caller made up.
         crate::metrics::tool_call("unknown", ErrorCode::InvalidParams.as_str());
@@ -47,7 +55,7 @@ pub async fn call(ctx: &Ctx, name: &str, args: Value) -> Result<Value, Error> {
     outcome
 }
 
-async fn checked_call(ctx: &Ctx, op: &Op, args: &Value, dry_run: bool) -> Result<Value, Error> {
+async fn checked_call(ctx: &Ctx, op: &Op, args: &Value, dry_run: bool) -> Result<Answer, Error> {
     // What every call of `op` needs is checked before its arguments are parsed, what this one needs after.
     admit(ctx, op.name, op.least)?;
     let (mutating, outcome) = match op.prepare(ctx, args) {
@@ -77,7 +85,7 @@ fn admit(ctx: &Ctx, name: &str, needs: Access) -> Result<(), Error> {
     Ok(())
 }
 
-async fn audit(ctx: &Ctx, tool: &str, args: &Value, dry_run: bool, outcome: &Result<Value, Error>) {
+async fn audit(ctx: &Ctx, tool: &str, args: &Value, dry_run: bool, outcome: &Result<Answer, Error>) {
     let (result, code) = match outcome {
         Ok(_) if dry_run => ("dry_run", None),
         Ok(_) => ("ok", None),
