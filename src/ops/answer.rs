@@ -43,12 +43,6 @@ impl Answer {
     }
 }
 
-impl From<Value> for Answer {
-    fn from(v: Value) -> Answer {
-        Answer::Built(v)
-    }
-}
-
 impl Serialize for Answer {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let (doc, over) = match self {
@@ -106,7 +100,7 @@ mod tests {
                 assert_eq!(answer.into_value(), stamped);
             }
         }
-        let built = Answer::from(json!([1, "two"]));
+        let built = Answer::Built(json!([1, "two"]));
         assert_eq!(serde_json::to_string(&built).unwrap(), r#"[1,"two"]"#);
         assert_eq!(built.into_value(), json!([1, "two"]));
     }

@@ -72,7 +72,42 @@ pub struct Op {
 /// A call whose arguments were parsed: what it needs, and the handler's future.
 pub struct Prepared<'a> {
     pub access: Access,
-    pub run: Pin<Box<dyn Future<Output = Result<Answer, Error>> + Send + 'a>>,
+    pub run: Run<'a>,
+}
+
+type Boxed<'a, T> = Pin<Box<dyn Future<Output = Result<T, Error>> + Send + 'a>>;
+
+/// A handler's future, boxed: most handlers answer a `Value`, a few an [`Answer`]. Two kinds of future rather than a
+/// wrapper around each handler's: the `Value` becomes an `Answer` here, once, not in one generated wrapper per handler.
+pub enum Run<'a> {
+    Value(Boxed<'a, Value>),
+    Answer(Boxed<'a, Answer>),
+}
+
+impl Run<'_> {
+    pub async fn answer(self) -> Result<Answer, Error> {
+        match self {
+            Run::Value(run) => run.await.map(Answer::Built),
+            Run::Answer(run) => run.await,
+        }
+    }
+}
+
+/// What a handler answers: a `Value` or an [`Answer`].
+pub trait HandlerOutput: Sized {
+    fn run(run: Boxed<'_, Self>) -> Run<'_>;
+}
+
+impl HandlerOutput for Value {
+    fn run(run: Boxed<'_, Value>) -> Run<'_> {
+        Run::Value(run)
+    }
+}
+
+impl HandlerOutput for Answer {
+    fn run(run: Boxed<'_, Answer>) -> Run<'_> {
+        Run::Answer(run)
+    }
 }
 
 impl Op {
@@ -85,7 +120,7 @@ impl Op {
 /// A handler: an `async fn(&Ctx, A) -> Result<R, Error>`, `R` a `Value` or an [`Answer`]. (A trait, because the
 /// future borrows the context.)
 pub trait Handler<'a, A>: Copy + Send + Sync + 'static {
-    type Output: Into<Answer>;
+    type Output: HandlerOutput;
     type Future: Future<Output = Result<Self::Output, Error>> + Send + 'a;
     fn call(self, ctx: &'a Ctx, args: A) -> Self::Future;
 }
@@ -94,7 +129,7 @@ impl<'a, A, F, Fut, R> Handler<'a, A> for F
 where
     F: Fn(&'a Ctx, A) -> Fut + Copy + Send + Sync + 'static,
     Fut: Future<Output = Result<R, Error>> + Send + 'a,
-    R: Into<Answer>,
+    R: HandlerOutput,
 {
     type Output = R;
     type Future = Fut;
@@ -123,8 +158,7 @@ where
     fn prepare<'a>(&self, ctx: &'a Ctx, args: &Value, least: Access) -> Result<Prepared<'a>, Error> {
         let args = A::deserialize(args).map_err(|e| Error::invalid_params(format!("invalid arguments: {e}")))?;
         let access = self.access.map_or(least, |rule| rule(&args));
-        let run = self.handler.call(ctx, args);
-        Ok(Prepared { access, run: Box::pin(async move { run.await.map(Into::into) }) })
+        Ok(Prepared { access, run: HandlerOutput::run(Box::pin(self.handler.call(ctx, args))) })
     }
 }
 

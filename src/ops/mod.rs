@@ -61,7 +61,7 @@ async fn checked_call(ctx: &Ctx, op: &Op, args: &Value, dry_run: bool) -> Result
     let (mutating, outcome) = match op.prepare(ctx, args) {
         Ok(call) => {
             admit(ctx, op.name, call.access)?;
-            (call.access.mutating, call.run.await)
+            (call.access.mutating, call.run.answer().await)
         }
         Err(e) => (op.least.mutating, Err(e)),
     };
