@@ -100,6 +100,13 @@ impl Compact {
         }
     }
 
+    pub fn as_array(&self) -> Option<&[Compact]> {
+        match self {
+            Compact::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
     pub fn as_i64(&self) -> Option<i64> {
         match self {
             Compact::Number(n) => n.as_i64(),

@@ -15,11 +15,14 @@
 //! full; they refill from the next reads).
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 
+use serde::{Serialize, Serializer};
 use serde_json::Value;
 
-use super::compact::Compact;
+use super::Items;
+use super::compact::{Compact, Keys};
 use crate::store::cache::CacheEntry;
 
 /// A cache row as reads share it: a read takes a reference to the kept body, not a copy (a device's commands or a
@@ -27,14 +30,51 @@ use crate::store::cache::CacheEntry;
 #[derive(Debug, Clone)]
 pub struct Row {
     pub key: String,
-    pub body: Arc<Value>,
+    pub body: Body,
     /// ms since the epoch; 0 after an invalidation.
     pub fetched_at: i64,
 }
 
 impl From<CacheEntry> for Row {
     fn from(e: CacheEntry) -> Row {
-        Row { key: e.key, body: Arc::new(e.body), fetched_at: e.fetched_at }
+        Row { key: e.key, body: Body::of(&e.body), fetched_at: e.fetched_at }
+    }
+}
+
+/// The body of one cache row, in [`Compact`] form, shared: a row of a kept collection, or a row read on its own (kept
+/// as a collection of one). A device read from the kept device collection was turned back into a `Value` on every
+/// `get_device_status` (a tenth of its time with the freeing, BENCHMARKS.md); now it is a reference to the row, and
+/// an answer writes it from there ([`crate::ops::Answer`]).
+#[derive(Debug, Clone)]
+pub struct Body {
+    rows: Items,
+    at: usize,
+}
+
+impl Body {
+    /// A body read on its own.
+    pub fn of(value: &Value) -> Body {
+        Body { rows: Arc::new(vec![Compact::of(value, &mut Keys::default())]), at: 0 }
+    }
+
+    /// The row of a kept collection at `at` (which must be in it).
+    pub fn in_collection(rows: &Items, at: usize) -> Body {
+        debug_assert!(at < rows.len());
+        Body { rows: rows.clone(), at }
+    }
+}
+
+impl Deref for Body {
+    type Target = Compact;
+
+    fn deref(&self) -> &Compact {
+        &self.rows[self.at]
+    }
+}
+
+impl Serialize for Body {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
     }
 }
 
@@ -50,7 +90,7 @@ pub struct CachedList {
     /// Each row's `fetched_at` (0 for a row marked stale).
     pub fetched_at: Vec<i64>,
     /// The bodies, shared with every read result made from them (no copy per read).
-    pub bodies: Arc<Vec<Compact>>,
+    pub bodies: Items,
     /// The newest `fetched_at` of the rows (0 when there are none).
     pub newest_fetched_at: i64,
     /// Whether the rows are a complete snapshot ([`crate::store::cache::has_set`]).
@@ -69,8 +109,11 @@ impl CachedList {
     /// The row with this key, if the collection has it.
     fn get(&self, key: &str) -> Option<Row> {
         let i = self.keys.binary_search_by(|k| k.as_str().cmp(key)).ok()?;
-        let body = Arc::new(self.bodies[i].to_value());
-        Some(Row { key: self.keys[i].clone(), body, fetched_at: self.fetched_at[i] })
+        Some(Row {
+            key: self.keys[i].clone(),
+            body: Body::in_collection(&self.bodies, i),
+            fetched_at: self.fetched_at[i],
+        })
     }
 }
 
@@ -131,7 +174,6 @@ impl Memo {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cache::Keys;
     use serde_json::json;
 
     fn entry(key: &str, v: i64) -> CacheEntry {
@@ -161,7 +203,7 @@ mod tests {
         let now = m.generation("device");
         m.keep_entry("device", now, &row("a", 2));
         m.keep_list("device", now, &list(vec![entry("a", 2), entry("b", 5)]));
-        assert_eq!(m.entry("device", "a").unwrap().body["v"], 2);
+        assert_eq!(m.entry("device", "a").unwrap().body["v"].as_i64(), Some(2));
         let list = m.list("device").unwrap();
         assert_eq!((list.keys.len(), list.newest_fetched_at, list.complete), (2, 5, true));
     }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use tokio::sync::{OwnedMutexGuard, watch};
 
 pub use compact::{Compact, Keys};
-pub use memo::Row;
+pub use memo::{Body, Row};
 use memo::{CachedList, Memo};
 pub use xyte::{DeviceStatus, Ordered, model_id};
 
@@ -218,7 +218,7 @@ impl Cache {
         resource: &'static str,
         key: &str,
         fetch: fn(XyteClient, String) -> Refresh<Value>,
-    ) -> Result<Cached<Arc<Value>>, Error> {
+    ) -> Result<Cached<Body>, Error> {
         let cached = self.get(resource, key).await?.map(|e| {
             // An invalidated row (`fetched_at` 0) stays stale whatever the poll confirmed since.
             let known = self.confirmed_at(resource).unwrap_or(0).max(e.fetched_at);
@@ -257,12 +257,13 @@ impl Cache {
         resource: &'static str,
         key: String,
         fetch: Refresh<Value>,
-    ) -> Result<Cached<Arc<Value>>, Error> {
+    ) -> Result<Cached<Body>, Error> {
         let since = self.state.invalidations(resource);
         let v = fetch.await?;
         let at = now_ms();
-        let kept = self.put(resource, &key, v.clone(), at, Some(since)).await;
-        Ok(Cached { value: Arc::new(v), stale: stale_unless_kept(resource, kept.err()), fetched_at: at })
+        let body = Body::of(&v);
+        let kept = self.put(resource, &key, v, at, Some(since)).await;
+        Ok(Cached { value: body, stale: stale_unless_kept(resource, kept.err()), fetched_at: at })
     }
 }
 
@@ -516,7 +517,7 @@ impl Fetches {
 #[derive(Default)]
 struct Refreshes {
     pub collections: InFlight<&'static str, Cached<Items>>,
-    pub entries: InFlight<(&'static str, String), Cached<Arc<Value>>>,
+    pub entries: InFlight<(&'static str, String), Cached<Body>>,
     /// The last refresh that landed could not reach Xyte or took longer than [`REVALIDATE_WAIT`]: under a storm
     /// of errors, 429s or latency, reads with a cached answer then serve it without waiting at all. Any refresh
     /// that lands in time ends this (the refreshes go on while reads do not wait for them).

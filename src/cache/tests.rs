@@ -36,7 +36,7 @@ fn t(s: i64) -> time::OffsetDateTime {
 }
 
 /// Waits for the refresh of a device that runs now.
-async fn refresh_of(cache: &Cache, id: &str) -> Result<Cached<Arc<Value>>, Error> {
+async fn refresh_of(cache: &Cache, id: &str) -> Result<Cached<Body>, Error> {
     let key = ("device", id.to_string());
     let none = || Box::pin(std::future::ready(Err(Error::internal("no refresh ran")))) as Refresh<_>;
     let refreshes = &cache.state.refreshes;
@@ -70,7 +70,7 @@ async fn past_the_ttl_a_slow_xyte_gets_stale_answers_and_one_refresh_that_lands_
 
     // The refresh stored what it fetched: the next read is fresh without asking Xyte.
     let again = cache.device(&id).await.unwrap();
-    assert_eq!((&again.value, again.stale), (&refreshed.value, false));
+    assert_eq!((&*again.value, again.stale), (&*refreshed.value, false));
     assert_eq!(fetches_of(&sim, &id), 1);
 }
 

@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{Cache, Cached, Compact, Items};
+use super::{Body, Cache, Cached, Compact, Items};
 use crate::error::Error;
 use crate::xyte::{IncidentQuery, Priority};
 
@@ -24,10 +24,10 @@ fn to_json<T: serde::Serialize>(value: T) -> Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// The id in a device's `model` field (Xyte sends it as a string or a number).
-pub fn model_id(model: &Value) -> Option<String> {
-    let id = &model["id"];
-    id.as_str().map(String::from).or_else(|| id.as_i64().map(|i| i.to_string()))
+/// The id in a device's `model` field, which Xyte sends as a string or a number: given as `model["id"]`'s text and
+/// number (a device read from the cache or one Xyte just sent).
+pub fn model_id(text: Option<&str>, number: Option<i64>) -> Option<String> {
+    text.map(String::from).or_else(|| number.map(|i| i.to_string()))
 }
 
 impl Cache {
@@ -58,12 +58,12 @@ impl Cache {
             .await
     }
 
-    pub async fn device(&self, id: &str) -> Result<Cached<Arc<Value>>, Error> {
+    pub async fn device(&self, id: &str) -> Result<Cached<Body>, Error> {
         self.entry("device", id, |c, id| Box::pin(async move { Ok(to_json(c.get_device(&id, P).await?)) })).await
     }
 
     /// The device's recent commands.
-    pub async fn commands(&self, device_id: &str) -> Result<Cached<Arc<Value>>, Error> {
+    pub async fn commands(&self, device_id: &str) -> Result<Cached<Body>, Error> {
         self.entry("commands", device_id, |c, id| {
             Box::pin(async move { Ok(to_json(c.list_commands(&id, None, 100, P).await?)) })
         })
@@ -71,20 +71,17 @@ impl Cache {
     }
 
     /// One ticket with its comments.
-    pub async fn ticket(&self, id: &str) -> Result<Cached<Arc<Value>>, Error> {
+    pub async fn ticket(&self, id: &str) -> Result<Cached<Body>, Error> {
         self.entry("ticket_full", id, |c, id| Box::pin(async move { Ok(to_json(c.get_ticket(&id, P).await?)) })).await
     }
 
-    pub async fn organization(&self) -> Result<Cached<Arc<Value>>, Error> {
+    pub async fn organization(&self) -> Result<Cached<Body>, Error> {
         self.entry("organization", "info", |c, _| Box::pin(async move { Ok(to_json(c.info(P).await?)) })).await
     }
 
-    /// The definition (with its command list) of the model a device's `model` field names. `None` when it names
-    /// none; an error when the model cannot be read.
-    pub async fn model(&self, model: &Value) -> Result<Option<Arc<Value>>, Error> {
-        let Some(id) = model_id(model) else { return Ok(None) };
-        let read = self.entry("model", &id, |c, id| Box::pin(async move { Ok(to_json(c.get_model(&id, P).await?)) }));
-        Ok(Some(read.await?.value))
+    /// The definition (with its command list) of the model with this id ([`model_id`]).
+    pub async fn model(&self, id: &str) -> Result<Cached<Body>, Error> {
+        self.entry("model", id, |c, id| Box::pin(async move { Ok(to_json(c.get_model(&id, P).await?)) })).await
     }
 
     /// The device collection `devices` (as [`Cache::devices`] answered it) in name order.

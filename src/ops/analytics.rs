@@ -159,9 +159,9 @@ pub async fn get_device_analytics_report(ctx: &Ctx, a: AnalyticsArgs) -> Result<
     }
 
     // Commands sent in the period.
-    let commands = ctx.app.cache.commands(&id).await.map(|c| c.value).unwrap_or_default();
+    let commands = ctx.app.cache.commands(&id).await.map(|c| c.value).ok();
     let mut by_status = serde_json::Map::new();
-    for c in commands.as_array().into_iter().flatten() {
+    for c in commands.as_ref().and_then(|c| c.as_array()).into_iter().flatten() {
         if parse_ts(c["created_at"].as_str()).is_some_and(|t| t >= start_s) {
             let s = c["status"].as_str().unwrap_or("unknown").to_string();
             let n = by_status.get(&s).and_then(Value::as_u64).unwrap_or(0);

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::devices::{device_or_context, existing_device};
 use super::schema::Id;
+use crate::cache::model_id;
 use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;
 use crate::xyte::{Priority, SendCommand};
@@ -42,9 +43,10 @@ pub async fn validate(
     params: &Map<String, Value>,
     file_id: Option<&str>,
 ) -> Result<Option<Value>, Error> {
-    let model = match ctx.app.cache.model(&device["model"]).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Ok(None),
+    let model = &device["model"];
+    let Some(model_id) = model_id(model["id"].as_str(), model["id"].as_i64()) else { return Ok(None) };
+    let model = match ctx.app.cache.model(&model_id).await {
+        Ok(m) => m.value.to_value(),
         // Unknown model definition (Xyte unreachable, nothing cached): send unvalidated; Xyte still checks it.
         Err(e) if e.code.is_unreachable() || e.code == ErrorCode::NotFound => return Ok(None),
         Err(e) => return Err(e),

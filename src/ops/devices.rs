@@ -2,15 +2,13 @@
 //! `search_device_histories`, `claim_device`, `update_device`, `delete_device`, and the per-principal context
 //! (`set_context`) that lets tools default `device_id`/`space_id`/`room`.
 
-use std::sync::Arc;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::schema::{Id, TimeArg};
-use super::{Answer, page};
-use crate::cache::{Cache, Cached, Compact, DeviceStatus, Items, model_id};
+use super::{Answer, Part, page};
+use crate::cache::{Body, Cache, Cached, Compact, DeviceStatus, Items, model_id};
 use crate::error::{Error, ErrorCode};
 use crate::runtime::Ctx;
 use crate::store::{Durability, context, now_ms};
@@ -195,51 +193,53 @@ pub struct DeviceRef {
 
 /// The device, or `invalid_params` naming the id when Xyte does not know it (a caller's mistake, not a lookup miss).
 pub async fn existing_device(ctx: &Ctx, id: &str) -> Result<Value, Error> {
-    ctx.app.cache.device(id).await.map(|d| Arc::unwrap_or_clone(d.value)).map_err(|e| match e.code {
+    ctx.app.cache.device(id).await.map(|d| d.value.to_value()).map_err(|e| match e.code {
         ErrorCode::NotFound => Error::invalid_params(format!("no device {id}")),
         _ => e,
     })
 }
 
-pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Value, Error> {
+/// The device with what a caller needs around it. Written from the rows the cache keeps ([`Answer::parts`]):
+/// nothing of them is copied.
+pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Answer, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let cache = &ctx.app.cache;
     let read = cache.device(&id).await?;
-    let provenance = Cached { value: (), stale: read.stale, fetched_at: read.fetched_at };
-    // Taken whole when the cache's copy was made for this read (a device of the parsed collection), else copied.
-    let device = Arc::unwrap_or_clone(read.value);
-    let incidents = cache.active_incidents().await.map(|s| s.value).unwrap_or_default();
+    let device = &read.value;
     // Every active incident is looked at; they share one shape, so `device_id` is where it was in the previous one.
-    let mut at = 0;
-    let open: Vec<Value> =
-        incidents.iter().filter(|i| *i.get_near("device_id", &mut at) == id.as_str()).map(Compact::to_value).collect();
-    // Five of the cached commands, and of the model only its command list: the rest stays shared with the cache.
+    let open = match cache.active_incidents().await {
+        Ok(Cached { value: incidents, .. }) => {
+            let mut at = 0;
+            (0..incidents.len())
+                .filter(|&i| *incidents[i].get_near("device_id", &mut at) == id.as_str())
+                .map(|i| Body::in_collection(&incidents, i))
+                .collect()
+        }
+        Err(_) => Vec::new(),
+    };
     let recent = match cache.commands(&id).await {
-        Ok(Cached { value, .. }) => value.as_array().map(|l| l.iter().take(5).cloned().collect()).unwrap_or_default(),
-        _ => Vec::new(),
+        Ok(Cached { value, .. }) => Part::First(value, 5),
+        Err(_) => Part::Value(Value::Array(Vec::new())),
     };
     // What the model accepts, so a caller (the dashboard, an agent) can offer valid commands without another call.
     // Only an extra: while Xyte is known to be unreachable, a model never cached is left out rather than waited for.
-    let uncached = match model_id(&device["model"]) {
-        Some(m) if cache.known_unreachable() => cache.get("model", &m).await?.is_none(),
-        _ => false,
+    let model = &device["model"];
+    let commands = match model_id(model["id"].as_str(), model["id"].as_i64()) {
+        Some(m) if cache.known_unreachable() && cache.get("model", &m).await?.is_none() => None,
+        Some(m) => cache.model(&m).await.ok(),
+        None => None,
     };
-    let commands = if !uncached {
-        cache.model(&device["model"]).await.ok().flatten().map(|m| m["commands"].clone())
-    } else {
-        None
-    };
-    // Built by moving the parts in: `json!` would copy each of them (it serialises what it interpolates).
-    let out = Value::Object(Map::from_iter([
-        ("status".to_string(), device["status"].clone()),
-        ("state".to_string(), device["state"].clone()),
-        ("last_seen_at".to_string(), device["last_seen_at"].clone()),
-        ("device".to_string(), device),
-        ("open_incidents".to_string(), Value::Array(open)),
-        ("recent_commands".to_string(), Value::Array(recent)),
-        ("commands".to_string(), commands.unwrap_or(Value::Null)),
-    ]));
-    Ok(provenance.stamp(out))
+    let mut fields = vec![
+        ("status", Part::Field(device.clone(), "status")),
+        ("state", Part::Field(device.clone(), "state")),
+        ("last_seen_at", Part::Field(device.clone(), "last_seen_at")),
+        ("device", Part::Row(device.clone())),
+        ("open_incidents", Part::Rows(open)),
+        ("recent_commands", recent),
+        ("commands", commands.map_or(Part::Value(Value::Null), |m| Part::Field(m.value, "commands"))),
+    ];
+    fields.extend(read.freshness().map(|(k, v)| (k, Part::Value(v))));
+    Ok(Answer::parts(fields))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -260,10 +260,10 @@ pub async fn list_device_commands(ctx: &Ctx, a: ListCommands) -> Result<Value, E
     let all: Vec<Value> = read
         .value
         .as_array()
-        .cloned()
         .unwrap_or_default()
-        .into_iter()
+        .iter()
         .filter(|c| a.status.as_deref().is_none_or(|s| c["status"] == s))
+        .map(Compact::to_value)
         .collect();
     let (items, _, omitted) = page(&all, a.limit, None)?;
     Ok(read.stamp(json!({"device_id": id, "commands": items, "total": all.len(), "omitted": omitted})))

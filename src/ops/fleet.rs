@@ -58,7 +58,7 @@ pub struct NoArgs {}
 
 pub async fn get_organization_info(ctx: &Ctx, _: NoArgs) -> Result<Value, Error> {
     let info = ctx.app.cache.organization().await?;
-    Ok(info.stamp(json!({"organization": *info.value})))
+    Ok(info.stamp(json!({"organization": info.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -243,7 +243,7 @@ pub async fn fetch(ctx: &Ctx, a: Fetch) -> Result<Value, Error> {
     let not_found = || Error::new(ErrorCode::NotFound, format!("nothing known as {}", a.id));
     let cache = &ctx.app.cache;
     let found = match kind {
-        "device" => super::devices::get_device_status(ctx, parse(json!({"device_id": id}))?).await?,
+        "device" => super::devices::get_device_status(ctx, parse(json!({"device_id": id}))?).await?.into_value(),
         "ticket" => super::tickets::get_ticket(ctx, parse(json!({"ticket_id": id}))?).await?,
         "incident" => {
             let item = cache

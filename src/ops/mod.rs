@@ -21,7 +21,7 @@ mod tickets;
 
 use serde_json::{Value, json};
 
-pub use answer::Answer;
+pub use answer::{Answer, Part};
 pub use catalogue::{Access, CATALOGUE, Kind, Op, find};
 pub use devices::summary as device_summary;
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::commands::{command_for, follow, validate};
 use super::devices::stored_context;
 use super::schema::id_text;
-use crate::cache::Compact;
+use crate::cache::{Compact, model_id};
 use crate::config::presets::{Presets, RoomEntry, Step};
 use crate::error::{Error, ErrorCode};
 use crate::runtime::{App, Ctx};
@@ -135,15 +135,16 @@ async fn devices_with_commands(ctx: &Ctx, space: &Compact) -> Vec<Value> {
     for d in devices.value.iter().filter(|d| {
         d["space"]["id"] == space["id"] || (!path.is_empty() && d["space"]["full_path"].as_str() == Some(&path))
     }) {
-        let commands = model_commands(ctx, &d["model"].to_value()).await;
+        let commands = model_commands(ctx, &d["model"]).await;
         out.push(json!({"device_id": d["id"], "name": d["name"], "status": d["status"], "commands": commands}));
     }
     out
 }
 
-async fn model_commands(ctx: &Ctx, model: &Value) -> Vec<Value> {
-    let model = ctx.app.cache.model(model).await.ok().flatten().unwrap_or_default();
-    model["commands"].as_array().into_iter().flatten().map(|c| c["name"].clone()).collect()
+async fn model_commands(ctx: &Ctx, model: &Compact) -> Vec<Value> {
+    let Some(id) = model_id(model["id"].as_str(), model["id"].as_i64()) else { return Vec::new() };
+    let Ok(model) = ctx.app.cache.model(&id).await else { return Vec::new() };
+    model.value["commands"].as_array().into_iter().flatten().map(|c| c["name"].to_value()).collect()
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -302,7 +303,7 @@ async fn run_step(ctx: &Ctx, step: &Step, dry_run: bool) -> Value {
         v
     };
     let dev = match ctx.app.cache.device(&id).await {
-        Ok(d) => d.value,
+        Ok(d) => d.value.to_value(),
         Err(e) if e.code == ErrorCode::NotFound => return fail("invalid", format!("no device {id}")),
         Err(e) => return fail("error", e.to_string()),
     };

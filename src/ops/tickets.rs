@@ -1,7 +1,5 @@
 //! Tickets and incidents: reads from the cache, writes straight to Xyte (with `dry_run`), cache invalidated after.
 
-use std::sync::Arc;
-
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -96,7 +94,7 @@ pub struct TicketRef {
 
 /// Dry runs check what a real call would find missing: the ticket must exist.
 async fn existing_ticket(ctx: &Ctx, id: &str) -> Result<Value, Error> {
-    ctx.app.cache.ticket(id).await.map(|t| Arc::unwrap_or_clone(t.value)).map_err(|e| match e.code {
+    ctx.app.cache.ticket(id).await.map(|t| t.value.to_value()).map_err(|e| match e.code {
         ErrorCode::NotFound => Error::invalid_params(format!("no ticket {id}")),
         _ => e,
     })
@@ -104,7 +102,7 @@ async fn existing_ticket(ctx: &Ctx, id: &str) -> Result<Value, Error> {
 
 pub async fn get_ticket(ctx: &Ctx, a: TicketRef) -> Result<Value, Error> {
     let ticket = ctx.app.cache.ticket(&a.ticket_id.0).await?;
-    Ok(ticket.stamp(json!({"ticket": *ticket.value})))
+    Ok(ticket.stamp(json!({"ticket": ticket.value})))
 }
 
 #[derive(Deserialize, JsonSchema)]
