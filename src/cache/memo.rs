@@ -8,8 +8,8 @@
 //! reading SQLite and keeps its result only if the generation has not moved since ([`Memo::keep_list`]). Writes bump
 //! the generation after their commit, so the worst case is a copy dropped one write too early, never a stale one.
 //!
-//! A collection is kept in [`Compact`] form (a device 1.6 KiB instead of the 5.9 KiB of a `Value`), and once: while a
-//! resource's collection is kept, its single entries are read from it.
+//! Rows are kept in [`Compact`] form (a device 1.6 KiB instead of the 5.9 KiB of a `Value`), a collection once: while
+//! a resource's collection is kept, its single entries are read from it. A read gets a shared [`Body`], never a copy.
 //!
 //! Bounded: collections of at most [`MAX_LIST_ROWS`] rows, at most [`MAX_ENTRIES`] single entries (all dropped when
 //! full; they refill from the next reads).
