@@ -229,7 +229,10 @@ pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Answer, Error>
         Some(m) => cache.model(&m).await.ok(),
         None => None,
     };
-    let mut fields = vec![
+    let [fetched_at, stale] = read.freshness().map(|(k, v)| (k, Part::Value(v)));
+    Ok(Answer::parts(vec![
+        fetched_at,
+        stale,
         ("status", Part::Field(device.clone(), "status")),
         ("state", Part::Field(device.clone(), "state")),
         ("last_seen_at", Part::Field(device.clone(), "last_seen_at")),
@@ -237,9 +240,7 @@ pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Answer, Error>
         ("open_incidents", Part::Rows(open)),
         ("recent_commands", recent),
         ("commands", commands.map_or(Part::Value(Value::Null), |m| Part::Field(m.value, "commands"))),
-    ];
-    fields.extend(read.freshness().map(|(k, v)| (k, Part::Value(v))));
-    Ok(Answer::parts(fields))
+    ]))
 }
 
 #[derive(Deserialize, JsonSchema)]
