@@ -217,6 +217,7 @@ pub async fn get_device_status(ctx: &Ctx, a: DeviceRef) -> Result<Answer, Error>
         }
         Err(_) => Vec::new(),
     };
+    // The five latest of the cached commands (Xyte lists the newest first).
     let recent = match cache.commands(&id).await {
         Ok(Cached { value, .. }) => Part::First(value, 5),
         Err(_) => Part::Value(Value::Array(Vec::new())),
