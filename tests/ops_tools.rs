@@ -284,6 +284,42 @@ async fn analytics_and_dry_run_existence_checks() {
     }
 }
 
+/// Both read a device's cached command list (shared with the cache, not copied): `list_device_commands` filters and
+/// pages it, `get_device_status` shows its first five. Both must be the simulator's list, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_commands_are_listed_filtered_and_paged_as_xyte_has_them() {
+    let rig = rig(false).await;
+    let device = rig.sim.sim.device_ids()[1].clone();
+    let status = ok(&rig, Role::Viewer, "get_device_status", json!({"device_id": device})).await;
+    assert_eq!(status["recent_commands"], json!([]), "no command sent yet");
+    let name = status["commands"][0]["name"].as_str().expect("the model accepts a command").to_string();
+    for _ in 0..7 {
+        ok(&rig, Role::Operator, "send_command", json!({"device_id": device, "command": name})).await;
+    }
+    // Each command by its id and status, newest first (the daemon's typed command leaves out Xyte's null fields).
+    let ids = |list: &Value| -> Vec<(String, String)> {
+        let list = list.as_array().unwrap_or_else(|| panic!("a list: {list}"));
+        list.iter().map(|c| (c["id"].as_str().unwrap().into(), c["status"].as_str().unwrap().into())).collect()
+    };
+    let xyte = ids(&json!(rig.sim.sim.device_commands(&device)));
+    assert_eq!(xyte.len(), 7);
+
+    let all = ok(&rig, Role::Viewer, "list_device_commands", json!({"device_id": device})).await;
+    assert_eq!((ids(&all["commands"]), &all["total"], &all["omitted"]), (xyte.clone(), &json!(7), &json!(0)));
+    let page = ok(&rig, Role::Viewer, "list_device_commands", json!({"device_id": device, "limit": 2})).await;
+    assert_eq!((ids(&page["commands"]), &page["total"], &page["omitted"]), (xyte[..2].to_vec(), &json!(7), &json!(5)));
+    let state = xyte[0].1.clone();
+    let some = ok(&rig, Role::Viewer, "list_device_commands", json!({"device_id": device, "status": state})).await;
+    let wanted: Vec<_> = xyte.iter().filter(|c| c.1 == state).cloned().collect();
+    assert_eq!((ids(&some["commands"]), &some["total"]), (wanted.clone(), &json!(wanted.len())));
+    let none = ok(&rig, Role::Viewer, "list_device_commands", json!({"device_id": device, "status": "nothing"})).await;
+    assert_eq!((ids(&none["commands"]), &none["total"]), (vec![], &json!(0)));
+
+    let status = ok(&rig, Role::Viewer, "get_device_status", json!({"device_id": device})).await;
+    assert_eq!(ids(&status["recent_commands"]), xyte[..5].to_vec());
+    assert_eq!(status["recent_commands"], json!(all["commands"].as_array().unwrap()[..5]), "the same documents");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_cached_entries_never_pass_for_the_whole_collection() {
     let rig = rig(false).await;

@@ -259,13 +259,13 @@ pub struct ListCommands {
 pub async fn list_device_commands(ctx: &Ctx, a: ListCommands) -> Result<Value, Error> {
     let id = device_or_context(ctx, a.device_id).await?;
     let read = ctx.app.cache.commands(&id).await?;
-    let all: Vec<Value> = read
+    // Filtered and paged in place: only the page is serialised, from the kept row.
+    let all: Vec<&Compact> = read
         .value
         .as_array()
         .unwrap_or_default()
         .iter()
         .filter(|c| a.status.as_deref().is_none_or(|s| c["status"] == s))
-        .map(Compact::to_value)
         .collect();
     let (items, _, omitted) = page(&all, a.limit, None)?;
     Ok(read.stamp(json!({"device_id": id, "commands": items, "total": all.len(), "omitted": omitted})))
