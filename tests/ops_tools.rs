@@ -1,7 +1,8 @@
 //! Operations of the catalogue called in-process against the simulator, as every front door calls them: the Xyte
 //! endpoint catalogue and `xyte_api_call` (roles, confirm, experimental entries), room presets (order, stop on
 //! failure, progress, fuzzy rooms, reload), admin device tools, the device list (name order, filters, counts, paging),
-//! the analytics report, dry-run existence checks, and the outbox limits under concurrent callers.
+//! a device's commands (listed, filtered, paged, the latest in its status), the analytics report, dry-run existence
+//! checks, and the outbox limits under concurrent callers.
 
 use std::sync::{Arc, Mutex};
 
